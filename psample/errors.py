@@ -1,0 +1,76 @@
+"""Errors raised by psample before any long work starts.
+
+Every error is a ``ValueError`` or ``TypeError`` subclass whose message names the offending
+argument and its value, so a user can fix the call without reading the source.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+__all__ = [
+    "PsampleError",
+    "InvalidTuningError",
+    "ShapeError",
+    "InitialPointError",
+    "ModelError",
+    "CheckpointError",
+    "NetworkError",
+    "MotifError",
+    "check_positive",
+    "check_positive_int",
+]
+
+
+class PsampleError(Exception):
+    """Base class of every error psample raises on purpose."""
+
+
+class InvalidTuningError(PsampleError, ValueError):
+    """A tuning or run-length value is out of range (``w <= 0``, ``thin < 1``, ...)."""
+
+
+class ShapeError(PsampleError, ValueError):
+    """Positions lack a chain axis, or their shapes disagree across leaves or with the target."""
+
+
+class InitialPointError(PsampleError, ValueError):
+    """The log-density (or its gradient) is not finite at some chain's initial point."""
+
+
+class ModelError(PsampleError, ValueError):
+    """A NumPyro model could not be initialised."""
+
+
+class CheckpointError(PsampleError, ValueError):
+    """A checkpoint path holds another run, or is not a psample checkpoint."""
+
+
+class NetworkError(PsampleError, ValueError):
+    """A network is empty, has no edge, negative weights, or invalid node weights."""
+
+
+class MotifError(PsampleError, ValueError):
+    """A motif is not a tree where a tree is needed, or exceeds a size cap."""
+
+
+def check_positive(name: str, value, *, error=InvalidTuningError) -> float:
+    """Return ``float(value)`` if it is a finite number > 0, else raise ``error`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise error(f"{name} must be a positive number, got {value!r}") from None
+    value = float(value)
+    if not (value > 0 and value < float("inf")):
+        raise error(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1, error=InvalidTuningError) -> int:
+    """Return ``int(value)`` if it is an integer >= ``minimum``, else raise ``error`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
