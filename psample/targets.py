@@ -46,6 +46,8 @@ class Target:
     exact
         Quantities known exactly about the target (``{"E[x_0]": 0.0, ...}``), for tests and
         examples. Keys are free-form.
+    hints
+        Suggested tuning values for samplers (``{"polar_slice_w": 5.0}``), used by the CLI.
     """
 
     logdensity_fn: Callable[[Any], jax.Array]
@@ -53,6 +55,7 @@ class Target:
     postprocess_fn: Callable[[Any], dict] | None = None
     name: str = "target"
     exact: dict = field(default_factory=dict)
+    hints: dict = field(default_factory=dict)
 
     def initial_positions(self, rng_key: jax.Array, num_chains: int):
         """Draw initial positions for ``num_chains`` chains (leading axis ``(num_chains, ...)``)."""
