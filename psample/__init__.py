@@ -6,10 +6,10 @@ Public API
 - :func:`sample`, :func:`resume`, :class:`Trace`: the runner (many chains, chunks, checkpoints).
 """
 
-from psample import errors
+from psample import diagnostics, errors
 from psample.run import resume, sample
 from psample.targets import Target, from_logdensity, from_numpyro
 from psample.trace import Trace
 
-__all__ = ["errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample", "resume"]
+__all__ = ["diagnostics", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample", "resume"]
 __version__ = "0.1.0"

@@ -162,7 +162,8 @@ def load_checkpoint(path) -> Checkpoint:
     if not path.exists():
         raise CheckpointError(f"checkpoint path {str(path)!r} does not exist")
     try:
-        root = zarr.open_group(str(path), mode="a")
+        # Read the real metadata: consolidated metadata may predate a chunk cut short by a crash.
+        root = zarr.open_group(str(path), mode="a", use_consolidated=False)
         state_group = root[_STATE]
         attrs = dict(state_group.attrs)
         draws_done = int(attrs["draws_done"])
@@ -178,6 +179,9 @@ def load_checkpoint(path) -> Checkpoint:
                 array.resize((draws_done,))
             elif array.ndim >= 2 and array.shape[1] > draws_done:
                 array.resize((array.shape[0], draws_done) + array.shape[2:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
 
     leaves = [np.asarray(state_group[f"leaf_{i}"][...]) for i in range(attrs["num_state_leaves"])]
     states = jax.tree.unflatten(_decode(attrs["state_treedef"]), [jnp.asarray(x) for x in leaves])
