@@ -1,0 +1,74 @@
+"""A zoo of targets with what is known exactly about them (imported as ``psample.models``).
+
+Every factory returns a :class:`psample.Target`: a JAX log-density, an initialiser giving
+positions with a leading chain axis, a post-processing map to named sites, a ``name``, an
+``exact`` dict of quantities known in closed form (computed with NumPy/SciPy when the target
+is built) and sampler ``hints`` (``{"polar_slice_w": ...}``).
+
+Plain log-densities on a flat vector ``x`` of shape ``(d,)`` (post-processed to ``{"x": ...}``):
+:func:`isotropic_gaussian`, :func:`ill_conditioned_gaussian`, :func:`hyperplane_disk`,
+:func:`student_t`, :func:`cauchy`, :func:`neal_funnel`. NumPyro models wrapped with
+:func:`psample.from_numpyro` (position: dict of unconstrained sites): :func:`eight_schools`
+(raw model :func:`eight_schools_model`), :func:`logistic_regression` (raw model
+:func:`logistic_regression_model`, data shipped in ``data/``).
+
+Keys of ``Target.exact`` (indices are 0-based; only the keys that exist for a target are set):
+
+- ``"mean"``, ``"var"``: arrays ``(d,)``; ``"cov"``: ``(d, d)`` where the covariance is dense.
+- ``"E[x_0]"``, ``"Var[x_0]"``, ``"sd[x_0]"``, ``"E[x_1]"``, ``"Var[x_1]"``, ``"Cov[x_0,x_1]"``,
+  ``"Var[sum x]"``: scalars.
+- ``"E[|x|^2]"``, ``"E[|x|]"``, ``"median[|x|]"``, ``"E[log|x|]"``, ``"Var[log|x|]"``: the
+  Euclidean norm ``‖x‖``; ``"P(|x|>median[|x|], x_0>0)"``.
+- ``"q{p}[|x|]"``, ``"q{p}[x_0]"``: exact ``p``-quantiles for ``p`` in :data:`QUANTILE_LEVELS`
+  (e.g. ``"q0.001[x_0]"``).
+- Eight schools (constrained sites, by quadrature): ``"E[mu]"``, ``"Var[mu]"``, ``"E[tau]"``,
+  ``"Var[tau]"``, ``"E[log tau]"``, ``"Var[log tau]"``, ``"median[tau]"``, ``"q{p}[tau]"``,
+  ``"E[theta]"``/``"Var[theta]"`` ``(8,)``, ``"E[theta_0]"``, ``"Var[theta_0]"``.
+
+Models by name (for the CLI): :data:`MODELS`, :func:`get`, :func:`describe`.
+
+This package defines targets only; it never imports a sampler.
+"""
+
+from ._common import QUANTILE_LEVELS
+from .funnel import neal_funnel
+from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
+from .heavy_tailed import cauchy, student_t
+from .registry import MODELS, describe, get
+from .regression import (
+    DATASETS,
+    load_dataset,
+    logistic_regression,
+    logistic_regression_data,
+    logistic_regression_model,
+)
+from .schools import (
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    eight_schools,
+    eight_schools_model,
+    eight_schools_posterior,
+)
+
+__all__ = [
+    "QUANTILE_LEVELS",
+    "isotropic_gaussian",
+    "ill_conditioned_gaussian",
+    "hyperplane_disk",
+    "student_t",
+    "cauchy",
+    "neal_funnel",
+    "eight_schools",
+    "eight_schools_model",
+    "eight_schools_posterior",
+    "EIGHT_SCHOOLS_Y",
+    "EIGHT_SCHOOLS_SIGMA",
+    "logistic_regression",
+    "logistic_regression_model",
+    "logistic_regression_data",
+    "load_dataset",
+    "DATASETS",
+    "MODELS",
+    "get",
+    "describe",
+]

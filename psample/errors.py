@@ -39,7 +39,7 @@ class InitialPointError(PsampleError, ValueError):
 
 
 class ModelError(PsampleError, ValueError):
-    """A NumPyro model could not be initialised."""
+    """A model could not be built (bad arguments, unknown name) or initialised by NumPyro."""
 
 
 class CheckpointError(PsampleError, ValueError):

@@ -12,6 +12,7 @@ continues bit for bit.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -136,10 +137,18 @@ def _chain_sharding(num_chains: int, devices):
     return NamedSharding(mesh, PartitionSpec("chains"))
 
 
-def _build_chunk_runner(algorithm, observables, plan: RunPlan):
-    """Jitted ``(state, key, first_draw, length) -> (state, records)`` over one chunk."""
+def _build_chunk_runner(algorithm, observables: dict, plan: RunPlan):
+    """Jitted chunk functions for ``algorithm``; cached so repeated runs do not recompile."""
+    return _cached_chunk_runner(
+        algorithm, tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_warmup: int, thin: int):
+    """``run_draws(state, key, draw_indices)``, ``run_warmup(state, key, step_indices)``, ..."""
     step = jax.vmap(algorithm.step)
-    num_chains, thin = plan.num_chains, plan.thin
+    observables = dict(observables)
 
     def take_step(state, step_index, rng_key):
         keys = jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains)
@@ -150,7 +159,7 @@ def _build_chunk_runner(algorithm, observables, plan: RunPlan):
         return _state_position(state), info, _state_logdensity(state), obs
 
     def draw_once(rng_key, state, draw_index):
-        first = plan.num_warmup + draw_index * thin
+        first = num_warmup + draw_index * thin
 
         def body(carry, j):
             return take_step(carry, first + j, rng_key)

@@ -1,0 +1,77 @@
+"""The NumPyro bridge and plain log-density targets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer.util import log_density
+
+import psample
+from psample.errors import ModelError
+
+
+def regression(x, y=None):
+    slope = numpyro.sample("slope", dist.Normal(0.0, 1.0))
+    noise = numpyro.sample("noise", dist.HalfNormal(1.0))
+    numpyro.deterministic("twice_slope", 2 * slope)
+    numpyro.sample("y", dist.Normal(slope * x, noise), obs=y)
+
+
+X = jnp.linspace(-1, 1, 20)
+Y = 0.7 * X + 0.1 * jnp.sin(7 * X)
+
+
+def test_logdensity_is_the_unconstrained_log_joint():
+    target = psample.from_numpyro(regression, X, y=Y)
+    z = {"slope": jnp.array(0.3), "noise": jnp.array(-0.5)}  # noise is log-transformed
+    noise = jnp.exp(z["noise"])
+    log_joint, _ = log_density(regression, (X,), {"y": Y}, {"slope": z["slope"], "noise": noise})
+    # log |d noise / d z| = z for the exp transform.
+    np.testing.assert_allclose(target.logdensity_fn(z), log_joint + z["noise"], rtol=1e-10)
+    assert target.name == "regression"
+
+
+def test_initial_positions_have_a_chain_axis_and_are_distinct():
+    target = psample.from_numpyro(regression, X, y=Y)
+    positions = target.initial_positions(jax.random.PRNGKey(0), 5)
+    assert positions["slope"].shape == (5,) and positions["noise"].shape == (5,)
+    assert len(np.unique(np.asarray(positions["slope"]))) == 5
+    assert np.all(np.isfinite(jax.vmap(target.logdensity_fn)(positions)))
+
+
+def test_postprocess_constrains_and_adds_deterministic_sites():
+    target = psample.from_numpyro(regression, X, y=Y)
+    draws = {"slope": jnp.ones((2, 3)), "noise": jnp.full((2, 3), -1.0)}
+    sites = target.postprocess(draws)
+    assert set(sites) == {"slope", "noise", "twice_slope"}
+    np.testing.assert_allclose(sites["noise"], np.exp(-1.0), rtol=1e-12)
+    np.testing.assert_allclose(sites["twice_slope"], 2.0)
+    assert sites["slope"].shape == (2, 3)
+
+
+def test_failing_model_names_the_model():
+    def broken_model():
+        numpyro.sample("x", dist.Normal(0.0, -1.0))  # invalid scale
+
+    with pytest.raises(ModelError, match="broken_model"):
+        numpyro.enable_validation(True)
+        try:
+            psample.from_numpyro(broken_model)
+        finally:
+            numpyro.enable_validation(False)
+
+
+def test_num_chains_validated():
+    target = psample.from_numpyro(regression, X, y=Y)
+    with pytest.raises(psample.errors.InvalidTuningError, match="num_chains"):
+        target.initial_positions(jax.random.PRNGKey(0), 0)
+
+
+def test_from_logdensity_spreads_chains_around_a_point():
+    target = psample.from_logdensity(lambda x: -jnp.sum(x**2), jnp.ones(3), scale=0.1)
+    positions = target.initial_positions(jax.random.PRNGKey(0), 400)
+    assert positions.shape == (400, 3)
+    np.testing.assert_allclose(positions.mean(0), 1.0, atol=4 * 0.1 / 20)
+    np.testing.assert_allclose(target.postprocess(positions[:, None])["x"], positions[:, None])
