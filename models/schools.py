@@ -176,8 +176,11 @@ def eight_schools(centered: bool = False) -> Target:
         unconstrained scale (NumPyro's ``init_to_uniform``). ``postprocess`` returns the
         constrained sites ``mu``, ``tau``, ``theta`` (and ``theta_tilde``). ``exact`` holds the
         posterior summaries of :func:`eight_schools_posterior` (the same for both
-        parameterisations).
+        parameterisations). ``hints["polar_slice_w"] = 10``: on the non-centred model, 4 chains
+        x 2000 draws gave the lowest bulk ESS of ~80 at w = 1 and ~100-130 at w = 3-30.
     """
     target = from_numpyro(eight_schools_model, centered=bool(centered))
     name = "eight_schools_centered" if centered else "eight_schools"
-    return dataclasses.replace(target, name=name, exact=eight_schools_posterior())
+    return dataclasses.replace(
+        target, name=name, exact=eight_schools_posterior(), hints={"polar_slice_w": 10.0}
+    )

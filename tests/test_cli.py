@@ -82,3 +82,16 @@ def test_readme_quick_start_runs_and_converges():
     summary = namespace["summary"]
     assert {"mu", "tau"} <= set(summary.index) and "theta[0]" in summary.index
     assert (summary["r_hat"].astype(float) < 1.05).all()
+
+
+@pytest.mark.slow
+def test_default_run_converges_on_eight_schools(capsys):
+    """`psample run` (what `make run` calls): eight schools, polar slice, every r_hat < 1.01."""
+    assert main(["run", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("eight_schools: polar_slice, 4 chains x 20000 draws (done)")
+    rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
+    names = [row[0] for row in rows]
+    assert {"mu", "tau", "theta[0]", "theta[7]"} <= set(names)
+    r_hats = [float(row[7]) for row in rows]
+    assert max(r_hats) < 1.01, out
