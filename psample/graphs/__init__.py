@@ -1,0 +1,39 @@
+"""Random graph homomorphisms: Glauber and pivot chains and network observables.
+
+Lyu, Mémoli and Sivakoff, "Sampling random graph homomorphisms and applications to network
+data analysis", JMLR 24(9), 2023 (arXiv:1910.09483).
+
+- :class:`Network` (weighted, directed or not, node weights) and :class:`Motif` (small graph,
+  usually a rooted tree: :meth:`Motif.path`, :meth:`Motif.star`, :meth:`Motif.cycle`).
+- :func:`glauber` (any motif) and :func:`pivot` (tree motifs, exact Metropolis–Hastings)
+  return BlackJAX ``SamplingAlgorithm`` s whose state is the embedding motif-node -> network-node.
+"""
+
+from psample.graphs.homomorphism import (
+    GlauberInfo,
+    HomomorphismState,
+    PivotInfo,
+    glauber,
+    initial_embeddings,
+    is_homomorphism,
+    log_weight,
+    pivot,
+)
+from psample.graphs.motif import MAX_MOTIF_NODES, Motif
+from psample.graphs.network import Network, edge_weight, sample_neighbour
+
+__all__ = [
+    "Network",
+    "Motif",
+    "MAX_MOTIF_NODES",
+    "edge_weight",
+    "sample_neighbour",
+    "glauber",
+    "pivot",
+    "initial_embeddings",
+    "HomomorphismState",
+    "GlauberInfo",
+    "PivotInfo",
+    "log_weight",
+    "is_homomorphism",
+]
