@@ -1,0 +1,497 @@
+"""Gibbsian polar slice sampling (GPSS).
+
+Polar slice sampling (Roberts and Rosenthal [2]) factors a target density on
+:math:`\\mathbb{R}^d` as :math:`\\varrho(x) = \\|x\\|^{-(d-1)} \\cdot
+\\|x\\|^{d-1}\\varrho(x)` and draws the slice variable with respect to the second
+factor only. In polar coordinates :math:`x = r\\theta` the first factor is the
+Lebesgue measure :math:`\\mathrm{d}r\\,\\mathrm{d}\\sigma(\\theta)`, so one
+transition must draw :math:`(r, \\theta)` uniformly on the slice
+
+.. math::
+
+    \\{(r, \\theta) : L(r, \\theta) > \\ell\\}, \\qquad
+    L(r, \\theta) = (d-1)\\log r + \\log\\varrho(r\\theta),
+
+with :math:`\\ell = L(r_{\\text{old}}, \\theta_{\\text{old}}) + \\log U`. The
+Gibbsian polar slice sampler of Schär, Habeck and Rudolf [1] replaces this joint
+draw, which is rarely tractable, by two Gibbs updates that share the level
+:math:`\\ell`:
+
+1. the direction :math:`\\theta \\mid r`, by shrinkage on a great circle of the
+   unit sphere through the current direction (geodesic shrinkage, the sphere
+   analogue of elliptical slice sampling);
+2. the radius :math:`r \\mid \\theta`, by stepping-out and shrinkage
+   (Neal [3]) on the ray :math:`\\{s\\theta : s > 0\\}`, with initial window
+   ``w``.
+
+The resulting chain mixes in the radius almost independently of the dimension for
+rotationally (near-)invariant targets, and copes with heavy tails and funnels
+where random-walk, hit-and-run and elliptical slice samplers get stuck.
+
+Everything is computed in log space, :math:`L(0, \\cdot) = -\\infty`, a NaN
+log-density counts as outside the slice, the comparison is strict
+(:math:`L > \\ell`), and every direction proposal is re-normalised to unit length
+(the authors' code fixed a missing normalisation of the first proposal in 2025).
+
+Stepping-out uses Neal's limit ``m = max_proposals`` split at random between the two
+ends of the radius bracket ([3], Fig. 3), which keeps the radius update exact however
+far the slice reaches (radii of heavy-tailed targets can exceed ``w`` ten thousand
+times); with the default ``m = 1000`` it differs from the paper's unlimited
+stepping-out only in such extreme cases. Each shrinkage loop (angle, radius) is capped
+at ``max_proposals`` evaluations; a capped loop keeps the old value of its coordinate,
+which lies in the slice, and sets ``hit_max_proposals``. That cap is only a guard
+against pathological densities (shrinkage converges geometrically): a transition that
+hits it is not exactly invariant, so rerun with a better ``w`` if it ever triggers.
+
+All evaluations of one transition happen at one site of one ``lax.while_loop`` that
+walks through the phases direction, step-down, step-up, shrink: the target is traced
+once, and under ``vmap`` a chain never waits for the slowest chain at each phase
+boundary, only once per transition.
+
+References
+----------
+.. [1] Philip Schär, Michael Habeck and Daniel Rudolf, "Gibbsian polar slice
+   sampling", Proceedings of the 40th International Conference on Machine
+   Learning (ICML), PMLR 202:30204-30223, 2023. arXiv:2302.03945.
+.. [2] Gareth O. Roberts and Jeffrey S. Rosenthal, "The polar slice sampler",
+   Stochastic Models 18(2), 257-280, 2002.
+.. [3] Radford M. Neal, "Slice sampling", The Annals of Statistics 31(3),
+   705-767, 2003.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
+from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+
+from psample.errors import InitialPointError, ShapeError, check_positive, check_positive_int
+
+__all__ = [
+    "PolarSliceState",
+    "PolarSliceInfo",
+    "init",
+    "build_kernel",
+    "build_direction_kernel",
+    "build_radius_kernel",
+    "as_top_level_api",
+]
+
+
+class PolarSliceState(NamedTuple):
+    """State of a Gibbsian polar slice chain.
+
+    position
+        Current position, a pytree with the structure the user passed to
+        :func:`init`; it equals ``unravel(radius * direction)``.
+    logdensity
+        ``logdensity_fn(position)``, scalar (``-inf`` where the density is zero or NaN).
+    radius
+        ``||x||`` of the flattened position, scalar ``r > 0``.
+    direction
+        Unit vector ``theta = x / ||x||`` of the flattened position, shape ``(d,)``.
+        Kept in the state (rather than recomputed from ``position``) so that its
+        norm stays 1 to round-off over arbitrarily long runs.
+    """
+
+    position: ArrayTree
+    logdensity: Array
+    radius: Array
+    direction: Array
+
+
+class PolarSliceInfo(NamedTuple):
+    """Diagnostics of one Gibbsian polar slice transition (all scalars).
+
+    num_evals
+        Log-density evaluations this step: direction proposals plus radius
+        stepping-out and shrinkage evaluations. A lower bracket end clipped to
+        ``r = 0`` costs none (``L(0) = -inf`` is known), nor does an end whose
+        stepping-out budget is spent.
+    num_direction_shrinks
+        Rejected great-circle proposals (each one shrinks the angle bracket).
+    num_radius_expansions
+        Stepping-out steps of the radius bracket (both ends together).
+    num_radius_shrinks
+        Rejected radius proposals (each one shrinks the radius bracket).
+    hit_max_proposals
+        ``True`` if a shrinkage loop (angle or radius) reached ``max_proposals``
+        evaluations; the coordinate it was updating then keeps its old value, which
+        lies in the slice.
+    """
+
+    num_evals: Array
+    num_direction_shrinks: Array
+    num_radius_expansions: Array
+    num_radius_shrinks: Array
+    hit_max_proposals: Array
+
+
+def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
+    """Create the chain state at ``position``.
+
+    Parameters
+    ----------
+    position
+        A pytree of floating arrays with ``d >= 2`` entries in total (no chain axis).
+    logdensity_fn
+        ``position -> scalar`` unnormalised log-density of the target.
+
+    Returns
+    -------
+    PolarSliceState
+
+    Raises
+    ------
+    ShapeError
+        If the position has fewer than two entries (polar coordinates need ``d >= 2``).
+    InitialPointError
+        If the position is concrete and exactly the origin, where the polar
+        decomposition is undefined.
+    """
+    flat, _ = jax.flatten_util.ravel_pytree(position)
+    d = flat.shape[0]
+    if d < 2:
+        raise ShapeError(
+            f"polar slice sampling needs a position with d >= 2 entries, got d={d} "
+            f"(position shapes {jax.tree.map(jnp.shape, position)})"
+        )
+    radius = jnp.linalg.norm(flat)
+    if not isinstance(radius, jax.core.Tracer) and not float(radius) > 0:
+        raise InitialPointError(
+            f"polar slice sampling cannot start at position={position!r}: its norm is "
+            f"{float(radius)!r}, and the direction x/||x|| is undefined at the origin"
+        )
+    # Under jit the origin cannot be rejected: fall back to e_1 so the state stays finite.
+    unit = jnp.zeros_like(flat).at[0].set(1.0)
+    direction = jnp.where(radius > 0, flat / jnp.where(radius > 0, radius, 1.0), unit)
+    logdensity = _sanitize(jnp.asarray(logdensity_fn(position), dtype=flat.dtype))
+    return PolarSliceState(position, logdensity, radius, direction)
+
+
+def _sanitize(logdensity: Array) -> Array:
+    """NaN log-densities count as outside every slice."""
+    return jnp.where(jnp.isnan(logdensity), -jnp.inf, logdensity)
+
+
+def _polar_logdensity(logdensity_fn: Callable, unravel_fn: Callable, d: int) -> Callable:
+    """``(r, theta) -> (L(r, theta), log rho(r theta))`` with ``L(r <= 0) = -inf``."""
+
+    def polar(r, theta):
+        logrho = _sanitize(jnp.asarray(logdensity_fn(unravel_fn(r * theta)), dtype=theta.dtype))
+        safe_r = jnp.where(r > 0, r, 1.0)
+        value = jnp.where(r > 0, (d - 1) * jnp.log(safe_r) + logrho, -jnp.inf)
+        return _sanitize(value), logrho
+
+    return polar
+
+
+def _slice_level(rng_key: PRNGKey, state: PolarSliceState, d: int) -> Array:
+    """``ell = L(r, theta) + log U`` (log space, no exp of the density)."""
+    dtype = state.direction.dtype
+    log_u = jnp.log(jax.random.uniform(rng_key, dtype=dtype))
+    current = (d - 1) * jnp.log(state.radius) + state.logdensity
+    return current + log_u
+
+
+# Phases of one transition. All log-density evaluations happen at one site inside one
+# ``lax.while_loop`` whose carry says which phase the chain is in: the target is compiled
+# once, and under ``vmap`` a chain that needs few evaluations in one phase does not wait
+# for the slowest chain at every phase boundary (only once, at the end).
+_DIRECTION, _STEP_DOWN, _STEP_UP, _SHRINK, _DONE = range(5)
+
+
+class _LoopCarry(NamedTuple):
+    key: PRNGKey
+    phase: Array  # one of the phases above
+    phase_evals: Array  # evaluations in the current phase (the shrinkage cap)
+    theta: Array  # accepted direction (the old one until the direction phase accepts)
+    radius: Array  # accepted radius (the old one until radius shrinkage accepts)
+    logrho: Array  # log rho(radius * theta)
+    angle_lo: Array  # angle bracket of geodesic shrinkage, contains 0
+    angle_hi: Array
+    lower: Array  # radius bracket, contains the old radius
+    upper: Array
+    steps_down_left: Array  # stepping-out budget of each end (Neal's J and K)
+    steps_up_left: Array
+    num_evals: Array
+    num_direction_shrinks: Array
+    num_radius_expansions: Array
+    num_radius_shrinks: Array
+    hit_max_proposals: Array
+
+
+def _skip_empty_phases(phase, lower, steps_down_left, steps_up_left):
+    """Leave a stepping-out phase that needs no evaluation (end at 0 or no budget left)."""
+    phase = jnp.where((phase == _STEP_DOWN) & ((lower <= 0) | (steps_down_left == 0)), _STEP_UP, phase)
+    return jnp.where((phase == _STEP_UP) & (steps_up_left == 0), _SHRINK, phase)
+
+
+def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_phase, last_phase):
+    """Direction and/or radius update of one transition at slice level ``level``.
+
+    The direction update (phase ``_DIRECTION``) is geodesic shrinkage on a random great
+    circle through ``theta`` at the old radius. The radius update (``_STEP_DOWN``,
+    ``_STEP_UP``, ``_SHRINK``) is Neal's stepping-out and shrinkage on the ray
+    ``{s theta : s > 0}``. Stepping-out uses Neal's (2003, Fig. 3) limit
+    ``m = max_proposals`` split at random between the two ends (``J = floor(m V)`` steps
+    down, ``m - 1 - J`` up): this keeps the update exact however far the slice reaches
+    (radii of heavy-tailed targets can be 1e4 times ``w``), and with the default ``m``
+    it only differs from the paper's unlimited stepping-out in such extreme cases. Points
+    ``s <= 0`` are outside every slice, so the lower end is clipped at 0 and stops there.
+    Shrinkage (angle or radius) is capped at ``max_proposals`` evaluations, after which
+    the old value is kept and ``hit_max_proposals`` is set.
+
+    ``first_phase``/``last_phase`` (static) select the full transition or one sub-update.
+
+    Returns
+    -------
+    _LoopCarry
+        The final carry: ``theta``, ``radius``, ``logrho`` and the counters.
+    """
+    dtype = state.direction.dtype
+    theta0, radius0 = state.direction, state.radius
+    w = jnp.asarray(w, dtype=dtype)
+    two_pi = jnp.asarray(2.0 * jnp.pi, dtype=dtype)
+    normal_key, offset_key, split_key, loop_key = jax.random.split(rng_key, 4)
+
+    # A uniform point of the great subsphere orthogonal to theta0: the great circle
+    # {cos(a) theta0 + sin(a) perpendicular} is uniform among those through theta0.
+    z = jax.random.normal(normal_key, theta0.shape, dtype=dtype)
+    z = z - jnp.dot(z, theta0) * theta0
+    perpendicular = z / jnp.linalg.norm(z)
+
+    # Initial radius bracket of width w at a uniform offset, and the stepping-out budget.
+    u = jax.random.uniform(offset_key, dtype=dtype)
+    lower = jnp.maximum(radius0 - u * w, 0.0)
+    upper = radius0 + (1.0 - u) * w
+    steps_down = jnp.floor(max_proposals * jax.random.uniform(split_key, dtype=dtype)).astype(jnp.int32)
+    steps_down = jnp.minimum(steps_down, max_proposals - 1)
+    steps_up = (max_proposals - 1) - steps_down
+
+    zero, false = jnp.asarray(0, jnp.int32), jnp.asarray(False)
+    phase = _skip_empty_phases(jnp.asarray(first_phase, jnp.int32), lower, steps_down, steps_up)
+    carry = _LoopCarry(
+        loop_key, phase, zero, theta0, radius0, state.logdensity, -two_pi, two_pi,
+        lower, upper, steps_down, steps_up, zero, zero, zero, zero, false,
+    )  # fmt: skip
+
+    def cond(c):
+        return c.phase <= last_phase
+
+    def body(c):
+        key, draw_key = jax.random.split(c.key)
+        v = jax.random.uniform(draw_key, dtype=dtype)
+        in_direction, in_down = c.phase == _DIRECTION, c.phase == _STEP_DOWN
+        in_up, in_shrink = c.phase == _STEP_UP, c.phase == _SHRINK
+
+        # Candidate angle: uniform on [0, 2 pi) first, then in the shrunk bracket.
+        first = c.phase_evals == 0
+        omega = jnp.where(first, two_pi * v, c.angle_lo + (c.angle_hi - c.angle_lo) * v)
+        angle_lo = jnp.where(first, omega - two_pi, c.angle_lo)
+        angle_hi = jnp.where(first, omega, c.angle_hi)
+        theta_candidate = jnp.cos(omega) * theta0 + jnp.sin(omega) * perpendicular
+        # Re-normalise every proposal, or ||theta|| drifts over long runs.
+        theta_candidate = theta_candidate / jnp.linalg.norm(theta_candidate)
+        # Candidate radius: a bracket end while stepping out, uniform in it while shrinking.
+        s = jnp.where(in_down, c.lower, jnp.where(in_up, c.upper, c.lower + (c.upper - c.lower) * v))
+
+        value, logrho = polar(
+            jnp.where(in_direction, radius0, s), jnp.where(in_direction, theta_candidate, c.theta)
+        )
+        inside = value > level
+        phase_evals = c.phase_evals + 1
+        capped = jnp.logical_not(inside) & (phase_evals >= max_proposals)
+        rejected = jnp.logical_not(inside)
+
+        # Direction: accept, or shrink the angle bracket toward 0 (the current direction).
+        take_direction = in_direction & inside
+        theta = jnp.where(take_direction, theta_candidate, c.theta)
+        angle_lo = jnp.where(omega < 0, omega, angle_lo)
+        angle_hi = jnp.where(omega < 0, angle_hi, omega)
+        # Stepping-out: move the end outward while it is in the slice.
+        lower = jnp.where(in_down & inside, jnp.maximum(c.lower - w, 0.0), c.lower)
+        upper = jnp.where(in_up & inside, c.upper + w, c.upper)
+        # Radius shrinkage: accept, or shrink the bracket toward the old radius.
+        take_radius = in_shrink & inside
+        radius = jnp.where(take_radius, s, c.radius)
+        lower = jnp.where(in_shrink & rejected & (s < radius0), s, lower)
+        upper = jnp.where(in_shrink & rejected & (s >= radius0), s, upper)
+
+        steps_down_left = c.steps_down_left - (in_down & inside)
+        steps_up_left = c.steps_up_left - (in_up & inside)
+        phase = c.phase
+        phase = jnp.where(in_direction & (inside | capped), _STEP_DOWN, phase)
+        phase = jnp.where(in_down & rejected, _STEP_UP, phase)
+        phase = jnp.where(in_up & rejected, _SHRINK, phase)
+        phase = jnp.where(in_shrink & (inside | capped), _DONE, phase)
+        phase = _skip_empty_phases(phase, lower, steps_down_left, steps_up_left)
+
+        return _LoopCarry(
+            key=key,
+            phase=phase,
+            phase_evals=jnp.where(phase == c.phase, phase_evals, 0),
+            theta=theta,
+            radius=radius,
+            logrho=jnp.where(take_direction | take_radius, logrho, c.logrho),
+            angle_lo=angle_lo,
+            angle_hi=angle_hi,
+            lower=lower,
+            upper=upper,
+            steps_down_left=steps_down_left,
+            steps_up_left=steps_up_left,
+            num_evals=c.num_evals + 1,
+            num_direction_shrinks=c.num_direction_shrinks + (in_direction & rejected),
+            num_radius_expansions=c.num_radius_expansions + ((in_down | in_up) & inside),
+            num_radius_shrinks=c.num_radius_shrinks + (in_shrink & rejected),
+            hit_max_proposals=c.hit_max_proposals | ((in_direction | in_shrink) & capped),
+        )
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def _transition(rng_key, state, logdensity_fn, w, max_proposals, first_phase, last_phase):
+    """Draw the slice level, run the selected updates, and build the new state and info."""
+    _, unravel_fn = jax.flatten_util.ravel_pytree(state.position)
+    d = state.direction.shape[0]
+    polar = _polar_logdensity(logdensity_fn, unravel_fn, d)
+    level_key, update_key = jax.random.split(rng_key)
+    # One slice level for both Gibbs updates (Schär et al. 2023, Alg. 1).
+    level = _slice_level(level_key, state, d)
+    out = _gibbs_polar_update(update_key, state, level, polar, w, max_proposals, first_phase, last_phase)
+    new_state = PolarSliceState(unravel_fn(out.radius * out.theta), out.logrho, out.radius, out.theta)
+    info = PolarSliceInfo(
+        num_evals=out.num_evals,
+        num_direction_shrinks=out.num_direction_shrinks,
+        num_radius_expansions=out.num_radius_expansions,
+        num_radius_shrinks=out.num_radius_shrinks,
+        hit_max_proposals=out.hit_max_proposals,
+    )
+    return new_state, info
+
+
+def _check_max_proposals(max_proposals) -> int:
+    return check_positive_int("max_proposals", max_proposals)
+
+
+def _check_w(w):
+    """Validate ``w`` when it is a concrete number; traced values pass through."""
+    if isinstance(w, jax.core.Tracer):
+        return w
+    return check_positive("w", w)
+
+
+def build_kernel(max_proposals: int = 1000) -> Callable:
+    """Build the Gibbsian polar slice kernel (direction update, then radius update).
+
+    Parameters
+    ----------
+    max_proposals
+        Static integer >= 1: the stepping-out limit ``m`` of the radius bracket (split at
+        random between its two ends), and the cap on the evaluations of each shrinkage
+        loop (angle and radius).
+
+    Returns
+    -------
+    kernel
+        ``kernel(rng_key, state, logdensity_fn, w) -> (PolarSliceState, PolarSliceInfo)``;
+        ``w`` (> 0) is the initial radius window and may be a traced value.
+    """
+    max_proposals = _check_max_proposals(max_proposals)
+
+    def kernel(
+        rng_key: PRNGKey, state: PolarSliceState, logdensity_fn: Callable, w: float
+    ) -> tuple[PolarSliceState, PolarSliceInfo]:
+        return _transition(rng_key, state, logdensity_fn, w, max_proposals, _DIRECTION, _SHRINK)
+
+    return kernel
+
+
+def build_direction_kernel(max_proposals: int = 1000) -> Callable:
+    """Build the direction-only transition: a fresh slice level, then geodesic shrinkage.
+
+    It keeps the radius fixed and leaves the target invariant on its own (it is the
+    ``theta | r`` Gibbs update); exposed for testing and for composing schemes.
+
+    Returns
+    -------
+    kernel
+        ``kernel(rng_key, state, logdensity_fn) -> (PolarSliceState, PolarSliceInfo)``.
+    """
+    max_proposals = _check_max_proposals(max_proposals)
+
+    def kernel(rng_key, state, logdensity_fn):
+        return _transition(rng_key, state, logdensity_fn, 1.0, max_proposals, _DIRECTION, _DIRECTION)
+
+    return kernel
+
+
+def build_radius_kernel(max_proposals: int = 1000) -> Callable:
+    """Build the radius-only transition: a fresh slice level, then stepping-out and shrinkage.
+
+    It keeps the direction fixed and leaves the target invariant on its own (it is the
+    ``r | theta`` Gibbs update); exposed for testing and for composing schemes.
+
+    Returns
+    -------
+    kernel
+        ``kernel(rng_key, state, logdensity_fn, w) -> (PolarSliceState, PolarSliceInfo)``.
+    """
+    max_proposals = _check_max_proposals(max_proposals)
+
+    def kernel(rng_key, state, logdensity_fn, w):
+        return _transition(rng_key, state, logdensity_fn, w, max_proposals, _STEP_DOWN, _SHRINK)
+
+    return kernel
+
+
+def as_top_level_api(
+    logdensity_fn: Callable, *, w: float = 1.0, max_proposals: int = 1000
+) -> SamplingAlgorithm:
+    """Gibbsian polar slice sampler (Schär, Habeck and Rudolf, 2023).
+
+    Examples
+    --------
+    .. code::
+
+        gpss = psample.polar_slice(logdensity_fn, w=5.0)
+        state = gpss.init(position)
+        new_state, info = gpss.step(rng_key, state)
+
+    Chains are run by ``jax.vmap`` over ``init`` and ``step`` (``psample.sample``
+    does this).
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``position -> scalar`` unnormalised log-density; ``position`` is any pytree
+        with ``d >= 2`` floating entries in total. Returning ``-inf`` (or NaN) marks
+        points outside the support.
+    w
+        Initial width of the radius bracket (> 0). The paper uses values of the order
+        of the typical radius scale (e.g. ``w = d`` for a ``d``-dimensional Cauchy);
+        too small costs stepping-out evaluations, too large costs shrinkage
+        evaluations, both only logarithmically.
+    max_proposals
+        Integer >= 1: the stepping-out limit of the radius bracket (split at random
+        between its ends, which keeps the update exact) and the cap on the evaluations
+        of each shrinkage loop (see ``hit_max_proposals``).
+
+    Returns
+    -------
+    blackjax.base.SamplingAlgorithm
+        ``init(position) -> PolarSliceState`` and
+        ``step(rng_key, state) -> (PolarSliceState, PolarSliceInfo)``.
+
+    Raises
+    ------
+    InvalidTuningError
+        If ``w`` is not a finite number > 0 or ``max_proposals`` is not an integer >= 1.
+    """
+    w = _check_w(w)
+    kernel = build_kernel(max_proposals)
+    return build_sampling_algorithm(kernel, init, logdensity_fn, kernel_args=(w,))
