@@ -12,6 +12,7 @@ continues bit for bit.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import sys
@@ -33,7 +34,7 @@ __all__ = ["sample", "resume", "RunPlan"]
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 #: At least this many chunks (when there are enough draws) so the progress bar moves and an
 #: interrupt or a crash loses little.
-MIN_NUM_CHUNKS = 10
+MIN_NUM_CHUNKS = 4
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,12 @@ def _chain_sharding(num_chains: int, devices):
     return NamedSharding(mesh, PartitionSpec("chains"))
 
 
+@functools.lru_cache(maxsize=32)
+def _batched_init(algorithm):
+    """``jit(vmap(algorithm.init))``, cached so repeated runs do not recompile it."""
+    return jax.jit(jax.vmap(algorithm.init))
+
+
 def _build_chunk_runner(algorithm, observables: dict, plan: RunPlan):
     """Jitted chunk functions for ``algorithm``; cached so repeated runs do not recompile."""
     return _cached_chunk_runner(
@@ -160,12 +167,11 @@ def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_war
 
     def draw_once(rng_key, state, draw_index):
         first = num_warmup + draw_index * thin
-
-        def body(carry, j):
-            return take_step(carry, first + j, rng_key)
-
-        state, infos = lax.scan(body, state, jnp.arange(thin))
-        info = jax.tree.map(lambda x: x[-1], infos)
+        if thin == 1:
+            state, info = take_step(state, first, rng_key)
+        else:
+            state = lax.fori_loop(0, thin - 1, lambda j, s: take_step(s, first + j, rng_key)[0], state)
+            state, info = take_step(state, first + thin - 1, rng_key)
         return state, record(state, info)
 
     def run_draws(state, rng_key, draw_indices):
@@ -225,7 +231,7 @@ def sample(
         ``{name: fn(state) -> array}`` evaluated per chain after each kept draw, inside the scan.
     chunk_size
         Draws per jitted chunk; default keeps a chunk under 256 MiB of host memory and makes at
-        least 10 chunks.
+        least 4 chunks.
     progress
         Show a tqdm bar (only on a terminal).
     checkpoint
@@ -258,7 +264,7 @@ def sample(
     positions = jax.tree.map(jnp.asarray, initial_positions)
     if sharding is not None:
         positions = jax.device_put(positions, sharding)
-    states = jax.jit(jax.vmap(algorithm.init))(positions)
+    states = _batched_init(algorithm)(positions)
     _check_initial_states(states)
 
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0)
@@ -292,15 +298,26 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
             jax.block_until_ready(states)
             steps_done += length
             bar.update(length)
+        # Double buffering: chunk i+1 is dispatched (asynchronously) before chunk i is copied
+        # to the host and written, so the device never waits for Python or the disk.
+        in_flight = collections.deque()
+        launched_states, launched = states, draws_done
         while draws_done < plan.num_draws:
-            length = min(plan.chunk_size, plan.num_draws - draws_done)
-            new_states, records = run_draws(states, rng_key, jnp.arange(draws_done, draws_done + length))
-            records = jax.device_get(records)
-            chunks.append(records)
-            states, draws_done = new_states, draws_done + length
-            if writer is not None:
-                writer.append(records, states, rng_key, plan, draws_done, target)
-            bar.update(length)
+            if launched < plan.num_draws:
+                length = min(plan.chunk_size, plan.num_draws - launched)
+                launched_states, records = run_draws(
+                    launched_states, rng_key, jnp.arange(launched, launched + length)
+                )
+                in_flight.append((launched_states, records, length))
+                launched += length
+            if len(in_flight) == 2 or launched == plan.num_draws:
+                new_states, records, length = in_flight.popleft()
+                records = jax.device_get(records)
+                chunks.append(records)
+                states, draws_done = new_states, draws_done + length
+                if writer is not None:
+                    writer.append(records, states, rng_key, plan, draws_done, target)
+                bar.update(length)
     except KeyboardInterrupt:
         interrupted = True
     finally:
