@@ -30,6 +30,7 @@ Models by name (for the CLI): :data:`MODELS`, :func:`get`, :func:`describe`.
 This package defines targets only; it never imports a sampler.
 """
 
+from . import graphs
 from ._common import QUANTILE_LEVELS
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
@@ -71,4 +72,5 @@ __all__ = [
     "MODELS",
     "get",
     "describe",
+    "graphs",
 ]

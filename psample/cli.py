@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Callable, NamedTuple
 
+from psample.graphs.cli import add_graph_parser
+
 __all__ = ["main", "SAMPLERS"]
 
 
@@ -68,12 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the built-in models")
     sub.add_parser("samplers", help="list the samplers")
-    try:
-        from psample.graphs.cli import add_graph_parser
-    except ImportError:  # graphs are optional only while the package is being assembled
-        add_graph_parser = None
-    if add_graph_parser is not None:
-        add_graph_parser(sub)
+    add_graph_parser(sub)
     return parser
 
 

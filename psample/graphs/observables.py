@@ -1,0 +1,238 @@
+"""Network observables as time averages of graph-homomorphism chains, with their standard errors.
+
+A homomorphism chain (Glauber or pivot, :mod:`psample.graphs.homomorphism`) has the
+homomorphism measure ``π_{F→G}`` as its stationary law. Time averages of functions of its state
+``x`` (the embedding: motif node → network node) estimate network observables (Lyu, Mémoli &
+Sivakoff 2023, §2.5 of the spec):
+
+* **conditional homomorphism density** of ``H ⊇ F`` (extra edges on F's nodes):
+  ``t(H, G | F) = t(H, G) / t(F, G) = E_π[Π_{(i,j) ∈ E_H \\ E_F} A(x_i, x_j)]``;
+* **CHD profile** ``θ ↦ P_π(min_{(i,j) ∈ E_H \\ E_F} A(x_i, x_j) ≥ θ)``;
+* **MACC** of the k-path, ``MACC[i, j] = E_π[A(x_i, x_j)]`` = the mean of the sampled patches
+  ``A[x, x]`` (the k×k adjacency induced on the embedding);
+* **homomorphism density** ``t(F, G)`` of a tree motif. It is exact by dynamic programming
+  (:func:`psample.graphs.exact.tree_hom_density`); the chain estimates it only to check itself,
+  through an importance identity: the top-down neighbour walk ``g(x) = α(x_root) Π_c
+  A(x_p(c), x_c) α(x_c) / d(x_p(c))`` is a probability law on the homomorphisms (when every
+  node has out-mass ``d > 0``) and ``g / w = Π_{c ≠ root} 1 / d(x_p(c))`` with ``w = t · π``,
+  so ``E_π[Π_c 1 / d(x_p(c))] = 1 / t(F, G)``. The estimate is the reciprocal of that time
+  average, its standard error by the delta method.
+
+Runner observables are functions ``fn(state) -> array`` of one chain's state, jittable and
+vmappable, evaluated inside the runner's scan (``psample.sample(..., observables=...)``). They
+read edge weights through :func:`psample.graphs.network.edge_weight`, so they work on CSR
+networks of any size.
+
+Standard errors are batch means across chains: each chain's time average after burn-in is one
+batch, chains are independent, so ``SE = sd(chain means) / √C``, valid whatever the
+autocorrelation within a chain (spec §3).
+
+References
+----------
+.. [1] H. Lyu, F. Mémoli, D. Sivakoff. "Sampling random graph homomorphisms and applications to
+   network data analysis." JMLR 24(9), 2023. arXiv:1910.09483.
+.. [2] G. L. Jones, M. Haran, B. S. Caffo, R. Neath. "Fixed-width output analysis for Markov
+   chain Monte Carlo." JASA 101(476), 2006 (batch means).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from psample.errors import MotifError, ShapeError
+from psample.graphs.network import edge_weight
+
+__all__ = [
+    "Estimate",
+    "extra_edges",
+    "embedding",
+    "edge_weights",
+    "edge_product",
+    "threshold_indicators",
+    "patch",
+    "inverse_out_mass_product",
+    "batch_means",
+    "reciprocal",
+]
+
+
+class Estimate(NamedTuple):
+    """A Monte Carlo estimate with its standard error.
+
+    Attributes
+    ----------
+    estimate
+        The estimate, shape ``(...)`` of the observable.
+    mcse
+        Its Monte Carlo standard error (batch means across chains), same shape.
+    num_chains
+        Number of independent chains (batches).
+    num_steps
+        Chain steps per chain that entered the averages (burn-in excluded).
+    """
+
+    estimate: np.ndarray
+    mcse: np.ndarray
+    num_chains: int
+    num_steps: int
+
+
+# ------------------------------------------------------------------------- motif helpers
+def _pairs(motif) -> set[frozenset]:
+    return {frozenset((int(i), int(j))) for i, j in np.asarray(motif.edges).reshape(-1, 2)}
+
+
+def extra_edges(motif_F, motif_H) -> np.ndarray:
+    """Edges of ``H`` that are not edges of ``F`` (same node set), shape ``(m, 2)``.
+
+    An edge is matched regardless of orientation (``(i, j)`` in ``H`` is ``F``'s edge ``(j, i)``),
+    and the ``H`` orientation is kept: the observable reads ``A(x_i, x_j)``.
+
+    Raises
+    ------
+    MotifError
+        If the node counts differ, ``F`` has an edge ``H`` lacks, or ``H`` adds no edge.
+    """
+    if int(motif_F.num_nodes) != int(motif_H.num_nodes):
+        raise MotifError(
+            f"motif_H must have the nodes of motif_F: got {motif_H.num_nodes} nodes, expected "
+            f"{motif_F.num_nodes}")
+    f_pairs = _pairs(motif_F)
+    missing = f_pairs - _pairs(motif_H)
+    if missing:
+        raise MotifError(f"motif_H must contain every edge of motif_F; missing "
+                         f"{sorted(tuple(sorted(p)) for p in missing)}")
+    extra = [(int(i), int(j)) for i, j in np.asarray(motif_H.edges).reshape(-1, 2)
+             if frozenset((int(i), int(j))) not in f_pairs]
+    if not extra:
+        raise MotifError("motif_H adds no edge to motif_F: the conditional density is 1")
+    return np.asarray(extra, dtype=np.int32)
+
+
+def _as_pairs(pairs, k: int | None = None) -> jnp.ndarray:
+    pairs = np.asarray(pairs, dtype=np.int32).reshape(-1, 2)
+    if pairs.shape[0] == 0:
+        raise ShapeError("pairs must hold at least one (i, j) motif-node pair, got none")
+    if k is not None and (pairs.min() < 0 or pairs.max() >= k):
+        raise MotifError(f"pairs must be motif nodes 0..{k - 1}, got {pairs.tolist()}")
+    return jnp.asarray(pairs)
+
+
+# ------------------------------------------------------------------- runner observables
+def embedding(state) -> jax.Array:
+    """The embedding ``x`` (motif node → network node) of one chain's state, shape ``(k,)``."""
+    return state.embedding
+
+
+def edge_weights(network, pairs) -> Callable:
+    """Observable ``state -> (A(x_i, x_j))_{(i, j) ∈ pairs}``, shape ``(m,)``."""
+    pairs = _as_pairs(pairs)
+
+    def fn(state):
+        x = state.embedding
+        return jax.vmap(lambda a, b: edge_weight(network, a, b))(x[pairs[:, 0]], x[pairs[:, 1]])
+
+    return fn
+
+
+def edge_product(network, pairs) -> Callable:
+    """Observable ``state -> Π_{(i, j) ∈ pairs} A(x_i, x_j)``, a scalar.
+
+    Its mean under ``π_{F→G}`` is ``t(H, G | F)`` when ``pairs = extra_edges(F, H)``.
+    """
+    weights = edge_weights(network, pairs)
+    return lambda state: jnp.prod(weights(state))
+
+
+def threshold_indicators(network, pairs, thresholds) -> Callable:
+    """Observable ``state -> (min_{pairs} A(x_i, x_j) ≥ θ)_θ``, shape ``(len(thresholds),)``.
+
+    Its mean is the CHD profile at the given thresholds.
+    """
+    weights = edge_weights(network, pairs)
+    thresholds = jnp.atleast_1d(jnp.asarray(thresholds, dtype=float))
+
+    def fn(state):
+        return (jnp.min(weights(state)) >= thresholds).astype(thresholds.dtype)
+
+    return fn
+
+
+def patch(network, k: int) -> Callable:
+    """Observable ``state -> A[x, x]``, the ``(k, k)`` adjacency induced on the embedding.
+
+    Its mean is the MACC matrix of the motif.
+    """
+    rows = jnp.repeat(jnp.arange(k), k)
+    cols = jnp.tile(jnp.arange(k), k)
+
+    def fn(state):
+        x = state.embedding
+        values = jax.vmap(lambda a, b: edge_weight(network, a, b))(x[rows], x[cols])
+        return values.reshape(k, k)
+
+    return fn
+
+
+def inverse_out_mass_product(network, motif) -> Callable:
+    """Observable ``state -> Π_{c ≠ root} 1 / d_c(x_{p(c)})`` of a tree motif (scalar).
+
+    ``d_c`` is the out-mass ``d(w) = Σ_z A(w, z) α(z)`` (the in-mass for a tree edge pointing to
+    the parent). ``E_π`` of the observable is ``1 / t(F, G)`` when every network node with
+    ``α > 0`` has positive masses (see the module docstring).
+    """
+    if not motif.is_tree:
+        raise MotifError(f"the importance estimate of t(F, G) needs a tree motif, got {motif!r}")
+    parent = np.asarray(motif.parent, dtype=np.int32)
+    children = np.flatnonzero(parent >= 0)
+    parents = jnp.asarray(parent[children])
+    # A tree edge pointing to the parent draws the child among in-neighbours: in-mass.
+    forward = jnp.asarray(np.asarray(motif.parent_edge_forward)[children])
+    out_mass, in_mass = jnp.asarray(network.out_mass), jnp.asarray(network.in_mass)
+
+    def fn(state):
+        images = state.embedding[parents]
+        masses = jnp.where(forward, out_mass[images], in_mass[images])
+        return jnp.prod(1.0 / masses)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------- statistics
+def batch_means(values, num_steps: int | None = None) -> Estimate:
+    """Mean over chains of each chain's time average, with ``SE = sd / √C``.
+
+    Parameters
+    ----------
+    values
+        Observable values of shape ``(chain, draw, ...)`` (burn-in already removed), or chain
+        time averages of shape ``(chain, ...)`` when ``num_steps`` is given.
+    num_steps
+        Steps per chain behind each time average; default ``values.shape[1]``.
+
+    Returns
+    -------
+    Estimate
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if num_steps is None:
+        if values.ndim < 2:
+            raise ShapeError(f"values must have axes (chain, draw, ...), got shape {values.shape}")
+        num_steps = values.shape[1]
+        values = values.mean(axis=1)
+    num_chains = values.shape[0]
+    if num_chains < 2:
+        raise ShapeError(f"batch means need at least 2 chains, got {num_chains}")
+    mcse = values.std(axis=0, ddof=1) / np.sqrt(num_chains)
+    return Estimate(values.mean(axis=0), mcse, int(num_chains), int(num_steps))
+
+
+def reciprocal(estimate: Estimate) -> Estimate:
+    """``1 / θ`` with the delta-method standard error ``SE(θ) / θ²``."""
+    value = np.asarray(estimate.estimate, dtype=np.float64)
+    return Estimate(1.0 / value, np.asarray(estimate.mcse) / value**2, estimate.num_chains,
+                    estimate.num_steps)

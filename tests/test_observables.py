@@ -1,0 +1,356 @@
+"""Network observables: exact formulas, runner observables, and MCMC estimates vs exact values.
+
+Checks G3, G4, G5 and G7 of the spec (``/work/shared/papers/logconcave_chain_and_graph_homs.md``
+§3.1): exact formulas against matrix powers and brute-force enumeration, and homomorphism-chain
+time averages against exact values within z Monte Carlo standard errors (batch means across
+chains), with the standard errors asserted small enough for the comparison to have power.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import networkx as nx
+import numpy as np
+import pytest
+from scipy import stats
+
+from psample.errors import InvalidTuningError, MotifError, NetworkError, ShapeError
+from psample.graphs import estimate as E
+from psample.graphs import exact
+from psample.graphs import observables as obs
+from psample.graphs.homomorphism import HomomorphismState
+from psample.graphs.motif import Motif
+from psample.graphs.network import Network
+from psample.models import graphs as zoo
+
+
+def bonferroni_z(num_checks: int, alpha: float = 1e-3) -> float:
+    """Two-sided z for a family of ``num_checks`` comparisons at overall level ``alpha`` (>= 4)."""
+    return max(4.0, float(stats.norm.ppf(1 - alpha / (2 * num_checks))))
+
+
+def random_network(n=6, directed=False, seed=0, loops=False) -> Network:
+    """A small weighted, non-regular network with random node weights."""
+    rng = np.random.default_rng(seed)
+    A = (rng.random((n, n)) < 0.55) * rng.uniform(0.1, 1.0, (n, n))
+    if not loops:
+        np.fill_diagonal(A, 0.0)
+    if not directed:
+        A = np.triu(A, 1) + np.triu(A, 1).T + np.diag(np.diag(A))
+    return Network.from_adjacency(A, node_weights=rng.uniform(0.2, 1.0, n))
+
+
+TREES = [
+    Motif.path(1),
+    Motif.path(2),
+    Motif.path(4),
+    Motif.path(3).rooted_at(1),
+    Motif.star(4),
+    Motif.from_edges([(1, 0), (1, 2), (3, 2)], directed=True),
+]
+
+
+# ------------------------------------------------------------------ exact vs enumeration
+@pytest.mark.parametrize("directed", [False, True])
+@pytest.mark.parametrize("motif", TREES, ids=repr)
+def test_tree_density_dp_matches_enumeration(motif, directed):
+    network = random_network(directed=directed, seed=1 + directed)
+    dp = exact.tree_hom_density(network, motif)
+    brute = exact.brute_force_density(network, motif)
+    assert dp > 0
+    assert dp == pytest.approx(brute, rel=1e-12)
+
+
+@pytest.mark.parametrize("directed", [False, True])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_path_macc_and_chd_profile_match_enumeration(k, directed):
+    network = random_network(directed=directed, seed=3, loops=True)
+    motif = Motif.path(k)
+    np.testing.assert_allclose(exact.path_macc(network, k), exact.brute_force_macc(network, motif),
+                               rtol=1e-12, atol=1e-15)
+    thresholds = [0.0, 0.05, 0.3, 0.5, 0.9, 1.5]
+    for i, j in [(0, k - 1), (k - 1, 0), (1, 1)]:
+        np.testing.assert_allclose(
+            exact.path_chd_profile(network, k, i, j, thresholds),
+            exact.brute_force_chd_profile(network, motif, [(i, j)], thresholds), rtol=1e-12, atol=1e-15)
+    assert exact.path_hom_density(network, k) == pytest.approx(exact.brute_force_density(network, motif), rel=1e-12)
+
+
+def test_conditional_density_enumeration_is_ratio_of_densities():
+    network = random_network(seed=4)
+    F, H = Motif.path(3), Motif.cycle(3)
+    value = exact.brute_force_conditional_density(network, F, H)
+    assert value == pytest.approx(exact.triangle_chd(network), rel=1e-12)
+    assert value == pytest.approx(exact.brute_force_density(network, H) / exact.tree_hom_density(network, F))
+
+
+def test_path_density_dp_equals_matrix_powers():
+    """G3: t(P_k, G) = n^-k 1ᵀ A^(k-1) 1 for uniform α, symmetric 0/1 A, any root."""
+    graph = zoo.erdos_renyi(40, 0.15, seed=2)
+    A = nx.to_numpy_array(graph)
+    n = A.shape[0]
+    network = Network.from_networkx(graph)
+    for k in range(1, 7):
+        powers = np.ones(n) @ np.linalg.matrix_power(A, k - 1) @ np.ones(n) / n**k
+        for root in range(k):
+            assert exact.tree_hom_density(network, Motif.path(k).rooted_at(root)) == pytest.approx(powers, rel=1e-12)
+        assert exact.path_hom_density(network, k) == pytest.approx(powers, rel=1e-12)
+
+
+def test_triangle_chd_closed_forms():
+    """G4 (exact side): tr(A³)/1ᵀA²1 = 6·#triangles/Σ deg² on the unweighted karate club."""
+    graph = zoo.karate()
+    A = nx.to_numpy_array(graph)
+    ones = np.ones(len(A))
+    trace_form = np.trace(A @ A @ A) / (ones @ A @ A @ ones)
+    triangles = sum(nx.triangles(graph).values()) / 3
+    degree_form = 6 * triangles / sum(d * d for _, d in graph.degree())
+    assert exact.triangle_chd(graph) == pytest.approx(trace_form, rel=1e-12)
+    assert trace_form == pytest.approx(degree_form, rel=1e-12)
+    # Homomorphisms allow x_1 = x_3: not the transitivity 6T / Σ d(d-1).
+    assert abs(trace_form - nx.transitivity(graph)) > 0.01
+
+
+def test_macc_closed_form_g5():
+    """G5 (exact side): MACC[i,j] = u_iᵀ (A^(j-i) ∘ A) v_j / 1ᵀ A^(k-1) 1 on ER(200, 0.05)."""
+    graph = zoo.erdos_renyi(200, 0.05, seed=7)
+    A = nx.to_numpy_array(graph)
+    ones = np.ones(len(A))
+    k = 4
+    power = np.linalg.matrix_power
+    reference = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i + 1, k):
+            u, v = power(A, i) @ ones, power(A, k - 1 - j) @ ones
+            reference[i, j] = reference[j, i] = u @ (power(A, j - i) * A) @ v / (ones @ power(A, k - 1) @ ones)
+    np.testing.assert_allclose(exact.path_macc(graph, k), reference, rtol=1e-12, atol=1e-15)
+    assert np.all(np.diag(reference) == 0) and np.allclose(np.diag(reference, 1), 1.0)
+
+
+# ---------------------------------------------------------------- runner observables
+def test_runner_observables_read_the_network():
+    network = random_network(directed=True, seed=5, loops=True)
+    A = network.to_dense()
+    x = np.random.default_rng(0).integers(0, network.num_nodes, size=(50, 4))
+    states = HomomorphismState(jnp.asarray(x, dtype=jnp.int32), jnp.zeros(len(x)))
+    motif = Motif.path(4)
+    pairs = [(0, 3), (2, 0)]
+    thresholds = np.array([0.0, 0.2, 0.5, 2.0])
+
+    def evaluate(fn):
+        return np.asarray(jax.jit(jax.vmap(fn))(states))
+
+    np.testing.assert_allclose(evaluate(obs.patch(network, 4)), A[x[:, :, None], x[:, None, :]])
+    weights = np.stack([A[x[:, 0], x[:, 3]], A[x[:, 2], x[:, 0]]], axis=1)
+    assert (weights > 0).any() and (weights == 0).any()
+    np.testing.assert_allclose(evaluate(obs.edge_weights(network, pairs)), weights)
+    np.testing.assert_allclose(evaluate(obs.edge_product(network, pairs)), weights.prod(axis=1))
+    np.testing.assert_array_equal(evaluate(obs.threshold_indicators(network, pairs, thresholds)),
+                                  weights.min(axis=1)[:, None] >= thresholds[None, :])
+    d = np.asarray(network.out_mass)
+    np.testing.assert_allclose(evaluate(obs.inverse_out_mass_product(network, motif)),
+                               1 / (d[x[:, 0]] * d[x[:, 1]] * d[x[:, 2]]))
+    np.testing.assert_array_equal(evaluate(obs.embedding), x)
+
+
+def test_importance_identity_is_exact_by_enumeration():
+    """E_π[Π_c 1/d_c(x_p(c))] = 1/t(F, G), the identity behind the MCMC hom density."""
+    network = random_network(directed=True, seed=6)
+    out_mass, in_mass = np.asarray(network.out_mass), np.asarray(network.in_mass)
+    for motif in TREES[1:]:
+        maps, weights = exact.enumerate_maps(network, motif)
+        values = np.ones(len(maps))
+        for c in range(motif.num_nodes):
+            if motif.parent[c] >= 0:
+                mass = out_mass if motif.parent_edge_forward[c] else in_mass
+                values /= mass[maps[:, motif.parent[c]]]
+        expectation = np.sum(weights * values) / weights.sum()
+        assert expectation == pytest.approx(1 / exact.tree_hom_density(network, motif), rel=1e-10)
+
+
+def test_extra_edges_and_errors():
+    np.testing.assert_array_equal(obs.extra_edges(Motif.path(3), Motif.cycle(3)), [[0, 2]])
+    np.testing.assert_array_equal(obs.extra_edges(Motif.path(4), Motif.cycle(4)), [[0, 3]])
+    with pytest.raises(MotifError, match="nodes"):
+        obs.extra_edges(Motif.path(3), Motif.cycle(4))
+    with pytest.raises(MotifError, match="missing"):
+        obs.extra_edges(Motif.path(4), Motif.star(4))
+    with pytest.raises(MotifError, match="no edge"):
+        obs.extra_edges(Motif.path(3), Motif.path(3))
+    with pytest.raises(ShapeError, match="pairs"):
+        obs.edge_weights(random_network(), np.zeros((0, 2)))
+
+
+def test_batch_means_and_reciprocal():
+    values = np.arange(24, dtype=float).reshape(4, 3, 2)  # chain means: [2,3], [8,9], [14,15], [20,21]
+    est = obs.batch_means(values)
+    np.testing.assert_allclose(est.estimate, [11.0, 12.0])
+    np.testing.assert_allclose(est.mcse, np.std([2, 8, 14, 20], ddof=1) / 2 * np.ones(2))
+    assert (est.num_chains, est.num_steps) == (4, 3)
+    inv = obs.reciprocal(obs.Estimate(np.float64(4.0), np.float64(0.2), 4, 3))
+    assert inv.estimate == 0.25 and inv.mcse == pytest.approx(0.2 / 16)
+    with pytest.raises(ShapeError, match="2 chains"):
+        obs.batch_means(np.ones((1, 5)))
+
+
+def test_block_averaged_means_every_step():
+    """One wrapped step = block_size chain steps; block means average every one of them."""
+    from blackjax.base import SamplingAlgorithm
+
+    class CounterState(NamedTuple):
+        embedding: jax.Array
+
+    # A deterministic "chain" x -> x + 1 mod 5, so the block means are known exactly.
+    counter = SamplingAlgorithm(lambda x, rng_key=None: CounterState(jnp.asarray(x)),
+                                lambda key, s: (CounterState((s.embedding + 1) % 5), s.embedding))
+    wrapped = E.block_averaged(counter, {"first": lambda s: s.embedding[0],
+                                         "pair": lambda s: s.embedding * 2}, block_size=7)
+    step = jax.jit(wrapped.step)
+    state = wrapped.init(jnp.array([0, 2]))
+    state, info = step(jax.random.PRNGKey(0), state)
+    assert float(state.block_means["first"]) == pytest.approx((1 + 2 + 3 + 4 + 0 + 1 + 2) / 7)
+    np.testing.assert_array_equal(state.position, [2, 4])
+    np.testing.assert_array_equal(info, [1, 3])  # the Info of the block's last step
+    state, _ = step(jax.random.PRNGKey(1), state)
+    assert float(state.block_means["first"]) == pytest.approx((3 + 4 + 0 + 1 + 2 + 3 + 4) / 7)
+    np.testing.assert_allclose(state.block_means["pair"], [2 * 17 / 7, 2 * (0 + 1 + 2 + 3 + 4 + 0 + 1) / 7])
+    with pytest.raises(InvalidTuningError, match="block_size"):
+        E.block_averaged(counter, {}, block_size=0)
+
+
+def test_estimate_input_errors():
+    graph = zoo.karate()
+    with pytest.raises(InvalidTuningError, match="sampler"):
+        E.macc(graph, 3, sampler="metropolis")
+    with pytest.raises(InvalidTuningError, match="num_chains"):
+        E.macc(graph, 3, num_chains=1)
+    with pytest.raises(MotifError, match="k"):
+        E.macc(graph, 1)
+    with pytest.raises(MotifError, match="tree"):
+        E.hom_density(graph, Motif.cycle(3))
+    square_with_chord = Motif.from_edges([(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)])
+    with pytest.raises(MotifError, match="tree"):
+        E.conditional_density(graph, Motif.cycle(4), square_with_chord, sampler="pivot")
+    with pytest.raises(InvalidTuningError, match="thresholds"):
+        E.chd_profile(graph, Motif.path(3), Motif.cycle(3), thresholds=[[0.1]])
+    two_parts = nx.disjoint_union(nx.cycle_graph(5), nx.complete_graph(4))
+    with pytest.raises(NetworkError, match="components"):
+        E.macc(two_parts, 3)
+    with pytest.raises(NetworkError, match="network"):
+        E.macc("karate", 3)
+    with pytest.raises(MotifError, match="motif"):
+        E.as_motif("triangle")
+
+
+# ------------------------------------------------------------------ MCMC vs exact values
+def test_karate_triangle_chd_density_and_profile_pivot():
+    """G4: t(C3 | P3) on the unweighted karate club by the pivot chain within 4 SE, and in the
+    same run t(P3, G) by the importance identity and the (0/1) CHD profile."""
+    graph = zoo.karate()
+    network = Network.from_networkx(graph)
+    F, H = Motif.path(3), Motif.cycle(3)
+    pairs = obs.extra_edges(F, H)
+    thresholds = np.array([0.0, 0.5, 1.0, 1.5])
+    run = E.run_observables(
+        network, F,
+        {"chd": obs.edge_product(network, pairs),
+         "profile": obs.threshold_indicators(network, pairs, thresholds),
+         "inverse_mass": obs.inverse_out_mass_product(network, F)},
+        num_chains=400, num_steps=400, burn_in=100, rng_key=11)
+    chd = run.estimates["chd"]
+    A = nx.to_numpy_array(graph)
+    ones = np.ones(len(A))
+    truth = np.trace(A @ A @ A) / (ones @ A @ A @ ones)
+    assert chd.mcse < truth / 50  # power: 4 SE is under 8% of the value
+    assert abs(chd.estimate - truth) <= 4 * chd.mcse
+    # For 0/1 weights the profile is 1 at θ = 0, t(H|F) on (0, 1] and 0 above 1.
+    profile = run.estimates["profile"]
+    np.testing.assert_allclose(profile.estimate, [1.0, chd.estimate, chd.estimate, 0.0], atol=1e-12)
+    density = obs.reciprocal(run.estimates["inverse_mass"])
+    t_exact = exact.path_hom_density(network, 3)
+    assert density.mcse < t_exact / 50
+    assert abs(density.estimate - t_exact) <= 4 * density.mcse
+    # The chains moved: embeddings change between recorded blocks and proposals are accepted.
+    moved = np.mean(np.any(np.diff(run.trace.positions, axis=1) != 0, axis=-1))
+    assert moved > 0.5
+    assert np.mean(run.trace.info.is_accepted) > 0.3
+
+
+def test_er_macc_k4_pivot_every_entry():
+    """G5: MACC of the 4-path on ER(200, 0.05) by the pivot chain, every entry within
+    Bonferroni z·SE (entries without Monte Carlo error must be exact)."""
+    graph = zoo.erdos_renyi(200, 0.05, seed=7)
+    assert nx.is_connected(graph)
+    k = 4
+    est = E.macc(graph, k, num_chains=400, num_steps=300, burn_in=100, rng_key=5)
+    truth = exact.path_macc(graph, k)
+    varying = ~np.isclose(truth, np.round(truth)) | (est.mcse > 0)
+    upper = np.triu(varying, 1)
+    assert upper.sum() == 3  # (0,2), (1,3), (0,3)
+    z = bonferroni_z(int(upper.sum()))
+    np.testing.assert_array_less(np.abs(est.estimate - truth)[upper], z * est.mcse[upper])
+    np.testing.assert_allclose(est.estimate[~varying], truth[~varying], atol=1e-12)
+    np.testing.assert_allclose(est.estimate, est.estimate.T, atol=1e-12)
+    assert np.all(est.mcse[upper] < truth[upper] / 20)
+
+
+def test_sbm_glauber_and_pivot_agree():
+    """G7: Glauber and pivot estimate the same MACC (hence t(C3 | P3) = MACC[0, 2]) on an SBM
+    (2 blocks, n = 100, p_in = 0.3, p_out = 0.02) within 4 SE of their difference."""
+    graph = zoo.stochastic_block_model((50, 50), 0.3, 0.02, seed=3)
+    assert nx.is_connected(graph)
+    network = Network.from_networkx(graph)
+    k = 3
+    by_pivot = E.macc(network, k, num_chains=300, num_steps=300, burn_in=100, sampler="pivot", rng_key=1)
+    by_glauber = E.macc(network, k, num_chains=300, num_steps=300, burn_in=100, sampler="glauber", rng_key=2)
+    se_diff = np.hypot(by_pivot.mcse, by_glauber.mcse)
+    truth = exact.path_macc(network, k)
+    assert se_diff[0, 2] < truth[0, 2] / 20
+    assert abs(by_pivot.estimate[0, 2] - by_glauber.estimate[0, 2]) <= 4 * se_diff[0, 2]
+    for est in (by_pivot, by_glauber):
+        assert abs(est.estimate[0, 2] - truth[0, 2]) <= 4 * est.mcse[0, 2]
+        np.testing.assert_allclose(np.diag(est.estimate, 1), 1.0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------ slow runs
+@pytest.mark.slow
+def test_one_call_estimates_match_exact_values():
+    """hom_density, conditional_density, chd_profile and sample_patches against exact values."""
+    graph = zoo.les_miserables(weighted=True)
+    network = Network.from_networkx(graph)
+    F, H = Motif.path(3), Motif.cycle(3)
+    kwargs = dict(num_chains=500, num_steps=1000, burn_in=250)
+    thresholds = np.linspace(0.0, 1.0, 11)
+    profile = E.chd_profile(network, F, H, thresholds=thresholds, rng_key=1, **kwargs)
+    truth = exact.path_chd_profile(network, 3, 0, 2, thresholds)
+    varying = profile.mcse > 0
+    z = bonferroni_z(int(varying.sum()))
+    np.testing.assert_array_less(np.abs(profile.estimate - truth)[varying], z * profile.mcse[varying])
+    chd = E.conditional_density(network, F, H, rng_key=2, **kwargs)
+    assert abs(chd.estimate - exact.triangle_chd(network)) <= 4 * chd.mcse
+    star = Motif.star(4)
+    density = E.hom_density(network, star, rng_key=3, **kwargs)
+    assert abs(density.estimate - exact.tree_hom_density(network, star)) <= 4 * density.mcse
+    patches = E.sample_patches(network, 4, num_chains=500, num_draws=200, thin=5, rng_key=4)
+    A = network.to_dense()
+    x = patches.embeddings[3, 7]
+    np.testing.assert_allclose(patches.patches[3, 7], A[np.ix_(x, x)])
+    chain_means = patches.patches.mean(axis=1)
+    mean, se = chain_means.mean(axis=0), chain_means.std(axis=0, ddof=1) / np.sqrt(500)
+    truth = exact.path_macc(network, 4)
+    mask = se > 0
+    np.testing.assert_array_less(np.abs(mean - truth)[mask], bonferroni_z(int(mask.sum())) * se[mask])
+
+
+@pytest.mark.slow
+def test_bipartite_davis_lazy_pivot_and_barabasi_albert():
+    """Lazy pivot on the bipartite Davis network; pivot on a non-regular Barabási–Albert graph."""
+    for graph, k in ((zoo.davis_southern_women(), 4), (zoo.barabasi_albert(2000, 2, seed=1), 4)):
+        est = E.macc(graph, k, num_chains=1000, num_steps=1000, burn_in=500, rng_key=9)
+        truth = exact.path_macc(graph, k)
+        mask = np.triu(est.mcse > 0, 1)
+        np.testing.assert_array_less(np.abs(est.estimate - truth)[mask],
+                                     bonferroni_z(int(mask.sum())) * est.mcse[mask])
