@@ -32,9 +32,10 @@ __all__ = ["sample", "resume", "RunPlan"]
 
 #: Host memory one chunk of recorded draws may take, in bytes.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-#: At least this many chunks (when there are enough draws) so the progress bar moves and an
-#: interrupt or a crash loses little.
-MIN_NUM_CHUNKS = 4
+#: At least this many chunks when someone watches (a progress bar on a terminal) or a checkpoint
+#: is written, so the bar moves, Ctrl-C is answered and a crash loses little. Unwatched runs
+#: take chunks as large as memory allows: each chunk costs a host copy and a dispatch.
+MIN_NUM_CHUNKS = 10
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,11 @@ def _check_initial_states(states) -> None:
             )
 
 
-def _choose_chunk_size(record_shapes, num_draws: int, chunk_bytes: int) -> int:
+def _choose_chunk_size(record_shapes, num_draws: int, chunk_bytes: int, watched: bool) -> int:
     bytes_per_draw = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(record_shapes))
-    by_memory = max(1, chunk_bytes // max(1, bytes_per_draw))
-    by_progress = max(1, math.ceil(num_draws / MIN_NUM_CHUNKS))
-    cap = min(num_draws, by_memory, by_progress)
+    cap = min(num_draws, max(1, chunk_bytes // max(1, bytes_per_draw)))
+    if watched:
+        cap = min(cap, max(1, math.ceil(num_draws / MIN_NUM_CHUNKS)))
     # Even chunks: the scan compiles once (twice if the last chunk is shorter).
     return math.ceil(num_draws / math.ceil(num_draws / cap))
 
@@ -185,11 +186,14 @@ def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_war
     return jax.jit(run_draws), jax.jit(run_warmup), record, step
 
 
+def _shows_progress(progress: bool) -> bool:
+    return progress and sys.stderr.isatty()
+
+
 def _progress_bar(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
-    disable = (not enabled) or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="draw", disable=disable, leave=False)
+    return tqdm(total=total, desc=desc, unit="draw", disable=not _shows_progress(enabled), leave=False)
 
 
 def sample(
@@ -230,8 +234,9 @@ def sample(
     observables
         ``{name: fn(state) -> array}`` evaluated per chain after each kept draw, inside the scan.
     chunk_size
-        Draws per jitted chunk; default keeps a chunk under 256 MiB of host memory and makes at
-        least 4 chunks.
+        Draws per jitted chunk. The default keeps a chunk under 256 MiB of host memory and, when
+        a progress bar is shown or a checkpoint written, makes at least 10 chunks (the bar
+        moves, Ctrl-C is answered between chunks, a crash loses at most one chunk).
     progress
         Show a tqdm bar (only on a terminal).
     checkpoint
@@ -284,7 +289,9 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
         shapes = jax.eval_shape(lambda s: record(*step(keys, s)), states)
         plan = RunPlan(
             plan.num_chains, plan.num_warmup, plan.thin, plan.num_draws,
-            _choose_chunk_size(shapes, plan.num_draws, DEFAULT_CHUNK_BYTES),
+            _choose_chunk_size(
+                shapes, plan.num_draws, DEFAULT_CHUNK_BYTES, _shows_progress(progress) or writer is not None
+            ),
         )
     chunks = [] if drawn is None else [drawn.records]
     draws_done = 0 if drawn is None else drawn.num_draws

@@ -12,6 +12,7 @@ data analysis", JMLR 24(9), 2023 (arXiv:1910.09483).
   :func:`sample_patches`; exact reference values in :mod:`psample.graphs.exact`.
 """
 
+from psample.graphs import exact
 from psample.graphs.estimate import (
     chd_profile,
     conditional_density,
@@ -35,6 +36,7 @@ from psample.graphs.network import Network, edge_weight, sample_neighbour
 from psample.graphs.observables import Estimate
 
 __all__ = [
+    "exact",
     "Network",
     "Motif",
     "MAX_MOTIF_NODES",
