@@ -65,7 +65,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--thin", type=int, default=1, help="steps per kept draw (default 1)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--checkpoint", default=None, help="Zarr store to write every chunk to")
-    run.add_argument("--plot", default=None, metavar="FILE.png", help="write an ArviZ trace plot here")
+    run.add_argument(
+        "--plot", default=None, metavar="FILE.png",
+        help="write an ArviZ trace plot here, and rank plots to FILE_rank.png",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sub.add_parser("models", help="list the built-in models")
@@ -124,9 +127,18 @@ def _cmd_run(args) -> int:
     with _pandas_display():
         print(psample.diagnostics.summary(trace))
     if args.plot:
-        psample.diagnostics.plot_trace(trace, args.plot)
-        print(f"trace plot written to {args.plot}")
+        rank_path = _suffixed(args.plot, "_rank")
+        psample.diagnostics.plot_trace(trace, args.plot, kind="trace")
+        psample.diagnostics.plot_trace(trace, rank_path, kind="rank")
+        print(f"trace plot written to {args.plot}, rank plots to {rank_path}")
     return 130 if trace.interrupted else 0
+
+
+def _suffixed(path: str, suffix: str) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p.with_name(p.stem + suffix + (p.suffix or ".png")))
 
 
 class _pandas_display:

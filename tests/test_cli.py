@@ -34,6 +34,7 @@ def test_run_prints_an_arviz_summary_and_writes_a_plot(capsys, tmp_path):
     assert re.search(r"mean\s+sd\s+eti89_lb\s+eti89_ub\s+ess_bulk\s+ess_tail\s+r_hat", out)
     assert "2 chains x 200 draws (done)" in out
     assert plot.stat().st_size > 10_000
+    assert (tmp_path / "trace_rank.png").stat().st_size > 10_000
 
 
 def test_run_writes_a_checkpoint(capsys, tmp_path):
