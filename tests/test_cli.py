@@ -90,7 +90,7 @@ def test_default_run_converges_on_eight_schools(capsys):
     """`psample run` (what `make run` calls): eight schools, polar slice, every r_hat < 1.01."""
     assert main(["run", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("eight_schools: polar_slice, 4 chains x 20000 draws (done)")
+    assert out.startswith("eight_schools: polar_slice, 4 chains x 40000 draws (done)")
     rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
     names = [row[0] for row in rows]
     assert {"mu", "tau", "theta[0]", "theta[7]"} <= set(names)
