@@ -137,6 +137,28 @@ def _edge_lookup(network: Network, rows: Array, cols: Array) -> Array:
     return jax.vmap(lambda a, b: edge_weight(network, a, b))(rows, cols)
 
 
+def _row_lookup(indptr: Array, indices: Array, weights: Array, w: Array, targets: Array, num_slots: int) -> Array:
+    """``A(w, z)`` for each ``z`` in ``targets`` (S,), 0 where ``z`` is not in row ``w``.
+
+    Reads one window of ``num_slots`` (>= the row's length) CSR slots holding row ``w`` and
+    binary-searches it: the work and the compiled code scale with the window, not with the
+    number of edges (a search over all of ``indices`` per candidate was what made XLA:CPU
+    compile times explode on graphs with hubs).
+    """
+    nnz = indices.shape[0]
+    width = min(num_slots, nnz)
+    start, stop = _at(indptr, w), _at(indptr, w + 1)
+    base = jnp.clip(start, 0, nnz - width)  # where dynamic_slice would clamp the window to
+    slots = base + jnp.arange(width, dtype=base.dtype)
+    window = jax.lax.dynamic_slice(indices, (base,), (width,))
+    # Mask the neighbouring rows' entries, keeping the window sorted.
+    window = jnp.where(slots < start, -1, jnp.where(slots < stop, window, jnp.iinfo(window.dtype).max))
+    position = jnp.clip(jnp.searchsorted(window, targets.astype(window.dtype)), 0, width - 1)
+    found = window[position] == targets
+    values = jax.lax.dynamic_slice(weights, (base,), (width,))[position]
+    return jnp.where(found, values, jnp.zeros((), weights.dtype))
+
+
 def log_weight(network: Network, motif: Motif, embedding: Array) -> Array:
     """``log(Π_i α(x_i) Π_{(i,j) ∈ E_F} A(x_i, x_j))`` for one embedding (``-inf`` off support).
 
@@ -226,12 +248,27 @@ def glauber_conditional(
     in_row = slots < stop
     safe = jnp.clip(slots, 0, network.num_edges - 1)
     candidates = network.indices[safe]
+    anchor_weights = network.weights[safe]
     if directed:
         candidates = jnp.where(anchor_out, network.in_indices[safe], candidates)
-    # One batched lookup for every (incident edge, candidate) pair, shape (Δ, S).
-    rows = jnp.where(nbr_out[:, None], candidates[None, :], nbr_images[:, None])
-    cols = jnp.where(nbr_out[:, None], nbr_images[:, None], candidates[None, :])
-    terms = jnp.log(_edge_lookup(network, rows.ravel(), cols.ravel())).reshape(rows.shape)
+        anchor_weights = jnp.where(anchor_out, network.in_weights[safe], anchor_weights)
+
+    # A(x_w, z) (or A(z, x_w) for an edge v -> w) for the other incident edges, (Δ-1, S): the
+    # candidates are looked up in the sorted CSR row of x_w, a window of S slots. The anchor's
+    # own weights are read off its row.
+    def incident_weights(image, outgoing):
+        forward = _row_lookup(network.indptr, network.indices, network.weights, image, candidates, num_slots)
+        if not directed:
+            return forward
+        backward = _row_lookup(
+            network.in_indptr, network.in_indices, network.in_weights, image, candidates, num_slots
+        )
+        return jnp.where(outgoing, backward, forward)
+
+    terms = jnp.log(anchor_weights)[None, :]
+    if nbr_nodes.shape[0] > 1:
+        others = jnp.log(jax.vmap(incident_weights)(nbr_images[1:], nbr_out[1:]))
+        terms = jnp.concatenate([terms, others], axis=0)
     logits = jnp.log(network.node_weights[candidates])
     logits = logits + jnp.sum(jnp.where(nbr_mask[:, None], terms, 0.0), axis=0)
     logits = jnp.where(in_row, logits, -jnp.inf)
