@@ -241,7 +241,7 @@ def main(argv=None) -> None:
     print(f"\nbias on a non-regular graph (BA, n = 1000, m = 3): {k}-path MACC entries; z = "
           "(estimate - exact) / MCSE")
     runs = [(f"psample pivot, {steps} steps", est, se)]
-    if module is not None:
+    if module is not None and args.bias_seconds > 0:
         G = nnetwork_graph(module, graph)
         nn_est, nn_se, nn_steps, _ = nnetwork_run(G, k, "pivot", 10**9, args.bias_seconds, args.seed)
         runs.append((f"NNetwork pivot, {nn_steps} steps", nn_est, nn_se))
