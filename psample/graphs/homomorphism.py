@@ -657,7 +657,11 @@ def glauber(network: Network, motif: Motif) -> SamplingAlgorithm:
     """
     _check_inputs(network, motif)
     kernel = build_glauber_kernel(motif, max_degree(network), directed=network.is_directed)
+    return _sampling_algorithm(kernel, network, motif)
 
+
+def _sampling_algorithm(kernel: Callable, network: Network, motif: Motif) -> SamplingAlgorithm:
+    """``SamplingAlgorithm`` closing ``kernel(rng_key, state, network)`` over ``network``."""
     init_jit = jax.jit(lambda position: init(position, network, motif))
 
     def init_fn(position, rng_key=None):
@@ -701,13 +705,4 @@ def pivot(network: Network, motif: Motif, lazy: bool = False) -> SamplingAlgorit
                 "use pivot(network, motif, lazy=True)"
             )
     kernel = build_pivot_kernel(motif, lazy=bool(lazy), directed=network.is_directed)
-
-    init_jit = jax.jit(lambda position: init(position, network, motif))
-
-    def init_fn(position, rng_key=None):
-        return init_jit(position)
-
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, network)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    return _sampling_algorithm(kernel, network, motif)
