@@ -154,7 +154,7 @@ def _build_chunk_runner(algorithm, observables: dict, plan: RunPlan):
 
 @functools.lru_cache(maxsize=32)
 def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_warmup: int, thin: int):
-    """``run_draws(state, key, draw_indices)``, ``run_warmup(state, key, step_indices)``, ..."""
+    """``run_draws(state, key, draw_indices)`` and ``run_warmup(state, key, step_indices)``."""
     step = jax.vmap(algorithm.step)
     observables = dict(observables)
 
@@ -183,7 +183,7 @@ def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_war
     def run_warmup(state, rng_key, step_indices):
         return lax.scan(lambda s, t: (take_step(s, t, rng_key)[0], None), state, step_indices)[0]
 
-    return jax.jit(run_draws), jax.jit(run_warmup), record, step
+    return jax.jit(run_draws), jax.jit(run_warmup)
 
 
 def _shows_progress(progress: bool) -> bool:
@@ -283,10 +283,10 @@ def sample(
 
 def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progress, writer, drawn) -> Trace:
     """Run the remaining draws of ``plan`` from ``states``; ``drawn`` holds earlier chunks."""
-    run_draws, run_warmup, record, step = _build_chunk_runner(algorithm, observables, plan)
+    run_draws, run_warmup = _build_chunk_runner(algorithm, observables, plan)
     if plan.chunk_size == 0:
-        keys = jax.random.split(jax.random.PRNGKey(0), plan.num_chains)
-        shapes = jax.eval_shape(lambda s: record(*step(keys, s)), states)
+        # What one draw records, shaped (chain, 1, ...), without running anything.
+        shapes = jax.eval_shape(run_draws, states, rng_key, jnp.arange(1))[1]
         plan = RunPlan(
             plan.num_chains, plan.num_warmup, plan.thin, plan.num_draws,
             _choose_chunk_size(

@@ -7,7 +7,7 @@ state carries as its position, ``info`` whatever NamedTuple its ``step`` returns
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -81,7 +81,6 @@ class Trace:
     num_steps: int = 0
     num_warmup: int = 0
     thin: int = 1
-    attrs: dict = field(default_factory=dict)
 
     @property
     def num_chains(self) -> int:
@@ -117,7 +116,7 @@ class Trace:
         groups = {"posterior": self.posterior(), "sample_stats": self.sample_stats()}
         if self.observables:
             groups["observables"] = {k: np.asarray(v) for k, v in self.observables.items()}
-        return az.from_dict(groups, attrs=dict(self.attrs))
+        return az.from_dict(groups)
 
     def __repr__(self) -> str:
         state = ", interrupted" if self.interrupted else ""
