@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from psample.errors import CheckpointError
-from psample.trace import named_leaves
+from psample.trace import Trace
 
 __all__ = ["CheckpointWriter", "load_checkpoint", "Checkpoint"]
 
@@ -109,15 +109,9 @@ class CheckpointWriter:
         length = jax.tree.leaves(positions)[0].shape[1]
         first = draws_done - length
         mode_kwargs = {"mode": "a"} if first == 0 else {"mode": "a", "append_dim": "draw"}
-        posterior = (
-            {k: np.asarray(v) for k, v in target.postprocess(positions).items()}
-            if target is not None
-            else named_leaves(positions)
-        )
-        stats = named_leaves(info, default="info")
-        if logdensity is not None:
-            stats["lp"] = np.asarray(logdensity)
-        groups = {"posterior": posterior, "sample_stats": stats, "observables": dict(observables)}
+        # The chunk as a Trace names its groups exactly as Trace.to_datatree() does.
+        chunk = Trace(positions, info, logdensity, dict(observables), final_state=None, target=target)
+        groups = {"posterior": chunk.posterior(), "sample_stats": chunk.sample_stats(), "observables": chunk.observables}
         raw_leaves = jax.tree.leaves(records)
         groups[_RAW] = {f"leaf_{i}": leaf for i, leaf in enumerate(raw_leaves)}
         for group, arrays in groups.items():
