@@ -111,7 +111,11 @@ class CheckpointWriter:
         mode_kwargs = {"mode": "a"} if first == 0 else {"mode": "a", "append_dim": "draw"}
         # The chunk as a Trace names its groups exactly as Trace.to_datatree() does.
         chunk = Trace(positions, info, logdensity, dict(observables), final_state=None, target=target)
-        groups = {"posterior": chunk.posterior(), "sample_stats": chunk.sample_stats(), "observables": chunk.observables}
+        groups = {
+            "posterior": chunk.posterior(),
+            "sample_stats": chunk.sample_stats(),
+            "observables": chunk.observables,
+        }
         raw_leaves = jax.tree.leaves(records)
         groups[_RAW] = {f"leaf_{i}": leaf for i, leaf in enumerate(raw_leaves)}
         for group, arrays in groups.items():
