@@ -13,9 +13,10 @@ support).
 its full conditional ``∝ α(z) Π_{(u,v)} A(x_u, z) Π_{(v,w)} A(z, x_w)``. The conditional
 vanishes outside the neighbourhood of the image of one motif neighbour of ``v`` (its
 spanning-tree parent when it has one), so candidates are that CSR row, padded to the network's
-largest degree; the other incident edges are looked up. If the conditional is all zero (only
-possible from a state that is not a homomorphism) ``x_v`` is kept. Heat-bath updates are
-reversible with respect to π.
+largest degree; the other incident edges are looked up in the network's edge hash table
+(constant work per candidate), and ``x_v`` is drawn by inverse CDF with one uniform. If the
+conditional is all zero (only possible from a state that is not a homomorphism) ``x_v`` is
+kept. Heat-bath updates are reversible with respect to π.
 
 **Pivot** (tree motifs): the root takes one step of the walk ``Q(a, b) = A_s(a, b) α(b) / d_s(a)``
 on the symmetrised network ``A_s = (A + Aᵀ)/2``; the other nodes are then redrawn top-down, each
@@ -50,6 +51,8 @@ import scipy.sparse as sp
 from blackjax.base import SamplingAlgorithm
 
 from psample.errors import InitialPointError, MotifError, NetworkError, ShapeError, check_positive_int
+from psample.graphs.categorical import draw_index
+from psample.graphs.edge_table import lookup_log
 from psample.graphs.motif import Motif
 from psample.graphs.network import (
     Network,
@@ -135,28 +138,6 @@ class PivotInfo(NamedTuple):
 # ---------------------------------------------------------------------- weights
 def _edge_lookup(network: Network, rows: Array, cols: Array) -> Array:
     return jax.vmap(lambda a, b: edge_weight(network, a, b))(rows, cols)
-
-
-def _row_lookup(indptr: Array, indices: Array, weights: Array, w: Array, targets: Array, num_slots: int) -> Array:
-    """``A(w, z)`` for each ``z`` in ``targets`` (S,), 0 where ``z`` is not in row ``w``.
-
-    Reads one window of ``num_slots`` (>= the row's length) CSR slots holding row ``w`` and
-    binary-searches it: the work and the compiled code scale with the window, not with the
-    number of edges (a search over all of ``indices`` per candidate was what made XLA:CPU
-    compile times explode on graphs with hubs).
-    """
-    nnz = indices.shape[0]
-    width = min(num_slots, nnz)
-    start, stop = _at(indptr, w), _at(indptr, w + 1)
-    base = jnp.clip(start, 0, nnz - width)  # where dynamic_slice would clamp the window to
-    slots = base + jnp.arange(width, dtype=base.dtype)
-    window = jax.lax.dynamic_slice(indices, (base,), (width,))
-    # Mask the neighbouring rows' entries, keeping the window sorted.
-    window = jnp.where(slots < start, -1, jnp.where(slots < stop, window, jnp.iinfo(window.dtype).max))
-    position = jnp.clip(jnp.searchsorted(window, targets.astype(window.dtype)), 0, width - 1)
-    found = window[position] == targets
-    values = jax.lax.dynamic_slice(weights, (base,), (width,))[position]
-    return jnp.where(found, values, jnp.zeros((), weights.dtype))
 
 
 def log_weight(network: Network, motif: Motif, embedding: Array) -> Array:
@@ -248,29 +229,22 @@ def glauber_conditional(
     in_row = slots < stop
     safe = jnp.clip(slots, 0, network.num_edges - 1)
     candidates = network.indices[safe]
-    anchor_weights = network.weights[safe]
+    logits = network.log_mass[safe]  # log(A(x_u, z) α(z)): the anchor edge and the node weight
     if directed:
         candidates = jnp.where(anchor_out, network.in_indices[safe], candidates)
-        anchor_weights = jnp.where(anchor_out, network.in_weights[safe], anchor_weights)
+        logits = jnp.where(anchor_out, network.in_log_mass[safe], logits)
 
-    # A(x_w, z) (or A(z, x_w) for an edge v -> w) for the other incident edges, (Δ-1, S): the
-    # candidates are looked up in the sorted CSR row of x_w, a window of S slots. The anchor's
-    # own weights are read off its row.
-    def incident_weights(image, outgoing):
-        forward = _row_lookup(network.indptr, network.indices, network.weights, image, candidates, num_slots)
+    # log A(x_w, z) (or log A(z, x_w) for an edge v -> w) for the other incident edges, by
+    # hash-table lookups of stored log-weights: constant work per candidate whatever the degree
+    # of x_w, and no logarithm.
+    def incident_log_weight(image, outgoing, z):
         if not directed:
-            return forward
-        backward = _row_lookup(
-            network.in_indptr, network.in_indices, network.in_weights, image, candidates, num_slots
-        )
-        return jnp.where(outgoing, backward, forward)
+            return lookup_log(network.edge_table, image, z)
+        return lookup_log(network.edge_table, jnp.where(outgoing, z, image), jnp.where(outgoing, image, z))
 
-    terms = jnp.log(anchor_weights)[None, :]
-    if nbr_nodes.shape[0] > 1:
-        others = jnp.log(jax.vmap(incident_weights)(nbr_images[1:], nbr_out[1:]))
-        terms = jnp.concatenate([terms, others], axis=0)
-    logits = jnp.log(network.node_weights[candidates])
-    logits = logits + jnp.sum(jnp.where(nbr_mask[:, None], terms, 0.0), axis=0)
+    for j in range(1, nbr_nodes.shape[0]):  # static: the motif's largest degree
+        terms = jax.vmap(incident_log_weight, (None, None, 0))(nbr_images[j], nbr_out[j], candidates)
+        logits = logits + jnp.where(nbr_mask[j], terms, 0.0)
     logits = jnp.where(in_row, logits, -jnp.inf)
     return candidates, logits
 
@@ -295,11 +269,10 @@ def build_glauber_kernel(motif: Motif, num_slots: int, directed: bool = True) ->
         k = motif.num_nodes
         node = jnp.minimum(jnp.floor(u_node * k).astype(jnp.int32), k - 1)
         candidates, logits = glauber_conditional(network, motif, embedding, node, num_slots, directed)
-        # Inverse-CDF draw from the conditional (one uniform; exact, zero-weight slots never hit).
+        # Inverse-CDF draw from the conditional (one uniform; zero-weight slots never hit).
         top = jnp.max(logits)
         is_stuck = top == -jnp.inf
-        cumulative = jnp.cumsum(jnp.exp(logits - jnp.where(is_stuck, 0.0, top)))
-        choice = jnp.minimum(jnp.sum(cumulative <= u_value * cumulative[-1]), candidates.shape[0] - 1)
+        choice = draw_index(jnp.exp(logits - jnp.where(is_stuck, 0.0, top)), u_value)
         value = jnp.where(is_stuck, embedding[node], candidates[choice])
         embedding = embedding.at[node].set(value.astype(jnp.int32))
         new_state = HomomorphismState(embedding, log_weight(network, motif, embedding))
@@ -586,17 +559,21 @@ def initial_embeddings(
     root_cum = jnp.asarray(np.cumsum(root_weights))
     k = motif.num_nodes
 
-    def draw(key):
+    directed = network.is_directed
+
+    def draw(key, network, root_cum):
         uniforms = jax.random.uniform(key, (k,), dtype=root_cum.dtype)
         u = uniforms[0] * root_cum[-1]
         root = _first_in_row_where_greater(root_cum, jnp.int32(0), jnp.int32(root_cum.shape[0]), u)
         root = jnp.minimum(root, root_cum.shape[0] - 1).astype(jnp.int32)
         embedding = jnp.zeros(k, jnp.int32).at[motif.root].set(root)
-        embedding, _, _ = _draw_subtree(network, motif, uniforms[1:], embedding, network.is_directed)
+        embedding, _, _ = _draw_subtree(network, motif, uniforms[1:], embedding, directed)
         return embedding, jnp.isfinite(log_weight(network, motif, embedding))
 
+    # The network is an argument, not a closure: closed-over arrays become compile-time
+    # constants, and XLA:CPU took minutes to compile this loop around 10⁵-node tables.
     @jax.jit
-    def run(key):
+    def run(key, network, root_cum):
         def cond(carry):
             _, _, valid, attempt = carry
             return (attempt < max_attempts) & ~jnp.all(valid)
@@ -604,7 +581,9 @@ def initial_embeddings(
         def body(carry):
             key, embeddings, valid, attempt = carry
             key, subkey = jax.random.split(key)
-            fresh, fresh_valid = jax.vmap(draw)(jax.random.split(subkey, num_chains))
+            fresh, fresh_valid = jax.vmap(draw, (0, None, None))(
+                jax.random.split(subkey, num_chains), network, root_cum
+            )
             embeddings = jnp.where(valid[:, None], embeddings, fresh)
             return key, embeddings, valid | fresh_valid, attempt + 1
 
@@ -612,7 +591,7 @@ def initial_embeddings(
         _, embeddings, valid, _ = jax.lax.while_loop(cond, body, start)
         return embeddings, valid
 
-    embeddings, valid = run(rng_key)
+    embeddings, valid = run(rng_key, network, root_cum)
     if not bool(jnp.all(valid)):
         bad = int(np.sum(~np.asarray(valid)))
         raise InitialPointError(
@@ -638,8 +617,9 @@ def _check_inputs(network, motif) -> None:
 def glauber(network: Network, motif: Motif) -> SamplingAlgorithm:
     """Glauber chain over homomorphisms of any connected ``motif`` into ``network``.
 
-    One step costs ``O(Δ_G · deg_F(v) · log nnz)``: every slot of the anchor's CSR row, padded
-    to the network's largest degree ``Δ_G``, is weighed by looking up the other motif edges.
+    One step costs ``O(Δ_G · deg_F(v))``: every slot of the anchor's CSR row, padded to the
+    network's largest degree ``Δ_G``, is weighed by looking up the other motif edges in the
+    network's edge hash table.
     Mixing can be slow on sparse or very inhomogeneous networks (the paper's motivation for the
     pivot chain); the one-step kernel is exact regardless.
 

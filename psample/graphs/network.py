@@ -4,7 +4,8 @@ A network carries non-negative edge weights ``A(w, z)`` (possibly asymmetric) an
 probability vector ``α`` on its nodes (Lyu, Mémoli & Sivakoff 2023, §2). The homomorphism
 chains need two primitives, both with fixed shapes so that they vectorise over chains:
 
-* ``edge_weight(network, a, b)``: ``A(a, b)``, by bisection inside the sorted CSR row of ``a``;
+* ``edge_weight(network, a, b)``: ``A(a, b)``, by two probes of a cuckoo hash table of the
+  entries (:mod:`psample.graphs.edge_table`), the same constant work for every pair;
 * ``sample_neighbour(network, key, w)``: ``z ~ A(w, ·) α(·) / d(w)`` with the out-mass
   ``d(w) = Σ_z A(w, z) α(z)``, by bisection on the per-row cumulative masses.
 
@@ -31,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from psample.errors import NetworkError
+from psample.graphs.edge_table import EdgeTable, build_edge_table, lookup
 
 __all__ = [
     "Network",
@@ -75,6 +77,11 @@ class Network(NamedTuple):
         Cumulative sums of ``α`` (sampling a node from ``α``).
     directed : bool scalar
         Whether ``A`` is not symmetric.
+    edge_table : EdgeTable
+        Hash table of the entries of ``A`` (constant-time :func:`edge_weight`).
+    log_mass, in_log_mass : float (nnz,)
+        ``log(A(w, z) α(z))`` per CSR slot of ``A`` and of ``Aᵀ`` (``-inf`` where ``α(z) = 0``),
+        computed in float64 on the host: samplers sum log factors without taking logarithms.
     """
 
     indptr: Array
@@ -95,6 +102,9 @@ class Network(NamedTuple):
     sym_cum_mass: Array
     node_cum_weights: Array
     directed: Array
+    edge_table: EdgeTable
+    log_mass: Array
+    in_log_mass: Array
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -278,6 +288,7 @@ def _build(matrix: sp.csr_array, alpha: np.ndarray) -> Network:
         sym = _csr_arrays(symmetric, alpha)
     else:
         backward = sym = forward
+    log_mass = _log_mass(matrix, alpha)
     return Network(
         *forward[:3],
         jnp.asarray(alpha),
@@ -288,7 +299,17 @@ def _build(matrix: sp.csr_array, alpha: np.ndarray) -> Network:
         *sym[3:],
         jnp.asarray(np.cumsum(alpha)),
         jnp.asarray(directed),
+        build_edge_table(
+            np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr)), matrix.indices, forward[2], matrix.shape[0]
+        ),
+        log_mass,
+        _log_mass(transpose, alpha) if directed else log_mass,
     )
+
+
+def _log_mass(matrix: sp.csr_array, alpha: np.ndarray) -> Array:
+    with np.errstate(divide="ignore"):
+        return jnp.asarray(np.log(matrix.data.astype(np.float64) * alpha[matrix.indices]))
 
 
 # ---------------------------------------------------------------------- jittable helpers
@@ -316,6 +337,9 @@ def _first_in_row_where_greater(values: Array, start: Array, stop: Array, thresh
         right = _at(values, mid) <= threshold
         lo = jax.lax.select(active & right, mid + 1, lo)
         hi = jax.lax.select(active & ~right, mid, hi)
+        # Each step reads lo and hi twice: fused across steps, XLA can duplicate the chain
+        # into a tree of 2^steps nodes (minutes of XLA:CPU compile time at 10⁵ nodes).
+        lo, hi = jax.lax.optimization_barrier((lo, hi))
     return lo
 
 
@@ -331,6 +355,8 @@ def _find_in_row(indptr: Array, indices: Array, weights: Array, a: Array, b: Arr
 def edge_weight(network: Network, a: Array, b: Array) -> Array:
     """``A(a, b)``, or 0 when there is no edge ``a -> b`` (jittable, vmappable).
 
+    Two hash-table probes (:func:`psample.graphs.edge_table.lookup`), whatever the degrees.
+
     Parameters
     ----------
     network : Network
@@ -341,7 +367,7 @@ def edge_weight(network: Network, a: Array, b: Array) -> Array:
     -------
     float scalar
     """
-    return _find_in_row(network.indptr, network.indices, network.weights, a, b)
+    return lookup(network.edge_table, a, b)
 
 
 def _sample_slot(indptr: Array, cum_mass: Array, mass: Array, uniform: Array, w: Array):
