@@ -15,6 +15,9 @@ function) and the law after T steps against π.
 
 import functools
 import itertools
+import os
+import subprocess
+import sys
 import zlib
 
 import jax
@@ -425,3 +428,43 @@ def test_runs_through_psample_sample():
         psample.sample(
             algorithm, x0.at[0].set(jnp.array([0, 3, 0], jnp.int32)), jax.random.PRNGKey(1), 2, progress=False
         )
+
+
+
+HUB_HEAVY_SCRIPT = """
+import jax, jax.numpy as jnp, networkx as nx
+from psample.graphs import homomorphism as hm
+from psample.graphs.motif import Motif
+from psample.graphs.network import Network
+
+assert not jax.config.jax_enable_x64
+network = Network.from_networkx(nx.barabasi_albert_graph(100_000, 3, seed=0))
+rows = jnp.repeat(jnp.arange(network.num_nodes), jnp.diff(network.indptr), total_repeat_length=network.num_edges)
+found = jax.jit(jax.vmap(lambda a, b: hm.edge_weight(network, a, b)))(rows, network.indices)
+assert bool(jnp.all(found == network.weights))
+motif = Motif.path(4)
+starts = hm.initial_embeddings(network, motif, jax.random.PRNGKey(0), 64)
+for algorithm in (hm.glauber(network, motif), hm.pivot(network, motif)):
+    def one(states, key):
+        states, _ = jax.vmap(algorithm.step)(jax.random.split(key, starts.shape[0]), states)
+        return states, states.logdensity
+    run = jax.jit(lambda key: jax.lax.scan(one, jax.vmap(algorithm.init)(starts), jax.random.split(key, 50))[1])
+    assert bool(jnp.all(jnp.isfinite(run(jax.random.PRNGKey(1)))))
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_both_chains_compile_and_stay_in_the_support_on_a_hub_heavy_graph_of_1e5_nodes():
+    """Scale guard, in float32 (a fresh process: the test session runs in float64).
+
+    On a Barabási–Albert graph of 10⁵ nodes, unrolled bisections that XLA fused across steps
+    once made XLA:CPU compile the initial-embedding loop for many minutes (float32 only); the
+    timeout catches that. Every edge must be found by the hash table, and every state of both
+    chains must stay a homomorphism.
+    """
+    env = dict(os.environ, JAX_ENABLE_X64="0", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", HUB_HEAVY_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
