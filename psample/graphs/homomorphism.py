@@ -559,21 +559,17 @@ def initial_embeddings(
     root_cum = jnp.asarray(np.cumsum(root_weights))
     k = motif.num_nodes
 
-    directed = network.is_directed
-
-    def draw(key, network, root_cum):
+    def draw(key):
         uniforms = jax.random.uniform(key, (k,), dtype=root_cum.dtype)
         u = uniforms[0] * root_cum[-1]
         root = _first_in_row_where_greater(root_cum, jnp.int32(0), jnp.int32(root_cum.shape[0]), u)
         root = jnp.minimum(root, root_cum.shape[0] - 1).astype(jnp.int32)
         embedding = jnp.zeros(k, jnp.int32).at[motif.root].set(root)
-        embedding, _, _ = _draw_subtree(network, motif, uniforms[1:], embedding, directed)
+        embedding, _, _ = _draw_subtree(network, motif, uniforms[1:], embedding, network.is_directed)
         return embedding, jnp.isfinite(log_weight(network, motif, embedding))
 
-    # The network is an argument, not a closure: closed-over arrays become compile-time
-    # constants, and XLA:CPU took minutes to compile this loop around 10⁵-node tables.
     @jax.jit
-    def run(key, network, root_cum):
+    def run(key):
         def cond(carry):
             _, _, valid, attempt = carry
             return (attempt < max_attempts) & ~jnp.all(valid)
@@ -581,9 +577,7 @@ def initial_embeddings(
         def body(carry):
             key, embeddings, valid, attempt = carry
             key, subkey = jax.random.split(key)
-            fresh, fresh_valid = jax.vmap(draw, (0, None, None))(
-                jax.random.split(subkey, num_chains), network, root_cum
-            )
+            fresh, fresh_valid = jax.vmap(draw)(jax.random.split(subkey, num_chains))
             embeddings = jnp.where(valid[:, None], embeddings, fresh)
             return key, embeddings, valid | fresh_valid, attempt + 1
 
@@ -591,7 +585,7 @@ def initial_embeddings(
         _, embeddings, valid, _ = jax.lax.while_loop(cond, body, start)
         return embeddings, valid
 
-    embeddings, valid = run(rng_key, network, root_cum)
+    embeddings, valid = run(rng_key)
     if not bool(jnp.all(valid)):
         bad = int(np.sum(~np.asarray(valid)))
         raise InitialPointError(
