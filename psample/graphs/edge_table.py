@@ -1,10 +1,10 @@
 """Constant-time edge lookups: a cuckoo hash table of a sparse matrix's entries.
 
 ``A(a, b)`` is read by probing two table positions ``h₁(a, b)`` and ``h₂(a, b)``: three
-independent gathers (two tags, one weight or log-weight), the same for every pair. Bisecting a sorted CSR
-row instead costs ``log₂(degree)`` dependent gathers, and under ``vmap`` every chain pays for
-the largest degree; on hub-heavy graphs that made the Glauber chain's edge lookups 4–25x
-slower.
+independent gathers (two tags, one weight or log-weight), the same for every pair. Bisecting
+a sorted CSR row instead costs ``log₂(degree)`` dependent gathers, and under ``vmap`` every
+chain pays for the largest degree; on hub-heavy graphs those lookups took most of the Glauber
+step's time.
 
 Every entry sits at one of its two positions (cuckoo hashing, Pagh & Rodler 2004). A position
 stores a *tag*, the column ``b`` and which of the two functions placed the entry there, not
@@ -70,18 +70,11 @@ class EdgeTable(NamedTuple):
     seeds: Array
 
 
-def _positions_numpy(a: np.ndarray, b: np.ndarray, seed: np.ndarray, mask: int) -> np.ndarray:
-    x = b.astype(np.uint32) * seed[1] + seed[2]
-    x ^= x >> np.uint32(16)
-    x *= np.uint32(_MIX1)
-    x ^= x >> np.uint32(13)
-    x *= np.uint32(_MIX2)
-    x ^= x >> np.uint32(16)
-    return ((a.astype(np.uint32) * seed[0] + x) & np.uint32(mask)).astype(np.int64)
-
-
 def _position(a: Array, b: Array, seed: Array, mask: int) -> Array:
-    """The same function as :func:`_positions_numpy` in JAX (uint32 arithmetic wraps in both)."""
+    """``h(a, b) = (a·c + g(b)) mod m`` in uint32 arithmetic (it wraps), with ``g`` MurmurHash3's
+    finaliser of ``b·s + t``; ``seed = (c, s, t)``, ``mask = m - 1``. The host build calls it
+    too, so that the table and the lookups agree by construction.
+    """
     x = jnp.asarray(b).astype(jnp.uint32) * seed[1] + seed[2]
     x = x ^ (x >> 16)
     x = x * jnp.uint32(_MIX1)
@@ -135,6 +128,7 @@ def build_edge_table(rows, columns, values, num_nodes: int, seed: int = 0) -> Ed
     rows = np.asarray(rows, dtype=np.int64)
     columns = np.asarray(columns, dtype=np.int64)
     values = np.asarray(values)
+    rows32, columns32 = jnp.asarray(rows, dtype=jnp.int32), jnp.asarray(columns, dtype=jnp.int32)
     nnz = rows.shape[0]
     # m >= n makes the positions a bijection of the row for each column (see the module notes).
     size = 1 << max(4, math.ceil(math.log2(max(nnz / MAX_LOAD, num_nodes))))
@@ -144,7 +138,9 @@ def build_edge_table(rows, columns, values, num_nodes: int, seed: int = 0) -> Ed
             size *= 2
         seeds = rng.integers(0, 2**32, size=(2, 3), dtype=np.uint64).astype(np.uint32)
         seeds[:, 0] |= np.uint32(1)  # odd row multipliers: a bijection modulo a power of two
-        positions = np.stack([_positions_numpy(rows, columns, s, size - 1) for s in seeds])
+        positions = np.stack(
+            [np.asarray(_position(rows32, columns32, jnp.asarray(s), size - 1), dtype=np.int64) for s in seeds]
+        )
         placed = _insert_all(positions, size)
         if placed is not None:
             keys, choice = placed
