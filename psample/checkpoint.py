@@ -76,6 +76,7 @@ class Checkpoint:
     records: tuple
     has_target: bool
     run_id: str
+    target_name: str | None = None
 
 
 class CheckpointWriter:
@@ -139,6 +140,7 @@ class CheckpointWriter:
                 "key_impl": key_impl,
                 "plan": _encode(plan),
                 "has_target": target is not None,
+                "target_name": None if target is None else str(target.name),
             }
         )
         # Consolidated metadata lets xarray / ArviZ open the store quickly and without warnings.
@@ -197,5 +199,6 @@ def load_checkpoint(path) -> Checkpoint:
         draws_done=draws_done,
         records=records,
         has_target=bool(attrs["has_target"]),
+        target_name=attrs.get("target_name"),
         run_id=str(attrs["run_id"]),
     )

@@ -16,6 +16,7 @@ import collections
 import functools
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,7 +26,15 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from psample.errors import InitialPointError, InvalidTuningError, ShapeError, check_positive_int
+from psample.errors import (
+    DtypeError,
+    InitialPointError,
+    InvalidTuningError,
+    NumericalWarning,
+    PsampleError,
+    ShapeError,
+    check_positive_int,
+)
 from psample.trace import Trace, concatenate_draws
 
 __all__ = ["sample", "resume", "RunPlan"]
@@ -85,34 +94,102 @@ def _validate_positions(initial_positions) -> int:
     return num_chains
 
 
-def _check_target_shapes(initial_positions, target) -> None:
+def _check_target_shapes(initial_positions, target, what: str = "initial_positions", error=ShapeError) -> None:
     expected = jax.eval_shape(lambda k: target.initial_positions(k, 1), jax.random.PRNGKey(0))
     got = jax.tree.map(lambda x: np.shape(x)[1:], initial_positions)
     want = jax.tree.map(lambda x: x.shape[1:], expected)
     if jax.tree.structure(got) != jax.tree.structure(want) or jax.tree.leaves(got) != jax.tree.leaves(want):
-        raise ShapeError(
-            f"initial_positions do not match target {target.name!r}: per-chain shapes {got}, "
+        raise error(
+            f"{what} do not match target {target.name!r}: per-chain shapes {got}, "
             f"expected {want} (with a leading chain axis)"
         )
 
 
-def _check_initial_states(states) -> None:
+def _init_states(algorithm, positions):
+    """``vmap(algorithm.init)`` over the chains, with errors that say what the chain axis is."""
+    try:
+        return _batched_init(algorithm)(positions)
+    except ShapeError as exc:
+        shapes = [np.shape(leaf) for leaf in jax.tree.leaves(positions)]
+        if all(len(s) == 1 for s in shapes):
+            raise ShapeError(
+                f"initial_positions has shape(s) {shapes}: the leading axis is the chain axis, so each "
+                f"of the {shapes[0][0]} chains starts at a scalar, and the sampler refused that ({exc}). "
+                "To start one chain at this vector, add a chain axis: initial_positions[None]"
+            ) from None
+        raise
+
+
+def _check_initial_states(algorithm, positions, states) -> None:
+    """Every floating field of every chain's initial state must be finite.
+
+    A NaN or infinite field means the sampler cannot start there (a non-finite log-density, or
+    an undefined coordinate such as the direction at the origin for polar slice). The offending
+    chains are named; the sampler's own ``init`` is then run on the first of them outside
+    ``jit``, so a sampler that explains the problem for a concrete position gets to say it.
+    """
+    bad_fields = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(states)[0]:
+        leaf = np.asarray(leaf)
+        if leaf.ndim == 0 or not np.issubdtype(leaf.dtype, np.floating):
+            continue
+        finite = np.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1)
+        for chain in np.flatnonzero(~finite):
+            bad_fields.setdefault(int(chain), []).append(jax.tree_util.keystr(path).lstrip("."))
+    if not bad_fields:
+        return
+    chains = sorted(bad_fields)
+    fields = sorted({f for fs in bad_fields.values() for f in fs})
+    first = jax.tree.map(lambda x: x[chains[0]], positions)
+    reason = ""
+    try:
+        algorithm.init(first)
+    except PsampleError as exc:
+        reason = f": {exc}"
     logdensity = _state_logdensity(states)
-    if logdensity is not None:
-        values = np.asarray(logdensity)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raise InitialPointError(
-                f"the log-density is not finite at the initial point of chain(s) {bad.tolist()} "
-                f"(values {values[bad].tolist()}); start those chains inside the support"
-            )
-    grad = getattr(states, "logdensity_grad", None)
-    if grad is not None:
-        flat = np.stack([np.asarray(g).reshape(g.shape[0], -1).sum(-1) for g in jax.tree.leaves(grad)], -1)
-        bad = np.flatnonzero(~np.all(np.isfinite(flat), axis=-1))
-        if bad.size:
-            raise InitialPointError(
-                f"the gradient of the log-density is not finite at the initial point of chain(s) {bad.tolist()}"
+    values = ""
+    if logdensity is not None and "logdensity" in fields:
+        values = f" (log-density {np.asarray(logdensity)[chains].tolist()})"
+    described = [f"{f} ({_FIELD_MEANING[f]})" if f in _FIELD_MEANING else f for f in fields]
+    raise InitialPointError(
+        f"the sampler cannot start chain(s) {chains}: its initial state is not finite in "
+        f"{', '.join(described)}{values}{reason}; start those chains elsewhere (inside the support)"
+    )
+
+
+#: BlackJAX's state field names, for error messages.
+_FIELD_MEANING = {"logdensity": "the log-density", "logdensity_grad": "the gradient of the log-density"}
+
+
+def _check_step_keeps_state(algorithm, states) -> None:
+    """One step must return a state of the same structure, shapes and dtypes (the scan carry)."""
+    step = jax.vmap(algorithm.step)
+    keys = jax.random.split(jax.random.PRNGKey(0), jax.tree.leaves(states)[0].shape[0])
+    try:
+        new_states, _ = jax.eval_shape(step, keys, states)
+    except PsampleError:
+        raise
+    except (TypeError, ValueError) as exc:
+        positions = _state_position(states)
+        dtypes = jax.tree.map(lambda x: str(jnp.result_type(x)), positions)
+        shapes = jax.tree.map(np.shape, positions)
+        floating = all(jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in jax.tree.leaves(positions))
+        error = ShapeError if floating else DtypeError
+        raise error(
+            f"one step of the sampler cannot run from initial_positions of dtype {dtypes} and shape {shapes} "
+            f"({str(exc).splitlines()[0]})" + ("" if floating else "; most samplers need floating positions")
+        ) from None
+    before = jax.tree_util.tree_flatten_with_path(states)[0]
+    after = jax.tree.leaves(new_states)
+    if jax.tree.structure(new_states) != jax.tree.structure(states):
+        raise ShapeError("algorithm.step returns a state of another structure than algorithm.init")
+    for (path, old), new in zip(before, after):
+        if np.shape(old) != new.shape or jnp.result_type(old) != new.dtype:
+            name = jax.tree_util.keystr(path).lstrip(".")
+            raise DtypeError(
+                f"one step changes the state's {name} from {jnp.result_type(old)}{list(np.shape(old))} "
+                f"to {new.dtype}{list(new.shape)}: pass initial_positions of dtype {new.dtype} "
+                "(e.g. x.astype(jnp.float32))"
             )
 
 
@@ -269,8 +346,9 @@ def sample(
     positions = jax.tree.map(jnp.asarray, initial_positions)
     if sharding is not None:
         positions = jax.device_put(positions, sharding)
-    states = _batched_init(algorithm)(positions)
-    _check_initial_states(states)
+    states = _init_states(algorithm, positions)
+    _check_initial_states(algorithm, positions, states)
+    _check_step_keeps_state(algorithm, states)
 
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0)
     writer = None
@@ -332,7 +410,7 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
     if not chunks:
         raise KeyboardInterrupt("interrupted before the first draw was completed")
     positions, info, logdensity, obs = concatenate_draws(chunks)
-    return Trace(
+    trace = Trace(
         positions=positions,
         info=info,
         logdensity=logdensity,
@@ -343,6 +421,24 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
         num_steps=plan.step_index(draws_done),
         num_warmup=plan.num_warmup,
         thin=plan.thin,
+    )
+    _warn_nan_steps(trace)
+    return trace
+
+
+def _warn_nan_steps(trace: Trace) -> None:
+    """Warn when the log-density returned NaN during the run (those chains may have frozen)."""
+    counts = trace.nan_steps
+    if counts is None or not counts.any():
+        return
+    chains = np.flatnonzero(counts).tolist()
+    warnings.warn(
+        f"the log-density returned NaN in {int(counts.sum())} recorded step(s) of {len(chains)} "
+        f"chain(s) {chains if len(chains) <= 20 else chains[:20] + ['...']}; NaN counts as zero "
+        "density, so those chains may have stopped moving. sample_stats.num_nan_evals has the "
+        "counts per draw: check the model for overflow or invalid parameter values.",
+        NumericalWarning,
+        stacklevel=3,
     )
 
 
@@ -397,6 +493,15 @@ def resume(
     if saved.has_target and target is None:
         raise CheckpointError(
             f"the run in {str(checkpoint)!r} was made with a target: pass target= to resume it"
+        )
+    if target is not None:
+        if saved.target_name is not None and saved.target_name != target.name:
+            raise CheckpointError(
+                f"the run in {str(checkpoint)!r} was made with target {saved.target_name!r}, "
+                f"resume got target {target.name!r}: pass the run's own target"
+            )
+        _check_target_shapes(
+            _state_position(saved.states), target, f"the positions saved in {str(checkpoint)!r}", CheckpointError
         )
     observables = dict(observables or {})
     saved_names = set(saved.records[3])

@@ -13,7 +13,12 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["Trace", "named_leaves", "concatenate_draws"]
+__all__ = ["Trace", "named_leaves", "concatenate_draws", "NAN_EVALS_FIELD"]
+
+#: The ``Info`` field in which a sampler counts the log-density evaluations of a step that
+#: returned NaN (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
+#: positive anywhere, and it lands in ``sample_stats`` like every other info field.
+NAN_EVALS_FIELD = "num_nan_evals"
 
 
 def _key_name(entry) -> str:
@@ -89,6 +94,17 @@ class Trace:
     @property
     def num_draws(self) -> int:
         return int(jax.tree.leaves(self.positions)[0].shape[1])
+
+    @property
+    def nan_steps(self) -> np.ndarray | None:
+        """``(chain,)`` number of recorded steps with at least one NaN log-density evaluation.
+
+        ``None`` when the sampler's ``Info`` has no ``num_nan_evals`` field.
+        """
+        counts = getattr(self.info, NAN_EVALS_FIELD, None)
+        if counts is None:
+            return None
+        return (np.asarray(counts) > 0).sum(axis=1)
 
     def posterior(self) -> dict[str, np.ndarray]:
         """Draws as ``{site: (chain, draw, ...)}``: constrained NumPyro sites when a target is set."""

@@ -1,6 +1,8 @@
 """Checkpoints: Zarr store readable by ArviZ, bit-for-bit resume, crash recovery, errors."""
 
 import blackjax
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,3 +129,25 @@ def test_target_runs_store_constrained_sites_and_need_the_target(tmp_path):
     np.testing.assert_allclose(tree["posterior"]["scale"].values, np.exp(trace.positions["scale"]), rtol=1e-12)
     with pytest.raises(CheckpointError, match="pass target="):
         psample.resume(path, alg, 5)
+
+
+def test_resume_with_another_target_names_both(tmp_path):
+    import numpyro
+    import numpyro.distributions as dist
+
+    def scale_model():
+        numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
+
+    def location_model():
+        numpyro.sample("loc", dist.Normal(0.0, 1.0), sample_shape=(3,))
+
+    target = psample.from_numpyro(scale_model)
+    alg = blackjax.additive_step_random_walk.normal_random_walk(target.logdensity_fn, 0.5)
+    x0 = target.initial_positions(jax.random.PRNGKey(0), 2)
+    path = tmp_path / "run.zarr"
+    psample.sample(alg, x0, jax.random.PRNGKey(1), 10, target=target, checkpoint=path, progress=False)
+    with pytest.raises(CheckpointError, match="'scale_model', resume got target 'location_model'"):
+        psample.resume(path, alg, 5, target=psample.from_numpyro(location_model), progress=False)
+    renamed = dataclasses.replace(psample.from_numpyro(location_model), name="scale_model")
+    with pytest.raises(CheckpointError, match="do not match target"):
+        psample.resume(path, alg, 5, target=renamed, progress=False)
