@@ -8,12 +8,12 @@ state carries as its position, ``info`` whatever NamedTuple its ``step`` returns
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-__all__ = ["Trace", "named_leaves", "concatenate_draws", "NAN_EVALS_FIELD"]
+__all__ = ["Trace", "Draw", "named_leaves", "NAN_EVALS_FIELD"]
 
 #: The ``Info`` field in which a sampler counts the log-density evaluations of a step that
 #: returned NaN (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
@@ -42,11 +42,23 @@ def named_leaves(tree, default: str = "x") -> dict[str, np.ndarray]:
     return out
 
 
-def concatenate_draws(chunks: list):
-    """Concatenate a list of pytrees with leading axes ``(chain, draw)`` along ``draw``."""
-    if len(chunks) == 1:
-        return chunks[0]
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *chunks)
+class Draw(NamedTuple):
+    """What the runner records at each kept draw; leaves have leading axes ``(chain, draw)``.
+
+    position
+        The state's ``position`` (the draw).
+    info
+        The sampler's ``Info`` of the step that made the draw (the last step of a thinned block).
+    logdensity
+        The state's ``logdensity``, or ``None`` if the state has none.
+    observables
+        ``{name: value}`` of the run's observables.
+    """
+
+    position: Any
+    info: Any
+    logdensity: Any
+    observables: dict
 
 
 @dataclass
@@ -86,6 +98,17 @@ class Trace:
     num_steps: int = 0
     num_warmup: int = 0
     thin: int = 1
+
+    @classmethod
+    def from_draws(cls, draws: Draw, **kwargs) -> "Trace":
+        """A trace holding ``draws`` (a :class:`Draw` of host arrays); ``kwargs`` set the other fields."""
+        return cls(
+            positions=draws.position,
+            info=draws.info,
+            logdensity=draws.logdensity,
+            observables=dict(draws.observables),
+            **kwargs,
+        )
 
     @property
     def num_chains(self) -> int:

@@ -175,16 +175,6 @@ def test_chains_sharded_over_devices_match_one_device():
     assert "OK" in out.stdout
 
 
-def test_default_chunking_bounds_memory_and_splits_watched_runs():
-    from psample.run import _choose_chunk_size
-
-    per_draw = {"x": jax.ShapeDtypeStruct((1000, 10), jnp.float32)}  # 40 kB per draw
-    assert _choose_chunk_size(per_draw, 1000, 2**30, watched=False) == 1000
-    assert _choose_chunk_size(per_draw, 1000, 2**30, watched=True) == 100
-    assert _choose_chunk_size(per_draw, 1000, 400_000, watched=False) == 10  # memory-bound
-    assert _choose_chunk_size(per_draw, 1001, 2**30, watched=True) == 101  # 9 x 101 + 92
-
-
 def test_positions_whose_dtype_a_step_changes_are_refused_before_running(rmh):
     from psample.errors import DtypeError
 
