@@ -223,7 +223,7 @@ def sample(
         ``{name: fn(state) -> array}`` evaluated per chain after each kept draw, inside the scan.
     chunk_size
         Draws per jitted chunk. Default: chunks under 256 MiB of host memory and, when a
-        progress bar is shown (``progress=True``) or a checkpoint written, of about two seconds
+        progress bar is shown (``progress=True``) or a checkpoint written, of about a second
         each (measured on a first one-draw chunk), so Ctrl-C answers at once and a kill loses
         seconds of draws.
     progress
