@@ -324,8 +324,9 @@ def drive(
                     break
                 in_flight.popleft()
                 complete(chunk)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread): stop now
             interrupted = True
+            in_flight.clear()
         except PsampleError:
             bar.close()
             raise

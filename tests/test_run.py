@@ -273,16 +273,34 @@ def test_resume_restores_the_sharding_over_4_devices(tmp_path):
     assert "OK" in out.stdout
 
 
-def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0):
-    """progress=True with stderr not a TTY (as under pytest), no checkpoint: nothing is lost."""
+def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, monkeypatch):
+    """progress=True with stderr not a TTY (as under pytest), no checkpoint: nothing is lost.
+
+    A real SIGINT is sent 0.2 s after the first chunk completed (the bar's first update).
+    """
     import signal
     import threading
 
+    import psample.driver
+
+    timers = []
+
+    class Bar:
+        def __init__(self, *args):
+            pass
+
+        def update(self, _):
+            if not timers:
+                timers.append(threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)))
+                timers[0].start()
+
+        def close(self):
+            pass
+
     reference = run(rmh, x0, 3000)
-    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
     trace = psample.sample(rmh, x0, jax.random.PRNGKey(7), 10**7, chunk_size=1000, progress=True)
-    timer.join()
-    assert trace.interrupted and trace.num_draws % 1000 == 0 and trace.num_draws >= 1000
+    timers[0].join()
+    assert trace.interrupted and trace.num_draws % 1000 == 0 and 1000 <= trace.num_draws < 10**7
     n = min(trace.num_draws, 3000)
     np.testing.assert_array_equal(trace.positions[:, :n], reference.positions[:, :n])
