@@ -2,11 +2,16 @@
 
 ``psample.diagnostics.summary(trace)`` is ``arviz.summary`` on the trace's DataTree: mean, sd,
 credible interval, MCSE, bulk and tail ESS and rank-normalised split R-hat.
+:mod:`psample.diagnostics.batch_means` gives the batch-means standard errors of time averages
+over independent chains (the network observables' error bars) and checks their tails.
 """
 
 from __future__ import annotations
 
-__all__ = ["to_datatree", "summary", "rhat", "ess", "plot_trace"]
+from psample.diagnostics.batch_means import Estimate, batch_means, check_tails, reciprocal
+
+__all__ = ["to_datatree", "summary", "rhat", "ess", "plot_trace", "Estimate", "batch_means", "reciprocal",
+           "check_tails"]
 
 
 def to_datatree(trace_or_datatree):

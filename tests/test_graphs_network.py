@@ -48,15 +48,15 @@ def test_from_networkx_matches_adjacency_and_node_weights():
     np.testing.assert_array_equal(net.to_dense(), dense)
     alpha = np.arange(1.0, 35.0) / np.arange(1.0, 35.0).sum()
     np.testing.assert_allclose(net.node_weights, alpha, rtol=1e-14)
-    assert net.num_nodes == 34 and not net.is_directed
+    assert net.num_nodes == 34 and not net.directed
     # CSR invariants the primitives rely on: sorted rows, per-row cumulative masses, d(w).
-    indptr, indices = np.asarray(net.indptr), np.asarray(net.indices)
+    indptr, indices = np.asarray(net.out.indptr), np.asarray(net.out.indices)
     for w in range(34):
         row = indices[indptr[w] : indptr[w + 1]]
         assert np.all(np.diff(row) > 0)
         masses = dense[w, row] * alpha[row]
-        np.testing.assert_allclose(np.asarray(net.cum_mass)[indptr[w] : indptr[w + 1]], np.cumsum(masses))
-    np.testing.assert_allclose(net.out_mass, dense @ alpha, rtol=1e-13)
+        np.testing.assert_allclose(np.asarray(net.out.cum_mass)[indptr[w] : indptr[w + 1]], np.cumsum(masses))
+    np.testing.assert_allclose(net.out.mass, dense @ alpha, rtol=1e-13)
     # Unweighted view and the dict / array forms of node weights agree.
     unweighted = Network.from_networkx(graph, weight=None, node_weight={u: 1.0 + u for u in graph})
     np.testing.assert_array_equal(unweighted.to_dense(), (dense > 0).astype(float))
@@ -73,16 +73,16 @@ def test_from_adjacency_dense_sparse_and_jax_agree_and_detect_direction():
         Network.from_adjacency(jnp.asarray(A), jnp.asarray(alpha)),
     ]
     for net in nets:
-        assert net.is_directed
+        assert net.directed
         np.testing.assert_array_equal(net.to_dense(), A)
         assert sp.issparse(net.to_scipy())
-        np.testing.assert_allclose(net.in_mass, A.T @ (alpha / alpha.sum()), rtol=1e-13)
+        np.testing.assert_allclose(net.in_.mass, A.T @ (alpha / alpha.sum()), rtol=1e-13)
         sym = sp.csr_array(
-            (np.asarray(net.sym_weights), np.asarray(net.sym_indices), np.asarray(net.sym_indptr)), shape=A.shape
+            (np.asarray(net.sym.weights), np.asarray(net.sym.indices), np.asarray(net.sym.indptr)), shape=A.shape
         ).toarray()
         np.testing.assert_allclose(sym, (A + A.T) / 2)
     symmetric = Network.from_adjacency(A + A.T)
-    assert not symmetric.is_directed
+    assert not symmetric.directed
     np.testing.assert_allclose(symmetric.node_weights, np.full(6, 1 / 6))
     assert max_degree(nets[0]) == max(np.count_nonzero(A, 0).max(), np.count_nonzero(A, 1).max())
 
@@ -133,8 +133,8 @@ def test_bipartite_components():
 
 def test_network_is_a_pytree_that_passes_through_jit():
     net = Network.from_networkx(nx.karate_club_graph())
-    total = jax.jit(lambda network: jnp.sum(network.out_mass * network.node_weights))(net)
-    np.testing.assert_allclose(total, np.asarray(net.out_mass) @ np.asarray(net.node_weights))
+    total = jax.jit(lambda network: jnp.sum(network.out.mass * network.node_weights))(net)
+    np.testing.assert_allclose(total, np.asarray(net.out.mass) @ np.asarray(net.node_weights))
 
 
 # ---------------------------------------------------------------------- network errors

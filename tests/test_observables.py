@@ -21,9 +21,11 @@ from psample.errors import InvalidTuningError, MotifError, NetworkError, ShapeEr
 from psample.graphs import estimate as E
 from psample.graphs import exact
 from psample.graphs import observables as obs
+from psample.diagnostics.batch_means import Estimate, batch_means, reciprocal
 from psample.graphs.homomorphism import HomomorphismState
-from psample.graphs.motif import Motif
+from psample.graphs.motif import Motif, as_motif
 from psample.graphs.network import Network
+from psample.observables import block_averaged
 from psample.models import graphs as zoo
 
 
@@ -150,7 +152,7 @@ def test_runner_observables_read_the_network():
     np.testing.assert_allclose(evaluate(obs.edge_product(network, pairs)), weights.prod(axis=1))
     np.testing.assert_array_equal(evaluate(obs.threshold_indicators(network, pairs, thresholds)),
                                   weights.min(axis=1)[:, None] >= thresholds[None, :])
-    d = np.asarray(network.out_mass)
+    d = np.asarray(network.out.mass)
     np.testing.assert_allclose(evaluate(obs.inverse_out_mass_product(network, motif)),
                                1 / (d[x[:, 0]] * d[x[:, 1]] * d[x[:, 2]]))
     np.testing.assert_array_equal(evaluate(obs.embedding), x)
@@ -159,7 +161,7 @@ def test_runner_observables_read_the_network():
 def test_importance_identity_is_exact_by_enumeration():
     """E_π[Π_c 1/d_c(x_p(c))] = 1/t(F, G), the identity behind the MCMC hom density."""
     network = random_network(directed=True, seed=6)
-    out_mass, in_mass = np.asarray(network.out_mass), np.asarray(network.in_mass)
+    out_mass, in_mass = np.asarray(network.out.mass), np.asarray(network.in_.mass)
     for motif in TREES[1:]:
         maps, weights = exact.enumerate_maps(network, motif)
         values = np.ones(len(maps))
@@ -186,14 +188,14 @@ def test_extra_edges_and_errors():
 
 def test_batch_means_and_reciprocal():
     values = np.arange(24, dtype=float).reshape(4, 3, 2)  # chain means: [2,3], [8,9], [14,15], [20,21]
-    est = obs.batch_means(values)
+    est = batch_means(values)
     np.testing.assert_allclose(est.estimate, [11.0, 12.0])
     np.testing.assert_allclose(est.mcse, np.std([2, 8, 14, 20], ddof=1) / 2 * np.ones(2))
     assert (est.num_chains, est.num_steps) == (4, 3)
-    inv = obs.reciprocal(obs.Estimate(np.float64(4.0), np.float64(0.2), 4, 3))
+    inv = reciprocal(Estimate(np.float64(4.0), np.float64(0.2), 4, 3))
     assert inv.estimate == 0.25 and inv.mcse == pytest.approx(0.2 / 16)
     with pytest.raises(ShapeError, match="2 chains"):
-        obs.batch_means(np.ones((1, 5)))
+        batch_means(np.ones((1, 5)))
 
 
 def test_block_averaged_means_every_step():
@@ -201,13 +203,13 @@ def test_block_averaged_means_every_step():
     from blackjax.base import SamplingAlgorithm
 
     class CounterState(NamedTuple):
-        embedding: jax.Array
+        position: jax.Array
 
     # A deterministic "chain" x -> x + 1 mod 5, so the block means are known exactly.
     counter = SamplingAlgorithm(lambda x, rng_key=None: CounterState(jnp.asarray(x)),
-                                lambda key, s: (CounterState((s.embedding + 1) % 5), s.embedding))
-    wrapped = E.block_averaged(counter, {"first": lambda s: s.embedding[0],
-                                         "pair": lambda s: s.embedding * 2}, block_size=7)
+                                lambda key, s: (CounterState((s.position + 1) % 5), s.position))
+    wrapped = block_averaged(counter, {"first": lambda s: s.position[0],
+                                       "pair": lambda s: s.position * 2}, block_size=7)
     step = jax.jit(wrapped.step)
     state = wrapped.init(jnp.array([0, 2]))
     state, info = step(jax.random.PRNGKey(0), state)
@@ -218,7 +220,7 @@ def test_block_averaged_means_every_step():
     assert float(state.block_means["first"]) == pytest.approx((3 + 4 + 0 + 1 + 2 + 3 + 4) / 7)
     np.testing.assert_allclose(state.block_means["pair"], [2 * 17 / 7, 2 * (0 + 1 + 2 + 3 + 4 + 0 + 1) / 7])
     with pytest.raises(InvalidTuningError, match="block_size"):
-        E.block_averaged(counter, {}, block_size=0)
+        block_averaged(counter, {}, block_size=0)
 
 
 def test_estimate_input_errors():
@@ -242,7 +244,7 @@ def test_estimate_input_errors():
     with pytest.raises(NetworkError, match="network"):
         E.macc("karate", 3)
     with pytest.raises(MotifError, match="motif"):
-        E.as_motif("triangle")
+        as_motif("triangle")
 
 
 # ------------------------------------------------------------------ MCMC vs exact values
@@ -269,7 +271,7 @@ def test_karate_triangle_chd_density_and_profile_pivot():
     # For 0/1 weights the profile is 1 at θ = 0, t(H|F) on (0, 1] and 0 above 1.
     profile = run.estimates["profile"]
     np.testing.assert_allclose(profile.estimate, [1.0, chd.estimate, chd.estimate, 0.0], atol=1e-12)
-    density = obs.reciprocal(run.estimates["inverse_mass"])
+    density = reciprocal(run.estimates["inverse_mass"])
     t_exact = exact.path_hom_density(network, 3)
     assert density.mcse < t_exact / 50
     assert abs(density.estimate - t_exact) <= 4 * density.mcse
