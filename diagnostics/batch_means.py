@@ -103,7 +103,10 @@ def tail_shape(batches) -> float:
     batches = np.asarray(batches, dtype=np.float64).reshape(1, -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ's own notes on small or constant samples
-        return float(array_stats.pareto_khat(batches, tail="right"))
+        try:
+            return float(array_stats.pareto_khat(batches, tail="right"))
+        except ValueError:  # too few distinct values in the tail to fit (e.g. constant batches)
+            return math.nan
 
 
 def khat_threshold(num_batches: int) -> float:

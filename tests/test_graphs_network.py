@@ -11,10 +11,12 @@ import scipy.sparse as sp
 import scipy.stats
 
 from psample.errors import MotifError, NetworkError
+from psample.graphs import csr
 from psample.graphs.motif import MAX_MOTIF_NODES, Motif
 from psample.graphs.network import (
     Network,
     bipartite_components,
+    draw_node,
     edge_weight,
     max_degree,
     sample_in_neighbour,
@@ -271,3 +273,36 @@ def test_require_tree_message_suggests_glauber():
     assert Motif.from_edges([(0, 1)], max_nodes=2).num_nodes == 2
     with pytest.raises(MotifError, match="max_nodes=2"):
         Motif.from_edges(list(itertools.pairwise(range(3))), max_nodes=2)
+
+
+# ---------------------------------------------------------------------- extreme uniforms (issue 8 §1)
+def _as_dtype(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_inverse_cdf_draws_at_the_ends_of_the_unit_interval_never_hit_zero_mass(dtype):
+    """Injected uniforms 0, just below 1, and 1: neighbour and node draws keep to positive mass.
+
+    Node 0 sees nodes 1..4 with α = (·, 0, 1, 2, 0): its row starts and ends with an entry of zero
+    mass. ``jax.random.uniform`` returns exactly 0.0 about once in 2²³ float32 draws; at u = 0
+    the draw is the first entry of positive mass, just below 1 the last. u = 1 itself (which the
+    generator never returns) used to pick the trailing zero-mass entry (the bisection ran past
+    the row and was clamped to its last slot): the threshold ``u · total`` is now kept below the
+    total. The u = 0 and u < 1 cases were already right; this test documents them.
+    """
+    A = np.zeros((5, 5))
+    A[0, 1:] = A[1:, 0] = 1.0
+    net = Network.from_adjacency(A, node_weights=[1.0, 0.0, 1.0, 2.0, 0.0])
+    rows, cum = _as_dtype(net.out, dtype), jnp.asarray(net.node_cum_weights, dtype)
+    below_one = np.nextafter(np.array(1.0, dtype), np.array(0.0, dtype))
+    expected = {0.0: (2, 0), below_one: (3, 3), 1.0: (3, 3)}  # u -> (neighbour of 0, node ~ α)
+    for u, (neighbour, node) in expected.items():
+        uniform = jnp.asarray(u, dtype)
+        slot, ok = jax.jit(csr.sample_slot)(rows, uniform, jnp.int32(0))
+        assert bool(ok) and int(rows.indices[slot]) == neighbour, u
+        assert int(jax.jit(draw_node)(cum, uniform)) == node, u
+    # Node 1 (α = 0) has only node 0 as neighbour: a positive mass, drawn at either end.
+    for u in (0.0, below_one, 1.0):
+        slot, ok = csr.sample_slot(rows, jnp.asarray(u, dtype), jnp.int32(1))
+        assert bool(ok) and int(rows.indices[slot]) == 0

@@ -473,3 +473,68 @@ def test_both_chains_compile_and_stay_in_the_support_on_a_hub_heavy_graph_of_1e5
                          timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+# ---------------------------------------------------------------------- extreme uniforms (issue 8 §1)
+def zero_mass_ends_network():
+    """The weighted K5-minus-an-edge with α = 0 at nodes 0 and 4: most CSR rows start and end
+    with an entry of zero mass, so an inverse-CDF draw off by one slot lands on α = 0."""
+    A, _ = weighted_graph()
+    alpha = np.array([0.0, 0.3, 0.5, 0.2, 0.0])
+    return A, alpha, Network.from_adjacency(A, alpha)
+
+
+@pytest.mark.parametrize("u", [0.0, "below_one"])
+@pytest.mark.parametrize("chain", ["glauber", "pivot", "lazy_pivot"])
+def test_kernels_with_extreme_injected_uniforms_stay_in_the_support(monkeypatch, chain, u):
+    """Every uniform a step draws is forced to 0 or to the largest float below 1.
+
+    ``jax.random.uniform`` returns exactly 0.0 about once in 2²³ float32 draws. At u = 0 the
+    draws must take the first candidate of positive weight (never a zero-weight one, and a
+    proposal of probability 0 is never accepted: ``u < rate`` is strict); just below 1 the last
+    one. The kernels were already right at both ends; this test pins it (and would catch a
+    ``u <= rate`` acceptance or a ``log(u)`` draw).
+    """
+    A, alpha, net = zero_mass_ends_network()
+    dtype = net.out.weights.dtype
+    value = np.nextafter(np.array(1.0, dtype), np.array(0.0, dtype)) if u == "below_one" else 0.0
+
+    def constant_uniform(key, shape=(), dtype=float, *args, **kwargs):
+        return jnp.full(shape, value, dtype)
+
+    motif = Motif.path(3)
+    algorithm = glauber(net, motif) if chain == "glauber" else pivot(net, motif, lazy=chain == "lazy_pivot")
+    start = jnp.array([1, 2, 3], jnp.int32)  # a homomorphism of positive weight
+    state = algorithm.init(start)
+    monkeypatch.setattr(jax.random, "uniform", constant_uniform)
+    for _ in range(3):
+        state, info = algorithm.step(jax.random.PRNGKey(0), state)
+        x = np.asarray(state.position)
+        assert np.all(alpha[x] > 0) and bool(is_homomorphism(net, motif, state.position)), (chain, u, x)
+        assert float(state.logdensity) == pytest.approx(float(log_weight(net, motif, state.position)), rel=1e-12)
+    if chain == "glauber":
+        # u = 0: motif node 0; just below 1: node k - 1 (the last).
+        assert int(info.node) == (0 if u == 0.0 else motif.num_nodes - 1)
+    elif chain == "lazy_pivot":
+        assert bool(info.is_held) == (u == 0.0)  # u < 1/2 holds
+    else:
+        assert bool(info.is_accepted) == (u == 0.0 or float(info.acceptance_rate) == 1.0)
+
+
+@pytest.mark.parametrize("u", [0.0, "below_one", 1.0])
+def test_initial_embeddings_with_extreme_injected_uniforms(monkeypatch, u):
+    """Root and tree draws of the starting embeddings at u = 0, just below 1, and 1: the root is
+    the first / last node that can host it (α > 0), never a trailing node of weight 0. u = 1
+    (never returned by the generator) used to give the last node, of weight 0; the others were
+    already right."""
+    A, alpha, net = zero_mass_ends_network()
+    dtype = net.out.weights.dtype
+    value = np.nextafter(np.array(1.0, dtype), np.array(0.0, dtype)) if u == "below_one" else u
+
+    def constant_uniform(key, shape=(), dtype=float, *args, **kwargs):
+        return jnp.full(shape, value, dtype)
+
+    monkeypatch.setattr(jax.random, "uniform", constant_uniform)
+    x0 = np.asarray(initial_embeddings(net, Motif.path(3), jax.random.PRNGKey(0), 4, max_attempts=1))
+    assert np.all(alpha[x0] > 0)
+    assert np.all(x0[:, 0] == (1 if u == 0.0 else 3))
