@@ -48,7 +48,7 @@ from psample.diagnostics.batch_means import batch_means
 from psample.graphs import exact
 from psample.graphs import observables as obs
 from psample.graphs.embeddings import initial_embeddings
-from psample.graphs.estimate import homomorphism_chain
+from psample.graphs.estimate import SAMPLERS, homomorphism_chain
 from psample.graphs.motif import Motif
 from psample.graphs.network import Network
 from psample.models import graphs as zoo
@@ -209,7 +209,7 @@ def main(argv=None) -> None:
             exact_seconds = time.perf_counter() - start
             G = nnetwork_graph(module, graph) if module is not None else None
             label = f"{family}"
-            for sampler in ("pivot", "glauber"):
+            for sampler in SAMPLERS:
                 if sampler == "glauber" and graph.number_of_nodes() > args.glauber_max_nodes:
                     rate, steps = None, args.chains * args.steps
                     print(f"{label:>10s} {graph.number_of_nodes():>7d} {sampler:>8s} {'psample':>9s} "

@@ -26,7 +26,7 @@ from psample.diagnostics.batch_means import reciprocal
 from psample.graphs.homomorphism import HomomorphismState
 from psample.graphs.motif import Motif, as_motif
 from psample.graphs.network import Network
-from psample.observables import block_averaged
+from psample.observables import block_averaged, time_averages
 from psample.models import graphs as zoo
 
 
@@ -210,6 +210,33 @@ def test_block_averaged_means_every_step():
     np.testing.assert_allclose(state.block_means["pair"], [2 * 17 / 7, 2 * (0 + 1 + 2 + 3 + 4 + 0 + 1) / 7])
     with pytest.raises(InvalidTuningError, match="block_size"):
         block_averaged(counter, {}, block_size=0)
+
+
+def test_time_averages_run_any_sampler_with_burn_in_as_warm_up():
+    """time_averages on a deterministic non-graph chain x -> x + 1 mod 7: burn_in = 3 steps is one
+    warm-up block of 5, then 2 blocks; each chain's average is over steps 6..15 exactly."""
+    from blackjax.base import SamplingAlgorithm
+
+    class CounterState(NamedTuple):
+        position: jax.Array
+
+    counter = SamplingAlgorithm(lambda x, rng_key=None: CounterState(jnp.asarray(x)),
+                                lambda key, s: (CounterState((s.position + 1) % 7), s.position))
+    starts = jnp.array([[0], [3], [5]])
+    run = time_averages(counter, starts, jax.random.PRNGKey(0), 10, {"x": lambda s: s.position[0]},
+                        burn_in=3, block_size=5)
+    expected = [np.mean([(x0 + t) % 7 for t in range(6, 16)]) for x0 in (0, 3, 5)]
+    np.testing.assert_allclose(run.chain_means["x"], expected)
+    assert run.num_steps == 10 and run.trace.observables["x"].shape == (3, 2)
+    np.testing.assert_array_equal(run.trace.positions[:, -1, 0], [(x0 + 15) % 7 for x0 in (0, 3, 5)])
+
+
+def test_exact_values_reject_invalid_weights():
+    """One way in: the exact references validate their input like the samplers (NaN included)."""
+    with pytest.raises(NetworkError, match="non-finite"):
+        exact.tree_hom_density(np.array([[0.0, np.nan], [1.0, 0.0]]), Motif.path(2))
+    with pytest.raises(NetworkError, match="negative"):
+        exact.path_macc(np.array([[0.0, -1.0], [1.0, 0.0]]), 2)
 
 
 def test_estimate_input_errors():

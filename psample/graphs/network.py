@@ -11,8 +11,10 @@ chains need two primitives, both with fixed shapes so that they vectorise over c
 
 Directed networks also store the transpose (in-neighbours, ``A(z, w) α(z)`` masses), used for
 motif edges that point towards an already placed node, and the symmetrisation
-``A_s = (A + Aᵀ) / 2`` on which the pivot chain's root walks. For symmetric ``A`` the three CSR
-structures are the same arrays.
+``A_s = (A + Aᵀ) / 2`` on which the pivot chain's root walks: three structures of one type,
+:class:`~psample.graphs.csr.Csr`, as ``network.out``, ``network.in_`` and ``network.sym``. For
+symmetric ``A`` the three are the same arrays. :func:`as_network` is the one way in: every
+function that takes a network converts and validates it there.
 
 References
 ----------
@@ -45,6 +47,7 @@ __all__ = [
     "sample_neighbour",
     "sample_in_neighbour",
     "sample_node",
+    "draw_node",
     "max_degree",
     "components",
     "bipartite_components",
