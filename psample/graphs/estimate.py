@@ -103,7 +103,7 @@ def homomorphism_chain(network: Network, motif: Motif, sampler: str = "pivot",
 
 
 def _starts(network, motif, num_chains, sampler, lazy, rng_key):
-    """``(network, motif, chain, starts, run key)``: inputs converted and checked once."""
+    """``(chain, starting embeddings, run key)``, the inputs converted and checked once."""
     network, motif = as_network(network), as_motif(motif)
     require_connected(network)
     algorithm = homomorphism_chain(network, motif, sampler, lazy)
