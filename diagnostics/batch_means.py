@@ -8,10 +8,11 @@ That standard error needs the batches to have a finite variance, and to be estim
 needs their tails to be light. Averages of unbounded terms (importance ratios such as the
 ``Π 1 / d`` of :func:`psample.graphs.hom_density`) can have tails so heavy that the sample
 standard deviation says little about the error. :func:`tail_shape` estimates the shape ``k`` of
-the right tail of the batches by a generalized Pareto fit (ArviZ's Pareto k-hat, Vehtari et al.
-2024); :func:`check_tails` warns with :class:`psample.errors.UnreliableErrorWarning` when ``k``
-exceeds ``min(1 - 1/log10(C), 0.7)``, the level above which Vehtari et al. find Monte Carlo
-estimates unreliable for ``C`` draws.
+a right tail by a generalized Pareto fit (ArviZ's Pareto k-hat, Vehtari et al. 2024);
+:func:`check_tails` warns with :class:`psample.errors.UnreliableErrorWarning` when ``k`` of the
+``C`` batches exceeds ``min(1 - 1/log10(C), 0.7)``, the level above which Vehtari et al. find
+Monte Carlo estimates unreliable for ``C`` draws, or when ``k`` of the block means behind them
+exceeds 1.
 
 References
 ----------
@@ -31,7 +32,8 @@ import numpy as np
 
 from psample.errors import ShapeError, UnreliableErrorWarning
 
-__all__ = ["Estimate", "batch_means", "reciprocal", "tail_shape", "khat_threshold", "check_tails"]
+__all__ = ["Estimate", "batch_means", "reciprocal", "tail_shape", "khat_threshold", "BLOCK_KHAT_THRESHOLD",
+           "check_tails"]
 
 
 class Estimate(NamedTuple):
@@ -114,8 +116,20 @@ def khat_threshold(num_batches: int) -> float:
     return min(1.0 - 1.0 / math.log10(num_batches), 0.7) if num_batches > 10 else 0.0
 
 
-def check_tails(batches, what: str, advice: str) -> float:
+#: Pareto k-hat of the pooled block means above which their tail is too heavy for a mean.
+BLOCK_KHAT_THRESHOLD = 1.0
+
+
+def check_tails(batches, what: str, advice: str, *, blocks=None) -> tuple[float, float]:
     """Warn when the batches' right tail is too heavy for their standard error to be trusted.
+
+    Two Pareto k-hats (Vehtari et al. 2024): of the ``C`` batches, against
+    :func:`khat_threshold` ``(C)``; and, when given, of the pooled block means that make them
+    up, against :data:`BLOCK_KHAT_THRESHOLD` = 1 (a tail with no finite mean at the sample
+    sizes seen). The second catches runs whose chains happened to miss the rare large terms, so
+    that their averages look tame while the estimate is off (it sees ``C × blocks`` draws of the
+    tail instead of ``C``); on averages of light-tailed or bounded terms both stay far below
+    their thresholds.
 
     Parameters
     ----------
@@ -125,27 +139,37 @@ def check_tails(batches, what: str, advice: str) -> float:
         The estimate, for the message (e.g. ``"t(F, G)"``).
     advice : str
         What to do instead, appended to the message.
+    blocks : float (C, B), optional
+        The block means behind the batches.
 
     Returns
     -------
-    float
-        The Pareto k-hat.
+    (float, float)
+        The two k-hats (``nan`` where undefined: no blocks, constant values, ties in the tail).
 
     Warns
     -----
     UnreliableErrorWarning
-        When k-hat exceeds :func:`khat_threshold` (or cannot be computed from non-finite
-        batches).
+        When either k-hat exceeds its threshold (or the values are not finite).
     """
+    def khat_of(values):
+        values = np.asarray(values, dtype=np.float64).ravel()
+        return tail_shape(values) if np.all(np.isfinite(values)) else math.inf
+
     batches = np.asarray(batches, dtype=np.float64).ravel()
-    khat = tail_shape(batches) if np.all(np.isfinite(batches)) else math.inf
+    chain_khat = khat_of(batches)
+    block_khat = math.nan if blocks is None else khat_of(blocks)
     limit = khat_threshold(batches.size)
-    if khat > limit:  # nan (e.g. constant batches, no tail) does not warn
+    # nan (constant values, or ties in the tail) compares False: no warning from that k-hat.
+    if chain_khat > limit or block_khat > BLOCK_KHAT_THRESHOLD:
+        block_text = "" if blocks is None else (
+            f"; {block_khat:.2f} (threshold {BLOCK_KHAT_THRESHOLD:.0f}) over its {np.size(blocks)} block means")
         warnings.warn(
             f"the error bar of {what} is unreliable: the per-chain terms it averages are heavy-"
-            f"tailed (Pareto k-hat {khat:.2f} > {limit:.2f} over {batches.size} chains), so a few "
-            f"chains dominate and the standard error understates the error; {advice}",
+            f"tailed (Pareto k-hat {chain_khat:.2f} (threshold {limit:.2f}) over {batches.size} "
+            f"chain averages{block_text}), so a few rare terms dominate and the standard error "
+            f"understates the error; {advice}",
             UnreliableErrorWarning,
             stacklevel=3,
         )
-    return khat
+    return chain_khat, block_khat

@@ -192,8 +192,10 @@ def hom_density(network, motif, *, num_chains: int = 1000, num_steps: int = 1000
     value is :func:`psample.graphs.exact.tree_hom_density` (exact, linear time); this estimate
     checks the chain. The terms ``Π 1 / d`` are unbounded and, for motifs with many leaves on
     networks with low-degree nodes, so heavy-tailed that the standard error misses the error:
-    their per-chain averages are then checked by Pareto k-hat
-    (:func:`psample.diagnostics.batch_means.check_tails`).
+    the Pareto k-hats of their per-chain averages and of their block means are checked
+    (:func:`psample.diagnostics.batch_means.check_tails`). Conditional densities, CHD profiles
+    and MACCs average bounded terms (products of edge weights, indicators) and need no such
+    check.
 
     Parameters
     ----------
@@ -229,7 +231,7 @@ def hom_density(network, motif, *, num_chains: int = 1000, num_steps: int = 1000
                           sampler=sampler, lazy=lazy, rng_key=rng_key, progress=progress)
     check_tails(run.chain_means["w"], f"t(F, G) for {motif!r}",
                 "use more chains, or psample.graphs.exact.tree_hom_density(network, motif), which is "
-                "exact and takes linear time for tree motifs")
+                "exact and takes linear time for tree motifs", blocks=run.trace.observables["w"])
     return reciprocal(run.estimates["w"])
 
 
