@@ -102,3 +102,7 @@ def check_positive_int(name: str, value, *, minimum: int = 1, error=InvalidTunin
     if value < minimum:
         raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+class UnreliableErrorWarning(UserWarning):
+    """A Monte Carlo standard error is unreliable (e.g. heavy-tailed terms: Pareto k-hat too high)."""
