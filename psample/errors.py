@@ -23,6 +23,7 @@ __all__ = [
     "MotifError",
     "RunError",
     "NumericalWarning",
+    "UnreliableErrorWarning",
     "check_positive",
     "check_positive_int",
 ]
@@ -82,6 +83,10 @@ class NumericalWarning(UserWarning):
     """A run finished, but some steps met NaN log-densities (or similar numerical trouble)."""
 
 
+class UnreliableErrorWarning(UserWarning):
+    """A Monte Carlo standard error is unreliable (e.g. heavy-tailed terms: Pareto k-hat too high)."""
+
+
 def check_positive(name: str, value, *, error=InvalidTuningError) -> float:
     """Return ``float(value)`` if it is a finite number > 0, else raise ``error`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -102,7 +107,3 @@ def check_positive_int(name: str, value, *, minimum: int = 1, error=InvalidTunin
     if value < minimum:
         raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-class UnreliableErrorWarning(UserWarning):
-    """A Monte Carlo standard error is unreliable (e.g. heavy-tailed terms: Pareto k-hat too high)."""
