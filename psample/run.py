@@ -265,6 +265,9 @@ def sample(
     if target is not None:
         checks.check_target_shapes(initial_positions, target)
 
+    if devices is not None:
+        warnings.warn("sample(devices=...) is deprecated: pass mesh=jax.sharding.Mesh(devices, ('chains',))",
+                      DeprecationWarning, stacklevel=2)
     chain_mesh = _chain_mesh(num_chains, mesh, devices)
     positions = _place(initial_positions, chain_mesh)
     states = checks.init_states(algorithm, positions)

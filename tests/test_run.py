@@ -166,6 +166,10 @@ def test_chains_sharded_over_devices_match_one_device():
         single = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False,
                                 devices=jax.local_devices()[:1])
         np.testing.assert_allclose(sharded.positions, single.positions, rtol=0, atol=1e-12)
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("chains",))
+        on_two = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False, mesh=mesh)
+        assert len(on_two.final_state.position.sharding.device_set) == 2
+        np.testing.assert_allclose(on_two.positions, single.positions, rtol=0, atol=1e-12)
         print("OK")
         """
     )
