@@ -601,3 +601,16 @@ def test_moment_identities_on_the_two_mode_mixture_d32():
     proj = ybar @ theta
     var_exact = theta @ cov_x @ theta + sigma**2 / m
     assert_within("Var[ybar_m . theta]", *mean_and_se((proj - mean_x @ theta) ** 2), var_exact)
+
+
+def test_cli_runs_logconcave_chain_where_it_applies(capsys):
+    from psample.cli import main
+
+    assert main(["samplers"]) == 0
+    assert "logconcave_chain" in capsys.readouterr().out
+    assert main(["run", "--sampler", "logconcave_chain", "--model", "two_mode_mixture", "--chains", "2",
+                 "--draws", "20", "--no-progress"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "2 chains x 20 draws" in out and "x[31]" in out
+    assert main(["run", "--sampler", "logconcave_chain", "--model", "gaussian", "--no-progress"]) == 2
+    assert "sigma" in capsys.readouterr().err
