@@ -195,7 +195,8 @@ def gaussian_mixture(weights, means, covs, *, name: str | None = None, sigma: fl
         mean. ``exact`` holds ``weights`` ``(K,)``, ``means`` ``(K, d)``, ``covs`` ``(K, d, d)``,
         ``mean`` ``(d,)``, ``cov`` ``(d, d)``, ``var`` ``(d,)``, ``E[x_0]``, ``Var[x_0]``,
         ``E[|x|^2]``, and the callables ``smoothed_logdensity`` and ``smoothed_score``
-        (``(y, s)``). ``hints["logconcave_chain"]`` is a dict of ``sigma`` and
+        (``(y, s)``). ``hints["polar_slice_w"]`` is ten times the largest standard deviation;
+        ``hints["logconcave_chain"]`` is a dict of ``sigma`` and
         ``num_measurements`` (``ceil(4 d σ² / spread)`` rounded to a power of 2, at most 1024:
         the jump's bias ``E|X - ȳ_m|² = d σ²/m`` a quarter of the mixture's total variance).
     """
@@ -233,7 +234,11 @@ def gaussian_mixture(weights, means, covs, *, name: str | None = None, sigma: fl
         init_scale=2.0 * math.sqrt(max_var),
         name=name or f"gaussian_mixture(K={num_components}, d={d})",
         exact=exact,
-        hints={"logconcave_chain": {"sigma": sigma, "num_measurements": num_measurements}},
+        hints={
+            "logconcave_chain": {"sigma": sigma, "num_measurements": num_measurements},
+            # Polar slice window: ten standard deviations of the widest direction (as for Gaussians).
+            "polar_slice_w": 10.0 * math.sqrt(float(np.linalg.eigvalsh(cov).max())),
+        },
     )
     # Start around the mixture mean, not the origin.
     init_fn = target.init_fn
