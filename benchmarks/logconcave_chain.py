@@ -24,8 +24,9 @@ the mixture's log-density costs, so the peers get 1,524 gradients per chain:
   gradients actually used are reported.
 
 Not counting the peers' tuning favours them. Initial positions: ``centre`` is the target's
-``initial_positions`` (around the mixture mean, near the midpoint of the modes) and ``one mode``
-puts every chain at the second mode ``-1``.
+``initial_positions`` (around the mixture mean, near the midpoint of the modes), ``one mode``
+puts every chain at the second mode ``-1``, and ``wide`` (``--inits wide``) draws them from
+``N(mean, σ² I)``, over-dispersed, so that each peer chain settles in the basin it starts in.
 
 Sections
 --------
@@ -37,7 +38,9 @@ Sections
 3. The mode decision: the first measurement's steps against ``σ²``, chains started in the wrong
    mode (d = 32).
 4. The smoothed score by importance sampling: error, relative ESS and cost per estimate for the
-   three estimators (d = 2, 8, 32), and the sampler on the importance-sampling score.
+   three estimators (d = 2, 8, 32).
+5. The sampler on the importance-sampling score (d = 2), where the estimator works and where it
+   fails.
 
 Run ``flock /tmp/psample-bench.lock .venv/bin/python benchmarks/logconcave_chain.py`` (about ten
 minutes on two shared CPU cores) or ``--quick`` (fewer chains and dimensions, a smoke run).
@@ -205,7 +208,7 @@ def gaussian_w2(m1, c1, m2, c2):
 PEERS = ("mala", "ghmc", "mclmc", "nuts")
 
 
-def section_modes(dims, num_chains, seed):
+def section_modes(dims, num_chains, seed, init_names=("centre", "one mode")):
     print("\n### 1. Two-mode mixture, 2:1, modes ±1, covariance 0.05 I\n")
     print(f"{num_chains} chains, one draw each; budget {BUDGET} gradients (scores) per chain.\n")
     print("| d | init | sampler | gradients/chain | p̂(mode +1) | abs. error ± SE | W2 along θ | time (s) | tuning |")
@@ -219,10 +222,14 @@ def section_modes(dims, num_chains, seed):
         n_ref = 400_000
         ref = np.where(rng.uniform(size=n_ref) < 2 / 3, 1.0, -1.0) * math.sqrt(d) + math.sqrt(0.05) * rng.normal(size=n_ref)
         inits = {
-            "centre": target.initial_positions(jax.random.PRNGKey(seed), num_chains),
-            "one mode": jnp.tile(-jnp.ones(d), (num_chains, 1)),
+            "centre": lambda: target.initial_positions(jax.random.PRNGKey(seed), num_chains),  # noqa: B023
+            "one mode": lambda: jnp.tile(-jnp.ones(d), (num_chains, 1)),  # noqa: B023
+            # Over-dispersed, N(mean, σ² I): each peer chain falls into the basin it starts in.
+            "wide": lambda: jnp.asarray(target.exact["mean"])  # noqa: B023
+            + sigma * jax.random.normal(jax.random.PRNGKey(seed), (num_chains, d)),  # noqa: B023
         }
-        for init_name, positions in inits.items():
+        for init_name in init_names:
+            positions = inits[init_name]()
             key = jax.random.PRNGKey(seed + d)
             rows = [("colcmc",) + run_colcmc(target, positions, key, sigma, target.exact["smoothed_score"]) + (f"σ²={sigma**2:.4g}",)]
             for peer in PEERS:
@@ -315,18 +322,21 @@ def section_importance(seed):
                 print(f"| {d} | {s} | {n} | {ess_value:.3f} | {rmse['tweedie']:.4f} | {rmse['identity']:.4f} | "
                       f"{rmse['mixed']:.4f} | {1e3 * times['tweedie']:.0f} / {1e3 * times['mixed']:.0f} |")  # fmt: skip
         sys.stdout.flush()
-    print("\nThe sampler on the importance-sampling score (d = 2, weights 0.3 / 0.7, m = 16, 1,000 chains):\n")
+
+
+def section_importance_sampler(seed):
+    print("\nThe sampler on the importance-sampling score (d = 2, weights 0.3 / 0.7, m = 16, 500 chains):\n")
     print("| components | score | N | P(x̂_0 < 0) | min relative ESS | time (s) |")
     print("|---|---|---|---|---|---|")
     for var, centre in ((0.5, 1.5), (0.1, 2.0)):
         target = models.gaussian_mixture([0.3, 0.7], [[-centre, 0.0], [centre, 0.0]], [var, var])
         sigma = target.hints["logconcave_chain"]["sigma"]
-        positions = target.initial_positions(jax.random.PRNGKey(seed), 1000)
+        positions = target.initial_positions(jax.random.PRNGKey(seed), 500)
         for label, kwargs in (
             ("exact", {"smoothed_score": target.exact["smoothed_score"]}),
             ("IS mixed", {"num_score_samples": 64}),
-            ("IS mixed", {"num_score_samples": 1024}),
-            ("IS tweedie", {"num_score_samples": 1024, "score_estimator": "tweedie"}),
+            ("IS mixed", {"num_score_samples": 512}),
+            ("IS tweedie", {"num_score_samples": 512, "score_estimator": "tweedie"}),
         ):
             logdensity = None if "smoothed_score" in kwargs else target.logdensity_fn
             alg = psample.logconcave_chain(logdensity, sigma=sigma, num_measurements=16,
@@ -335,7 +345,7 @@ def section_importance(seed):
             @jax.jit
             def go(positions, key, alg=alg):
                 states = jax.vmap(alg.init)(positions)
-                states, info = _scan_final(alg.step, states, key, 16, 1000)
+                states, info = _scan_final(alg.step, states, key, 16, 500)
                 return states.position, jnp.min(jnp.nan_to_num(info.score_ess, nan=1.0))
 
             (x, ess), seconds = _timed(go, positions, jax.random.PRNGKey(seed + 1))
@@ -350,18 +360,23 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer chains, d = 8 only")
     parser.add_argument("--chains", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sections", default="1234")
+    parser.add_argument("--sections", default="12345")
+    parser.add_argument("--inits", default="centre,one mode", help="section 1 inits: centre, one mode, wide")
+    parser.add_argument("--dims", default=None, help="section 1 dimensions, e.g. 32 (default 8,32,128)")
     args = parser.parse_args(argv)
     num_chains = 100 if args.quick else args.chains
     dims = (8,) if args.quick else (8, 32, 128)
+    if args.dims:
+        dims = tuple(int(v) for v in args.dims.split(","))
+    init_names = tuple(args.inits.split(","))
     print(f"command: {shlex.join([os.path.basename(sys.executable), 'benchmarks/logconcave_chain.py', *sys.argv[1:]])}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, blackjax {blackjax.__version__}, "
           f"{jax.devices()[0].platform}")  # fmt: skip
     t0 = time.perf_counter()
     if "1" in args.sections:
-        results = section_modes(dims, num_chains, args.seed)
+        results = section_modes(dims, num_chains, args.seed, init_names)
         for d in dims:
-            for init in ("centre", "one mode"):
+            for init in init_names:
                 best = min(PEERS, key=lambda p: results[d, init, p][0])  # noqa: B023
                 ours, theirs = results[d, init, "colcmc"][0], results[d, init, best][0]
                 print(f"\nd={d}, {init}: CoLCMC error {ours:.4f} vs best peer ({best}) {theirs:.4f}: "
@@ -372,6 +387,8 @@ def main(argv=None):
         section_mode_decision(num_chains, args.seed)
     if "4" in args.sections:
         section_importance(args.seed)
+    if "5" in args.sections:
+        section_importance_sampler(args.seed)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
