@@ -199,7 +199,9 @@ def _rounded(summary):
     """ESS as whole numbers, everything else to 3 decimals (ArviZ's automatic rounding would
     print an r_hat of 1.0088 as 1.01). An ESS ArviZ cannot compute (too few draws) shows <NA>."""
     ess = [c for c in summary.columns if c.startswith("ess")]
-    return summary.round(3).astype({c: "Int64" for c in ess})
+    summary = summary.round(3)
+    summary[ess] = summary[ess].round(0).astype("Int64")
+    return summary
 
 
 def _suffixed(path: str, suffix: str) -> str:
