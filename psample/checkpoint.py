@@ -76,6 +76,7 @@ class Checkpoint:
     records: tuple
     has_target: bool
     run_id: str
+    parameters: object = None
 
 
 class CheckpointWriter:
@@ -101,7 +102,7 @@ class CheckpointWriter:
         """Continue writing the checkpoint at ``path`` (used by :func:`psample.resume`)."""
         return cls(Path(path), run_id)
 
-    def append(self, records, states, rng_key, plan, draws_done: int, target) -> None:
+    def append(self, records, states, rng_key, plan, draws_done: int, target, parameters=None) -> None:
         """Append one chunk of ``records`` (chain, draw, ...) and save the state after it."""
         import zarr
 
@@ -129,6 +130,10 @@ class CheckpointWriter:
             _write_array(state_group, f"leaf_{i}", np.asarray(leaf))
         key_data, key_impl = _key_to_host(rng_key)
         _write_array(state_group, "rng_key", key_data)
+        # Adapted parameters (psample/adaptation.py): a pytree, stored like the state.
+        parameter_leaves = jax.device_get(jax.tree.leaves(parameters))
+        for i, leaf in enumerate(parameter_leaves):
+            _write_array(state_group, f"parameter_{i}", np.asarray(leaf))
         state_group.attrs.update(
             {
                 "run_id": self.run_id,
@@ -139,8 +144,14 @@ class CheckpointWriter:
                 "key_impl": key_impl,
                 "plan": _encode(plan),
                 "has_target": target is not None,
+                "parameters_treedef": None if parameters is None else _encode(jax.tree.structure(parameters)),
+                "num_parameter_leaves": len(parameter_leaves),
             }
         )
+        if parameters is not None:  # the DataTree's attributes, as Trace.to_datatree() sets them
+            from psample.adaptation import parameters_to_attrs
+
+            root.attrs.update(parameters_to_attrs(parameters))
         # Consolidated metadata lets xarray / ArviZ open the store quickly and without warnings.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
@@ -189,6 +200,10 @@ def load_checkpoint(path) -> Checkpoint:
         _decode(attrs["records_treedef"]), [np.asarray(raw[name][...]) for name in raw_names]
     )
     rng_key = _key_from_host(state_group["rng_key"][...], attrs["key_impl"])
+    parameters = None
+    if attrs.get("parameters_treedef"):
+        parameter_leaves = [np.asarray(state_group[f"parameter_{i}"][...]) for i in range(attrs["num_parameter_leaves"])]
+        parameters = jax.tree.unflatten(_decode(attrs["parameters_treedef"]), parameter_leaves)
     return Checkpoint(
         path=path,
         states=states,
@@ -198,4 +213,5 @@ def load_checkpoint(path) -> Checkpoint:
         records=records,
         has_target=bool(attrs["has_target"]),
         run_id=str(attrs["run_id"]),
+        parameters=parameters,
     )

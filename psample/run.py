@@ -210,6 +210,7 @@ def sample(
     progress: bool = True,
     checkpoint=None,
     devices=None,
+    adapt: bool = True,
 ) -> Trace:
     """Run many chains of ``algorithm`` and return their draws.
 
@@ -224,8 +225,9 @@ def sample(
     num_draws
         Number of kept draws per chain (>= 1).
     num_warmup
-        Steps taken and discarded before the first kept draw (the samplers here need no
-        adaptation; this is burn-in).
+        Steps taken and discarded before the first kept draw. When ``algorithm`` provides an
+        adaptation (:mod:`psample.adaptation`) and ``adapt`` is true, these are its
+        adaptation steps; otherwise they are burn-in.
     thin
         Steps per kept draw (>= 1).
     target
@@ -245,6 +247,9 @@ def sample(
     devices
         Devices to split the chains over (default: all local devices when the chains divide
         evenly among them).
+    adapt
+        Let an adaptive algorithm tune itself during warm-up (default); ``False`` keeps its
+        given parameters and makes the warm-up plain burn-in.
 
     Returns
     -------
@@ -278,10 +283,19 @@ def sample(
         from psample.checkpoint import CheckpointWriter
 
         writer = CheckpointWriter.create(checkpoint)
-    return _run(algorithm, states, rng_key, plan, target, observables, progress, writer, drawn=None)
+    # --- adaptation (psample/adaptation.py): warm-up steps are the adaptation's when it runs.
+    from psample import adaptation
+
+    algorithm, adapted_states, parameters = adaptation.warmup(algorithm, positions, rng_key, num_warmup, adapt=adapt)
+    if adapted_states is not None:
+        states = adapted_states
+    # --- end adaptation
+    return _run(algorithm, states, rng_key, plan, target, observables, progress, writer, drawn=None,
+                parameters=parameters)
 
 
-def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progress, writer, drawn) -> Trace:
+def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progress, writer, drawn,
+         parameters=None) -> Trace:
     """Run the remaining draws of ``plan`` from ``states``; ``drawn`` holds earlier chunks."""
     run_draws, run_warmup = _build_chunk_runner(algorithm, observables, plan)
     if plan.chunk_size == 0:
@@ -295,7 +309,7 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
         )
     chunks = [] if drawn is None else [drawn.records]
     draws_done = 0 if drawn is None else drawn.num_draws
-    steps_done = plan.num_warmup if drawn is not None else 0
+    steps_done = plan.num_warmup if (drawn is not None or parameters is not None) else 0
     interrupted = False
     bar = _progress_bar(plan.num_warmup - steps_done + plan.num_draws - draws_done, progress, "sampling")
     try:
@@ -323,7 +337,7 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
                 chunks.append(records)
                 states, draws_done = new_states, draws_done + length
                 if writer is not None:
-                    writer.append(records, states, rng_key, plan, draws_done, target)
+                    writer.append(records, states, rng_key, plan, draws_done, target, parameters=parameters)
                 bar.update(length)
     except KeyboardInterrupt:
         interrupted = True
@@ -343,6 +357,7 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
         num_steps=plan.step_index(draws_done),
         num_warmup=plan.num_warmup,
         thin=plan.thin,
+        parameters=parameters,
     )
 
 
@@ -386,10 +401,12 @@ def resume(
     Trace
         The whole run so far: the checkpointed draws followed by the new ones.
     """
+    from psample import adaptation
     from psample.checkpoint import CheckpointWriter, load_checkpoint
     from psample.errors import CheckpointError
 
     saved = load_checkpoint(checkpoint)
+    algorithm = adaptation.restore(algorithm, saved.parameters)  # the adapted sampler, if it was
     plan = saved.plan
     remaining = plan.num_draws - saved.draws_done
     if num_draws is not None:
@@ -419,4 +436,5 @@ def resume(
     plan = RunPlan(plan.num_chains, plan.num_warmup, plan.thin, total, chunk_size or plan.chunk_size)
     writer = CheckpointWriter.reopen(checkpoint, saved.run_id)
     drawn = _Drawn(saved.records, saved.draws_done)
-    return _run(algorithm, saved.states, saved.rng_key, plan, target, observables, progress, writer, drawn)
+    return _run(algorithm, saved.states, saved.rng_key, plan, target, observables, progress, writer, drawn,
+                parameters=saved.parameters)

@@ -1,0 +1,495 @@
+"""Windowed, cross-chain, robust warm-up adaptation of Gibbsian polar slice sampling.
+
+Gibbsian polar slice sampling (Schär, Habeck and Rudolf [1]) is centred at the origin and
+isotropic: it is not translation- or affine-invariant, and pays heavily where a posterior sits
+far from the origin or is correlated. Run on ``z`` with ``x = c + S z``
+(``psample.polar_slice(..., center=c, scale=S)``) it is exact for any fixed ``(c, S)``; this
+module chooses ``c``, ``S`` and the radius window ``w`` from the chains' own warm-up draws.
+
+Schedule (Stan-like [3]). The warm-up is cut into windows: a first window of a tenth of the
+steps, then windows doubling from ``num_steps / 40``, the last one stretched to the end. At the
+end of each window the parameters are re-estimated from that window's draws only (pooled over
+all chains: cross-chain), the chains' polar coordinates are recomputed in the new ``z``
+(no density evaluation) and the next window runs with the new parameters, so each window
+restarts from the latest estimates and forgets the transient. Every window keeps at most
+``max_draws_per_chain`` evenly thinned draws per chain.
+
+Estimators (robust: heavy tails are this sampler's home ground, and a multivariate Cauchy has
+no mean or covariance):
+
+- ``center``: the coordinate-wise median.
+- diagonal ``scale``: the median absolute deviation (MAD, times 1.4826 so that it is the
+  standard deviation of a Gaussian).
+- dense ``scale``: Cholesky factor of ``diag(MAD) R diag(MAD)`` where ``R`` is Tyler's
+  M-estimator of scatter [2] of the MAD-standardised draws, shrunk toward the identity with
+  weight ``d / (n + d)`` (``n`` pooled draws; the regularised fixed point of Chen, Wiesel and
+  Hero [4]). Tyler's estimator exists for every elliptical law, Cauchy included, and estimates
+  its shape matrix; the overall size does not matter (``w`` absorbs it).
+- low-rank ``scale``: ``diag(D) (I + U diag(a) Uᵀ)`` with ``U`` the ``rank`` leading
+  directions of the spatial-sign covariance of the standardised draws (each draw divided by its
+  norm: robust), and ``1 + a_j`` the MAD along ``u_j`` relative to the MAD of the rest.
+- ``w``: ``w_multiplier`` times the interquartile range of the radii ``‖z‖`` of the window's
+  draws in the new coordinates (the spread of the radius, which is what the radius update
+  brackets). Quantiles exist for every law.
+
+A non-finite or degenerate estimate (chains that did not move) keeps the previous parameters.
+
+Dense, low-rank or diagonal (``structure``). A dense scale costs ``O(d²)`` per density
+evaluation (a triangular product), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
+``structure="auto"`` the windows estimate a dense scale up to ``d = 512`` and a low-rank one
+(``rank = 16``) above; at the end of warm-up, when the run is not traced, the estimate is
+replaced by a diagonal one if the estimated correlation matrix is within sampling noise of the
+identity: its condition number below twice the Marchenko-Pastur ratio
+``λ₊/λ₋`` of ``n`` draws from the identity after the same shrinkage (for a low-rank scale:
+``max (1 + a_j)² / min (1 + a_j)²`` against the same bound). That keeps isotropic and
+heavy-tailed targets (the multivariate Cauchy) at the diagonal scale's cost. BENCHMARKS.md
+measures the three forms on the ill-conditioned correlated Gaussian.
+
+References
+----------
+.. [1] Philip Schär, Michael Habeck and Daniel Rudolf, "Gibbsian polar slice sampling",
+   ICML 2023, PMLR 202:30204-30223. arXiv:2302.03945.
+.. [2] David E. Tyler, "A distribution-free M-estimator of multivariate scatter", The Annals
+   of Statistics 15(1), 234-251, 1987.
+.. [3] Stan Reference Manual, "HMC algorithm parameters: automatic parameter tuning"
+   (windowed adaptation).
+.. [4] Yilun Chen, Ami Wiesel and Alfred O. Hero III, "Robust shrinkage estimation of
+   high-dimensional covariance matrices", IEEE Transactions on Signal Processing 59(9),
+   4097-4107, 2011.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+from blackjax.types import Array, ArrayTree, PRNGKey
+
+from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
+from psample.mcmc import polar_slice as ps
+
+__all__ = [
+    "PolarSliceAdaptationState",
+    "PolarSliceAdaptationInfo",
+    "PolarSliceAdaptation",
+    "STRUCTURES",
+    "window_schedule",
+    "estimate_parameters",
+    "polar_slice_adaptation",
+]
+
+#: Forms of the scale the adaptation can estimate.
+STRUCTURES = ("auto", "dense", "low_rank", "diagonal")
+#: ``structure="auto"`` estimates a dense scale up to this dimension, a low-rank one above.
+DENSE_MAX_DIM = 512
+#: MAD of a standard Gaussian is 1 / 1.4826.
+_MAD_TO_SD = 1.482602218505602
+#: Fixed-point iterations of Tyler's estimator (converges geometrically with the shrinkage).
+_TYLER_ITERATIONS = 30
+
+
+class PolarSliceAdaptationState(NamedTuple):
+    """Carry of the adaptation: all chains together (one cross-chain state).
+
+    states
+        The chains' :class:`~psample.mcmc.polar_slice.PolarSliceState`, leading chain axis ``C``,
+        in the coordinates of ``parameters``.
+    parameters
+        ``{"w": scalar, "center": (d,), "scale": (d,) | (d, d) | LowRankScale}``.
+    buffer
+        ``(C, K, d)`` thinned flat positions of the current window (``K`` rows per chain).
+    step
+        Steps done, int32 scalar.
+    """
+
+    states: ArrayTree
+    parameters: dict
+    buffer: Array
+    step: Array
+
+
+class PolarSliceAdaptationInfo(NamedTuple):
+    """Per-step diagnostics of the adaptation.
+
+    info
+        The sampler's :class:`~psample.mcmc.polar_slice.PolarSliceInfo`, leaves ``(C,)`` per step.
+    window_end
+        ``True`` at the last step of a window (the parameters were re-estimated after it).
+    w
+        The window ``w`` in force after the step (scalar).
+    """
+
+    info: ArrayTree
+    window_end: Array
+    w: Array
+
+
+class PolarSliceAdaptation(NamedTuple):
+    """The adaptation: BlackJAX's ``run`` plus its step-wise parts (NumPyro's kernel uses them).
+
+    run
+        ``run(rng_key, positions, num_steps) -> ((states, parameters), info)``; step ``t`` uses
+        the key ``fold_in(rng_key, t)``, split over the chains.
+    init
+        ``init(positions, num_steps) -> PolarSliceAdaptationState``.
+    step
+        ``step(rng_key, adaptation_state, num_steps) -> (adaptation_state, PolarSliceAdaptationInfo)``.
+    final
+        ``final(adaptation_state) -> (states, parameters)``: the structure decision of
+        ``structure="auto"`` (only where the values are concrete), see the module docstring.
+    """
+
+    run: Callable
+    init: Callable
+    step: Callable
+    final: Callable
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def window_schedule(num_steps: int) -> list[tuple[int, int]]:
+    """Stan-like windows ``[(start, end), ...]`` covering ``range(num_steps)``.
+
+    A first window of ``max(10, num_steps // 10)`` steps, then windows doubling from
+    ``max(10, num_steps // 40)``; a window is stretched to the end when the rest could not hold
+    the next, doubled, one. Fewer than 20 steps make one window.
+    """
+    num_steps = check_positive_int("num_steps", num_steps)
+    if num_steps < 20:
+        return [(0, num_steps)]
+    windows, start = [], 0
+    first = max(10, num_steps // 10)
+    length = max(10, num_steps // 40)
+    end = min(first, num_steps)
+    windows.append((0, end))
+    start = end
+    while start < num_steps:
+        end = start + length
+        if num_steps - end < 2 * length:
+            end = num_steps
+        windows.append((start, end))
+        start, length = end, 2 * length
+    return windows
+
+
+def _schedule_arrays(num_steps: int, rows: int):
+    """Static per-window arrays: starts, ends, thinning strides and rows kept."""
+    windows = window_schedule(num_steps)
+    starts = np.array([s for s, _ in windows], np.int32)
+    ends = np.array([e for _, e in windows], np.int32)
+    strides = np.array([math.ceil((e - s) / rows) for s, e in windows], np.int32)
+    kept = (ends - starts) // strides
+    return starts, ends, strides, kept
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+def _masked_median(values, valid):
+    """Median over axis 0 of the rows where ``valid`` (NaN if none)."""
+    return jnp.nanmedian(jnp.where(valid[:, None], values, jnp.nan), axis=0)
+
+
+def _mad(values, valid, center):
+    return _MAD_TO_SD * _masked_median(jnp.abs(values - center), valid)
+
+
+def _shrinkage(n, d):
+    return d / (n + d)
+
+
+def _tyler_shape(y, valid, n):
+    """Tyler's M-estimator of the shape of rows ``y`` (standardised), shrunk toward ``I``; trace ``d``."""
+    d = y.shape[1]
+    rho = _shrinkage(n, d)
+    eye = jnp.eye(d, dtype=y.dtype)
+    y = jnp.where(valid[:, None], y, 0.0)
+
+    def iterate(_, shape):
+        chol = jnp.linalg.cholesky(shape)
+        u = jax.scipy.linalg.solve_triangular(chol, y.T, lower=True)
+        q = jnp.sum(u**2, axis=0)
+        weights = jnp.where(valid & (q > 0), d / jnp.where(q > 0, q, 1.0), 0.0)
+        new = (y.T * weights) @ y / n
+        new = (1.0 - rho) * new + rho * eye
+        return d * new / jnp.trace(new)
+
+    return jax.lax.fori_loop(0, _TYLER_ITERATIONS, iterate, eye)
+
+
+def _low_rank_scale(y, valid, mad, rank):
+    """``LowRankScale`` from standardised rows ``y`` (see the module docstring)."""
+    d = y.shape[1]
+    y0 = jnp.where(valid[:, None], y, 0.0)
+    norms = jnp.linalg.norm(y0, axis=1)
+    signs = y0 * jnp.where(norms > 0, math.sqrt(d) / jnp.where(norms > 0, norms, 1.0), 0.0)[:, None]
+    _, _, vt = jnp.linalg.svd(signs, full_matrices=False)
+    basis = vt[:rank].T
+    projections = y0 @ basis
+    spread = _mad(projections, valid, _masked_median(projections, valid))
+    residual = y0 - projections @ basis.T
+    rest = jnp.median(_mad(residual, valid, _masked_median(residual, valid)))
+    factors = spread / rest - 1.0
+    return ps.LowRankScale(mad * rest, basis, factors)
+
+
+def _radius_window(x, valid, center, scale, w_multiplier):
+    radii = jnp.linalg.norm(jax.vmap(lambda row: ps._to_z(row, center, scale))(x), axis=1)
+    radii = jnp.where(valid, radii, jnp.nan)
+    q25, q75 = jnp.nanquantile(radii, 0.25), jnp.nanquantile(radii, 0.75)
+    return w_multiplier * (q75 - q25)
+
+
+def estimate_parameters(x, valid, previous: dict, structure: str, *, rank: int = 16, w_multiplier: float = 2.0):
+    """Robust estimates of ``center``, ``scale`` (of the given structure) and ``w`` from rows ``x``.
+
+    Parameters
+    ----------
+    x
+        ``(n, d)`` pooled draws (flat positions).
+    valid
+        ``(n,)`` booleans: the rows to use.
+    previous
+        The parameters in force, returned unchanged if the estimate is not finite or
+        degenerate (a coordinate with zero spread).
+    structure
+        ``"dense"``, ``"low_rank"`` or ``"diagonal"`` (static).
+
+    Returns
+    -------
+    dict
+        ``{"w", "center", "scale"}`` with the same structure as ``previous``.
+    """
+    n = jnp.maximum(jnp.sum(valid), 1).astype(x.dtype)
+    center = _masked_median(x, valid)
+    mad = _mad(x, valid, center)
+    y = (x - center) / jnp.where(mad > 0, mad, 1.0)
+    if structure == "diagonal":
+        scale = mad
+    elif structure == "dense":
+        scale = mad[:, None] * jnp.linalg.cholesky(_tyler_shape(y, valid, n))
+    else:
+        scale = _low_rank_scale(y, valid, mad, rank)
+    w = _radius_window(x, valid, center, scale, w_multiplier)
+    new = {"w": w, "center": center, "scale": scale}
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(new)]))
+    ok = finite & jnp.all(mad > 0) & (w > 0)
+    if structure == "low_rank":
+        ok = ok & jnp.all(scale.factors > -1.0)
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, previous)
+
+
+# ----------------------------------------------------------------------------- structures
+
+
+def _dense_matrix(scale, d, dtype):
+    """``S`` as a ``(d, d)`` matrix."""
+    return jax.vmap(lambda e: ps._apply_scale(scale, e), out_axes=1)(jnp.eye(d, dtype=dtype))
+
+
+def _convert_scale(scale, structure: str, d: int, rank: int, dtype):
+    """The user's initial ``scale`` (any form or ``None``) in ``structure``'s form."""
+    if structure == "diagonal":
+        if scale is None:
+            return jnp.ones(d, dtype)
+        if not isinstance(scale, ps.LowRankScale) and jnp.ndim(scale) == 1:
+            return jnp.asarray(scale, dtype)
+        matrix = _dense_matrix(scale, d, dtype)
+        return jnp.sqrt(jnp.sum(matrix**2, axis=1))
+    if structure == "dense":
+        if scale is None:
+            return jnp.eye(d, dtype=dtype)
+        if not isinstance(scale, ps.LowRankScale) and jnp.ndim(scale) == 2:
+            return jnp.tril(jnp.asarray(scale, dtype))
+        matrix = _dense_matrix(scale, d, dtype)
+        return jnp.linalg.cholesky(matrix @ matrix.T)
+    basis = jnp.eye(d, rank, dtype=dtype)
+    if isinstance(scale, ps.LowRankScale) and scale.basis.shape[1] == rank:
+        return ps.LowRankScale(*(jnp.asarray(v, dtype) for v in scale))
+    diagonal = _convert_scale(scale, "diagonal", d, rank, dtype)
+    return ps.LowRankScale(diagonal, basis, jnp.zeros(rank, dtype))
+
+
+def _mp_ratio(n: int, d: int) -> float:
+    """``λ₊ / λ₋`` of the shrunk sample shape of ``n`` draws from the identity (Marchenko-Pastur)."""
+    gamma = d / n
+    rho = _shrinkage(n, d)
+    upper = (1 - rho) * (1 + math.sqrt(gamma)) ** 2 + rho
+    lower = (1 - rho) * max(0.0, 1 - math.sqrt(gamma)) ** 2 + rho
+    return upper / lower
+
+
+def _needs_full_scale(scale, n: int, d: int) -> bool:
+    """Whether a dense/low-rank estimate differs from a diagonal one by more than noise."""
+    bound = 2.0 * _mp_ratio(n, d)
+    if isinstance(scale, ps.LowRankScale):
+        stretch = np.asarray(1.0 + scale.factors) ** 2
+        return float(max(stretch.max(), 1.0) / min(stretch.min(), 1.0)) > bound
+    matrix = np.asarray(scale)
+    cov = matrix @ matrix.T
+    sd = np.sqrt(np.diag(cov))
+    eigenvalues = np.linalg.eigvalsh(cov / np.outer(sd, sd))
+    return float(eigenvalues[-1] / max(eigenvalues[0], 1e-300)) > bound
+
+
+# ----------------------------------------------------------------------------- the adaptation
+
+
+def polar_slice_adaptation(
+    logdensity_fn: Callable,
+    *,
+    w: float = 1.0,
+    center=None,
+    scale=None,
+    max_proposals: int = 1000,
+    structure: str = "auto",
+    rank: int = 16,
+    max_draws_per_chain: int = 100,
+    w_multiplier: float = 2.0,
+) -> PolarSliceAdaptation:
+    """Windowed, cross-chain, robust adaptation of ``center``, ``scale`` and ``w``.
+
+    Examples
+    --------
+    .. code::
+
+        warmup = polar_slice_adaptation(logdensity_fn)
+        (states, parameters), info = warmup.run(rng_key, positions, 1000)   # positions (C, ...)
+        sampler = psample.polar_slice(logdensity_fn, **parameters)
+
+    Parameters
+    ----------
+    logdensity_fn
+        The target, as for :func:`psample.polar_slice`.
+    w, center, scale
+        Starting parameters (the first window runs with them); defaults ``1``, ``0``, ``I``.
+    max_proposals
+        As for :func:`psample.polar_slice`.
+    structure
+        ``"auto"``, ``"dense"``, ``"low_rank"`` or ``"diagonal"`` (module docstring).
+    rank
+        Directions of a low-rank scale (at most ``d``).
+    max_draws_per_chain
+        Thinned draws per chain kept per window for the estimates.
+    w_multiplier
+        ``w`` = this times the interquartile range of the radii.
+
+    Returns
+    -------
+    PolarSliceAdaptation
+        ``run(rng_key, positions, num_steps) -> ((states, parameters), info)`` (BlackJAX's
+        form) and its step-wise parts. ``parameters = {"w", "center", "scale"}`` are the
+        keyword arguments of :func:`psample.polar_slice`.
+
+    Raises
+    ------
+    InvalidTuningError
+        If ``structure`` is unknown or a number is out of range.
+    """
+    if structure not in STRUCTURES:
+        raise InvalidTuningError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    rank = check_positive_int("rank", rank)
+    max_draws_per_chain = check_positive_int("max_draws_per_chain", max_draws_per_chain)
+    w_multiplier = check_positive("w_multiplier", w_multiplier)
+    kernel = ps.build_kernel(max_proposals)
+
+    def resolved(d: int) -> str:
+        if structure == "auto":
+            return "dense" if d <= DENSE_MAX_DIM else "low_rank"
+        return structure
+
+    def init(positions, num_steps: int) -> PolarSliceAdaptationState:
+        check_positive_int("num_steps", num_steps)
+        flat = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(positions)
+        num_chains, d = flat.shape
+        if d < 2:
+            raise ShapeError(f"polar slice sampling needs positions with d >= 2 entries, got d={d}")
+        form = resolved(d)
+        k = min(rank, d)
+        dtype = flat.dtype
+        parameters = {
+            "w": jnp.asarray(w, dtype),
+            "center": jnp.zeros(d, dtype) if center is None else jnp.asarray(center, dtype),
+            "scale": _convert_scale(scale, form, d, k, dtype),
+        }
+        ps.check_preconditioner(parameters["center"], parameters["scale"], d)
+        states = jax.vmap(lambda p: ps.init_transformed(p, logdensity_fn, parameters["center"], parameters["scale"]))(
+            positions
+        )
+        rows = min(max_draws_per_chain, num_steps)
+        buffer = jnp.zeros((num_chains, rows, d), dtype)
+        return PolarSliceAdaptationState(states, parameters, buffer, jnp.asarray(0, jnp.int32))
+
+    def step(rng_key: PRNGKey, carry: PolarSliceAdaptationState, num_steps: int):
+        states, parameters, buffer, t = carry
+        num_chains, rows, d = buffer.shape
+        form = resolved(d)
+        starts, ends, strides, kept = _schedule_arrays(num_steps, rows)
+        keys = jax.random.split(rng_key, num_chains)
+        p = parameters
+        states, info = jax.vmap(lambda k, s: kernel(k, s, logdensity_fn, p["w"], p["center"], p["scale"]))(
+            keys, states
+        )
+
+        window = jnp.searchsorted(jnp.asarray(ends), t, side="right")
+        start, end = jnp.asarray(starts)[window], jnp.asarray(ends)[window]
+        stride = jnp.asarray(strides)[window]
+        offset = t - start
+        store = (offset % stride == stride - 1) & (offset // stride < rows)
+        flat = jax.vmap(lambda q: jax.flatten_util.ravel_pytree(q)[0])(states.position)
+        row = jnp.minimum(offset // stride, rows - 1)
+        buffer = buffer.at[:, row].set(jnp.where(store, flat, buffer[:, row]))
+        window_end = t + 1 == end
+
+        def re_estimate(args):
+            states, parameters = args
+            valid = jnp.broadcast_to(jnp.arange(rows) < jnp.asarray(kept)[window], (num_chains, rows))
+            new = estimate_parameters(
+                buffer.reshape(-1, d), valid.reshape(-1), parameters, form, rank=min(rank, d),
+                w_multiplier=w_multiplier,
+            )
+            states = jax.vmap(lambda s: ps.reparametrize(s, new["center"], new["scale"]))(states)
+            return states, new
+
+        states, parameters = jax.lax.cond(window_end, re_estimate, lambda a: a, (states, parameters))
+        new_carry = PolarSliceAdaptationState(states, parameters, buffer, t + 1)
+        return new_carry, PolarSliceAdaptationInfo(info, window_end, parameters["w"])
+
+    def final(carry: PolarSliceAdaptationState):
+        states, parameters, buffer, t = carry
+        num_chains, rows, d = buffer.shape
+        if structure != "auto" or not ps._is_concrete(parameters, buffer, t) or int(t) == 0:
+            return states, parameters
+        kept = int(_schedule_arrays(int(t), rows)[3][-1])  # rows of the last window
+        if _needs_full_scale(parameters["scale"], num_chains * kept, d):
+            return states, parameters
+        # Diagonal is enough: per-coordinate median and MAD of the last window, w re-estimated for it.
+        valid = jnp.broadcast_to(jnp.arange(rows) < kept, (num_chains, rows)).reshape(-1)
+        new = estimate_parameters(buffer.reshape(-1, d), valid, _diagonal_like(parameters), "diagonal",
+                                  w_multiplier=w_multiplier)
+        states = jax.vmap(lambda s: ps.reparametrize(s, new["center"], new["scale"]))(states)
+        return states, new
+
+    def _diagonal_like(parameters):
+        matrix = _dense_matrix(parameters["scale"], parameters["center"].shape[0], parameters["center"].dtype)
+        return {"w": parameters["w"], "center": parameters["center"], "scale": jnp.sqrt(jnp.sum(matrix**2, axis=1))}
+
+    def run(rng_key: PRNGKey, positions, num_steps: int):
+        carry = init(positions, num_steps)
+        carry, info = run_steps(rng_key, carry, num_steps)
+        states, parameters = final(carry)
+        return (states, parameters), info
+
+    def _scan(rng_key, carry, num_steps):
+        def one(c, t):
+            return step(jax.random.fold_in(rng_key, t), c, num_steps)
+
+        return jax.lax.scan(one, carry, jnp.arange(num_steps))
+
+    run_steps = jax.jit(_scan, static_argnums=2)
+    return PolarSliceAdaptation(run, init, step, final)
