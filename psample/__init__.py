@@ -17,3 +17,12 @@ from psample.trace import Trace
 
 __all__ = ["diagnostics", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample", "resume", "polar_slice"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``psample.numpyro`` (NumPyro MCMC kernels) is imported on first use: it needs numpyro.
+    if name == "numpyro":
+        import importlib
+
+        return importlib.import_module("psample.numpyro")
+    raise AttributeError(f"module 'psample' has no attribute {name!r}")
