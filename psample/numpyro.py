@@ -26,8 +26,8 @@ steps are adaptation steps and the draws use the adapted parameters; ``adapt=Fal
 warm-up plain burn-in. Keys follow :func:`psample.sample`: adaptation step ``t`` uses
 ``fold_in(adaptation_key(run_key), t)`` and step ``i`` after it ``fold_in(run_key, i)``, split
 over the chains, where ``run_key`` is the key NumPyro gives the (first) chain
-(``state.rng_key``). A vectorized run therefore makes exactly the draws of
-``psample.sample(algorithm, init_params, state.rng_key, num_samples, num_warmup=...)``
+(``state.rng_key``, its first key when vectorized). A vectorized run therefore makes exactly
+the draws of ``psample.sample(algorithm, init_params, state.rng_key[0], num_samples, num_warmup=...)``
 (except that ``structure="auto"``'s final switch from a diagonal matrix to a vector, done
 outside tracing in ``psample.sample``, is not made here: the same scale, another round-off).
 """
@@ -60,7 +60,9 @@ class PsampleKernelState(NamedTuple):
         The sampler's batched states (leading chain axis), or while the algorithm adapts, its
         adaptation carry (which holds the states and the parameters).
     rng_key
-        The run key (one key): step ``i`` uses ``fold_in(rng_key, i)``.
+        The run key: one key, or under ``chain_method="vectorized"`` the chains' batch of keys
+        (NumPyro's convention, which ``MCMC.run`` replaces on a continued run) whose first is the
+        run key. Step ``i`` uses ``fold_in(run_key, i)``.
     """
 
     i: Any
@@ -133,7 +135,6 @@ class PsampleKernel(MCMCKernel):
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
         vectorized = not is_prng_key(rng_key)
-        run_key = rng_key[0] if vectorized else rng_key
         if self._model is not None:
             info = initialize_model(
                 rng_key, self._model, init_strategy=self._init_strategy, model_args=model_args,
@@ -166,11 +167,12 @@ class PsampleKernel(MCMCKernel):
         self._algorithm, self._adapting, self._num_warmup, self._vectorized = algorithm, adapting, num_warmup, vectorized
         self._sample_fn = self.sample
         z = _states_of(inner, adapting).position
-        return PsampleKernelState(jnp.asarray(0), z if vectorized else _unbatched(z), inner, run_key)
+        return PsampleKernelState(jnp.asarray(0), z if vectorized else _unbatched(z), inner, rng_key)
 
     def sample(self, state, model_args, model_kwargs):
         algorithm, adapting, num_warmup = self._algorithm, self._adapting, self._num_warmup
-        i, _, inner, run_key = state
+        i, _, inner, rng_key = state
+        run_key = rng_key[0] if self._vectorized else rng_key
         num_chains = jax.tree.leaves(_states_of(inner, adapting).position)[0].shape[0]
 
         def draw(carry):
@@ -192,7 +194,7 @@ class PsampleKernel(MCMCKernel):
         else:
             inner = draw(inner)
         z = _states_of(inner, adapting).position
-        return PsampleKernelState(i + 1, z if self._vectorized else _unbatched(z), inner, run_key)
+        return PsampleKernelState(i + 1, z if self._vectorized else _unbatched(z), inner, rng_key)
 
     def get_diagnostics_str(self, state):
         return ""
