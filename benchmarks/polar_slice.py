@@ -213,7 +213,7 @@ def run_sampler(kind, case, flat0, rng_key, num_draws, num_warmup_nuts):
     elif kind == "polar_adapted":
         algorithm = psample.polar_slice(logdensity, w=w)
         warm_start = time.perf_counter()
-        num_warmup = max(2 * num_warmup_nuts, 200)
+        num_warmup = num_warmup_nuts
         (init_states, parameters), _ = algorithm.adaptation.run(warm_key, flat0, num_warmup)
         jax.block_until_ready(init_states)
         form = "vector" if np.ndim(parameters["scale"]) == 1 else (
@@ -306,19 +306,21 @@ def main(argv=None):
     parser.add_argument("--chains", type=int, default=None, help="vmapped chains per sampler (default 8)")
     parser.add_argument("--scale", type=float, default=None, help="multiply every run length (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up steps of NUTS, NumPyro NUTS and the polar slice adaptation (default 500 x scale, >= 100)")
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
     parser.add_argument("--cases", nargs="+", default=None, help="case name prefixes (default: all)")
     args = parser.parse_args(argv)
     num_chains = args.chains or (4 if args.quick else 8)
     scale = args.scale or (0.05 if args.quick else 1.0)
-    num_warmup_nuts = max(int(500 * scale), 100)
+    num_warmup_nuts = args.warmup or max(int(500 * scale), 100)
 
     print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
     print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()}; "
           f"devices {jax.devices()}; jax {jax.__version__}, blackjax {blackjax.__version__}, "
           f"arviz {az.__version__}")
     print(f"{num_chains} chains per sampler, float64; slice samplers: burn-in of a tenth of the draws; "
-          f"NUTS: {num_warmup_nuts} steps of window adaptation per chain\n")
+          f"NUTS, NumPyro NUTS and adapted polar slice: {num_warmup_nuts} warm-up (adaptation) steps per chain\n")
 
     key = jax.random.key(args.seed)
     for case_index, case in enumerate(build_cases()):
