@@ -15,35 +15,46 @@ restarts from the latest estimates and forgets the transient. Every window keeps
 ``max_draws_per_chain`` evenly thinned draws per chain.
 
 Estimators (robust: heavy tails are this sampler's home ground, and a multivariate Cauchy has
-no mean or covariance):
+no mean or covariance; details in :func:`estimate_parameters`):
 
-- ``center``: the coordinate-wise median.
-- diagonal ``scale``: the median absolute deviation (MAD, times 1.4826 so that it is the
-  standard deviation of a Gaussian).
-- dense ``scale``: Cholesky factor of ``diag(MAD) R diag(MAD)`` where ``R`` is Tyler's
-  M-estimator of scatter [2] of the MAD-standardised draws, shrunk toward the identity with
-  weight ``d / (n + d)`` (``n`` pooled draws; the regularised fixed point of Chen, Wiesel and
-  Hero [4]). Tyler's estimator exists for every elliptical law, Cauchy included, and estimates
-  its shape matrix; the overall size does not matter (``w`` absorbs it).
+- ``center``: the coordinate-wise median, taken in the coordinates whitened by the scale (its
+  error is then small along every direction, also the narrow ones of a correlated target).
+- diagonal ``scale``: ``sqrt(MAD(x_j) / MAD(∂_j log ρ))`` (nutpie's rule, exact for diagonal
+  Gaussians whatever draws it sees) where the gradients are reliable, else the MAD of the draws
+  (times 1.4826: the standard deviation of a Gaussian).
+- dense ``scale``: Cholesky factor of the geometric mean ``A # B⁻¹`` of the covariances of
+  the draws and of the log-density's gradients at the window's thinned draws, both weighted
+  with Tyler's M-estimator weights [2] (exact for a Gaussian from *any* draws, even a stuck
+  chain's), used where the Newton points ``x + Σ ∇ log ρ`` agree (the target is locally
+  Gaussian); otherwise the MAD-scaled Tyler shape of the draws, shrunk toward the identity
+  with weight ``d / (n + d)`` (Chen, Wiesel and Hero [4]). Tyler's estimator exists for every
+  elliptical law, Cauchy included.
 - low-rank ``scale``: ``diag(D) (I + U diag(a) Uᵀ)`` with ``U`` the ``rank`` leading
-  directions of the spatial-sign covariance of the standardised draws (each draw divided by its
-  norm: robust), and ``1 + a_j`` the MAD along ``u_j`` relative to the MAD of the rest.
+  directions of the spatial-sign covariance of the MAD-standardised draws, and ``1 + a_j`` the
+  MAD along ``u_j`` relative to the MAD of the rest (draws only: no gradients).
 - ``w``: ``w_multiplier`` times the interquartile range of the radii ``‖z‖`` of the window's
   draws in the new coordinates (the spread of the radius, which is what the radius update
   brackets). Quantiles exist for every law.
 
-A non-finite or degenerate estimate (chains that did not move) keeps the previous parameters.
+Gradients (``jax.grad`` of the log-density) are evaluated only at the windows' thinned draws
+(at most ``max_draws_per_chain`` per chain and window); sampling never uses them, and a
+log-density that cannot be differentiated is adapted from the draws alone. A non-finite or
+degenerate estimate (chains that did not move) keeps the previous parameters.
 
 Dense, low-rank or diagonal (``structure``). A dense scale costs ``O(d²)`` per density
 evaluation (a triangular product), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
 ``structure="auto"`` the windows estimate a dense scale up to ``d = 512`` and a low-rank one
-(``rank = 16``) above; at the end of warm-up, when the run is not traced, the estimate is
-replaced by a diagonal one if the estimated correlation matrix is within sampling noise of the
-identity: its condition number below twice the Marchenko-Pastur ratio
-``λ₊/λ₋`` of ``n`` draws from the identity after the same shrinkage (for a low-rank scale:
-``max (1 + a_j)² / min (1 + a_j)²`` against the same bound). That keeps isotropic and
-heavy-tailed targets (the multivariate Cauchy) at the diagonal scale's cost. BENCHMARKS.md
-measures the three forms on the ill-conditioned correlated Gaussian.
+(``rank = 16``) above; each window keeps the dense estimate only where (i) the gradients are
+trusted (Newton points agree) and (ii) the draws' Tyler shape has a condition number above
+twice the Marchenko-Pastur ratio ``λ₊/λ₋`` of ``n`` draws from the identity (correlation beyond
+noise), and otherwise uses the diagonal estimate; at the end of warm-up a diagonal matrix is
+turned into the vector form (``O(d)`` per evaluation). Measured (BENCHMARKS.md,
+``benchmarks/polar_slice_structures.py``): on a rotated Gaussian (d = 100, κ = 1000) the dense
+form mixes, the diagonal and the low-rank (draws only) ones do not; on the multivariate Cauchy
+(d = 100) a dense scale fitted to the draws alone ruins mixing, which (i) prevents. Without
+gradients a dense scale fitted to draws alone can degrade the chain (a slowly mixing window's
+draws understate the spread along slow directions, and the next window mixes slower still):
+that is why (i) is required and why the low-rank form is only the fallback of very large ``d``.
 
 References
 ----------
