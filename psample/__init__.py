@@ -4,18 +4,21 @@ Public API
 ----------
 - :func:`from_numpyro`, :class:`Target`: targets from NumPyro models or plain log-densities.
 - :func:`sample`, :func:`resume`, :class:`Trace`: the runner (many chains, chunks, checkpoints).
-- :func:`polar_slice`: Gibbsian polar slice sampling (``psample.mcmc.polar_slice``).
+- :func:`polar_slice`: Gibbsian polar slice sampling (``psample.mcmc.polar_slice``), with an
+  affine preconditioner adapted during warm-up (``psample.mcmc.polar_slice_adaptation``).
+- :mod:`psample.adaptation`: the warm-up adaptation protocol any sampler can implement.
+- :mod:`psample.numpyro`: psample samplers as NumPyro ``MCMCKernel`` s (``PolarSlice``, ``kernel``).
 - :mod:`psample.diagnostics` (ArviZ summaries and plots), :mod:`psample.models` (the model zoo),
   :mod:`psample.graphs` (graph-homomorphism chains and network observables).
 """
 
-from psample import diagnostics, errors
+from psample import adaptation, diagnostics, errors
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.run import resume, sample
 from psample.targets import Target, from_logdensity, from_numpyro
 from psample.trace import Trace
 
-__all__ = ["diagnostics", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample", "resume", "polar_slice"]
+__all__ = ["adaptation", "diagnostics", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample", "resume", "polar_slice"]
 __version__ = "0.1.0"
 
 
