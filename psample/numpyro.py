@@ -227,7 +227,8 @@ def kernel(factory: Callable, *, name: str | None = None) -> type:
     if not callable(factory):
         raise TypeError(f"factory must be callable (logdensity_fn, **kwargs) -> algorithm, got {factory!r}")
     label = name or "".join(part.title() for part in getattr(factory, "__name__", "Psample").split("_")) + "Kernel"
-    return type(label, (PsampleKernel,), {"_factory": staticmethod(factory), "__doc__": PsampleKernel.__doc__})
+    namespace = {"_factory": staticmethod(factory), "__doc__": PsampleKernel.__doc__, "__module__": __name__}
+    return type(label, (PsampleKernel,), namespace)
 
 
 def _polar_slice(logdensity_fn, **kwargs):
