@@ -14,6 +14,15 @@ Samplers
   target is written as that prior times ``ρ / prior`` (``s = 1`` for the Cauchy and the funnel,
   the paper's "naive" ESS; the model's own prior ``s`` for logistic regression).
 - ``nuts``: ``blackjax.nuts`` after ``blackjax.window_adaptation`` (diagonal mass matrix) per chain.
+- ``polar_adapted``: ``psample.polar_slice`` after its own warm-up adaptation
+  (``psample.mcmc.polar_slice_adaptation``: windowed, cross-chain, robust centre, scale and
+  ``w``; ``structure="auto"``), reported with the structure it chose; the adaptation's time
+  (compilation included) is reported separately and not counted in ESS/s.
+- ``numpyro_nuts``: ``numpyro.infer.NUTS`` (diagonal mass matrix) on the same log-density,
+  ``MCMC(..., chain_method="vectorized")``; warm-up first, then a compiling run, then the
+  timed run from the same post-warm-up state.
+
+``--samplers`` picks a subset (default: all six).
 
 Evaluations are counted from each sampler's info: polar slice ``num_evals``; hit-and-run
 ``2 + num_expansions + num_shrink`` (the two initial bracket ends are always evaluated);
@@ -57,7 +66,7 @@ import psample  # noqa: E402
 from psample import models  # noqa: E402
 from psample.mcmc import polar_slice  # noqa: E402
 
-SAMPLERS = ("polar_slice", "hit_and_run", "elliptical", "nuts")
+SAMPLERS = ("polar_slice", "hit_and_run", "elliptical", "nuts", "polar_adapted", "numpyro_nuts")
 
 
 @dataclass(frozen=True)
@@ -82,16 +91,27 @@ def _first(flat):
     return flat[0]
 
 
+def _second(flat):
+    return flat[1]
+
+
 def build_cases() -> list[Case]:
     cauchy = models.cauchy(100)
     funnel = models.neal_funnel(10)
     logistic = models.logistic_regression(prior_scale=1.0)
+    schools = models.eight_schools()
+    gaussian = models.ill_conditioned_gaussian(100)
+    widest = jnp.asarray(gaussian.exact["eigenvectors"][:, 0])
     # The funnel and the Cauchy need long runs for any sampler (IATs in the hundreds or
     # more); one logistic-regression evaluation costs a (569 x 31) mat-vec, so fewer draws.
     return [
         Case("cauchy(d=100)", cauchy, "log|x|", _log_norm, cauchy.exact["E[log|x|]"], 1.0, 50_000, 2000),
         Case("funnel(d=10)", funnel, "x_0", _first, funnel.exact["E[x_0]"], 1.0, 50_000, 2000),
         Case("logistic(breast_cancer, d=31)", logistic, "log|x|", _log_norm, None, 1.0, 5000, 1000),
+        # Flat order of eight schools' sites: mu, tau (log scale, unconstrained), theta_tilde.
+        Case("eight_schools(non-centred, d=10)", schools, "log tau", _second, schools.exact["E[log tau]"], 5.0, 20_000, 2000),
+        Case("ill_conditioned_gaussian(d=100, kappa=100, rotated)", gaussian, "x.u_1 (widest direction)",
+             lambda flat: flat @ widest, 0.0, 1.0, 10_000, 2000),
     ]
 
 
@@ -188,6 +208,22 @@ def run_sampler(kind, case, flat0, rng_key, num_draws, num_warmup_nuts):
         init_states = (states, parameters)
         evals_fn = lambda info: info.num_integration_steps  # noqa: E731
         position_of = lambda chain: chain[0].position  # noqa: E731
+    elif kind == "numpyro_nuts":
+        return run_numpyro_nuts(case, logdensity, flat0, rng_key, num_draws, num_warmup_nuts)
+    elif kind == "polar_adapted":
+        algorithm = psample.polar_slice(logdensity, w=w)
+        warm_start = time.perf_counter()
+        num_warmup = num_warmup_nuts
+        (init_states, parameters), _ = algorithm.adaptation.run(warm_key, flat0, num_warmup)
+        jax.block_until_ready(init_states)
+        form = "vector" if np.ndim(parameters["scale"]) == 1 else (
+            "dense" if np.ndim(parameters["scale"]) == 2 else "low-rank")
+        extra = (f"adaptation {num_warmup} steps {time.perf_counter() - warm_start:.1f}s incl. compile; "
+                 f"scale {form}, w {float(parameters['w']):.3g}")
+        burn_in_chunks = 0
+        tuned = algorithm.with_parameters(parameters)
+        step, evals_fn = tuned.step, (lambda info: info.num_evals)
+        position_of = lambda state: state.position  # noqa: E731
     else:
         init, step, evals_fn = make_sampler(kind, case, logdensity, w, flat0.shape[1])
         position_of = lambda state: state.position  # noqa: E731
@@ -201,6 +237,37 @@ def run_sampler(kind, case, flat0, rng_key, num_draws, num_warmup_nuts):
         init_states, step, num_draws // num_chunks, num_chunks, draw_key, record, burn_in_chunks
     )
     return stat.T, float(np.mean(evals)), seconds, extra
+
+
+def run_numpyro_nuts(case, logdensity, flat0, rng_key, num_draws, num_warmup):
+    """NumPyro NUTS (diagonal mass matrix, vectorized chains) on the flat log-density."""
+    from numpyro.infer import MCMC, NUTS
+
+    num_chains = flat0.shape[0]
+    mcmc = MCMC(NUTS(potential_fn=lambda z: -logdensity(z)), num_warmup=num_warmup, num_samples=num_draws,
+                num_chains=num_chains, chain_method="vectorized", progress_bar=False)
+    warm_key, compile_key, draw_key = jax.random.split(rng_key, 3)
+    warm_start = time.perf_counter()
+    mcmc.warmup(warm_key, init_params=flat0, extra_fields=("num_steps",))
+    jax.block_until_ready(mcmc.post_warmup_state)
+    warm_seconds = time.perf_counter() - warm_start
+    # The timed draws: NumPyro's own (vectorized) sample function in a jitted scan, compiled
+    # first (MCMC.run re-traces its loop at every call, which would time compilation).
+    sampler = mcmc.sampler
+
+    def one(state, _):
+        state = sampler.sample(state, (), {})
+        return state, (jax.vmap(case.statistic)(state.z), state.num_steps)
+
+    scan = jax.jit(lambda state: jax.lax.scan(one, state, None, length=num_draws))
+    compiled = scan.lower(mcmc.post_warmup_state).compile()
+    del compile_key, draw_key
+    start = time.perf_counter()
+    _, (stat, steps) = jax.block_until_ready(compiled(mcmc.post_warmup_state))
+    seconds = time.perf_counter() - start
+    stat = np.asarray(stat).T
+    evals = float(np.mean(steps))
+    return stat, evals, seconds, f"warm-up {warm_seconds:.1f}s incl. compile"
 
 
 # ----------------------------------------------------------------------------- report
@@ -239,20 +306,26 @@ def main(argv=None):
     parser.add_argument("--chains", type=int, default=None, help="vmapped chains per sampler (default 8)")
     parser.add_argument("--scale", type=float, default=None, help="multiply every run length (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up steps of NUTS, NumPyro NUTS and the polar slice adaptation (default 500 x scale, >= 100)")
+    parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--cases", nargs="+", default=None, help="case name prefixes (default: all)")
     args = parser.parse_args(argv)
     num_chains = args.chains or (4 if args.quick else 8)
     scale = args.scale or (0.05 if args.quick else 1.0)
-    num_warmup_nuts = max(int(500 * scale), 100)
+    num_warmup_nuts = args.warmup or max(int(500 * scale), 100)
 
     print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
     print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()}; "
           f"devices {jax.devices()}; jax {jax.__version__}, blackjax {blackjax.__version__}, "
           f"arviz {az.__version__}")
     print(f"{num_chains} chains per sampler, float64; slice samplers: burn-in of a tenth of the draws; "
-          f"NUTS: {num_warmup_nuts} steps of window adaptation per chain\n")
+          f"NUTS, NumPyro NUTS and adapted polar slice: {num_warmup_nuts} warm-up (adaptation) steps per chain\n")
 
     key = jax.random.key(args.seed)
     for case_index, case in enumerate(build_cases()):
+        if args.cases and not any(case.name.startswith(prefix) for prefix in args.cases):
+            continue
         init_key, run_key = jax.random.split(jax.random.fold_in(key, case_index))
         positions = case.target.initial_positions(init_key, num_chains)
         flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(positions)
@@ -266,8 +339,8 @@ def main(argv=None):
                  f"{'ESS/1k ev':>9} {'IAT':>9} {'mean':>8}"
         print(header)
         results = {}
-        for kind in SAMPLERS:
-            draws = num_draws_nuts if kind == "nuts" else num_draws
+        for kind in args.samplers:
+            draws = num_draws_nuts if kind in ("nuts", "numpyro_nuts") else num_draws
             stat, evals, seconds, extra = run_sampler(
                 kind, case, flat0, jax.random.fold_in(run_key, SAMPLERS.index(kind)), draws, num_warmup_nuts
             )
@@ -276,14 +349,20 @@ def main(argv=None):
             print(f"{kind:<12} {r['evals/step']:>10.2f} {r['seconds']:>8.2f} {r['ess_bulk']:>8.0f}{flag} "
                   f"{r['ess/s']:>9.1f} {r['ess/1000 evals']:>9.2f} {r['iat']:>9.1f} {r['estimate']:>8.3f}"
                   + (f"   ({extra})" if extra else ""))
-        ours = results["polar_slice"]
-        for peer in SAMPLERS[1:]:
-            other = results[peer]
-            print(
-                f"  polar_slice / {peer:<11}: ESS/s x{ours['ess/s'] / other['ess/s']:.3g}, "
-                f"ESS per 1000 evals x{ours['ess/1000 evals'] / other['ess/1000 evals']:.3g}, "
-                f"IAT {peer} / IAT polar_slice = {other['iat'] / ours['iat']:.3g}"
-            )
+        for mine in ("polar_slice", "polar_adapted"):
+            if mine not in results:
+                continue
+            ours = results[mine]
+            peers = [k for k in results if k not in ("polar_slice", "polar_adapted")]
+            if mine == "polar_adapted" and "polar_slice" in results:
+                peers = ["polar_slice", *peers]
+            for peer in peers:
+                other = results[peer]
+                print(
+                    f"  {mine} / {peer:<12}: ESS/s x{ours['ess/s'] / other['ess/s']:.3g}, "
+                    f"ESS per 1000 evals x{ours['ess/1000 evals'] / other['ess/1000 evals']:.3g}, "
+                    f"IAT {peer} / IAT {mine} = {other['iat'] / ours['iat']:.3g}"
+                )
         print()
 
 

@@ -144,6 +144,7 @@ class Checkpoint:
     target_name: str | None
     run_id: str
     placement: dict | None
+    parameters: object = None  # the adapted parameters (psample.adaptation), or None
 
 
 class CheckpointWriter:
@@ -274,6 +275,29 @@ class CheckpointWriter:
         self.steps_done = int(steps_done)
         _consolidate(self.path)
 
+    def save_adapted(self, states, parameters, steps_done: int) -> None:
+        """Save the adapted ``parameters`` (a pytree of arrays) and the states after warm-up.
+
+        They go to the state group like the state (with checksums), and to the store's
+        attributes as :meth:`Trace.to_datatree` names them.
+        """
+        from psample.adaptation import parameters_to_attrs
+
+        group = self._state_group()
+        leaves = [np.asarray(leaf) for leaf in jax.device_get(jax.tree.leaves(parameters))]
+        for i, leaf in enumerate(leaves):
+            _write_array(group, f"parameter_{i}", leaf)
+        group.attrs.update(
+            {
+                "parameters_treedef": _encode(jax.tree.structure(parameters)),
+                "parameter_crcs": [_crc(leaf) for leaf in leaves],
+            }
+        )
+        import zarr
+
+        zarr.open_group(str(self.path), mode="a", use_consolidated=False).attrs.update(parameters_to_attrs(parameters))
+        self._write_state(states, steps_done=steps_done, draws_done=0)
+
     def save_warmup(self, states, steps_done: int) -> None:
         """Save the state after ``steps_done`` warm-up steps."""
         self._write_state(states, steps_done=steps_done, draws_done=0)
@@ -339,6 +363,15 @@ class CheckpointWriter:
                 "written (a file under psample_state is missing or truncated); it cannot be resumed"
             )
         states = jax.tree.unflatten(_decode(attrs["state_treedef"]), [jnp.asarray(x) for x in leaves])
+        parameters = None
+        if attrs.get("parameters_treedef"):
+            crcs = list(attrs["parameter_crcs"])
+            values = [np.asarray(state_group[f"parameter_{i}"][...]) for i in range(len(crcs))]
+            if [_crc(v) for v in values] != crcs:
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} is damaged: the adapted parameters differ from what was written"
+                )
+            parameters = jax.tree.unflatten(_decode(attrs["parameters_treedef"]), values)
         records = None
         if draws_done:
             raw = sorted((k for k in arrays if k.startswith(_RAW + "/")), key=lambda k: int(k.rsplit("_", 1)[1]))
@@ -356,6 +389,7 @@ class CheckpointWriter:
             target_name=attrs.get("target_name"),
             run_id=str(attrs["run_id"]),
             placement=attrs.get("placement"),
+            parameters=parameters,
         )
 
 

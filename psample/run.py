@@ -23,7 +23,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from psample import checks
+from psample import adaptation, checks
 from psample.driver import concatenate, drive
 from psample.errors import CheckpointError, InvalidTuningError, NumericalWarning, RunError, ShapeError
 from psample.errors import check_positive_int
@@ -199,6 +199,7 @@ def sample(
     checkpoint=None,
     mesh: Mesh | None = None,
     devices=None,
+    adapt: bool = True,
 ) -> Trace:
     """Run many chains of ``algorithm`` and return their draws.
 
@@ -213,7 +214,9 @@ def sample(
     num_draws
         Number of kept draws per chain (>= 1).
     num_warmup
-        Steps taken and discarded before the first kept draw (burn-in).
+        Steps taken and discarded before the first kept draw. When ``algorithm`` provides an
+        adaptation (:mod:`psample.adaptation`) and ``adapt`` is true, these are its adaptation
+        steps; otherwise they are burn-in.
     thin
         Steps per kept draw (>= 1).
     target
@@ -237,6 +240,10 @@ def sample(
         one). Default: all local devices, when the chains divide evenly among them.
     devices
         Deprecated alias: the devices of a one-axis ``"chains"`` mesh.
+    adapt
+        Let an adaptive algorithm tune itself during warm-up (default); ``False`` keeps its
+        given parameters and makes the warm-up plain burn-in. The adapted parameters are in
+        ``trace.parameters``, the DataTree's attributes and the checkpoint.
 
     Returns
     -------
@@ -291,7 +298,22 @@ def sample(
         except InvalidTuningError:
             writer.remove()
             raise
-    return _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw)
+    # Warm-up adaptation, when the algorithm offers one (psample.adaptation): its steps are the
+    # warm-up, and the draws are made by the tuned algorithm from the adapted states.
+    try:
+        algorithm, adapted_states, parameters = adaptation.warmup(algorithm, positions, rng_key, num_warmup, adapt=adapt)
+        steps_done = 0
+        if adapted_states is not None:
+            states, steps_done = adapted_states, num_warmup
+            functions = _chunk_functions(algorithm, observables, plan)
+            if writer is not None:
+                writer.save_adapted(states, parameters, steps_done)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    return _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done,
+                parameters=parameters)
 
 
 @dataclass
@@ -303,10 +325,11 @@ class _Drawn:
 
 
 def _run(
-    functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done=0, drawn=None
+    functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done=0, drawn=None,
+    parameters=None,
 ) -> Trace:
     """Run the rest of ``plan`` from ``states``, taken after ``steps_done`` sampler steps, with
-    ``drawn`` the draws made before; close ``writer`` at the end."""
+    ``drawn`` the draws made before and ``parameters`` the adapted ones; close ``writer`` at the end."""
     try:
         carry = (states, rng_key)
         if steps_done < plan.num_warmup:
@@ -335,17 +358,20 @@ def _run(
             partial = error.result
             if not partial.records and drawn is None:
                 raise
-            trace = _trace(chunks + partial.records, partial.carry[0], plan, draws_done + partial.num_done, target, False)
+            trace = _trace(
+                chunks + partial.records, partial.carry[0], plan, draws_done + partial.num_done, target, False, parameters
+            )
             raise RunError(str(error), result=partial, trace=trace) from error.__cause__
         except KeyboardInterrupt:
             if drawn is None:
                 raise
             result = None
         if result is None:  # Ctrl-C before the first new chunk of a resumed run: the old draws
-            return _trace(chunks, carry[0], plan, draws_done, target, True)
+            return _trace(chunks, carry[0], plan, draws_done, target, True, parameters)
         trace = _trace(
-            chunks + result.records, result.carry[0], plan, draws_done + result.num_done, target, result.interrupted
-        )
+            chunks + result.records, result.carry[0], plan, draws_done + result.num_done, target,
+            result.interrupted, parameters,
+        )  # fmt: skip
     finally:
         if writer is not None:
             writer.close()
@@ -373,7 +399,7 @@ def _warm_up(functions, carry, steps_done, plan, progress, writer):
     return result.carry
 
 
-def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, interrupted: bool) -> Trace:
+def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, interrupted: bool, parameters) -> Trace:
     return Trace.from_draws(
         concatenate(chunks, axis=1),
         final_state=final_state,
@@ -382,6 +408,7 @@ def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, in
         num_steps=plan.step_index(draws_done),
         num_warmup=plan.num_warmup,
         thin=plan.thin,
+        parameters=parameters,
     )
 
 
@@ -443,6 +470,7 @@ def resume(
     writer = CheckpointWriter.reopen(checkpoint)
     try:
         saved = writer.load()
+        algorithm = adaptation.restore(algorithm, saved.parameters)
         plan = saved.plan
         remaining = plan.num_draws - saved.draws_done
         if num_draws is not None:
@@ -493,5 +521,6 @@ def resume(
         raise
     drawn = _Drawn(saved.records, saved.draws_done) if saved.draws_done else None
     return _run(
-        functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, saved.steps_done, drawn
+        functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, saved.steps_done, drawn,
+        parameters=saved.parameters,
     )

@@ -86,6 +86,9 @@ class Trace:
         ``True`` if the run stopped early (Ctrl-C); the draws kept are those completed.
     num_steps
         Sampler steps taken so far, warm-up included.
+    parameters
+        The parameters the warm-up adaptation chose (``{"w", "center", "scale"}`` for polar
+        slice), or ``None`` if the run did not adapt (:mod:`psample.adaptation`).
     """
 
     positions: Any
@@ -98,6 +101,7 @@ class Trace:
     num_steps: int = 0
     num_warmup: int = 0
     thin: int = 1
+    parameters: Any = None
 
     @classmethod
     def from_draws(cls, draws: Draw, **kwargs) -> "Trace":
@@ -155,7 +159,11 @@ class Trace:
         groups = {"posterior": self.posterior(), "sample_stats": self.sample_stats()}
         if self.observables:
             groups["observables"] = {k: np.asarray(v) for k, v in self.observables.items()}
-        return az.from_dict(groups)
+        from psample.adaptation import parameters_to_attrs
+
+        tree = az.from_dict(groups)
+        tree.attrs.update(parameters_to_attrs(self.parameters))
+        return tree
 
     def __repr__(self) -> str:
         state = ", interrupted" if self.interrupted else ""

@@ -43,6 +43,15 @@ which lies in the slice, and sets ``hit_max_proposals``. That cap is only a guar
 against pathological densities (shrinkage converges geometrically): a transition that
 hits it is not exactly invariant, so rerun with a better ``w`` if it ever triggers.
 
+**Affine preconditioning.** The sampler is neither translation- nor affine-invariant: it is
+centred at the origin and isotropic. With a ``center`` ``c`` and a ``scale`` ``S`` it runs on
+``z`` with ``x = c + S z``, whose density ``ϱ(c + S z)`` differs from the target's by the
+constant ``|det S|``: every transition is exact for any fixed ``(c, S)``. ``S`` is a vector (a
+diagonal scale), a lower-triangular matrix (a dense one) or a :class:`LowRankScale`
+``diag(D) (I + U diag(a) Uᵀ)``. Positions and draws stay in ``x``; the state's ``radius`` and
+``direction`` are those of ``z``. ``psample.mcmc.polar_slice_adaptation`` estimates
+``(c, S, w)`` during warm-up.
+
 All evaluations of one transition happen at one site of one ``lax.while_loop`` that
 walks through the phases direction, step-down, step-up, shrink: the target is traced
 once, and under ``vmap`` a chain never waits for the slowest chain at each phase
@@ -66,16 +75,29 @@ from typing import Callable, NamedTuple
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
+import jax.scipy.linalg
+import numpy as np
+from blackjax.base import build_sampling_algorithm
 from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
-from psample.errors import DtypeError, InitialPointError, ShapeError, check_positive, check_positive_int
+from psample.adaptation import AdaptiveSamplingAlgorithm
+from psample.errors import (
+    DtypeError,
+    InitialPointError,
+    InvalidTuningError,
+    ShapeError,
+    check_positive,
+    check_positive_int,
+)
 from psample.rng import log_uniform
 
 __all__ = [
     "PolarSliceState",
     "PolarSliceInfo",
+    "LowRankScale",
     "init",
+    "init_transformed",
+    "reparametrize",
     "build_kernel",
     "build_direction_kernel",
     "build_radius_kernel",
@@ -88,13 +110,15 @@ class PolarSliceState(NamedTuple):
 
     position
         Current position, a pytree with the structure the user passed to
-        :func:`init`; it equals ``unravel(radius * direction)``.
+        :func:`init`; it equals ``unravel(center + scale · radius · direction)``
+        (``unravel(radius * direction)`` without preconditioning).
     logdensity
         ``logdensity_fn(position)``, scalar (``-inf`` where the density is zero or NaN).
     radius
-        ``||x||`` of the flattened position, scalar ``r > 0``.
+        ``||z||`` of the preconditioned position ``z = scale⁻¹ (x - center)`` (``x`` flattened;
+        ``z = x`` without preconditioning), scalar ``r > 0``.
     direction
-        Unit vector ``theta = x / ||x||`` of the flattened position, shape ``(d,)``.
+        Unit vector ``theta = z / ||z||``, shape ``(d,)``.
         Kept in the state (rather than recomputed from ``position``) so that its
         norm stays 1 to round-off over arbitrarily long runs.
     """
@@ -206,6 +230,165 @@ def _check_position_dtypes(position) -> None:
                 f"at {where}: cast the initial positions, e.g. x.astype(jnp.float32)"
                 + (" (float16/bfloat16 give badly wrong variances)" if jnp.issubdtype(dtype, jnp.floating) else "")
             )
+
+
+class LowRankScale(NamedTuple):
+    """A low-rank-plus-diagonal scale ``S = diag(diagonal) (I + basis diag(factors) basisᵀ)``.
+
+    ``S Sᵀ = diag(D) (I + U diag((1 + a)² - 1) Uᵀ) diag(D)``: a diagonal scale, stretched by
+    ``1 + a_j`` along ``k`` orthonormal directions ``u_j`` of the standardised space. Applying
+    ``S`` and its inverse costs ``O(d k)``:
+    ``S⁻¹ y = (I - U diag(a / (1 + a)) Uᵀ) (y / D)``.
+
+    diagonal
+        ``D``, shape ``(d,)``, entries ``> 0``.
+    basis
+        ``U``, shape ``(d, k)``, orthonormal columns.
+    factors
+        ``a``, shape ``(k,)``, entries ``> -1``.
+    """
+
+    diagonal: Array
+    basis: Array
+    factors: Array
+
+
+def _apply_scale(scale, z: Array) -> Array:
+    """``S z`` for the three forms of ``scale`` (``None`` is the identity)."""
+    if scale is None:
+        return z
+    if isinstance(scale, LowRankScale):
+        return scale.diagonal * (z + scale.basis @ (scale.factors * (scale.basis.T @ z)))
+    scale = jnp.asarray(scale)
+    if scale.ndim == 1:
+        return scale * z
+    return jnp.tril(scale) @ z
+
+
+def _solve_scale(scale, y: Array) -> Array:
+    """``S⁻¹ y`` for the three forms of ``scale`` (``None`` is the identity)."""
+    if scale is None:
+        return y
+    if isinstance(scale, LowRankScale):
+        y = y / scale.diagonal
+        shrink = scale.factors / (1.0 + scale.factors)
+        return y - scale.basis @ (shrink * (scale.basis.T @ y))
+    scale = jnp.asarray(scale)
+    if scale.ndim == 1:
+        return y / scale
+    return jax.scipy.linalg.solve_triangular(jnp.tril(scale), y, lower=True)
+
+
+def _to_x(z: Array, center, scale) -> Array:
+    x = _apply_scale(scale, z)
+    return x if center is None else x + center
+
+
+def _to_z(x: Array, center, scale) -> Array:
+    return _solve_scale(scale, x if center is None else x - center)
+
+
+def _is_concrete(*trees) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
+def check_preconditioner(center, scale, d: int) -> None:
+    """Validate a concrete ``center``/``scale`` for positions with ``d`` entries.
+
+    Raises
+    ------
+    ShapeError
+        If a shape does not fit ``d``.
+    InvalidTuningError
+        If a value is not finite, a scale entry is not ``> 0`` where it must be, a matrix
+        scale is not lower triangular with a positive diagonal, or a low-rank basis is not
+        orthonormal.
+    """
+    if not _is_concrete(center, scale):
+        return
+    if center is not None:
+        c = np.asarray(center)
+        if c.shape != (d,):
+            raise ShapeError(f"center must have shape ({d},) like the flattened position, got shape {c.shape}")
+        if not np.all(np.isfinite(c)):
+            raise InvalidTuningError(f"center must be finite, got {c!r}")
+    if scale is None:
+        return
+    if isinstance(scale, LowRankScale):
+        diagonal, basis, factors = (np.asarray(v) for v in scale)
+        if diagonal.shape != (d,) or basis.ndim != 2 or basis.shape[0] != d or factors.shape != basis.shape[1:]:
+            raise ShapeError(
+                f"LowRankScale needs diagonal ({d},), basis ({d}, k) and factors (k,), got shapes "
+                f"{diagonal.shape}, {basis.shape}, {factors.shape}"
+            )
+        if not (np.all(np.isfinite(diagonal)) and np.all(diagonal > 0)):
+            raise InvalidTuningError(f"scale.diagonal must be finite and > 0, got {diagonal!r}")
+        if not (np.all(np.isfinite(factors)) and np.all(factors > -1)):
+            raise InvalidTuningError(f"scale.factors must be finite and > -1, got {factors!r}")
+        gram = basis.T @ basis
+        if not np.allclose(gram, np.eye(gram.shape[0]), atol=1e-6):
+            raise InvalidTuningError("scale.basis must have orthonormal columns (basisᵀ basis = I)")
+        return
+    s = np.asarray(scale)
+    if s.shape == (d,):
+        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+            raise InvalidTuningError(f"a vector scale must be finite and > 0, got {s!r}")
+        return
+    if s.shape != (d, d):
+        raise ShapeError(
+            f"scale must be a vector ({d},), a lower-triangular matrix ({d}, {d}) or a LowRankScale, "
+            f"got shape {s.shape}"
+        )
+    if not np.all(np.isfinite(s)) or np.any(np.triu(s, 1) != 0):
+        raise InvalidTuningError("a matrix scale must be finite and lower triangular (a Cholesky factor)")
+    if not np.all(np.diag(s) > 0):
+        raise InvalidTuningError(f"a matrix scale needs a positive diagonal, got {np.diag(s)!r}")
+
+
+def _polar_coordinates(z: Array) -> tuple[Array, Array]:
+    """``(||z||, z / ||z||)``, with the direction ``e_1`` at the origin (never reached in practice)."""
+    radius = jnp.linalg.norm(z)
+    unit = jnp.zeros_like(z).at[0].set(1.0)
+    return radius, jnp.where(radius > 0, z / jnp.where(radius > 0, radius, 1.0), unit)
+
+
+def init_transformed(position: ArrayLikeTree, logdensity_fn: Callable, center=None, scale=None) -> PolarSliceState:
+    """Create the chain state at ``position`` for the sampler preconditioned by ``(center, scale)``.
+
+    The state's ``radius`` and ``direction`` are those of ``z = scale⁻¹ (x - center)``; its
+    ``position`` and ``logdensity`` those of ``x``. With ``center = scale = None`` this is
+    :func:`init`.
+
+    Raises
+    ------
+    ShapeError, InvalidTuningError
+        As :func:`check_preconditioner`, and as :func:`init`.
+    InitialPointError
+        If ``position`` is concrete and equals ``center`` (``z = 0``).
+    """
+    flat, _ = jax.flatten_util.ravel_pytree(position)
+    if center is None and scale is None:
+        return init(position, logdensity_fn)
+    check_preconditioner(center, scale, flat.shape[0])
+    z = _to_z(flat, center, scale)
+    if _is_concrete(z) and flat.shape[0] >= 2 and not float(jnp.linalg.norm(z)) > 0:
+        raise InitialPointError(
+            f"polar slice sampling cannot start at position={position!r}: it equals center, the "
+            "origin of the preconditioned coordinates, where the direction is undefined"
+        )
+    state = init(z, lambda _: logdensity_fn(position))
+    return state._replace(position=position)
+
+
+def reparametrize(state: PolarSliceState, center=None, scale=None) -> PolarSliceState:
+    """The same point under a new preconditioner: ``radius``/``direction`` recomputed, no evaluation.
+
+    ``logdensity`` is that of ``x`` and does not change. Used by the adaptation each time it
+    changes ``(center, scale)``.
+    """
+    flat, _ = jax.flatten_util.ravel_pytree(state.position)
+    radius, direction = _polar_coordinates(_to_z(flat, center, scale))
+    return state._replace(radius=radius, direction=direction)
 
 
 def _sanitize(logdensity: Array) -> Array:
@@ -396,10 +579,14 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
     return jax.lax.while_loop(cond, body, carry)
 
 
-def _transition(rng_key, state, logdensity_fn, w, max_proposals, first_phase, last_phase):
+def _transition(rng_key, state, logdensity_fn, w, max_proposals, first_phase, last_phase, center=None, scale=None):
     """Draw the slice level, run the selected updates, and build the new state and info."""
     _, unravel_fn = jax.flatten_util.ravel_pytree(state.position)
     d = state.direction.shape[0]
+
+    def unravel_fn(z, _unravel=unravel_fn):  # z -> position x = center + scale z
+        return _unravel(_to_x(z, center, scale))
+
     polar = _polar_logdensity(logdensity_fn, unravel_fn, d)
     level_key, update_key = jax.random.split(rng_key)
     # One slice level for both Gibbs updates (Schär et al. 2023, Alg. 1).
@@ -441,15 +628,18 @@ def build_kernel(max_proposals: int = 1000) -> Callable:
     Returns
     -------
     kernel
-        ``kernel(rng_key, state, logdensity_fn, w) -> (PolarSliceState, PolarSliceInfo)``;
-        ``w`` (> 0) is the initial radius window and may be a traced value.
+        ``kernel(rng_key, state, logdensity_fn, w, center=None, scale=None) ->
+        (PolarSliceState, PolarSliceInfo)``; ``w`` (> 0) is the initial radius window,
+        ``center`` ``(d,)`` and ``scale`` (vector, lower-triangular matrix or
+        :class:`LowRankScale`) the preconditioner ``x = center + scale z`` the state was made
+        with (:func:`init_transformed`, :func:`reparametrize`). All may be traced values.
     """
     max_proposals = _check_max_proposals(max_proposals)
 
     def kernel(
-        rng_key: PRNGKey, state: PolarSliceState, logdensity_fn: Callable, w: float
+        rng_key: PRNGKey, state: PolarSliceState, logdensity_fn: Callable, w: float, center=None, scale=None
     ) -> tuple[PolarSliceState, PolarSliceInfo]:
-        return _transition(rng_key, state, logdensity_fn, w, max_proposals, _DIRECTION, _SHRINK)
+        return _transition(rng_key, state, logdensity_fn, w, max_proposals, _DIRECTION, _SHRINK, center, scale)
 
     return kernel
 
@@ -493,9 +683,15 @@ def build_radius_kernel(max_proposals: int = 1000) -> Callable:
 
 
 def as_top_level_api(
-    logdensity_fn: Callable, *, w: float = 1.0, max_proposals: int = 1000
-) -> SamplingAlgorithm:
-    """Gibbsian polar slice sampler (Schär, Habeck and Rudolf, 2023).
+    logdensity_fn: Callable,
+    *,
+    w: float = 1.0,
+    center=None,
+    scale=None,
+    max_proposals: int = 1000,
+    structure: str = "auto",
+) -> AdaptiveSamplingAlgorithm:
+    """Gibbsian polar slice sampler (Schär, Habeck and Rudolf, 2023), optionally preconditioned.
 
     Examples
     --------
@@ -504,6 +700,9 @@ def as_top_level_api(
         gpss = psample.polar_slice(logdensity_fn, w=5.0)
         state = gpss.init(position)
         new_state, info = gpss.step(rng_key, state)
+
+        # or let psample.sample adapt center, scale and w during warm-up:
+        trace = psample.sample(gpss, positions, rng_key, 1000, num_warmup=1000)
 
     Chains are run by ``jax.vmap`` over ``init`` and ``step`` (``psample.sample``
     does this).
@@ -515,26 +714,60 @@ def as_top_level_api(
         with ``d >= 2`` floating entries in total. Returning ``-inf`` (or NaN) marks
         points outside the support.
     w
-        Initial width of the radius bracket (> 0). The paper uses values of the order
-        of the typical radius scale (e.g. ``w = d`` for a ``d``-dimensional Cauchy);
-        too small costs stepping-out evaluations, too large costs shrinkage
-        evaluations, both only logarithmically.
+        Initial width of the radius bracket (> 0), in the units of ``z`` (of ``x`` without
+        ``scale``). The paper uses values of the order of the typical radius scale (e.g.
+        ``w = d`` for a ``d``-dimensional Cauchy); too small costs stepping-out evaluations,
+        too large costs shrinkage evaluations, both only logarithmically.
+    center
+        ``(d,)`` array (the flattened position's layout), the origin of the sampler's polar
+        coordinates; default 0.
+    scale
+        The preconditioner ``S`` of ``x = center + S z``: a vector ``(d,)`` (diagonal), a
+        lower-triangular matrix ``(d, d)`` or a :class:`LowRankScale`; default the identity.
+        Every transition is exact for any fixed ``center`` and ``scale``.
     max_proposals
         Integer >= 1: the stepping-out limit of the radius bracket (split at random
         between its ends, which keeps the update exact) and the cap on the evaluations
         of each shrinkage loop (see ``hit_max_proposals``).
+    structure
+        Form of the scale the warm-up adaptation estimates: ``"auto"`` (dense for
+        ``d <= 512`` and low-rank above, each replaced by a diagonal scale when the data show
+        no correlation worth the cost), ``"dense"``, ``"low_rank"`` or ``"diagonal"``.
 
     Returns
     -------
-    blackjax.base.SamplingAlgorithm
-        ``init(position) -> PolarSliceState`` and
-        ``step(rng_key, state) -> (PolarSliceState, PolarSliceInfo)``.
+    psample.adaptation.AdaptiveSamplingAlgorithm
+        ``init(position) -> PolarSliceState``,
+        ``step(rng_key, state) -> (PolarSliceState, PolarSliceInfo)``,
+        ``adaptation`` (a windowed, cross-chain, robust estimate of ``center``, ``scale`` and
+        ``w``: :func:`psample.mcmc.polar_slice_adaptation.polar_slice_adaptation`) and
+        ``with_parameters({"w", "center", "scale"})``.
 
     Raises
     ------
     InvalidTuningError
-        If ``w`` is not a finite number > 0 or ``max_proposals`` is not an integer >= 1.
+        If ``w`` is not a finite number > 0, ``max_proposals`` is not an integer >= 1, or a
+        concrete ``scale`` is not of one of the three forms.
     """
+    from psample.mcmc.polar_slice_adaptation import polar_slice_adaptation
+
     w = _check_w(w)
     kernel = build_kernel(max_proposals)
-    return build_sampling_algorithm(kernel, init, logdensity_fn, kernel_args=(w,))
+    algorithm = build_sampling_algorithm(
+        kernel, init_transformed, logdensity_fn, init_args=(center, scale), kernel_args=(w, center, scale)
+    )
+    adaptation = polar_slice_adaptation(
+        logdensity_fn, w=w, center=center, scale=scale, max_proposals=max_proposals, structure=structure
+    )
+
+    def with_parameters(parameters) -> AdaptiveSamplingAlgorithm:
+        return as_top_level_api(
+            logdensity_fn,
+            w=parameters["w"],
+            center=parameters["center"],
+            scale=parameters["scale"],
+            max_proposals=max_proposals,
+            structure=structure,
+        )
+
+    return AdaptiveSamplingAlgorithm(algorithm.init, algorithm.step, adaptation, with_parameters)

@@ -1,0 +1,242 @@
+"""psample samplers inside NumPyro's ``MCMC``: ``psample.numpyro.PolarSlice(model)`` and ``kernel(factory)``.
+
+NumPyro users keep their habits::
+
+    mcmc = numpyro.infer.MCMC(psample.numpyro.PolarSlice(model), num_warmup=1000,
+                              num_samples=1000, num_chains=4, chain_method="vectorized")
+    mcmc.run(jax.random.key(0), *model_args)
+    mcmc.print_summary(); samples = mcmc.get_samples(); tree = az.from_numpyro(mcmc)
+
+:func:`kernel` wraps any psample chain algorithm, given as a factory
+``factory(logdensity_fn, **kwargs) -> SamplingAlgorithm``, as a
+:class:`numpyro.infer.mcmc.MCMCKernel`. The model is initialised by
+:func:`numpyro.infer.util.initialize_model`; the sampler runs on ``-potential_fn`` over the
+unconstrained latent sites (``state.z``) and NumPyro's ``postprocess_fn`` returns constrained
+sites with deterministic ones.
+
+Chains. With ``chain_method="vectorized"`` NumPyro hands ``init`` a batch of keys and ``sample``
+the batched state: the kernel runs its chains with ``jax.vmap`` itself (the contract
+NumPyro's own HMC follows), and an adaptation pools them (cross-chain). With
+``"sequential"`` and ``"parallel"`` each chain is a batch of one and adapts on its own.
+
+Warm-up. When the algorithm follows :mod:`psample.adaptation` and its adaptation has the
+step-wise form ``init(positions, num_steps)`` / ``step(key, carry, num_steps)`` (as
+:func:`psample.mcmc.polar_slice_adaptation.polar_slice_adaptation` does), NumPyro's warm-up
+steps are adaptation steps and the draws use the adapted parameters; ``adapt=False`` makes
+warm-up plain burn-in. Keys follow :func:`psample.sample`: adaptation step ``t`` uses
+``fold_in(adaptation_key(run_key), t)`` and step ``i`` after it ``fold_in(run_key, i)``, split
+over the chains, where ``run_key`` is the key NumPyro gives the (first) chain
+(``state.rng_key``, its first key when vectorized). A vectorized run therefore makes exactly
+the draws of ``psample.sample(algorithm, init_params, state.rng_key[0], num_samples, num_warmup=...)``
+(except that ``structure="auto"``'s final switch from a diagonal matrix to a vector, done
+outside tracing in ``psample.sample``, is not made here: the same scale, another round-off).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro.infer import init_to_uniform
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.infer.util import initialize_model
+from numpyro.util import is_prng_key
+
+from psample.adaptation import adaptation_key, provides_adaptation
+
+__all__ = ["PsampleKernelState", "PsampleKernel", "kernel", "PolarSlice"]
+
+
+class PsampleKernelState(NamedTuple):
+    """State of a psample kernel inside NumPyro's ``MCMC``.
+
+    i
+        Steps taken (warm-up included), int scalar.
+    z
+        Unconstrained latent sites (dict), with a leading chain axis under
+        ``chain_method="vectorized"`` (NumPyro's ``sample_field``).
+    inner
+        The sampler's batched states (leading chain axis), or while the algorithm adapts, its
+        adaptation carry (which holds the states and the parameters).
+    rng_key
+        The run key: one key, or under ``chain_method="vectorized"`` the chains' batch of keys
+        (NumPyro's convention, which ``MCMC.run`` replaces on a continued run) whose first is the
+        run key. Step ``i`` uses ``fold_in(run_key, i)``.
+    """
+
+    i: Any
+    z: Any
+    inner: Any
+    rng_key: Any
+
+
+def _batched(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a)[None], tree)
+
+
+def _unbatched(tree):
+    return jax.tree.map(lambda a: a[0], tree)
+
+
+def _states_of(inner, adapting: bool):
+    return inner.states if adapting else inner
+
+
+class PsampleKernel(MCMCKernel):
+    """A psample chain algorithm as a NumPyro ``MCMCKernel`` (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        A NumPyro model; or give ``potential_fn`` (then pass ``init_params`` to ``MCMC.run``).
+    potential_fn
+        ``z -> -log density`` over unconstrained values.
+    adapt
+        Adapt during NumPyro's warm-up when the algorithm can (default).
+    init_strategy
+        NumPyro init strategy for the model's initial point.
+    **algorithm_kwargs
+        Passed to the factory (e.g. ``w=``, ``structure=`` for polar slice).
+    """
+
+    sample_field = "z"
+    _factory: Callable = None
+
+    def __init__(self, model=None, potential_fn=None, *, adapt: bool = True, init_strategy=init_to_uniform,
+                 **algorithm_kwargs):
+        if (model is None) == (potential_fn is None):
+            raise ValueError("pass exactly one of model= or potential_fn=")
+        self._model = model
+        self._potential_fn = potential_fn
+        self._adapt = adapt
+        self._init_strategy = init_strategy
+        self._algorithm_kwargs = algorithm_kwargs
+        self._postprocess = None
+        self._sample_fn = None
+        self._algorithm = None
+        self._adapting = False
+        self._num_warmup = 0
+        self._vectorized = False
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def algorithm(self):
+        """The psample algorithm built by the last ``init`` (``None`` before)."""
+        return self._algorithm
+
+    def postprocess_fn(self, model_args, model_kwargs):
+        if self._postprocess is None:
+            return lambda z: z
+        return self._postprocess
+
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):
+        vectorized = not is_prng_key(rng_key)
+        if self._model is not None:
+            info = initialize_model(
+                rng_key, self._model, init_strategy=self._init_strategy, model_args=model_args,
+                model_kwargs=model_kwargs,
+            )
+            potential_fn, self._postprocess = info.potential_fn, info.postprocess_fn
+            if init_params is None:
+                init_params = info.param_info.z
+        else:
+            if init_params is None:
+                raise ValueError("init_params must be given with potential_fn")
+            potential_fn = self._potential_fn
+        if hasattr(init_params, "z"):  # a numpyro ParamInfo
+            init_params = init_params.z
+
+        def logdensity_fn(z):
+            return -potential_fn(z)
+
+        algorithm = type(self)._factory(logdensity_fn, **self._algorithm_kwargs)
+        positions = init_params if vectorized else _batched(init_params)
+        adaptation = getattr(algorithm, "adaptation", None)
+        adapting = (
+            self._adapt and num_warmup > 0 and provides_adaptation(algorithm)
+            and callable(getattr(adaptation, "step", None)) and callable(getattr(adaptation, "init", None))
+        )
+        if adapting:
+            inner = adaptation.init(positions, num_warmup)
+        else:
+            inner = jax.vmap(algorithm.init)(positions)
+        self._algorithm, self._adapting, self._num_warmup, self._vectorized = algorithm, adapting, num_warmup, vectorized
+        self._sample_fn = self.sample
+        z = _states_of(inner, adapting).position
+        return PsampleKernelState(jnp.asarray(0), z if vectorized else _unbatched(z), inner, rng_key)
+
+    def sample(self, state, model_args, model_kwargs):
+        algorithm, adapting, num_warmup = self._algorithm, self._adapting, self._num_warmup
+        i, _, inner, rng_key = state
+        run_key = rng_key[0] if self._vectorized else rng_key
+        num_chains = jax.tree.leaves(_states_of(inner, adapting).position)[0].shape[0]
+
+        def draw(carry):
+            if adapting:
+                sampler = algorithm.with_parameters(carry.parameters)
+                states = carry.states
+            else:
+                sampler, states = algorithm, carry
+            keys = jax.random.split(jax.random.fold_in(run_key, i), num_chains)
+            states, _ = jax.vmap(sampler.step)(keys, states)
+            return carry._replace(states=states) if adapting else states
+
+        if adapting:
+            def warm(carry):
+                key = jax.random.fold_in(adaptation_key(run_key), i)
+                return algorithm.adaptation.step(key, carry, num_warmup)[0]
+
+            inner = jax.lax.cond(i < num_warmup, warm, draw, inner)
+        else:
+            inner = draw(inner)
+        z = _states_of(inner, adapting).position
+        return PsampleKernelState(i + 1, z if self._vectorized else _unbatched(z), inner, rng_key)
+
+    def get_diagnostics_str(self, state):
+        return ""
+
+
+def kernel(factory: Callable, *, name: str | None = None) -> type:
+    """Wrap a psample chain algorithm as a NumPyro ``MCMCKernel`` class.
+
+    Parameters
+    ----------
+    factory
+        ``factory(logdensity_fn, **kwargs) -> SamplingAlgorithm`` (a psample or BlackJAX
+        top-level constructor, e.g. ``psample.polar_slice``).
+    name
+        Class name (default derived from the factory).
+
+    Returns
+    -------
+    type
+        A :class:`PsampleKernel` subclass: ``Kernel(model, **kwargs)`` or
+        ``Kernel(potential_fn=..., **kwargs)``.
+
+    Examples
+    --------
+    .. code::
+
+        Slice = psample.numpyro.kernel(psample.polar_slice)
+        mcmc = numpyro.infer.MCMC(Slice(model, w=2.0), num_warmup=500, num_samples=1000)
+    """
+    if not callable(factory):
+        raise TypeError(f"factory must be callable (logdensity_fn, **kwargs) -> algorithm, got {factory!r}")
+    label = name or "".join(part.title() for part in getattr(factory, "__name__", "Psample").split("_")) + "Kernel"
+    namespace = {"_factory": staticmethod(factory), "__doc__": PsampleKernel.__doc__, "__module__": __name__}
+    return type(label, (PsampleKernel,), namespace)
+
+
+def _polar_slice(logdensity_fn, **kwargs):
+    from psample.mcmc.polar_slice import as_top_level_api
+
+    return as_top_level_api(logdensity_fn, **kwargs)
+
+
+#: Gibbsian polar slice sampling as a NumPyro kernel, adapting during warm-up:
+#: ``PolarSlice(model, w=..., structure=..., adapt=True)``.
+PolarSlice = kernel(_polar_slice, name="PolarSlice")
