@@ -25,6 +25,10 @@ Keys of ``Target.exact`` (indices are 0-based; only the keys that exist for a ta
   ``"Var[tau]"``, ``"E[log tau]"``, ``"Var[log tau]"``, ``"median[tau]"``, ``"q{p}[tau]"``,
   ``"E[theta]"``/``"Var[theta]"`` ``(8,)``, ``"E[theta_0]"``, ``"Var[theta_0]"``.
 
+Models with exact evidence (``exact["log_Z"]``, for tempered SMC): :func:`conjugate_gaussian`,
+:func:`linear_regression`, :func:`student_t_regression` (quadrature), and
+:func:`eight_schools_log_evidence`.
+
 Models by name (for the CLI): :data:`MODELS`, :func:`get`, :func:`describe`.
 
 This package defines targets only; it never imports a sampler.
@@ -32,6 +36,16 @@ This package defines targets only; it never imports a sampler.
 
 from . import graphs
 from ._common import QUANTILE_LEVELS
+from .evidence import (
+    conjugate_gaussian,
+    conjugate_gaussian_model,
+    eight_schools_log_evidence,
+    linear_regression,
+    linear_regression_data,
+    linear_regression_model,
+    student_t_regression,
+    student_t_regression_model,
+)
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
@@ -73,4 +87,12 @@ __all__ = [
     "get",
     "describe",
     "graphs",
+    "conjugate_gaussian",
+    "conjugate_gaussian_model",
+    "linear_regression",
+    "linear_regression_model",
+    "linear_regression_data",
+    "student_t_regression",
+    "student_t_regression_model",
+    "eight_schools_log_evidence",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "NetworkError",
     "MotifError",
+    "RunError",
     "check_positive",
     "check_positive_int",
 ]
@@ -52,6 +53,14 @@ class NetworkError(PsampleError, ValueError):
 
 class MotifError(PsampleError, ValueError):
     """A motif is not a tree where a tree is needed, or exceeds a size cap."""
+
+
+class RunError(PsampleError, RuntimeError):
+    """A run failed while running; ``.result`` holds what completed before the failure."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
 
 
 def check_positive(name: str, value, *, error=InvalidTuningError) -> float:
