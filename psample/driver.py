@@ -47,7 +47,9 @@ def drive(run_chunk, carry, start: int, stop: int | None, *, chunk_length: int |
     shown = progress and sys.stderr.isatty()
     length = chunk_length
     if length is None:
-        length = max(1, DEFAULT_CHUNK_BYTES // bytes_per_step) if bytes_per_step else 1024
+        length = max(1, DEFAULT_CHUNK_BYTES // bytes_per_step) if bytes_per_step else 64
+        if stop is None:
+            length = min(length, 64)
         if stop is not None:
             length = min(length, stop - start)
         if shown:
