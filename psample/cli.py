@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Callable, NamedTuple
 
+from psample.evidence import add_evidence_parser
 from psample.graphs.cli import add_graph_parser
 
 __all__ = ["main", "SAMPLERS"]
@@ -48,6 +49,7 @@ SAMPLERS = {
 OTHER_SAMPLERS = {
     "glauber": "Glauber chain over graph homomorphisms, any motif (use `psample graph --sampler glauber`)",
     "pivot": "pivot chain over graph homomorphisms, tree motifs, exact MH (use `psample graph`)",
+    "tempered_smc": "tempered SMC with model evidence, rwm/hmc/polar-slice moves (use `psample evidence`)",
 }
 
 
@@ -75,6 +77,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the built-in models")
     sub.add_parser("samplers", help="list the samplers")
     add_graph_parser(sub)
+    add_evidence_parser(sub)
     return parser
 
 
@@ -165,7 +168,9 @@ class _pandas_display:
 def main(argv=None) -> int:
     """Entry point of the ``psample`` console script."""
     args = _build_parser().parse_args(argv)
-    commands = {"run": _cmd_run, "models": _cmd_models, "samplers": _cmd_samplers}
+    from psample.evidence import run_evidence
+
+    commands = {"run": _cmd_run, "models": _cmd_models, "samplers": _cmd_samplers, "evidence": run_evidence}
     if args.command == "graph":
         from psample.graphs.cli import run_graph
 
