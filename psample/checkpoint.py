@@ -1,20 +1,37 @@
-"""Checkpoints: every chunk of a run appended to a Zarr store, resumable bit for bit.
+"""Checkpoints: every chunk of a run appended to a Zarr store, locked, checksummed, resumable.
 
 The store is an ArviZ DataTree (``xarray.open_datatree(path, engine="zarr")`` opens it):
 ``posterior``, ``sample_stats`` and ``observables`` grow along ``draw`` with every chunk.
-Two more groups make it resumable: ``psample_raw`` (the draws as the sampler produced
-them, so a resumed :class:`~psample.Trace` holds the whole run) and ``psample_state`` (the
-batched sampler state, the key and the run plan). The state is written last, so a crash
-while a chunk is written leaves the previous state in force; on resume every group is cut
-back to the number of draws that state records.
+Two more groups make it resumable: ``psample_raw`` (the draws as the sampler produced them,
+so a resumed :class:`~psample.Trace` holds the whole run) and ``psample_state`` (the batched
+sampler state, the key, the run plan and the bookkeeping below).
+
+What makes it safe:
+
+* **Created before any work.** ``sample(..., checkpoint=path)`` creates the store and writes
+  the initial state at once, so an unwritable path fails before sampling and a run interrupted
+  in its first chunk still leaves a store ``resume`` can start from.
+* **Locked.** The writer holds an exclusive ``flock`` on the store's directory for the whole
+  run (and ``resume`` while it runs), so two processes can never write one store.
+* **Crash-consistent.** A chunk's draws are appended first; the state is then written to the
+  slot not in use (``state_a``/``state_b``); the attributes naming the live slot, the draws
+  done and the checksums are written last. A crash at any point leaves the previous attributes
+  in force, and loading cuts every group back to the draws they record.
+* **Checksummed.** The attributes keep a CRC-32 of every array written (per array, and per
+  chunk over all arrays) and of the state. Zarr reads a deleted chunk file back as fill
+  values; loading recomputes the checksums and refuses a store that does not match, naming the
+  arrays and the first damaged chunk.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
+import os
 import pickle
 import uuid
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +46,7 @@ __all__ = ["CheckpointWriter", "load_checkpoint", "Checkpoint"]
 
 _STATE = "psample_state"
 _RAW = "psample_raw"
-_ARVIZ_GROUPS = ("posterior", "sample_stats", "observables")
+_DATA_GROUPS = ("posterior", "sample_stats", "observables", _RAW)
 
 
 def _encode(obj) -> str:
@@ -38,6 +55,10 @@ def _encode(obj) -> str:
 
 def _decode(text: str):
     return pickle.loads(base64.b64decode(text.encode("ascii")))
+
+
+def _crc(array, running: int = 0) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).tobytes(), running)
 
 
 def _key_to_host(rng_key):
@@ -56,12 +77,38 @@ def _dataset(arrays: dict, first_draw: int):
 
     variables = {}
     for name, value in arrays.items():
-        value = np.asarray(value)
         dims = ("chain", "draw") + tuple(f"{name}_dim_{i}" for i in range(value.ndim - 2))
         variables[name] = (dims, value)
     num_chains, length = next(iter(arrays.values())).shape[:2]
     coords = {"chain": np.arange(num_chains), "draw": np.arange(first_draw, first_draw + length)}
     return xr.Dataset(variables, coords=coords)
+
+
+def _chunk_groups(records, target) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays one chunk adds to each group (the chunk as a Trace names them as
+    :meth:`Trace.to_datatree` does)."""
+    chunk = Trace.from_draws(records, final_state=None, target=target)
+    groups = {
+        "posterior": chunk.posterior(),
+        "sample_stats": chunk.sample_stats(),
+        "observables": chunk.observables,
+        _RAW: {f"leaf_{i}": leaf for i, leaf in enumerate(jax.tree.leaves(records))},
+    }
+    return {g: {k: np.asarray(v) for k, v in arrays.items()} for g, arrays in groups.items() if arrays}
+
+
+def _write_array(group, name: str, data: np.ndarray) -> None:
+    dims = [f"{name}_dim_{i}" for i in range(data.ndim)]
+    group.create_array(name, data=data, overwrite=True, dimension_names=dims)
+
+
+def _consolidate(path: Path) -> None:
+    """Consolidated metadata lets xarray / ArviZ open the store quickly and without warnings."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
 
 
 @dataclass
@@ -73,129 +120,285 @@ class Checkpoint:
     rng_key: object
     plan: object
     draws_done: int
-    records: tuple
+    steps_done: int
+    records: object  # a psample.trace.Draw of host arrays, or None before the first draw
+    observable_names: list
     has_target: bool
+    target_name: str | None
     run_id: str
+    placement: dict | None
 
 
 class CheckpointWriter:
-    """Appends chunks of a run to a Zarr store (see the module docstring)."""
+    """Writes one run's chunks to a Zarr store it holds locked (see the module docstring)."""
 
-    def __init__(self, path: Path, run_id: str):
+    def __init__(self, path: Path, lock_fd: int):
         self.path = Path(path)
-        self.run_id = run_id
+        self._lock_fd = lock_fd
+        self.steps_done = 0
+        self.target = None  # names the ArviZ groups' sites; set by create, and by resume
+
+    # -- opening
 
     @classmethod
-    def create(cls, path) -> "CheckpointWriter":
-        """Start a new checkpoint at ``path``, which must not hold anything yet."""
-        path = Path(path)
-        if path.exists() and (path.is_file() or any(path.iterdir())):
+    def _locked(cls, path: Path, *, create: bool) -> "CheckpointWriter":
+        try:
+            if create:
+                path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            if create:
+                raise CheckpointError(f"cannot create the checkpoint at {str(path)!r}: {exc.strerror or exc}") from None
+            raise CheckpointError(f"checkpoint path {str(path)!r} cannot be opened: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             raise CheckpointError(
-                f"checkpoint path {str(path)!r} already holds another run or other files; continue it "
-                "with psample.resume(path, algorithm) or choose a new path"
-            )
-        return cls(path, uuid.uuid4().hex)
+                f"checkpoint {str(path)!r} is in use by another process (a run or a resume is writing "
+                "it); wait for it to finish or choose another path"
+            ) from None
+        return cls(path, fd)
 
     @classmethod
-    def reopen(cls, path, run_id: str) -> "CheckpointWriter":
-        """Continue writing the checkpoint at ``path`` (used by :func:`psample.resume`)."""
-        return cls(Path(path), run_id)
-
-    def append(self, records, states, rng_key, plan, draws_done: int, target) -> None:
-        """Append one chunk of ``records`` (chain, draw, ...) and save the state after it."""
+    def create(cls, path, *, plan, states, rng_key, target, placement=None, observable_names=()) -> "CheckpointWriter":
+        """Create and lock a new store at ``path`` and save the initial state in it."""
         import zarr
 
-        positions, info, logdensity, observables = records
-        length = jax.tree.leaves(positions)[0].shape[1]
-        first = draws_done - length
-        mode_kwargs = {"mode": "a"} if first == 0 else {"mode": "a", "append_dim": "draw"}
-        # The chunk as a Trace names its groups exactly as Trace.to_datatree() does.
-        chunk = Trace(positions, info, logdensity, dict(observables), final_state=None, target=target)
-        groups = {
-            "posterior": chunk.posterior(),
-            "sample_stats": chunk.sample_stats(),
-            "observables": chunk.observables,
-        }
-        raw_leaves = jax.tree.leaves(records)
-        groups[_RAW] = {f"leaf_{i}": leaf for i, leaf in enumerate(raw_leaves)}
-        for group, arrays in groups.items():
-            if arrays:
-                _dataset(arrays, first).to_zarr(self.path, group=group, consolidated=False, **mode_kwargs)
+        path = Path(path)
+        if path.is_file():
+            raise CheckpointError(f"checkpoint path {str(path)!r} is a file: choose a directory path (run.zarr)")
+        writer = cls._locked(path, create=True)
+        try:
+            if any(path.iterdir()):
+                raise CheckpointError(
+                    f"checkpoint path {str(path)!r} already holds another run or other files; continue it "
+                    "with psample.resume(path, algorithm) or choose a new path"
+                )
+            root = zarr.open_group(str(path), mode="a")
+            state_group = root.require_group(_STATE)
+            key_data, key_impl = _key_to_host(rng_key)
+            _write_array(state_group, "rng_key", key_data)
+            state_group.attrs.update(
+                {
+                    "run_id": uuid.uuid4().hex,
+                    "plan": _encode(plan),
+                    "state_treedef": _encode(jax.tree.structure(states)),
+                    "key_impl": key_impl,
+                    "has_target": target is not None,
+                    "target_name": None if target is None else str(target.name),
+                    "observables": sorted(observable_names),
+                    "placement": placement,
+                    "checksums": {},
+                    "chunk_lengths": [],
+                    "chunk_crcs": [],
+                }
+            )
+            writer.target = target
+            writer._write_state(states, steps_done=0, draws_done=0)
+        except OSError as exc:
+            writer.close()
+            raise CheckpointError(f"cannot write the checkpoint at {str(path)!r}: {exc.strerror or exc}") from None
+        except BaseException:
+            writer.close()
+            raise
+        return writer
 
-        root = zarr.open_group(str(self.path), mode="a")
-        state_group = root.require_group(_STATE)
-        leaves = jax.device_get(jax.tree.leaves(states))
+    @classmethod
+    def reopen(cls, path) -> "CheckpointWriter":
+        """Lock an existing store to continue it (used by :func:`psample.resume`)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint path {str(path)!r} does not exist")
+        return cls._locked(path, create=False)
+
+    def close(self) -> None:
+        """Release the lock (the store stays as written)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __del__(self):
+        self.close()
+
+    def remove(self) -> None:
+        """Release the lock and delete the store (a run refused right after :meth:`create`)."""
+        import shutil
+
+        self.close()
+        shutil.rmtree(self.path)
+
+    # -- writing
+
+    def _state_group(self):
+        import zarr
+
+        return zarr.open_group(str(self.path), mode="a", use_consolidated=False)[_STATE]
+
+    def _write_state(self, states, *, steps_done: int, draws_done: int, extra_attrs=None) -> None:
+        """Write ``states`` to the free slot, then flip the attributes to it (the commit point)."""
+        group = self._state_group()
+        attrs = dict(group.attrs)
+        slot = "b" if attrs.get("state_slot") == "a" else "a"
+        leaves = [np.asarray(leaf) for leaf in jax.device_get(jax.tree.leaves(states))]
         for i, leaf in enumerate(leaves):
-            _write_array(state_group, f"leaf_{i}", np.asarray(leaf))
-        key_data, key_impl = _key_to_host(rng_key)
-        _write_array(state_group, "rng_key", key_data)
-        state_group.attrs.update(
+            _write_array(group, f"state_{slot}_{i}", leaf)
+        attrs.update(extra_attrs or {})
+        attrs.update(
             {
-                "run_id": self.run_id,
-                "draws_done": int(draws_done),
+                "state_slot": slot,
                 "num_state_leaves": len(leaves),
-                "state_treedef": _encode(jax.tree.structure(states)),
-                "records_treedef": _encode(jax.tree.structure(records)),
-                "key_impl": key_impl,
-                "plan": _encode(plan),
-                "has_target": target is not None,
+                "state_crcs": [_crc(leaf) for leaf in leaves],
+                "steps_done": int(steps_done),
+                "draws_done": int(draws_done),
             }
         )
-        # Consolidated metadata lets xarray / ArviZ open the store quickly and without warnings.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            zarr.consolidate_metadata(str(self.path))
+        group.attrs.update(attrs)
+        self.steps_done = int(steps_done)
+        _consolidate(self.path)
 
+    def save_warmup(self, states, steps_done: int) -> None:
+        """Save the state after ``steps_done`` warm-up steps."""
+        self._write_state(states, steps_done=steps_done, draws_done=0)
 
-def _write_array(group, name: str, data: np.ndarray) -> None:
-    dims = [f"{name}_dim_{i}" for i in range(data.ndim)]
-    group.create_array(name, data=data, overwrite=True, dimension_names=dims)
+    def append(self, records, states, draws_done: int) -> None:
+        """Append one chunk of ``records`` (a Draw with leaves ``(chain, draw, ...)``), then save the state."""
+        attrs = dict(self._state_group().attrs)
+        plan = _decode(attrs["plan"])
+        length = jax.tree.leaves(records.position)[0].shape[1]
+        first = draws_done - length
+        mode_kwargs = {"mode": "a"} if first == 0 else {"mode": "a", "append_dim": "draw"}
+        checksums = dict(attrs["checksums"])
+        written = {}
+        for group, arrays in _chunk_groups(records, self.target).items():
+            _dataset(arrays, first).to_zarr(self.path, group=group, consolidated=False, **mode_kwargs)
+            written.update({f"{group}/{name}": value for name, value in arrays.items()})
+        chunk_crc = 0
+        for key in sorted(written):
+            checksums[key] = _crc(written[key], checksums.get(key, 0))
+            chunk_crc = _crc(written[key], chunk_crc)
+        extra = {
+            "checksums": checksums,
+            "chunk_lengths": list(attrs["chunk_lengths"]) + [int(length)],
+            "chunk_crcs": list(attrs["chunk_crcs"]) + [chunk_crc],
+        }
+        if "records_treedef" not in attrs:
+            extra["records_treedef"] = _encode(jax.tree.structure(records))
+        self._write_state(states, steps_done=plan.step_index(draws_done), draws_done=draws_done, extra_attrs=extra)
 
+    def extend(self, plan, placement) -> None:
+        """Record a resumed run's new plan and device placement."""
+        group = self._state_group()
+        group.attrs.update({"plan": _encode(plan), "placement": placement})
 
-def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint written by :class:`CheckpointWriter`, cut back to its last saved state."""
-    import zarr
+    # -- reading
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint path {str(path)!r} does not exist")
-    try:
-        # Read the real metadata: consolidated metadata may predate a chunk cut short by a crash.
-        root = zarr.open_group(str(path), mode="a", use_consolidated=False)
+    def load(self) -> Checkpoint:
+        """Read the store back, cut to its last committed state, after verifying the checksums."""
+        import zarr
+
+        path = self.path
+        try:
+            # Real metadata: consolidated metadata may predate a chunk cut short by a crash.
+            root = zarr.open_group(str(path), mode="a", use_consolidated=False)
+            attrs = dict(root[_STATE].attrs)
+            draws_done, steps_done = int(attrs["draws_done"]), int(attrs["steps_done"])
+        except (KeyError, FileNotFoundError, ValueError) as exc:
+            raise CheckpointError(f"{str(path)!r} is not a psample checkpoint (no saved state): {exc}") from None
+        self.steps_done = steps_done
+        arrays = _read_cut_back(root, draws_done, path)
+        _verify(arrays, attrs, draws_done, path)
+        _consolidate(path)
+
         state_group = root[_STATE]
-        attrs = dict(state_group.attrs)
-        draws_done = int(attrs["draws_done"])
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a psample checkpoint (no saved state): {exc}") from None
+        slot = attrs["state_slot"]
+        leaves = [np.asarray(state_group[f"state_{slot}_{i}"][...]) for i in range(attrs["num_state_leaves"])]
+        if [_crc(leaf) for leaf in leaves] != list(attrs["state_crcs"]):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is damaged: the saved sampler state differs from what was "
+                "written (a file under psample_state is missing or truncated); it cannot be resumed"
+            )
+        states = jax.tree.unflatten(_decode(attrs["state_treedef"]), [jnp.asarray(x) for x in leaves])
+        records = None
+        if draws_done:
+            raw = sorted((k for k in arrays if k.startswith(_RAW + "/")), key=lambda k: int(k.rsplit("_", 1)[1]))
+            records = jax.tree.unflatten(_decode(attrs["records_treedef"]), [arrays[k] for k in raw])
+        return Checkpoint(
+            path=path,
+            states=states,
+            rng_key=_key_from_host(state_group["rng_key"][...], attrs["key_impl"]),
+            plan=_decode(attrs["plan"]),
+            draws_done=draws_done,
+            steps_done=steps_done,
+            records=records,
+            observable_names=list(attrs.get("observables", [])),
+            has_target=bool(attrs["has_target"]),
+            target_name=attrs.get("target_name"),
+            run_id=str(attrs["run_id"]),
+            placement=attrs.get("placement"),
+        )
 
-    # A crash between appending draws and saving the state leaves extra draws: drop them.
-    for group in (*_ARVIZ_GROUPS, _RAW):
+
+def _read_cut_back(root, draws_done: int, path: Path) -> dict[str, np.ndarray]:
+    """Every data array, cut back to ``draws_done`` draws (a crash may have left more)."""
+    out = {}
+    for group in _DATA_GROUPS:
         if group not in root:
             continue
         for name, array in root[group].arrays():
             if name == "draw" and array.shape[0] > draws_done:
                 array.resize((draws_done,))
-            elif array.ndim >= 2 and array.shape[1] > draws_done:
+            elif name != "chain" and array.ndim >= 2 and array.shape[1] > draws_done:
                 array.resize((array.shape[0], draws_done) + array.shape[2:])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(str(path))
+            if name in ("chain", "draw"):
+                continue
+            try:
+                out[f"{group}/{name}"] = np.asarray(array[...])
+            except Exception as exc:  # a truncated chunk file fails to decode
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} is damaged: {group}/{name} cannot be read ({exc}); "
+                    "a chunk file is truncated"
+                ) from None
+    return out
 
-    leaves = [np.asarray(state_group[f"leaf_{i}"][...]) for i in range(attrs["num_state_leaves"])]
-    states = jax.tree.unflatten(_decode(attrs["state_treedef"]), [jnp.asarray(x) for x in leaves])
-    raw = root[_RAW]
-    raw_names = sorted((name for name, _ in raw.arrays() if name.startswith("leaf_")), key=lambda s: int(s[5:]))
-    records = jax.tree.unflatten(
-        _decode(attrs["records_treedef"]), [np.asarray(raw[name][...]) for name in raw_names]
-    )
-    rng_key = _key_from_host(state_group["rng_key"][...], attrs["key_impl"])
-    return Checkpoint(
-        path=path,
-        states=states,
-        rng_key=rng_key,
-        plan=_decode(attrs["plan"]),
-        draws_done=draws_done,
-        records=records,
-        has_target=bool(attrs["has_target"]),
-        run_id=str(attrs["run_id"]),
-    )
+
+def _verify(arrays: dict, attrs: dict, draws_done: int, path: Path) -> None:
+    """Compare the arrays with the checksums written with them; name what does not match."""
+    expected = attrs["checksums"]
+    missing = sorted(k for k in expected if k not in arrays)
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: arrays {missing} are missing")
+    lengths = list(attrs["chunk_lengths"])
+    # A crash after the data but before the attributes leaves the attributes of the previous chunk.
+    if sum(lengths) != draws_done:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is inconsistent: its chunks hold {sum(lengths)} draws, its state {draws_done}"
+        )
+    bounds = np.cumsum([0] + lengths)
+    running = {k: 0 for k in expected}
+    first_bad_chunk = None
+    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        chunk_crc = 0
+        for key in sorted(expected):
+            piece = arrays[key][:, a:b]
+            running[key] = _crc(piece, running[key])
+            chunk_crc = _crc(piece, chunk_crc)
+        if first_bad_chunk is None and chunk_crc != attrs["chunk_crcs"][j]:
+            first_bad_chunk = j
+    bad = sorted(k for k in expected if running[k] != expected[k])
+    if bad or first_bad_chunk is not None:
+        j = first_bad_chunk if first_bad_chunk is not None else 0
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is damaged: {', '.join(bad)} differ from what was written, from "
+            f"draw {int(bounds[j])} on (chunk {j + 1} of {len(lengths)}): a chunk file is missing or "
+            "truncated, and zarr would read it back as fill values. The store cannot be resumed faithfully"
+        )
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read (and verify) a checkpoint written by :class:`CheckpointWriter`, cut back to its last state."""
+    writer = CheckpointWriter.reopen(path)
+    try:
+        return writer.load()
+    finally:
+        writer.close()

@@ -107,35 +107,65 @@ def _cmd_run(args) -> int:
     if args.sampler not in SAMPLERS:
         print(f"psample: unknown sampler {args.sampler!r}; known: {', '.join(SAMPLERS)}", file=sys.stderr)
         return 2
+    if args.plot:
+        check_writable_file(args.plot, "--plot")
+        check_writable_file(_suffixed(args.plot, "_rank"), "--plot (rank plots)")
     target = psample.models.get(args.model)
     algorithm = SAMPLERS[args.sampler].build(target)
     init_key, run_key = jax.random.split(jax.random.PRNGKey(args.seed))
     positions = target.initial_positions(init_key, args.chains)
-    trace = psample.sample(
-        algorithm,
-        positions,
-        run_key,
-        args.draws,
-        num_warmup=args.warmup,
-        thin=args.thin,
-        target=target,
-        progress=not args.no_progress,
-        checkpoint=args.checkpoint,
-    )
+    try:
+        trace = psample.sample(
+            algorithm,
+            positions,
+            run_key,
+            args.draws,
+            num_warmup=args.warmup,
+            thin=args.thin,
+            target=target,
+            progress=not args.no_progress,
+            checkpoint=args.checkpoint,
+        )
+    except KeyboardInterrupt:
+        print("interrupted before the first draw", file=sys.stderr)
+        return 130
     status = "interrupted" if trace.interrupted else "done"
     print(
-        f"{target.name}: {args.sampler}, {trace.num_chains} chains x {trace.num_draws} draws ({status})"
+        f"{target.name}: {args.sampler}, {trace.num_chains} chains x {trace.num_draws} draws ({status})",
+        flush=True,
     )
     if trace.interrupted:
-        print("interrupted: the summary below covers the draws completed so far")
-    with _pandas_display():
-        print(_rounded(psample.diagnostics.summary(trace, round_to="none")))
-    if args.plot:
-        rank_path = _suffixed(args.plot, "_rank")
-        psample.diagnostics.plot_trace(trace, args.plot, kind="trace")
-        psample.diagnostics.plot_trace(trace, rank_path, kind="rank")
-        print(f"trace plot written to {args.plot}, rank plots to {rank_path}")
+        where = f"; the checkpoint {args.checkpoint} holds them" if args.checkpoint else ""
+        print(f"interrupted: {trace.num_draws} draws per chain kept{where} (Ctrl-C again skips the summary)", flush=True)
+    try:
+        with _pandas_display():
+            print(_rounded(psample.diagnostics.summary(trace, round_to="none")))
+        if args.plot:
+            rank_path = _suffixed(args.plot, "_rank")
+            psample.diagnostics.plot_trace(trace, args.plot, kind="trace")
+            psample.diagnostics.plot_trace(trace, rank_path, kind="rank")
+            print(f"trace plot written to {args.plot}, rank plots to {rank_path}")
+    except KeyboardInterrupt:
+        print("summary skipped", file=sys.stderr)
+        return 130
     return 130 if trace.interrupted else 0
+
+
+def check_writable_file(path: str, option: str) -> None:
+    """Fail before any work if ``path`` cannot be written (the directory is missing or read-only)."""
+    from pathlib import Path
+
+    from psample.errors import InvalidTuningError
+
+    p = Path(path)
+    existed = p.exists()
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as exc:
+        raise InvalidTuningError(f"{option} {path!r} cannot be written: {exc.strerror or exc}") from None
+    if not existed:
+        p.unlink()
 
 
 def _rounded(summary):

@@ -1,29 +1,65 @@
-"""The chunk driver: the one Python loop every run goes through.
+"""The chunk driver: the one Python loop every long run goes through.
 
-MINIMAL stand-in written on branch issue-10 so the particle runner can be built and tested
-before the lead's driver (issue 9) lands; it has the same signature and contract and is
-replaced by the lead's module on merge.
+A run is a jitted "run one chunk" function applied again and again to a carry (chains'
+states, a particle population, network parameters). The driver knows nothing of what the
+carry is. It owns what every run needs around that function:
+
+* **chunk lengths** bounded in host memory (``bytes_per_step``) and, when someone watches (a
+  progress bar or an ``on_chunk`` consumer such as a checkpoint), in time: the first chunk is
+  one step, timed without its compilation, and the next ones are sized to take about
+  :data:`TARGET_CHUNK_SECONDS` (re-measured once at full speed). Ctrl-C is then answered and a
+  kill loses at most a few seconds of work.
+* **double buffering**: chunk ``i + 1`` is dispatched before chunk ``i`` is copied to the host,
+  so the device never waits for Python, the disk or the bar.
+* **Ctrl-C**: while the driver runs, SIGINT only sets a flag (a second Ctrl-C stops at once).
+  The driver polls the chunk in flight, so it answers within milliseconds; every chunk that
+  completed is kept and handed to ``on_chunk`` before the driver returns, so what a caller
+  reports as drawn is also what its checkpoint holds. A chunk still computing is abandoned.
+* **failures**: an exception raised while a chunk runs (a log-density's host callback, say) is
+  re-raised as :class:`psample.errors.RunError` carrying the :class:`DriveResult` of the chunks
+  that completed.
 """
 
 from __future__ import annotations
 
+import collections
+import math
+import signal
 import sys
+import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DriveResult", "drive", "concatenate"]
+from psample.errors import PsampleError, RunError
 
+__all__ = ["drive", "DriveResult", "concatenate", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
+
+#: Wall time a watched chunk should take.
+TARGET_CHUNK_SECONDS = 2.0
 #: Host memory one chunk of records may take, in bytes.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-#: Wall time aimed at per chunk when a bar is shown, in seconds.
-TARGET_CHUNK_SECONDS = 2.0
+#: How often the driver looks at the chunk in flight (and at the Ctrl-C flag), in seconds.
+_POLL_SECONDS = 0.002
 
 
 class DriveResult(NamedTuple):
+    """What :func:`drive` did.
+
+    carry
+        The carry after the last completed chunk (device arrays).
+    records
+        Host (NumPy) pytrees, one per completed chunk, in order; ``None`` entries when the
+        chunk function records nothing.
+    num_done
+        Steps completed, counted from ``start``.
+    interrupted
+        ``True`` if Ctrl-C stopped the loop; everything completed before it is kept.
+    """
+
     carry: Any
     records: list
     num_done: int
@@ -31,67 +67,263 @@ class DriveResult(NamedTuple):
 
 
 def concatenate(records: list, axis: int = 0):
-    """Concatenate the chunks' host records along ``axis``."""
+    """Concatenate the chunks' host records along the step axis."""
     if len(records) == 1:
         return records[0]
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *records)
 
 
-def drive(run_chunk, carry, start: int, stop: int | None, *, chunk_length: int | None = None,
-          bytes_per_step: int = 0, axis: int = 0, until=None, progress: bool = True,
-          desc: str = "sampling", unit: str = "step", on_chunk=None, postfix=None) -> DriveResult:
+def _shows_progress(progress: bool) -> bool:
+    return progress and sys.stderr.isatty()
+
+
+def _progress_bar(total, enabled: bool, desc: str, unit: str):
     from tqdm.auto import tqdm
 
-    from psample.errors import RunError
+    return tqdm(total=total, desc=desc, unit=unit, disable=not _shows_progress(enabled), leave=False)
 
-    shown = progress and sys.stderr.isatty()
-    length = chunk_length
-    if length is None:
-        length = max(1, DEFAULT_CHUNK_BYTES // bytes_per_step) if bytes_per_step else 64
-        if stop is None:
-            length = min(length, 64)
-        if stop is not None:
-            length = min(length, stop - start)
-        if shown:
-            length = min(length, 1)  # grown after the first chunk is timed
-    total = None if stop is None else stop - start
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=not shown, leave=False)
-    records, done, interrupted, timed = [], 0, False, not shown or chunk_length is not None
-    try:
-        while True:
-            if stop is not None and start + done >= stop:
-                break
-            n = length if stop is None else min(length, stop - start - done)
-            indices = jnp.arange(start + done, start + done + n, dtype=jnp.int32)
-            t0 = time.perf_counter()
-            try:
-                new_carry, rec = run_chunk(carry, indices)
-                rec = jax.device_get(rec)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                partial = DriveResult(carry, records, done, False)
-                raise RunError(f"the run failed after {done} steps: {exc}", partial) from exc
-            carry, done = new_carry, done + n
-            records.append(rec)
-            if not timed:
-                timed = True
-                per_step = (time.perf_counter() - t0) / n
-                length = max(1, int(TARGET_CHUNK_SECONDS / max(per_step, 1e-9)))
-                if bytes_per_step:
-                    length = min(length, max(1, DEFAULT_CHUNK_BYTES // bytes_per_step))
-            bar.update(n)
-            if postfix is not None:
-                bar.set_postfix(postfix(rec))
-            if on_chunk is not None:
-                on_chunk(carry, rec, done)
-            if stop is None and until is not None and bool(until(carry)):
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-        if not records:
+
+class _InterruptFlag:
+    """Turn SIGINT into a flag for the duration of a ``with`` block (main thread only).
+
+    A second SIGINT while the flag is set raises ``KeyboardInterrupt`` at once, so a user can
+    always force a stop. Outside the main thread signals cannot be caught; Ctrl-C then arrives
+    as ``KeyboardInterrupt`` wherever Python happens to be, and the driver handles that too.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class _Chunk(NamedTuple):
+    carry: Any
+    records: Any
+    first: int
+    length: int
+
+
+def _is_ready(tree) -> bool:
+    return all(leaf.is_ready() for leaf in jax.tree.leaves(tree) if hasattr(leaf, "is_ready"))
+
+
+class _ChunkPlanner:
+    """Chooses chunk lengths: fixed, memory-bound, or memory- and time-bound."""
+
+    def __init__(self, chunk_length, bytes_per_step: int, timed: bool):
+        self.fixed = chunk_length
+        self.cap = max(1, DEFAULT_CHUNK_BYTES // bytes_per_step) if bytes_per_step > 0 else None
+        self.timed = timed and chunk_length is None
+        self.length = None  # the current regular length, once known
+        self.remeasured = False
+        self.regular_completions = []  # completion times of regular-length chunks
+
+    def next_length(self, remaining: int | None) -> int:
+        if self.fixed is not None:
+            length = self.fixed
+        elif self.timed and self.length is None:
+            length = 1  # the probe
+        elif self.length is not None:
+            length = self.length
+        else:  # untimed: as large as memory allows, in even chunks
+            cap = self.cap if self.cap is not None else remaining
+            if cap is None:
+                raise ValueError("an open-ended run (stop=None) needs chunk_length or bytes_per_step")
+            length = cap if remaining is None else _even(remaining, cap)
+            self.length = length
+        return length if remaining is None else max(1, min(length, remaining))
+
+    def observe_probe(self, seconds: float, remaining: int | None) -> None:
+        per_step = max(seconds, 1e-6)
+        self.length = self._clamp(TARGET_CHUNK_SECONDS / per_step, remaining)
+
+    def observe_completion(self, length: int, now: float, remaining: int | None) -> None:
+        """Re-measure once at full speed (double-buffered, compiled): grow chunks that are too short."""
+        if not self.timed or self.remeasured or length != self.length:
+            return
+        self.regular_completions.append(now)
+        if len(self.regular_completions) < 2:
+            return
+        seconds = self.regular_completions[-1] - self.regular_completions[-2]
+        self.remeasured = True
+        if seconds < TARGET_CHUNK_SECONDS / 4:
+            self.length = self._clamp(self.length * TARGET_CHUNK_SECONDS / max(seconds, 1e-6), remaining)
+
+    def _clamp(self, length: float, remaining: int | None) -> int:
+        length = max(1, int(length))
+        if self.cap is not None:
+            length = min(length, self.cap)
+        return length if not remaining else _even(remaining, length)
+
+
+def _even(remaining: int, cap: int) -> int:
+    """The length that splits ``remaining`` into the fewest chunks of at most ``cap``, evenly."""
+    return math.ceil(remaining / math.ceil(remaining / max(1, cap)))
+
+
+def _timed_call(run_chunk, carry, indices):
+    """Call ``run_chunk`` once and return ``(outputs, seconds)``, compilation excluded when possible."""
+    if hasattr(run_chunk, "lower"):
+        run_chunk = run_chunk.lower(carry, indices).compile()
+    start = time.perf_counter()
+    outputs = run_chunk(carry, indices)
+    jax.block_until_ready(outputs)
+    return outputs, time.perf_counter() - start
+
+
+def drive(
+    run_chunk: Callable,
+    carry,
+    start: int,
+    stop: int | None,
+    *,
+    chunk_length: int | None = None,
+    bytes_per_step: int = 0,
+    until: Callable | None = None,
+    progress: bool = True,
+    desc: str = "sampling",
+    unit: str = "step",
+    on_chunk: Callable | None = None,
+    postfix: Callable | None = None,
+) -> DriveResult:
+    """Apply ``run_chunk`` chunk after chunk from step ``start`` to ``stop``.
+
+    Parameters
+    ----------
+    run_chunk
+        ``run_chunk(carry, indices) -> (carry, records)``, normally ``jax.jit``-ed. ``indices``
+        is ``jnp.arange(first, first + length, dtype=int32)``, the global indices of the
+        chunk's steps (so results can depend on the index, never on the chunking); ``records``
+        (may be ``None``) is what the chunk recorded, its leaves with a step axis (see
+        :func:`concatenate`).
+    carry
+        The initial carry (a pytree of device arrays).
+    start, stop
+        Global step indices; ``stop=None`` runs until ``until(carry)`` is true.
+    chunk_length
+        Steps per chunk. Default: bounded by :data:`DEFAULT_CHUNK_BYTES` of records
+        (``bytes_per_step`` bytes a step) and, when a bar is shown or ``on_chunk`` is given, by
+        time (about :data:`TARGET_CHUNK_SECONDS` a chunk).
+    bytes_per_step
+        Host bytes one step records (all of ``records``' leaves).
+    until
+        ``until(carry) -> bool``, checked on the host after every chunk; the loop stops when it
+        is true (chunks dispatched after that are dropped). With ``stop=None``, ``run_chunk``
+        must leave the carry unchanged after it is done.
+    progress, desc, unit
+        A tqdm bar (only on a terminal) with this description and unit.
+    on_chunk
+        ``on_chunk(carry, records, num_done)`` after each chunk is on the host (a checkpoint
+        append); Ctrl-C never interrupts it.
+    postfix
+        ``postfix(records) -> dict`` shown on the bar after each chunk (e.g. a loss).
+
+    Returns
+    -------
+    DriveResult
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C before the first chunk completed (nothing to return).
+    RunError
+        If a chunk fails while it runs; ``error.result`` holds the chunks completed before.
+    """
+    if stop is None and until is None:
+        raise ValueError("drive needs stop or until")
+    planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=progress or on_chunk is not None)
+    bar = _progress_bar(None if stop is None else stop - start, progress, desc, unit)
+    records_out: list = []
+    done, launched, launched_carry = start, start, carry
+    in_flight: collections.deque = collections.deque()
+    interrupted = finished = False
+
+    def remaining_from(step):
+        return None if stop is None else stop - step
+
+    def result():
+        return DriveResult(carry, records_out, done - start, interrupted)
+
+    def complete(chunk: _Chunk, records) -> None:
+        nonlocal carry, done, finished
+        carry, done = chunk.carry, chunk.first + chunk.length
+        records_out.append(records)
+        if on_chunk is not None:
+            on_chunk(carry, records, done - start)
+        planner.observe_completion(chunk.length, time.perf_counter(), remaining_from(done))
+        bar.update(chunk.length)
+        if postfix is not None and records is not None:
+            bar.set_postfix(postfix(records), refresh=False)
+        if until is not None and bool(until(carry)):
+            finished = True
+
+    def drain_ready() -> None:
+        """Keep every in-flight chunk that already finished, in order; abandon the rest."""
+        try:
+            while in_flight and _is_ready((in_flight[0].carry, in_flight[0].records)):
+                chunk = in_flight.popleft()
+                complete(chunk, jax.device_get(chunk.records))
+        except Exception:  # a chunk that failed: what completed before it is kept
+            pass
+
+    with _InterruptFlag() as flag:
+        try:
+            while not finished and (stop is None or done < stop):
+                # Dispatch up to two chunks (the probe alone: its timing must be clean).
+                while len(in_flight) < 2 and (stop is None or launched < stop) and not flag.requested:
+                    length = planner.next_length(remaining_from(launched))
+                    indices = jnp.arange(launched, launched + length, dtype=jnp.int32)
+                    probe = planner.timed and planner.length is None
+                    if probe:
+                        (launched_carry, records), seconds = _timed_call(run_chunk, launched_carry, indices)
+                        planner.observe_probe(seconds / length, remaining_from(launched + length))
+                    else:
+                        launched_carry, records = run_chunk(launched_carry, indices)
+                    in_flight.append(_Chunk(launched_carry, records, launched, length))
+                    launched += length
+                    if probe:
+                        break
+                if flag.requested or not in_flight:
+                    break
+                chunk = in_flight[0]
+                while not _is_ready((chunk.carry, chunk.records)) and not flag.requested:
+                    time.sleep(_POLL_SECONDS)
+                if flag.requested:
+                    break
+                in_flight.popleft()
+                complete(chunk, jax.device_get(chunk.records))
+        except KeyboardInterrupt:
+            interrupted = True
+        except PsampleError:
             bar.close()
             raise
-    finally:
-        bar.close()
-    return DriveResult(carry, records, done, interrupted)
+        except Exception as exc:
+            drain_ready()
+            bar.close()
+            raise RunError(
+                f"the run failed after {done - start} completed {unit}s ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); error.result holds what completed",
+                result=result(),
+            ) from exc
+        if flag.requested:
+            interrupted = True
+            drain_ready()
+    bar.close()
+    if interrupted and done == start:
+        raise KeyboardInterrupt("interrupted before the first chunk completed: nothing to return")
+    return result()

@@ -1,7 +1,10 @@
-"""Errors raised by psample before any long work starts.
+"""Errors and warnings psample raises on purpose.
 
-Every error is a ``ValueError`` or ``TypeError`` subclass whose message names the offending
-argument and its value, so a user can fix the call without reading the source.
+Bad input raises before any long work starts: every such error is a ``ValueError`` or
+``TypeError`` subclass whose message names the offending argument and its value, so a user can
+fix the call without reading the source. :class:`RunError` is the one error raised during a
+run: it carries what was drawn before the failure. Warnings (:class:`NumericalWarning`) report
+runs that finished but whose results need a second look.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ __all__ = [
     "PsampleError",
     "InvalidTuningError",
     "ShapeError",
+    "DtypeError",
     "InitialPointError",
     "ModelError",
     "CheckpointError",
     "NetworkError",
     "MotifError",
     "RunError",
+    "NumericalWarning",
     "check_positive",
     "check_positive_int",
 ]
@@ -33,6 +38,10 @@ class InvalidTuningError(PsampleError, ValueError):
 
 class ShapeError(PsampleError, ValueError):
     """Positions lack a chain axis, or their shapes disagree across leaves or with the target."""
+
+
+class DtypeError(PsampleError, TypeError):
+    """Positions (or another argument) have a dtype the sampler cannot use (integer, complex, float16)."""
 
 
 class InitialPointError(PsampleError, ValueError):
@@ -56,11 +65,21 @@ class MotifError(PsampleError, ValueError):
 
 
 class RunError(PsampleError, RuntimeError):
-    """A run failed while running; ``.result`` holds what completed before the failure."""
+    """A run failed after it started (e.g. the log-density raised in a host callback).
 
-    def __init__(self, message: str, result=None):
+    Nothing drawn before the failure is lost: ``error.trace`` (chain runs) or ``error.result``
+    (any run through the chunk driver) holds the completed chunks, and a checkpointed run can
+    be resumed. The original exception is ``error.__cause__``.
+    """
+
+    def __init__(self, message: str, *, result=None, trace=None):
         super().__init__(message)
         self.result = result
+        self.trace = trace
+
+
+class NumericalWarning(UserWarning):
+    """A run finished, but some steps met NaN log-densities (or similar numerical trouble)."""
 
 
 def check_positive(name: str, value, *, error=InvalidTuningError) -> float:

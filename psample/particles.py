@@ -40,11 +40,13 @@ from jax.scipy.special import logsumexp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from psample import driver
-from psample.errors import InvalidTuningError, ShapeError, check_positive_int
+from psample.errors import InvalidTuningError, check_positive_int
 from psample.smc.base import ParticleAlgorithm, resampling_fn
 
 __all__ = ["run_particles", "ParticleResult", "ParticleAlgorithm"]
 
+#: Steps per chunk of an unwatched "until done" run (watched runs are sized by time).
+UNTIL_DONE_CHUNK_LENGTH = 8
 _REQUIRED_STATE = ("particles", "log_weights", "log_Z")
 _REQUIRED_INFO = ("ess", "log_Z_increment", "is_resampled")
 
@@ -212,6 +214,10 @@ def run_particles(
 
     until = None
     if algorithm.is_done is not None:
+        if chunk_length is None and not progress:
+            # Unwatched open-ended runs: the driver would size chunks by memory alone (millions
+            # of steps); a few steps per chunk stop soon after the last replicate is done.
+            chunk_length = UNTIL_DONE_CHUNK_LENGTH
         done_fn = jax.jit(lambda c: jnp.all(jax.vmap(algorithm.is_done)(c[0])))
         until = lambda c: bool(done_fn(c))
 
@@ -221,7 +227,7 @@ def run_particles(
 
     result = driver.drive(
         run_chunk, carry, 0, algorithm.num_steps, chunk_length=chunk_length,
-        bytes_per_step=bytes_per_step, axis=0, until=until, progress=progress,
+        bytes_per_step=bytes_per_step, until=until, progress=progress,
         desc="particles", unit="step", postfix=postfix,
     )  # fmt: skip
     info, obs, valid = driver.concatenate(result.records, axis=0)

@@ -1,23 +1,21 @@
-"""The runner: many chains of any ``SamplingAlgorithm``, in jitted chunks, interrupt-safe.
+"""The chain runner: many chains of any ``SamplingAlgorithm``, in jitted chunks, interrupt-safe.
 
-Chains are ``jax.vmap``-ed over the leading axis of the initial positions (and placed over
-several devices with a ``NamedSharding`` when more than one is used); steps run in one
-jitted ``lax.scan`` per chunk of draws. The only Python loop is over chunks: it moves each
-chunk to the host, updates the progress bar and appends the chunk to the checkpoint.
+Chains are ``jax.vmap``-ed over the leading axis of the initial positions (and sharded over the
+``"chains"`` axis of a device mesh when there are several devices); the steps of a chunk run in
+one jitted ``lax.scan``. The loop over chunks is :func:`psample.driver.drive`'s: it bounds
+chunks in memory and, when someone watches, in time, answers Ctrl-C within moments, and hands
+every completed chunk to the checkpoint before it is reported.
 
 Randomness is a function of the step index alone (``fold_in(rng_key, step)``, then one key
-per chain), so the same key gives the same draws whatever the chunk size, and a resumed run
+per chain), so the same key gives the same draws whatever the chunking, and a resumed run
 continues bit for bit.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
-import math
-import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,22 +23,24 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from psample.errors import InitialPointError, InvalidTuningError, ShapeError, check_positive_int
-from psample.trace import Trace, concatenate_draws
+from psample import checks
+from psample.driver import concatenate, drive
+from psample.errors import CheckpointError, InvalidTuningError, NumericalWarning, RunError, ShapeError
+from psample.errors import check_positive_int
+from psample.trace import Draw, Trace
 
 __all__ = ["sample", "resume", "RunPlan"]
 
-#: Host memory one chunk of recorded draws may take, in bytes.
-DEFAULT_CHUNK_BYTES = 256 * 2**20
-#: At least this many chunks when someone watches (a progress bar on a terminal) or a checkpoint
-#: is written, so the bar moves, Ctrl-C is answered and a crash loses little. Unwatched runs
-#: take chunks as large as memory allows: each chunk costs a host copy and a dispatch.
-MIN_NUM_CHUNKS = 10
+#: The mesh axis chains are sharded along.
+CHAIN_AXIS = "chains"
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Static description of a run: what the checkpoint stores to resume it."""
+    """Static description of a run: what the checkpoint stores to resume it.
+
+    ``chunk_size`` is the user's choice of draws per chunk, ``0`` for automatic.
+    """
 
     num_chains: int
     num_warmup: int
@@ -53,118 +53,38 @@ class RunPlan:
         return self.num_warmup + draw * self.thin
 
 
-def _state_position(state):
-    """The position recorded per draw: ``state.position`` (the BlackJAX convention)."""
-    if hasattr(state, "position"):
-        return state.position
-    return state[0]
+class _ChunkFunctions(NamedTuple):
+    """Jitted chunk functions in the driver's form ``(carry, indices) -> (carry, records)``.
+
+    The carry is ``(states, rng_key)``. ``draws`` takes draw indices and records a
+    :class:`~psample.trace.Draw` with leaves ``(chain, draw, ...)``; ``warmup`` takes step
+    indices and records nothing.
+    """
+
+    draws: Callable
+    warmup: Callable
 
 
-def _state_logdensity(state):
-    return getattr(state, "logdensity", None)
-
-
-def _validate_positions(initial_positions) -> int:
-    leaves = jax.tree.leaves(initial_positions)
-    if not leaves:
-        raise ShapeError("initial_positions is empty: pass a pytree of arrays with a leading chain axis")
-    shapes = [np.shape(leaf) for leaf in leaves]
-    if any(len(s) == 0 for s in shapes):
-        raise ShapeError(
-            f"initial_positions has a scalar leaf (shapes {shapes}): every leaf needs a leading "
-            "chain axis, e.g. x0[None] for one chain or target.initial_positions(key, num_chains)"
-        )
-    num_chains = {s[0] for s in shapes}
-    if len(num_chains) != 1:
-        raise ShapeError(
-            f"initial_positions leaves disagree on the number of chains (leading axis): shapes {shapes}"
-        )
-    (num_chains,) = num_chains
-    if num_chains < 1:
-        raise ShapeError("initial_positions has a chain axis of length 0: at least one chain is needed")
-    return num_chains
-
-
-def _check_target_shapes(initial_positions, target) -> None:
-    expected = jax.eval_shape(lambda k: target.initial_positions(k, 1), jax.random.PRNGKey(0))
-    got = jax.tree.map(lambda x: np.shape(x)[1:], initial_positions)
-    want = jax.tree.map(lambda x: x.shape[1:], expected)
-    if jax.tree.structure(got) != jax.tree.structure(want) or jax.tree.leaves(got) != jax.tree.leaves(want):
-        raise ShapeError(
-            f"initial_positions do not match target {target.name!r}: per-chain shapes {got}, "
-            f"expected {want} (with a leading chain axis)"
-        )
-
-
-def _check_initial_states(states) -> None:
-    logdensity = _state_logdensity(states)
-    if logdensity is not None:
-        values = np.asarray(logdensity)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raise InitialPointError(
-                f"the log-density is not finite at the initial point of chain(s) {bad.tolist()} "
-                f"(values {values[bad].tolist()}); start those chains inside the support"
-            )
-    grad = getattr(states, "logdensity_grad", None)
-    if grad is not None:
-        flat = np.stack([np.asarray(g).reshape(g.shape[0], -1).sum(-1) for g in jax.tree.leaves(grad)], -1)
-        bad = np.flatnonzero(~np.all(np.isfinite(flat), axis=-1))
-        if bad.size:
-            raise InitialPointError(
-                f"the gradient of the log-density is not finite at the initial point of chain(s) {bad.tolist()}"
-            )
-
-
-def _choose_chunk_size(record_shapes, num_draws: int, chunk_bytes: int, watched: bool) -> int:
-    bytes_per_draw = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(record_shapes))
-    cap = min(num_draws, max(1, chunk_bytes // max(1, bytes_per_draw)))
-    if watched:
-        cap = min(cap, max(1, math.ceil(num_draws / MIN_NUM_CHUNKS)))
-    # Even chunks: the scan compiles once (twice if the last chunk is shorter).
-    return math.ceil(num_draws / math.ceil(num_draws / cap))
-
-
-def _chain_sharding(num_chains: int, devices):
-    if devices is None:
-        devices = jax.local_devices()
-        if len(devices) == 1 or num_chains % len(devices):
-            return None
-    devices = list(devices)
-    if len(devices) == 1:
-        return None
-    if num_chains % len(devices):
-        raise ShapeError(f"{num_chains} chains cannot be split evenly over {len(devices)} devices")
-    mesh = Mesh(np.array(devices), ("chains",))
-    return NamedSharding(mesh, PartitionSpec("chains"))
-
-
-@functools.lru_cache(maxsize=32)
-def _batched_init(algorithm):
-    """``jit(vmap(algorithm.init))``, cached so repeated runs do not recompile it."""
-    return jax.jit(jax.vmap(algorithm.init))
-
-
-def _build_chunk_runner(algorithm, observables: dict, plan: RunPlan):
-    """Jitted chunk functions for ``algorithm``; cached so repeated runs do not recompile."""
-    return _cached_chunk_runner(
-        algorithm, tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin
+def _chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd_axis_name=None) -> _ChunkFunctions:
+    """The jitted chunk functions, cached on ``algorithm.step`` (see :func:`checks.cached_on`)."""
+    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd_axis_name)
+    return checks.cached_on(
+        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd_axis_name)
     )
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_warmup: int, thin: int):
-    """``run_draws(state, key, draw_indices)`` and ``run_warmup(state, key, step_indices)``."""
-    step = jax.vmap(algorithm.step)
+def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd_axis_name) -> _ChunkFunctions:
+    step = jax.vmap(algorithm.step, spmd_axis_name=spmd_axis_name)
     observables = dict(observables)
+    num_chains, num_warmup, thin = plan.num_chains, plan.num_warmup, plan.thin
 
     def take_step(state, step_index, rng_key):
         keys = jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains)
         return step(keys, state)
 
-    def record(state, info):
+    def record(state, info) -> Draw:
         obs = {name: jax.vmap(fn)(state) for name, fn in observables.items()}
-        return _state_position(state), info, _state_logdensity(state), obs
+        return Draw(checks.state_position(state), info, checks.state_logdensity(state), obs)
 
     def draw_once(rng_key, state, draw_index):
         first = num_warmup + draw_index * thin
@@ -175,25 +95,93 @@ def _cached_chunk_runner(algorithm, observables: tuple, num_chains: int, num_war
             state, info = take_step(state, first + thin - 1, rng_key)
         return state, record(state, info)
 
-    def run_draws(state, rng_key, draw_indices):
+    def run_draws(carry, draw_indices):
+        state, rng_key = carry
         state, records = lax.scan(lambda s, i: draw_once(rng_key, s, i), state, draw_indices)
         # (draw, chain, ...) -> (chain, draw, ...)
-        return state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records)
+        return (state, rng_key), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records)
 
-    def run_warmup(state, rng_key, step_indices):
-        return lax.scan(lambda s, t: (take_step(s, t, rng_key)[0], None), state, step_indices)[0]
+    def run_warmup(carry, step_indices):
+        state, rng_key = carry
+        state = lax.scan(lambda s, t: (take_step(s, t, rng_key)[0], None), state, step_indices)[0]
+        return (state, rng_key), None
 
-    return jax.jit(run_draws), jax.jit(run_warmup)
-
-
-def _shows_progress(progress: bool) -> bool:
-    return progress and sys.stderr.isatty()
+    return _ChunkFunctions(jax.jit(run_draws), jax.jit(run_warmup))
 
 
-def _progress_bar(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
+def _record_bytes(functions: _ChunkFunctions, states, rng_key) -> int:
+    """Host bytes one kept draw records (all chains), without running anything."""
+    shapes = jax.eval_shape(functions.draws, (states, rng_key), jnp.arange(1, dtype=jnp.int32))[1]
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
-    return tqdm(total=total, desc=desc, unit="draw", disable=not _shows_progress(enabled), leave=False)
+
+# ----------------------------------------------------------------------------- devices
+
+
+def _chain_mesh(num_chains: int, mesh: Mesh | None, devices) -> Mesh | None:
+    """The mesh whose ``"chains"`` axis the chains are sharded along, or ``None`` (one device)."""
+    if mesh is not None:
+        if devices is not None:
+            raise InvalidTuningError("pass mesh= or devices= (deprecated), not both")
+        if not isinstance(mesh, Mesh):
+            raise InvalidTuningError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        if CHAIN_AXIS not in mesh.axis_names:
+            return None
+        size = mesh.shape[CHAIN_AXIS]
+        if num_chains % size:
+            raise ShapeError(
+                f"{num_chains} chains cannot be split evenly over the mesh's {size} {CHAIN_AXIS!r} devices"
+            )
+        return mesh if size > 1 else None
+    if devices is None:
+        devices = jax.local_devices()
+        if len(devices) == 1 or num_chains % len(devices):
+            return None
+    devices = list(devices)
+    if len(devices) == 1:
+        return None
+    if num_chains % len(devices):
+        raise ShapeError(f"{num_chains} chains cannot be split evenly over {len(devices)} devices")
+    return Mesh(np.array(devices), (CHAIN_AXIS,))
+
+
+def _place(tree, mesh: Mesh | None):
+    """Put every leaf's leading (chain) axis on the mesh's ``"chains"`` axis."""
+    tree = jax.tree.map(jnp.asarray, tree)
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(CHAIN_AXIS)))
+
+
+def _mesh_from_placement(placement: dict | None) -> Mesh | None:
+    """Rebuild the chains' mesh a checkpoint recorded, on the same devices when they exist."""
+    if not placement:
+        return None
+    by_id = {d.id: d for d in jax.devices()}
+    ids = placement["device_ids"]
+    if all(i in by_id for i in ids):
+        devices = [by_id[i] for i in ids]
+    elif len(jax.local_devices()) >= len(ids):
+        devices = jax.local_devices()[: len(ids)]
+    else:
+        raise CheckpointError(
+            f"the run was sharded over {len(ids)} devices and only {len(jax.local_devices())} are "
+            "available: pass mesh= to resume it on others"
+        )
+    return Mesh(np.array(devices).reshape(placement["shape"]), tuple(placement["axis_names"]))
+
+
+def _placement(mesh: Mesh | None) -> dict | None:
+    if mesh is None:
+        return None
+    return {
+        "device_ids": [int(d.id) for d in mesh.devices.flat],
+        "shape": list(mesh.devices.shape),
+        "axis_names": list(mesh.axis_names),
+    }
+
+
+# ----------------------------------------------------------------------------- runs
 
 
 def sample(
@@ -209,6 +197,7 @@ def sample(
     chunk_size: int | None = None,
     progress: bool = True,
     checkpoint=None,
+    mesh: Mesh | None = None,
     devices=None,
 ) -> Trace:
     """Run many chains of ``algorithm`` and return their draws.
@@ -220,12 +209,11 @@ def sample(
     initial_positions
         Pytree whose leaves have a leading chain axis ``(num_chains, ...)``.
     rng_key
-        A JAX PRNG key. The draws depend on it and on nothing else (not on ``chunk_size``).
+        A JAX PRNG key. The draws depend on it and on nothing else (not on the chunking).
     num_draws
         Number of kept draws per chain (>= 1).
     num_warmup
-        Steps taken and discarded before the first kept draw (the samplers here need no
-        adaptation; this is burn-in).
+        Steps taken and discarded before the first kept draw (burn-in).
     thin
         Steps per kept draw (>= 1).
     target
@@ -234,23 +222,35 @@ def sample(
     observables
         ``{name: fn(state) -> array}`` evaluated per chain after each kept draw, inside the scan.
     chunk_size
-        Draws per jitted chunk. The default keeps a chunk under 256 MiB of host memory and, when
-        a progress bar is shown or a checkpoint written, makes at least 10 chunks (the bar
-        moves, Ctrl-C is answered between chunks, a crash loses at most one chunk).
+        Draws per jitted chunk. Default: chunks under 256 MiB of host memory and, when a
+        progress bar is shown (``progress=True``) or a checkpoint written, of about two seconds
+        each (measured on a first one-draw chunk), so Ctrl-C answers at once and a kill loses
+        seconds of draws.
     progress
-        Show a tqdm bar (only on a terminal).
+        Show a tqdm bar (only on a terminal) and size chunks in time.
     checkpoint
-        Path of a Zarr store: every chunk is appended to it, with the state and key needed by
-        :func:`psample.resume`. The path must not hold another run.
+        Path of a Zarr store, created now (so an unwritable path fails before any work) and
+        locked against other processes: every chunk is appended to it, with the state and key
+        needed by :func:`psample.resume`. The path must not hold another run.
+    mesh
+        A ``jax.sharding.Mesh``: chains are sharded along its ``"chains"`` axis (when it has
+        one). Default: all local devices, when the chains divide evenly among them.
     devices
-        Devices to split the chains over (default: all local devices when the chains divide
-        evenly among them).
+        Deprecated alias: the devices of a one-axis ``"chains"`` mesh.
 
     Returns
     -------
     Trace
         Draws with leading axes ``(chain, draw)``; ``trace.interrupted`` is set if Ctrl-C
-        stopped the run between chunks.
+        stopped the run (every draw completed before it is kept, and checkpointed).
+
+    Raises
+    ------
+    RunError
+        If the run fails after it started (e.g. the log-density raises in a host callback):
+        ``error.trace`` holds the draws completed before the failure.
+    KeyboardInterrupt
+        On Ctrl-C before the first draw was completed.
     """
     num_draws = check_positive_int("num_draws", num_draws)
     num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
@@ -261,83 +261,119 @@ def sample(
     for name, fn in observables.items():
         if not callable(fn):
             raise TypeError(f"observable {name!r} must be a function of the state, got {type(fn).__name__}")
-    num_chains = _validate_positions(initial_positions)
+    num_chains = checks.validate_positions(initial_positions)
     if target is not None:
-        _check_target_shapes(initial_positions, target)
+        checks.check_target_shapes(initial_positions, target)
 
-    sharding = _chain_sharding(num_chains, devices)
-    positions = jax.tree.map(jnp.asarray, initial_positions)
-    if sharding is not None:
-        positions = jax.device_put(positions, sharding)
-    states = _batched_init(algorithm)(positions)
-    _check_initial_states(states)
+    chain_mesh = _chain_mesh(num_chains, mesh, devices)
+    positions = _place(initial_positions, chain_mesh)
+    states = checks.init_states(algorithm, positions)
+    checks.check_initial_states(algorithm, positions, states)
+    checks.check_step_keeps_state(algorithm, states)
 
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0)
+    functions = _chunk_functions(algorithm, observables, plan)
+    bytes_per_draw = _record_bytes(functions, states, rng_key)
+    checks.check_run_size(bytes_per_draw, num_chains, num_draws)
     writer = None
     if checkpoint is not None:
         from psample.checkpoint import CheckpointWriter
 
-        writer = CheckpointWriter.create(checkpoint)
-    return _run(algorithm, states, rng_key, plan, target, observables, progress, writer, drawn=None)
+        writer = CheckpointWriter.create(
+            checkpoint, plan=plan, states=states, rng_key=rng_key, target=target,
+            placement=_placement(chain_mesh), observable_names=list(observables),
+        )  # fmt: skip
+        try:
+            checks.check_run_size(bytes_per_draw, num_chains, num_draws, checkpoint)
+        except InvalidTuningError:
+            writer.remove()
+            raise
+    return _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw)
 
 
-def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progress, writer, drawn) -> Trace:
-    """Run the remaining draws of ``plan`` from ``states``; ``drawn`` holds earlier chunks."""
-    run_draws, run_warmup = _build_chunk_runner(algorithm, observables, plan)
-    if plan.chunk_size == 0:
-        # What one draw records, shaped (chain, 1, ...), without running anything.
-        shapes = jax.eval_shape(run_draws, states, rng_key, jnp.arange(1))[1]
-        plan = RunPlan(
-            plan.num_chains, plan.num_warmup, plan.thin, plan.num_draws,
-            _choose_chunk_size(
-                shapes, plan.num_draws, DEFAULT_CHUNK_BYTES, _shows_progress(progress) or writer is not None
-            ),
-        )
-    chunks = [] if drawn is None else [drawn.records]
-    draws_done = 0 if drawn is None else drawn.num_draws
-    steps_done = plan.num_warmup if drawn is not None else 0
-    interrupted = False
-    bar = _progress_bar(plan.num_warmup - steps_done + plan.num_draws - draws_done, progress, "sampling")
+@dataclass
+class _Drawn:
+    """Draws a resumed run already holds (from its checkpoint)."""
+
+    records: Draw
+    num_draws: int
+
+
+def _run(
+    functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done=0, drawn=None
+) -> Trace:
+    """Run the rest of ``plan`` from ``states``, taken after ``steps_done`` sampler steps, with
+    ``drawn`` the draws made before; close ``writer`` at the end."""
     try:
-        while steps_done < plan.num_warmup:
-            length = min(plan.chunk_size * plan.thin, plan.num_warmup - steps_done)
-            states = run_warmup(states, rng_key, jnp.arange(steps_done, steps_done + length))
-            jax.block_until_ready(states)
-            steps_done += length
-            bar.update(length)
-        # Double buffering: chunk i+1 is dispatched (asynchronously) before chunk i is copied
-        # to the host and written, so the device never waits for Python or the disk.
-        in_flight = collections.deque()
-        launched_states, launched = states, draws_done
-        while draws_done < plan.num_draws:
-            if launched < plan.num_draws:
-                length = min(plan.chunk_size, plan.num_draws - launched)
-                launched_states, records = run_draws(
-                    launched_states, rng_key, jnp.arange(launched, launched + length)
-                )
-                in_flight.append((launched_states, records, length))
-                launched += length
-            if len(in_flight) == 2 or launched == plan.num_draws:
-                new_states, records, length = in_flight.popleft()
-                records = jax.device_get(records)
-                chunks.append(records)
-                states, draws_done = new_states, draws_done + length
-                if writer is not None:
-                    writer.append(records, states, rng_key, plan, draws_done, target)
-                bar.update(length)
-    except KeyboardInterrupt:
-        interrupted = True
+        carry = (states, rng_key)
+        if steps_done < plan.num_warmup:
+            carry = _warm_up(functions, carry, steps_done, plan, progress, writer)
+        draws_done = drawn.num_draws if drawn is not None else 0
+        on_chunk = None
+        if writer is not None:
+            def on_chunk(chunk_carry, records, num_done):
+                writer.append(records, chunk_carry[0], draws_done + num_done)
+
+        chunks = [] if drawn is None else [drawn.records]
+        try:
+            result = drive(
+                functions.draws,
+                carry,
+                draws_done,
+                plan.num_draws,
+                chunk_length=plan.chunk_size or None,
+                bytes_per_step=bytes_per_draw,
+                progress=progress,
+                desc="sampling",
+                unit="draw",
+                on_chunk=on_chunk,
+            )
+        except RunError as error:
+            partial = error.result
+            if not partial.records and drawn is None:
+                raise
+            trace = _trace(chunks + partial.records, partial.carry[0], plan, draws_done + partial.num_done, target, False)
+            raise RunError(str(error), result=partial, trace=trace) from error.__cause__
+        except KeyboardInterrupt:
+            if drawn is None:
+                raise
+            result = None
+        if result is None:  # Ctrl-C before the first new chunk of a resumed run: the old draws
+            return _trace(chunks, carry[0], plan, draws_done, target, True)
+        trace = _trace(
+            chunks + result.records, result.carry[0], plan, draws_done + result.num_done, target, result.interrupted
+        )
     finally:
-        bar.close()
-    if not chunks:
-        raise KeyboardInterrupt("interrupted before the first draw was completed")
-    positions, info, logdensity, obs = concatenate_draws(chunks)
-    return Trace(
-        positions=positions,
-        info=info,
-        logdensity=logdensity,
-        observables=obs,
-        final_state=states,
+        if writer is not None:
+            writer.close()
+    _warn_nan_steps(trace)
+    return trace
+
+
+def _warm_up(functions, carry, steps_done, plan, progress, writer):
+    """Burn-in through the driver; a checkpoint saves the state after every chunk."""
+    on_chunk = None
+    if writer is not None:
+        def on_chunk(chunk_carry, _records, num_done):
+            writer.save_warmup(chunk_carry[0], steps_done + num_done)
+
+    chunk_steps = plan.chunk_size * plan.thin or None
+    result = drive(
+        functions.warmup, carry, steps_done, plan.num_warmup, chunk_length=chunk_steps,
+        progress=progress, desc="warm-up", unit="step", on_chunk=on_chunk,
+    )  # fmt: skip
+    if result.interrupted:
+        raise KeyboardInterrupt(
+            f"interrupted during warm-up after {steps_done + result.num_done} of {plan.num_warmup} steps: "
+            "no draws yet" + (" (the checkpoint holds the state; psample.resume continues)" if writer else "")
+        )
+    return result.carry
+
+
+def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, interrupted: bool) -> Trace:
+    return Trace.from_draws(
+        concatenate(chunks, axis=1),
+        final_state=final_state,
         target=target,
         interrupted=interrupted,
         num_steps=plan.step_index(draws_done),
@@ -346,10 +382,20 @@ def _run(algorithm, states, rng_key, plan: RunPlan, target, observables, progres
     )
 
 
-@dataclass
-class _Drawn:
-    records: Any
-    num_draws: int
+def _warn_nan_steps(trace: Trace) -> None:
+    """Warn when the log-density returned NaN during the run (those chains may have frozen)."""
+    counts = trace.nan_steps
+    if counts is None or not counts.any():
+        return
+    chains = np.flatnonzero(counts).tolist()
+    warnings.warn(
+        f"the log-density returned NaN in {int(counts.sum())} recorded step(s) of {len(chains)} "
+        f"chain(s) {chains if len(chains) <= 20 else chains[:20] + ['...']}; NaN counts as zero "
+        "density, so those chains may have stopped moving. sample_stats.num_nan_evals has the "
+        "counts per draw: check the model for overflow or invalid parameter values.",
+        NumericalWarning,
+        stacklevel=3,
+    )
 
 
 def resume(
@@ -361,6 +407,7 @@ def resume(
     observables: dict[str, Callable] | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> Trace:
     """Continue a checkpointed run from its saved state and key.
 
@@ -379,44 +426,69 @@ def resume(
         The ones the run was started with (functions cannot be stored in the checkpoint);
         ``target`` is required if the run had one, and the observables must have the same names.
     chunk_size, progress
-        As in :func:`sample`.
+        As in :func:`sample` (default: the run's own chunk size).
+    mesh
+        Where to shard the chains; default: the devices the run was sharded over.
 
     Returns
     -------
     Trace
         The whole run so far: the checkpointed draws followed by the new ones.
     """
-    from psample.checkpoint import CheckpointWriter, load_checkpoint
-    from psample.errors import CheckpointError
+    from psample.checkpoint import CheckpointWriter
 
-    saved = load_checkpoint(checkpoint)
-    plan = saved.plan
-    remaining = plan.num_draws - saved.draws_done
-    if num_draws is not None:
-        remaining = check_positive_int("num_draws", num_draws)
-    if saved.has_target and target is None:
-        raise CheckpointError(
-            f"the run in {str(checkpoint)!r} was made with a target: pass target= to resume it"
-        )
-    observables = dict(observables or {})
-    saved_names = set(saved.records[3])
-    if set(observables) != saved_names:
-        raise CheckpointError(
-            f"the run in {str(checkpoint)!r} recorded observables {sorted(saved_names)}, "
-            f"resume got {sorted(observables)}: pass the same observables"
-        )
-    expected = jax.eval_shape(jax.vmap(algorithm.init), _state_position(saved.states))
-    if jax.tree.structure(expected) != jax.tree.structure(saved.states):
-        raise CheckpointError(
-            f"the state saved in {str(checkpoint)!r} does not match this algorithm's state; "
-            "resume with the sampler the run was started with"
-        )
-    if remaining <= 0:
-        raise InvalidTuningError(
-            f"the run in {str(checkpoint)!r} already holds all {plan.num_draws} draws; pass num_draws= to draw more"
-        )
-    total = saved.draws_done + remaining
-    plan = RunPlan(plan.num_chains, plan.num_warmup, plan.thin, total, chunk_size or plan.chunk_size)
-    writer = CheckpointWriter.reopen(checkpoint, saved.run_id)
-    drawn = _Drawn(saved.records, saved.draws_done)
-    return _run(algorithm, saved.states, saved.rng_key, plan, target, observables, progress, writer, drawn)
+    writer = CheckpointWriter.reopen(checkpoint)
+    try:
+        saved = writer.load()
+        plan = saved.plan
+        remaining = plan.num_draws - saved.draws_done
+        if num_draws is not None:
+            remaining = check_positive_int("num_draws", num_draws)
+        if saved.has_target and target is None:
+            raise CheckpointError(
+                f"the run in {str(checkpoint)!r} was made with a target: pass target= to resume it"
+            )
+        if target is not None:
+            if saved.target_name is not None and saved.target_name != target.name:
+                raise CheckpointError(
+                    f"the run in {str(checkpoint)!r} was made with target {saved.target_name!r}, "
+                    f"resume got target {target.name!r}: pass the run's own target"
+                )
+            checks.check_target_shapes(
+                checks.state_position(saved.states), target,
+                f"the positions saved in {str(checkpoint)!r}", CheckpointError,
+            )  # fmt: skip
+        observables = dict(observables or {})
+        saved_names = set(saved.observable_names)
+        if set(observables) != saved_names:
+            raise CheckpointError(
+                f"the run in {str(checkpoint)!r} recorded observables {sorted(saved_names)}, "
+                f"resume got {sorted(observables)}: pass the same observables"
+            )
+        expected = jax.eval_shape(jax.vmap(algorithm.init), checks.state_position(saved.states))
+        if jax.tree.structure(expected) != jax.tree.structure(saved.states):
+            raise CheckpointError(
+                f"the state saved in {str(checkpoint)!r} does not match this algorithm's state; "
+                "resume with the sampler the run was started with"
+            )
+        if remaining <= 0:
+            raise InvalidTuningError(
+                f"the run in {str(checkpoint)!r} already holds all {plan.num_draws} draws; pass num_draws= to draw more"
+            )
+        chain_mesh = _chain_mesh(plan.num_chains, mesh, None) if mesh is not None else _mesh_from_placement(saved.placement)
+        states = _place(saved.states, chain_mesh)
+        checks.check_step_keeps_state(algorithm, states)
+        total = saved.draws_done + remaining
+        plan = RunPlan(plan.num_chains, plan.num_warmup, plan.thin, total, chunk_size or plan.chunk_size)
+        writer.extend(plan, _placement(chain_mesh))
+        writer.target = target
+        functions = _chunk_functions(algorithm, observables, plan)
+        bytes_per_draw = _record_bytes(functions, states, saved.rng_key)
+        checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
+    except BaseException:
+        writer.close()
+        raise
+    drawn = _Drawn(saved.records, saved.draws_done) if saved.draws_done else None
+    return _run(
+        functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, saved.steps_done, drawn
+    )

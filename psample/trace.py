@@ -8,12 +8,17 @@ state carries as its position, ``info`` whatever NamedTuple its ``step`` returns
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-__all__ = ["Trace", "named_leaves", "concatenate_draws"]
+__all__ = ["Trace", "Draw", "named_leaves", "NAN_EVALS_FIELD"]
+
+#: The ``Info`` field in which a sampler counts the log-density evaluations of a step that
+#: returned NaN (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
+#: positive anywhere, and it lands in ``sample_stats`` like every other info field.
+NAN_EVALS_FIELD = "num_nan_evals"
 
 
 def _key_name(entry) -> str:
@@ -37,11 +42,23 @@ def named_leaves(tree, default: str = "x") -> dict[str, np.ndarray]:
     return out
 
 
-def concatenate_draws(chunks: list):
-    """Concatenate a list of pytrees with leading axes ``(chain, draw)`` along ``draw``."""
-    if len(chunks) == 1:
-        return chunks[0]
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *chunks)
+class Draw(NamedTuple):
+    """What the runner records at each kept draw; leaves have leading axes ``(chain, draw)``.
+
+    position
+        The state's ``position`` (the draw).
+    info
+        The sampler's ``Info`` of the step that made the draw (the last step of a thinned block).
+    logdensity
+        The state's ``logdensity``, or ``None`` if the state has none.
+    observables
+        ``{name: value}`` of the run's observables.
+    """
+
+    position: Any
+    info: Any
+    logdensity: Any
+    observables: dict
 
 
 @dataclass
@@ -82,6 +99,17 @@ class Trace:
     num_warmup: int = 0
     thin: int = 1
 
+    @classmethod
+    def from_draws(cls, draws: Draw, **kwargs) -> "Trace":
+        """A trace holding ``draws`` (a :class:`Draw` of host arrays); ``kwargs`` set the other fields."""
+        return cls(
+            positions=draws.position,
+            info=draws.info,
+            logdensity=draws.logdensity,
+            observables=dict(draws.observables),
+            **kwargs,
+        )
+
     @property
     def num_chains(self) -> int:
         return int(jax.tree.leaves(self.positions)[0].shape[0])
@@ -89,6 +117,17 @@ class Trace:
     @property
     def num_draws(self) -> int:
         return int(jax.tree.leaves(self.positions)[0].shape[1])
+
+    @property
+    def nan_steps(self) -> np.ndarray | None:
+        """``(chain,)`` number of recorded steps with at least one NaN log-density evaluation.
+
+        ``None`` when the sampler's ``Info`` has no ``num_nan_evals`` field.
+        """
+        counts = getattr(self.info, NAN_EVALS_FIELD, None)
+        if counts is None:
+            return None
+        return (np.asarray(counts) > 0).sum(axis=1)
 
     def posterior(self) -> dict[str, np.ndarray]:
         """Draws as ``{site: (chain, draw, ...)}``: constrained NumPyro sites when a target is set."""

@@ -15,27 +15,32 @@ import pytest  # noqa: E402
 def ctrl_c_after(monkeypatch):
     """Make the runner's progress bar press Ctrl-C once, at its ``n``-th update.
 
-    The bar is updated once per warm-up chunk and once per chunk of draws, after that chunk is
-    on the host and in the checkpoint, which is exactly where a real Ctrl-C is handled.
+    The bars (warm-up, then draws) are updated once per chunk, after that chunk is on the host
+    and in the checkpoint; the driver handles a KeyboardInterrupt raised there like a real Ctrl-C.
     """
-    import psample.run
+    import psample.driver
 
     def install(n: int):
         pressed = []
 
+        updates = []  # counted over every bar of the run (warm-up, then draws)
+
         class Bar:
             def __init__(self, *args):
-                self.updates = 0
+                pass
 
             def update(self, _):
-                self.updates += 1
-                if self.updates == n and not pressed:
+                updates.append(1)
+                if len(updates) == n and not pressed:
                     pressed.append(True)
                     raise KeyboardInterrupt
+
+            def set_postfix(self, *args, **kwargs):
+                pass
 
             def close(self):
                 pass
 
-        monkeypatch.setattr(psample.run, "_progress_bar", Bar)
+        monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
 
     return install

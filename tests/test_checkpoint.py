@@ -1,5 +1,10 @@
 """Checkpoints: Zarr store readable by ArviZ, bit-for-bit resume, crash recovery, errors."""
 
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
 import blackjax
 import jax
 import jax.numpy as jnp
@@ -9,6 +14,7 @@ import xarray as xr
 import zarr
 
 import psample
+from psample.checkpoint import load_checkpoint
 from psample.errors import CheckpointError
 
 
@@ -127,3 +133,129 @@ def test_target_runs_store_constrained_sites_and_need_the_target(tmp_path):
     np.testing.assert_allclose(tree["posterior"]["scale"].values, np.exp(trace.positions["scale"]), rtol=1e-12)
     with pytest.raises(CheckpointError, match="pass target="):
         psample.resume(path, alg, 5)
+
+
+def test_resume_with_another_target_names_both(tmp_path):
+    import numpyro
+    import numpyro.distributions as dist
+
+    def scale_model():
+        numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
+
+    def location_model():
+        numpyro.sample("loc", dist.Normal(0.0, 1.0), sample_shape=(3,))
+
+    target = psample.from_numpyro(scale_model)
+    alg = blackjax.additive_step_random_walk.normal_random_walk(target.logdensity_fn, 0.5)
+    x0 = target.initial_positions(jax.random.PRNGKey(0), 2)
+    path = tmp_path / "run.zarr"
+    psample.sample(alg, x0, jax.random.PRNGKey(1), 10, target=target, checkpoint=path, progress=False)
+    with pytest.raises(CheckpointError, match="'scale_model', resume got target 'location_model'"):
+        psample.resume(path, alg, 5, target=psample.from_numpyro(location_model), progress=False)
+    renamed = dataclasses.replace(psample.from_numpyro(location_model), name="scale_model")
+    with pytest.raises(CheckpointError, match="do not match target"):
+        psample.resume(path, alg, 5, target=renamed, progress=False)
+
+
+# ----------------------------------------------------------------------------- safety (issue 9)
+
+
+def test_ctrl_c_leaves_the_checkpoint_holding_exactly_the_returned_draws(alg, x0, tmp_path, ctrl_c_after):
+    path = tmp_path / "run.zarr"
+    ctrl_c_after(3)  # the warm-up, then two chunks of draws
+    trace = sample(alg, x0, 60, num_warmup=4, thin=2, chunk_size=10, checkpoint=path)
+    saved = load_checkpoint(path)
+    assert trace.interrupted and saved.draws_done == trace.num_draws == 20
+    np.testing.assert_array_equal(saved.records.position, trace.positions)
+    assert xr.open_datatree(path, engine="zarr")["posterior"].sizes["draw"] == 20
+
+
+def test_the_store_exists_and_resumes_before_the_first_chunk(alg, x0, reference, tmp_path):
+    """The store is created with the initial state, so a run stopped in its first chunk resumes."""
+    from psample.checkpoint import CheckpointWriter
+    from psample.run import RunPlan
+
+    path = tmp_path / "run.zarr"
+    states = jax.vmap(alg.init)(x0)
+    plan = RunPlan(3, 4, 2, 60, 0)
+    CheckpointWriter.create(path, plan=plan, states=states, rng_key=jax.random.PRNGKey(5), target=None,
+                            observable_names=list(OBSERVABLES)).close()
+    resumed = psample.resume(path, alg, observables=OBSERVABLES, progress=False)
+    np.testing.assert_array_equal(resumed.positions, reference.positions)
+
+
+@pytest.mark.parametrize("where", ["proc", "under_a_file"])
+def test_unwritable_checkpoint_path_fails_before_sampling(alg, x0, tmp_path, where):
+    path = "/proc/psample-run.zarr" if where == "proc" else tmp_path / "file" / "run.zarr"
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(CheckpointError, match="cannot create the checkpoint"):
+        sample(alg, x0, 10**7, checkpoint=path)  # would run for minutes if it started
+
+
+def test_a_store_in_use_is_locked(alg, x0, tmp_path):
+    from psample.checkpoint import CheckpointWriter
+    from psample.run import RunPlan
+
+    path = tmp_path / "run.zarr"
+    states = jax.vmap(alg.init)(x0)
+    writer = CheckpointWriter.create(path, plan=RunPlan(3, 0, 1, 10, 0), states=states,
+                                     rng_key=jax.random.PRNGKey(5), target=None)
+    with pytest.raises(CheckpointError, match="in use by another process"):
+        psample.resume(path, alg, progress=False)
+    with pytest.raises(CheckpointError, match="in use by another process"):
+        sample(alg, x0, 5, checkpoint=path)
+    writer.close()
+    assert psample.resume(path, alg, progress=False).num_draws == 10
+
+
+def test_a_second_process_cannot_write_the_same_store(alg, x0, tmp_path):
+    """Another process holds the store (as a running sample would): this one is refused."""
+    path = tmp_path / "run.zarr"
+    script = textwrap.dedent(
+        f"""
+        import sys, time, jax
+        jax.config.update("jax_enable_x64", True)
+        import blackjax, jax.numpy as jnp
+        from psample.checkpoint import CheckpointWriter
+        from psample.run import RunPlan
+        alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
+        states = jax.vmap(alg.init)(jnp.ones((3, 2)))
+        w = CheckpointWriter.create({str(path)!r}, plan=RunPlan(3, 0, 1, 10, 0), states=states,
+                                    rng_key=jax.random.PRNGKey(0), target=None)
+        print("locked", flush=True)
+        sys.stdin.readline()
+        """
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointError, match="in use by another process"):
+            psample.resume(path, alg, progress=False)
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert psample.resume(path, alg, progress=False).num_draws == 10
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_chunk_file_is_refused_and_named(alg, x0, tmp_path, damage):
+    path = tmp_path / "run.zarr"
+    sample(alg, x0, 40, chunk_size=10, observables=OBSERVABLES, checkpoint=path)
+    chunk_files = sorted(p for p in (path / "posterior" / "x").rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert chunk_files
+    if damage == "delete":
+        chunk_files[-1].unlink()
+    else:
+        chunk_files[-1].write_bytes(chunk_files[-1].read_bytes()[:5])
+    with pytest.raises(CheckpointError, match=r"damaged: .*posterior/x"):
+        psample.resume(path, alg, 10, observables=OBSERVABLES, progress=False)
+
+
+def test_a_damaged_state_is_refused(alg, x0, tmp_path):
+    path = tmp_path / "run.zarr"
+    sample(alg, x0, 20, chunk_size=10, checkpoint=path)
+    slot = zarr.open_group(str(path), mode="r")["psample_state"].attrs["state_slot"]
+    state_dir = path / "psample_state" / f"state_{slot}_0"
+    for chunk in (p for p in state_dir.rglob("*") if p.is_file() and p.name != "zarr.json"):
+        chunk.unlink()
+    with pytest.raises(CheckpointError, match="saved sampler state differs"):
+        psample.resume(path, alg, 10, progress=False)

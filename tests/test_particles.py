@@ -92,11 +92,13 @@ def test_ctrl_c_returns_what_is_done_and_says_so(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(psample.particles, "_build_chunk_runner", interrupting)
-    with pytest.warns(RuntimeWarning, match="interrupted after 2 steps"):
+    with pytest.warns(RuntimeWarning, match=r"interrupted after [12] steps"):
         result = run(FIXED, chunk_length=1)
     assert result.interrupted and "interrupted" in repr(result)
-    assert result.valid.shape == (3, 2)
-    np.testing.assert_allclose(result.final_state.temperature, 0.4)
+    # The chunks completed before Ctrl-C (the one in flight may be abandoned) are all kept.
+    done = result.valid.shape[1]
+    assert done in (1, 2) and np.all(result.valid)
+    np.testing.assert_allclose(result.final_state.temperature, np.linspace(0, 1, 6)[done])
     np.testing.assert_allclose(result.info.log_Z_increment.sum(1), result.log_Z, rtol=1e-10)
 
 

@@ -545,3 +545,88 @@ def test_eight_schools_noncentered_matches_numpyro_nuts_and_quadrature():
     assert_close("E log tau", np.log(np.asarray(draws["tau"])), exact["E[log tau]"], min_power=0.05)
     assert_close("E theta_0", np.asarray(draws["theta"])[..., 0], exact["E[theta_0]"], min_power=0.4)
     assert_close("P(tau <= median)", np.asarray(draws["tau"]) <= exact["median[tau]"], 0.5, min_power=0.02)
+
+
+# ----------------------------------------------------------------------------- silent failures (issue 8)
+
+
+def test_zero_level_uniform_does_not_open_the_slice():
+    """A step whose slice-level uniform is exactly 0.0 (key injected) stays in the bulk.
+
+    With ``log(0) = -inf`` as the level every finite point is in the slice: stepping-out runs
+    to its limit and the radius jumps to hundreds (standard Gaussian, d = 10).
+    """
+    from tests.test_rng import ZERO_LEVEL_SEED
+
+    algorithm = polar_slice.as_top_level_api(gaussian_logdensity, w=1.0)
+    state = algorithm.init(jnp.full(10, 1.0, jnp.float32))
+    new_state, info = algorithm.step(jax.random.PRNGKey(ZERO_LEVEL_SEED), state)
+    assert new_state.position.dtype == jnp.float32
+    # The largest slice level drop is -log(2^-24) = 16.6 nats: L >= L0 - 16.6 bounds the radius.
+    assert float(new_state.radius) < 10.0
+    assert int(info.num_radius_expansions) < 50
+
+
+def test_origin_in_a_run_names_the_chains():
+    import psample
+
+    algorithm = polar_slice.as_top_level_api(gaussian_logdensity, w=1.0)
+    x0 = jnp.ones((5, 3)).at[1].set(0.0).at[3].set(0.0)
+    with pytest.raises(InitialPointError, match=r"chain\(s\) \[1, 3\].*origin"):
+        psample.sample(algorithm, x0, jax.random.PRNGKey(0), 5, progress=False)
+
+
+def test_nan_log_density_mid_run_is_counted_and_warned():
+    import warnings
+
+    import psample
+    from psample.errors import NumericalWarning
+
+    def nan_outside_ball(x):  # NaN (not -inf) outside radius 1.5: a model that overflows
+        return jnp.where(jnp.sum(x**2) < 2.25, -0.5 * jnp.sum(x**2), jnp.nan)
+
+    algorithm = polar_slice.as_top_level_api(nan_outside_ball, w=1.0)
+    x0 = 0.3 * jnp.ones((4, 3))
+    with pytest.warns(NumericalWarning, match=r"NaN in \d+ recorded step\(s\) of 4 chain"):
+        trace = psample.sample(algorithm, x0, jax.random.PRNGKey(0), 200, progress=False)
+    counts = trace.sample_stats()["num_nan_evals"]
+    assert counts.shape == (4, 200) and counts.sum() > 0
+    np.testing.assert_array_equal(trace.nan_steps, (counts > 0).sum(axis=1))
+    assert "num_nan_evals" in trace.to_datatree()["sample_stats"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumericalWarning)
+        clean = psample.sample(polar_slice.as_top_level_api(gaussian_logdensity), x0, jax.random.PRNGKey(0), 50,
+                               progress=False)
+    assert clean.nan_steps.sum() == 0
+
+
+@pytest.mark.parametrize(
+    "position, match",
+    [
+        (jnp.ones(3, jnp.float16), "float16"),
+        (jnp.ones(3, jnp.bfloat16), "bfloat16"),
+        (jnp.ones(3, jnp.int32), "int32"),
+        (jnp.ones(3, jnp.complex64), "complex64"),
+        ({"a": jnp.ones(2), "b": jnp.ones(2, jnp.float16)}, r"\['b'\]"),
+    ],
+)
+def test_low_precision_integer_and_complex_positions_are_refused(position, match):
+    from psample.errors import DtypeError
+
+    algorithm = polar_slice.as_top_level_api(lambda x: -0.5 * sum(jnp.sum(v**2) for v in jax.tree.leaves(x)))
+    with pytest.raises(DtypeError, match=match):
+        algorithm.init(position)
+
+
+def test_vector_valued_log_density_is_a_shape_error():
+    algorithm = polar_slice.as_top_level_api(lambda x: -0.5 * x**2)
+    with pytest.raises(ShapeError, match=r"scalar.*\(3,\)"):
+        algorithm.init(jnp.ones(3))
+
+
+def test_positions_without_a_chain_axis_say_so():
+    import psample
+
+    algorithm = polar_slice.as_top_level_api(gaussian_logdensity)
+    with pytest.raises(ShapeError, match=r"chain axis.*\[None\]"):
+        psample.sample(algorithm, jnp.ones(3), jax.random.PRNGKey(0), 5, progress=False)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import NamedTuple
 
 import blackjax
 import jax
@@ -174,11 +175,21 @@ def test_chains_sharded_over_devices_match_one_device():
     assert "OK" in out.stdout
 
 
-def test_default_chunking_bounds_memory_and_splits_watched_runs():
-    from psample.run import _choose_chunk_size
+def test_positions_whose_dtype_a_step_changes_are_refused_before_running(rmh):
+    from psample.errors import DtypeError
 
-    per_draw = {"x": jax.ShapeDtypeStruct((1000, 10), jnp.float32)}  # 40 kB per draw
-    assert _choose_chunk_size(per_draw, 1000, 2**30, watched=False) == 1000
-    assert _choose_chunk_size(per_draw, 1000, 2**30, watched=True) == 100
-    assert _choose_chunk_size(per_draw, 1000, 400_000, watched=False) == 10  # memory-bound
-    assert _choose_chunk_size(per_draw, 1001, 2**30, watched=True) == 101  # 9 x 101 + 92
+    with pytest.raises(DtypeError, match=r"int32.*need floating positions"):
+        psample.sample(rmh, jnp.ones((4, 3), jnp.int32), jax.random.PRNGKey(0), 5, progress=False)
+
+
+def test_a_step_that_changes_the_state_dtype_is_named():
+    from blackjax.base import SamplingAlgorithm
+
+    from psample.errors import DtypeError
+
+    class State(NamedTuple):
+        position: jax.Array
+
+    drifting = SamplingAlgorithm(lambda x: State(x), lambda key, s: (State(s.position + 0.5), None))
+    with pytest.raises(DtypeError, match=r"position from int32\[4, 2\] to float"):
+        psample.sample(drifting, jnp.ones((4, 2), jnp.int32), jax.random.PRNGKey(0), 5, progress=False)

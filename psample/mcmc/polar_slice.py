@@ -69,7 +69,8 @@ import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
 from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
-from psample.errors import InitialPointError, ShapeError, check_positive, check_positive_int
+from psample.errors import DtypeError, InitialPointError, ShapeError, check_positive, check_positive_int
+from psample.rng import log_uniform
 
 __all__ = [
     "PolarSliceState",
@@ -122,6 +123,10 @@ class PolarSliceInfo(NamedTuple):
         ``True`` if a shrinkage loop (angle or radius) reached ``max_proposals``
         evaluations; the coordinate it was updating then keeps its old value, which
         lies in the slice.
+    num_nan_evals
+        Evaluations this step at which ``logdensity_fn`` returned NaN (counted as outside
+        the slice). A chain whose density is NaN everywhere nearby stops moving; the runner
+        warns when any step has one.
     """
 
     num_evals: Array
@@ -129,6 +134,7 @@ class PolarSliceInfo(NamedTuple):
     num_radius_expansions: Array
     num_radius_shrinks: Array
     hit_max_proposals: Array
+    num_nan_evals: Array
 
 
 def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
@@ -137,22 +143,31 @@ def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
     Parameters
     ----------
     position
-        A pytree of floating arrays with ``d >= 2`` entries in total (no chain axis).
+        A pytree of real floating arrays (float32 or wider) with ``d >= 2`` entries in total
+        (no chain axis).
     logdensity_fn
         ``position -> scalar`` unnormalised log-density of the target.
 
     Returns
     -------
     PolarSliceState
+        Under ``jit``/``vmap`` the origin cannot raise: there ``radius`` and ``direction`` are
+        NaN (the direction ``x/||x||`` is undefined), which ``psample.sample`` reports as an
+        :class:`~psample.errors.InitialPointError` naming the chains.
 
     Raises
     ------
     ShapeError
-        If the position has fewer than two entries (polar coordinates need ``d >= 2``).
+        If the position has fewer than two entries (polar coordinates need ``d >= 2``), or
+        ``logdensity_fn`` does not return a scalar.
+    DtypeError
+        If a leaf of the position is not a real floating array of at least 32 bits (integer,
+        complex, float16 and bfloat16 positions are refused: the slice arithmetic needs the
+        precision).
     InitialPointError
-        If the position is concrete and exactly the origin, where the polar
-        decomposition is undefined.
+        If the position is concrete and exactly the origin.
     """
+    _check_position_dtypes(position)
     flat, _ = jax.flatten_util.ravel_pytree(position)
     d = flat.shape[0]
     if d < 2:
@@ -160,17 +175,37 @@ def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
             f"polar slice sampling needs a position with d >= 2 entries, got d={d} "
             f"(position shapes {jax.tree.map(jnp.shape, position)})"
         )
+    logdensity = jnp.asarray(logdensity_fn(position))
+    if logdensity.shape != ():
+        raise ShapeError(
+            f"logdensity_fn must return a scalar, got an array of shape {logdensity.shape} "
+            "(sum the terms of a vector-valued log-density)"
+        )
     radius = jnp.linalg.norm(flat)
     if not isinstance(radius, jax.core.Tracer) and not float(radius) > 0:
         raise InitialPointError(
             f"polar slice sampling cannot start at position={position!r}: its norm is "
             f"{float(radius)!r}, and the direction x/||x|| is undefined at the origin"
         )
-    # Under jit the origin cannot be rejected: fall back to e_1 so the state stays finite.
-    unit = jnp.zeros_like(flat).at[0].set(1.0)
-    direction = jnp.where(radius > 0, flat / jnp.where(radius > 0, radius, 1.0), unit)
-    logdensity = _sanitize(jnp.asarray(logdensity_fn(position), dtype=flat.dtype))
-    return PolarSliceState(position, logdensity, radius, direction)
+    # Under jit the origin cannot raise: NaN marks the undefined polar coordinates, and the
+    # runner's check of the initial states names the chains.
+    at_origin = ~(radius > 0)
+    radius = jnp.where(at_origin, jnp.nan, radius)
+    direction = flat / jnp.where(at_origin, jnp.nan, radius)
+    return PolarSliceState(position, _sanitize(logdensity.astype(flat.dtype)), radius, direction)
+
+
+def _check_position_dtypes(position) -> None:
+    """Refuse positions the slice arithmetic cannot handle (static check, works under jit)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(position)[0]:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(dtype).bits < 32:
+            where = jax.tree_util.keystr(path) or "position"
+            raise DtypeError(
+                f"polar slice sampling needs real float32 or float64 positions, got dtype {dtype} "
+                f"at {where}: cast the initial positions, e.g. x.astype(jnp.float32)"
+                + (" (float16/bfloat16 give badly wrong variances)" if jnp.issubdtype(dtype, jnp.floating) else "")
+            )
 
 
 def _sanitize(logdensity: Array) -> Array:
@@ -179,21 +214,26 @@ def _sanitize(logdensity: Array) -> Array:
 
 
 def _polar_logdensity(logdensity_fn: Callable, unravel_fn: Callable, d: int) -> Callable:
-    """``(r, theta) -> (L(r, theta), log rho(r theta))`` with ``L(r <= 0) = -inf``."""
+    """``(r, theta) -> (L(r, theta), log rho(r theta), is_nan)`` with ``L(r <= 0) = -inf``.
+
+    ``is_nan`` flags a NaN log-density (not evaluated at ``r <= 0``, where ``L = -inf``).
+    """
 
     def polar(r, theta):
-        logrho = _sanitize(jnp.asarray(logdensity_fn(unravel_fn(r * theta)), dtype=theta.dtype))
+        raw = jnp.asarray(logdensity_fn(unravel_fn(r * theta)), dtype=theta.dtype)
+        logrho = _sanitize(raw)
         safe_r = jnp.where(r > 0, r, 1.0)
         value = jnp.where(r > 0, (d - 1) * jnp.log(safe_r) + logrho, -jnp.inf)
-        return _sanitize(value), logrho
+        return _sanitize(value), logrho, (r > 0) & jnp.isnan(raw)
 
     return polar
 
 
 def _slice_level(rng_key: PRNGKey, state: PolarSliceState, d: int) -> Array:
     """``ell = L(r, theta) + log U`` (log space, no exp of the density)."""
-    dtype = state.direction.dtype
-    log_u = jnp.log(jax.random.uniform(rng_key, dtype=dtype))
+    # U on the open interval (0, 1): jax.random.uniform returns exactly 0 once in 2**23
+    # float32 draws, which would make the level -inf and the slice everything.
+    log_u = log_uniform(rng_key, dtype=state.direction.dtype)
     current = (d - 1) * jnp.log(state.radius) + state.logdensity
     return current + log_u
 
@@ -223,6 +263,7 @@ class _LoopCarry(NamedTuple):
     num_radius_expansions: Array
     num_radius_shrinks: Array
     hit_max_proposals: Array
+    num_nan_evals: Array
 
 
 def _skip_empty_phases(phase, lower, steps_down_left, steps_up_left):
@@ -277,7 +318,7 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
     phase = _skip_empty_phases(jnp.asarray(first_phase, jnp.int32), lower, steps_down, steps_up)
     carry = _LoopCarry(
         loop_key, phase, zero, theta0, radius0, state.logdensity, -two_pi, two_pi,
-        lower, upper, steps_down, steps_up, zero, zero, zero, zero, false,
+        lower, upper, steps_down, steps_up, zero, zero, zero, zero, false, zero,
     )  # fmt: skip
 
     def cond(c):
@@ -300,7 +341,7 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
         # Candidate radius: a bracket end while stepping out, uniform in it while shrinking.
         s = jnp.where(in_down, c.lower, jnp.where(in_up, c.upper, c.lower + (c.upper - c.lower) * v))
 
-        value, logrho = polar(
+        value, logrho, is_nan = polar(
             jnp.where(in_direction, radius0, s), jnp.where(in_direction, theta_candidate, c.theta)
         )
         inside = value > level
@@ -349,6 +390,7 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
             num_radius_expansions=c.num_radius_expansions + ((in_down | in_up) & inside),
             num_radius_shrinks=c.num_radius_shrinks + (in_shrink & rejected),
             hit_max_proposals=c.hit_max_proposals | ((in_direction | in_shrink) & capped),
+            num_nan_evals=c.num_nan_evals + is_nan,
         )
 
     return jax.lax.while_loop(cond, body, carry)
@@ -370,6 +412,7 @@ def _transition(rng_key, state, logdensity_fn, w, max_proposals, first_phase, la
         num_radius_expansions=out.num_radius_expansions,
         num_radius_shrinks=out.num_radius_shrinks,
         hit_max_proposals=out.hit_max_proposals,
+        num_nan_evals=out.num_nan_evals,
     )
     return new_state, info
 
