@@ -19,7 +19,8 @@ until the temperature reaches 1; ``log Z`` is the sum of ``info.log_likelihood_i
 Its evaluations are counted as BlackJAX spends them: per level ``N`` log-likelihoods for the
 ESS bisection, ``N`` for the weights and ``N * steps * 10`` gradients.
 psample's HMC is given the same 10 integration steps; psample tunes the step size and the
-mass matrix from the particles, BlackJAX keeps them fixed (as its docs do).
+mass matrix from the particles, BlackJAX keeps them fixed (as its docs do). psample resamples when the ESS falls below half the particles (its default);
+the row "resample every step" resamples at every level, as BlackJAX does.
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def blackjax_run(target, num_particles, num_replicates, num_mcmc_steps, step_siz
     return jax.jit(lambda key: jax.vmap(one)(jax.random.split(key, num_replicates)))
 
 
-def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps):
+def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps, resample_ess=None):
     options = {"num_integration_steps": 10} if mcmc == "hmc" else {}
-    algorithm = psample.smc.tempered(target, mcmc=mcmc, num_mcmc_steps=num_mcmc_steps, mcmc_parameters=options)
+    algorithm = psample.smc.tempered(
+        target, mcmc=mcmc, num_mcmc_steps=num_mcmc_steps, mcmc_parameters=options, resample_ess=resample_ess
+    )
 
     def run(key):
         result = psample.run_particles(algorithm, key, num_particles, num_replicates=num_replicates, progress=False)
@@ -117,6 +120,9 @@ def main(argv=None):
         runs = {
             "BlackJAX adaptive_tempered_smc (HMC)": blackjax_run(target, args.particles, args.replicates, args.mcmc_steps),
             "psample tempered (HMC)": psample_run(target, "hmc", args.particles, args.replicates, args.mcmc_steps),
+            "psample tempered (HMC, resample every step)": psample_run(
+                target, "hmc", args.particles, args.replicates, args.mcmc_steps, resample_ess=1.0
+            ),
             "psample tempered (polar slice)": psample_run(target, "polar_slice", args.particles, args.replicates, args.mcmc_steps),
         }
         for label, run in runs.items():
