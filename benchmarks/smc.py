@@ -20,13 +20,16 @@ Its evaluations are counted as BlackJAX spends them: per level ``N`` log-likelih
 ESS bisection, ``N`` for the weights and ``N * steps * 10`` gradients.
 psample's HMC is given the same 10 integration steps; psample tunes the step size and the
 mass matrix from the particles, BlackJAX keeps them fixed (as its docs do). psample resamples when the ESS falls below half the particles (its default);
-the row "resample every step" resamples at every level, as BlackJAX does.
+the row "resample every step" resamples at every level, as BlackJAX does. The row "same
+BlackJAX algorithm through psample.run_particles" wraps BlackJAX's own kernel as a
+``psample.smc.ParticleAlgorithm``: its time against the hand-wired loop is the runner's cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any, NamedTuple
 
 import jax
 
@@ -71,6 +74,60 @@ def blackjax_run(target, num_particles, num_replicates, num_mcmc_steps, step_siz
         return log_z, steps * per_level
 
     return jax.jit(lambda key: jax.vmap(one)(jax.random.split(key, num_replicates)))
+
+
+class _WrappedState(NamedTuple):
+    """BlackJAX's TemperedSMCState under psample's particle contract."""
+
+    inner: Any
+    log_Z: Any
+
+    @property
+    def particles(self):
+        return self.inner.particles
+
+    @property
+    def log_weights(self):
+        return jnp.log(self.inner.weights)
+
+
+class _WrappedInfo(NamedTuple):
+    ess: Any
+    log_Z_increment: Any
+    is_resampled: Any
+
+
+def blackjax_through_runner(target, num_particles, num_replicates, num_mcmc_steps, step_size=0.1, num_integration_steps=10):
+    """The same BlackJAX algorithm as :func:`blackjax_run`, run by ``psample.run_particles``:
+    the difference in wall time is the runner's cost."""
+    example = jax.tree.map(lambda x: x[0], target.prior_sample_fn(jax.random.PRNGKey(0), 1))
+    d = jax.flatten_util.ravel_pytree(example)[0].size
+    params = extend_params(
+        dict(step_size=step_size, inverse_mass_matrix=jnp.ones(d), num_integration_steps=num_integration_steps)
+    )
+    smc = blackjax.adaptive_tempered_smc(
+        target.logprior_fn, target.loglikelihood_fn, blackjax.hmc.build_kernel(), blackjax.hmc.init,
+        params, resampling.systematic, 0.5, num_mcmc_steps=num_mcmc_steps,
+    )  # fmt: skip
+    per_level = num_particles * (2 + num_mcmc_steps * num_integration_steps)
+
+    def init(key, n):
+        return _WrappedState(smc.init(target.prior_sample_fn(key, n)), jnp.zeros(()))
+
+    def step(key, state):
+        inner, info = smc.step(key, state.inner)
+        ess = blackjax.smc.ess.ess(jnp.log(inner.weights))
+        return _WrappedState(inner, state.log_Z + info.log_likelihood_increment), _WrappedInfo(
+            ess, info.log_likelihood_increment, jnp.asarray(True)
+        )
+
+    algorithm = psample.smc.ParticleAlgorithm(init, step, None, lambda s: s.inner.tempering_param >= 1)
+
+    def run(key):
+        result = psample.run_particles(algorithm, key, num_particles, num_replicates=num_replicates, progress=False)
+        return result.log_Z, result.num_steps * per_level
+
+    return run
 
 
 def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps, resample_ess=None):
@@ -119,6 +176,9 @@ def main(argv=None):
         rows = {}
         runs = {
             "BlackJAX adaptive_tempered_smc (HMC)": blackjax_run(target, args.particles, args.replicates, args.mcmc_steps),
+            "same BlackJAX algorithm through psample.run_particles": blackjax_through_runner(
+                target, args.particles, args.replicates, args.mcmc_steps
+            ),
             "psample tempered (HMC)": psample_run(target, "hmc", args.particles, args.replicates, args.mcmc_steps),
             "psample tempered (HMC, resample every step)": psample_run(
                 target, "hmc", args.particles, args.replicates, args.mcmc_steps, resample_ess=1.0

@@ -108,6 +108,31 @@ def _cached_chunk_runner(algorithm, observables: tuple, num_replicates: int):
     return jax.jit(run_chunk)
 
 
+@functools.lru_cache(maxsize=32)
+def _all_done(algorithm):
+    return jax.jit(lambda states: jnp.all(jax.vmap(algorithm.is_done)(states)))
+
+
+_RECORD_SHAPES: dict = {}
+
+
+def _bytes_per_step(algorithm, observables: tuple, num_replicates: int, carry) -> int:
+    """Host bytes one step records; checks the info contract. Cached: tracing the chunk
+    function to learn its output shapes costs as much as a small run."""
+    key = (algorithm, observables, num_replicates, jax.tree.structure(carry),
+           tuple((x.shape, x.dtype) for x in jax.tree.leaves(carry)))  # fmt: skip
+    if key not in _RECORD_SHAPES:
+        run_chunk = _build_chunk_runner(algorithm, observables, num_replicates)
+        one = jax.eval_shape(run_chunk, carry, jnp.arange(1, dtype=jnp.int32))[1]
+        missing = [f for f in _REQUIRED_INFO if not hasattr(one[0], f)]
+        if missing:
+            raise TypeError(f"a particle algorithm's info needs fields {list(_REQUIRED_INFO)}; it lacks {missing}")
+        if len(_RECORD_SHAPES) > 64:
+            _RECORD_SHAPES.clear()
+        _RECORD_SHAPES[key] = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(one))
+    return _RECORD_SHAPES[key]
+
+
 def _check_state(states) -> None:
     missing = [f for f in _REQUIRED_STATE if not hasattr(states, f)]
     if missing:
@@ -204,13 +229,10 @@ def run_particles(
     if algorithm.check_initial is not None:
         algorithm.check_initial(jax.device_get(states))
 
-    run_chunk = _build_chunk_runner(algorithm, tuple(observables.items()), num_replicates)
+    observables = tuple(observables.items())
+    run_chunk = _build_chunk_runner(algorithm, observables, num_replicates)
     carry = (states, run_key)
-    one = jax.eval_shape(run_chunk, carry, jnp.arange(1, dtype=jnp.int32))[1]
-    bytes_per_step = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(one))
-    missing = [f for f in _REQUIRED_INFO if not hasattr(one[0], f)]
-    if missing:
-        raise TypeError(f"a particle algorithm's info needs fields {list(_REQUIRED_INFO)}; it lacks {missing}")
+    bytes_per_step = _bytes_per_step(algorithm, observables, num_replicates, carry)
 
     until = None
     if algorithm.is_done is not None:
@@ -218,8 +240,8 @@ def run_particles(
             # Unwatched open-ended runs: the driver would size chunks by memory alone (millions
             # of steps); a few steps per chunk stop soon after the last replicate is done.
             chunk_length = UNTIL_DONE_CHUNK_LENGTH
-        done_fn = jax.jit(lambda c: jnp.all(jax.vmap(algorithm.is_done)(c[0])))
-        until = lambda c: bool(done_fn(c))
+        done_fn = _all_done(algorithm)
+        until = lambda c: bool(done_fn(c[0]))
 
     def postfix(records):
         info = records[0]
