@@ -102,6 +102,15 @@ def test_ctrl_c_returns_what_is_done_and_says_so(monkeypatch):
     np.testing.assert_allclose(result.info.log_Z_increment.sum(1), result.log_Z, rtol=1e-10)
 
 
+def test_ctrl_c_at_the_bar_keeps_every_completed_step(ctrl_c_after):
+    ctrl_c_after(2)  # Ctrl-C handled by the driver after the second chunk is on the host
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 steps"):
+        result = run(FIXED, chunk_length=1)
+    assert result.interrupted and result.valid.shape == (3, 2)
+    np.testing.assert_allclose(result.final_state.temperature, 0.4)
+    np.testing.assert_allclose(result.info.log_Z_increment.sum(1), result.log_Z, rtol=1e-10)
+
+
 def test_ctrl_c_before_any_step_raises(monkeypatch):
     def interrupting(*args):
         def wrapped(carry, indices):
