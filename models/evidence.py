@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from psample.targets import Target, from_numpyro
 
@@ -136,8 +136,8 @@ def student_t_regression(
     every fifth response shifted by +15 (outliers). With its heavy tails the likelihood keeps
     the outliers from dragging the fit, and the tempered bridge passes through skewed,
     heavy-tailed intermediate distributions. ``exact["log_Z"]`` is
-    the evidence by two-dimensional quadrature (a 1,201² grid over the region holding the
-    posterior, checked against a 2,401² grid to 1e-6).
+    the evidence by two-dimensional quadrature (Simpson on an 801² grid over the region
+    holding the posterior; a 1,601² grid agrees to 1e-6, see the tests).
     """
     n = check_dimension(n, minimum=2)
     prior_sd = check_model_positive("prior_sd", prior_sd)
@@ -148,7 +148,7 @@ def student_t_regression(
     design = np.column_stack([np.ones(n), x])
     y = 1.0 - 2.0 * x + noise_sd * rng.standard_t(df, size=n)
     y[::5] += 15.0
-    log_z = _student_t_log_evidence(design, y, prior_sd, df, noise_sd, 1201)
+    log_z = _student_t_log_evidence(design, y, prior_sd, df, noise_sd, 801)
     target = from_numpyro(student_t_regression_model, design, y, prior_sd=prior_sd, df=df, noise_sd=noise_sd)
     return dataclasses.replace(
         target, name=f"student_t_regression(n={n}, df={df:g})", exact={"log_Z": log_z},
@@ -163,10 +163,19 @@ def _student_t_log_evidence(design, y, prior_sd, df, noise_sd, num_grid) -> floa
     coarse grid over the prior's ``±6 s`` box first.
     """
 
+    n = y.shape[0]
+    log_norm = special.gammaln(0.5 * (df + 1)) - special.gammaln(0.5 * df) - 0.5 * np.log(df * np.pi) - np.log(noise_sd)
+
     def log_joint(b0, b1):
-        mean = b0[..., None] * design[:, 0] + b1[..., None] * design[:, 1]
-        loglik = stats.t.logpdf(y, df, loc=mean, scale=noise_sd).sum(-1)
-        return loglik + stats.norm.logpdf(b0, 0, prior_sd) + stats.norm.logpdf(b1, 0, prior_sd)
+        # Blocks of rows keep the (rows, columns, n) temporaries at a few tens of MB.
+        out = np.empty(np.broadcast_shapes(b0.shape, b1.shape))
+        for start in range(0, out.shape[0], 32):
+            rows = slice(start, start + 32)
+            mean = b0[rows, :, None] * design[:, 0] + b1[rows, :, None] * design[:, 1]
+            z2 = ((y - mean) / noise_sd) ** 2
+            loglik = n * log_norm - 0.5 * (df + 1.0) * np.log1p(z2 / df).sum(-1)
+            out[rows] = loglik + stats.norm.logpdf(b0[rows], 0, prior_sd) + stats.norm.logpdf(b1[rows], 0, prior_sd)
+        return out
 
     coarse = np.linspace(-6 * prior_sd, 6 * prior_sd, 241)
     b0, b1 = np.meshgrid(coarse, coarse, indexing="ij")
