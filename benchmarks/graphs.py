@@ -3,8 +3,8 @@
 Same path motif, same graphs, same kind of chain (pivot, Glauber), MACC of the k-path as the
 observable:
 
-* **psample**: ``num_chains`` chains vmapped and jitted (:func:`psample.graphs.estimate.block_averaged`
-  over :func:`psample.graphs.homomorphism.pivot` / ``glauber``, patches ``A[x, x]`` averaged inside
+* **psample**: ``num_chains`` chains vmapped and jitted (:func:`psample.observables.block_averaged`
+  over :func:`psample.graphs.pivot` / ``glauber``, patches ``A[x, x]`` averaged inside
   the scan); compiled ahead of time, so the time is sampling only (compile time reported apart);
 * **NNetwork** (``pip install NNetwork``, Lyu et al.; pure Python, one chain): ``get_patches``
   with ``sampling_alg="pivot"`` or ``"glauber"``, run until a time cap (it is 10³–10⁵ times
@@ -44,13 +44,15 @@ import jax
 import networkx as nx
 import numpy as np
 
+from psample.diagnostics.batch_means import batch_means
 from psample.graphs import exact
 from psample.graphs import observables as obs
-from psample.graphs.estimate import block_averaged, homomorphism_chain
-from psample.graphs.homomorphism import initial_embeddings
+from psample.graphs.embeddings import initial_embeddings
+from psample.graphs.estimate import SAMPLERS, homomorphism_chain
 from psample.graphs.motif import Motif
 from psample.graphs.network import Network
 from psample.models import graphs as zoo
+from psample.observables import block_averaged
 
 BURN_IN_FRACTION = 0.2
 NUM_BATCHES = 20  # batch means for NNetwork's single chain
@@ -95,7 +97,7 @@ def psample_run(network: Network, k: int, sampler: str, num_chains: int, num_ste
     means = np.asarray(jax.block_until_ready(compiled(key, starts)))
     seconds = time.perf_counter() - start
     kept = means[int(BURN_IN_FRACTION * num_blocks):].mean(axis=0)  # chain time averages
-    est = obs.batch_means(kept, num_steps=block_size * num_blocks)
+    est = batch_means(kept, num_steps=block_size * num_blocks)
     return est.estimate, est.mcse, num_chains * block_size * num_blocks, seconds, compile_seconds
 
 
@@ -207,7 +209,7 @@ def main(argv=None) -> None:
             exact_seconds = time.perf_counter() - start
             G = nnetwork_graph(module, graph) if module is not None else None
             label = f"{family}"
-            for sampler in ("pivot", "glauber"):
+            for sampler in SAMPLERS:
                 if sampler == "glauber" and graph.number_of_nodes() > args.glauber_max_nodes:
                     rate, steps = None, args.chains * args.steps
                     print(f"{label:>10s} {graph.number_of_nodes():>7d} {sampler:>8s} {'psample':>9s} "

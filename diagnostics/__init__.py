@@ -2,11 +2,17 @@
 
 ``psample.diagnostics.summary(trace)`` is ``arviz.summary`` on the trace's DataTree: mean, sd,
 credible interval, MCSE, bulk and tail ESS and rank-normalised split R-hat.
+:mod:`psample.diagnostics.batch_means` (the module; ``batch_means.batch_means(values)``) gives the
+batch-means standard errors of time averages over independent chains, as an :class:`Estimate`
+(the network observables' error bars), and checks their tails.
 """
 
 from __future__ import annotations
 
-__all__ = ["to_datatree", "summary", "rhat", "ess", "plot_trace"]
+from psample.diagnostics import batch_means
+from psample.diagnostics.batch_means import Estimate
+
+__all__ = ["to_datatree", "summary", "rhat", "ess", "plot_trace", "batch_means", "Estimate"]
 
 
 def to_datatree(trace_or_datatree):

@@ -84,6 +84,23 @@ def _dataset(arrays: dict, first_draw: int):
     return xr.Dataset(variables, coords=coords)
 
 
+#: Bytes per Zarr chunk file along ``draw``. The store's chunk shape is fixed when a group is
+#: created, independently of the run's chunk lengths (a first one-draw chunk would otherwise
+#: make every later draw a file of its own).
+_ZARR_CHUNK_BYTES = 4 * 2**20
+
+
+def _encoding(arrays: dict) -> dict:
+    """Zarr chunk shapes for a new group: whole chains and trailing axes, ~4 MiB along draws."""
+    encoding = {}
+    for name, value in arrays.items():
+        per_draw = max(1, value.nbytes // max(1, value.shape[1]))
+        draws = max(1, _ZARR_CHUNK_BYTES // per_draw)
+        encoding[name] = {"chunks": (value.shape[0], draws) + value.shape[2:]}
+    encoding["draw"] = {"chunks": (_ZARR_CHUNK_BYTES // 8,)}
+    return encoding
+
+
 def _chunk_groups(records, target) -> dict[str, dict[str, np.ndarray]]:
     """The arrays one chunk adds to each group (the chunk as a Trace names them as
     :meth:`Trace.to_datatree` does)."""
@@ -271,7 +288,10 @@ class CheckpointWriter:
         checksums = dict(attrs["checksums"])
         written = {}
         for group, arrays in _chunk_groups(records, self.target).items():
-            _dataset(arrays, first).to_zarr(self.path, group=group, consolidated=False, **mode_kwargs)
+            encoding = {} if first else _encoding(arrays)
+            _dataset(arrays, first).to_zarr(
+                self.path, group=group, consolidated=False, encoding=encoding, **mode_kwargs
+            )
             written.update({f"{group}/{name}": value for name, value in arrays.items()})
         chunk_crc = 0
         for key in sorted(written):

@@ -153,8 +153,10 @@ def check_step_keeps_state(algorithm, states) -> None:
     """One step must return a state of the same structure, shapes and dtypes (the scan carry)."""
     step = jax.vmap(algorithm.step)
     keys = jax.random.split(jax.random.PRNGKey(0), jax.tree.leaves(states)[0].shape[0])
+    avals = (jax.tree.structure(states), tuple((np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(states)))
     try:
-        new_states, _ = jax.eval_shape(step, keys, states)
+        # Traced once per state shape and cached on the algorithm: repeated runs pay nothing.
+        new_states, _ = cached_on(algorithm.step, ("step_shapes", avals), lambda: jax.eval_shape(step, keys, states))
     except PsampleError:
         raise
     except (TypeError, ValueError) as exc:

@@ -38,8 +38,9 @@ from psample.errors import PsampleError, RunError
 
 __all__ = ["drive", "DriveResult", "concatenate", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
 
-#: Wall time a watched chunk should take.
-TARGET_CHUNK_SECONDS = 2.0
+#: Wall time a watched chunk should take (device work, and separately its host work: the copy
+#: and ``on_chunk``, which a Ctrl-C waits for).
+TARGET_CHUNK_SECONDS = 1.0
 #: Host memory one chunk of records may take, in bytes.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 #: How often the driver looks at the chunk in flight (and at the Ctrl-C flag), in seconds.
@@ -123,15 +124,22 @@ def _is_ready(tree) -> bool:
 
 
 class _ChunkPlanner:
-    """Chooses chunk lengths: fixed, memory-bound, or memory- and time-bound."""
+    """Chooses chunk lengths: fixed, memory-bound, or memory- and time-bound.
+
+    Timed chunks start from a one-step probe and are then resized (at most
+    :data:`_MAX_RESIZES` times, each costing a compilation) from what regular chunks really
+    cost: the wall time between two completions (device work and host work overlap under
+    double buffering) and the host work alone (the copy and ``on_chunk``, e.g. a checkpoint
+    append, which a Ctrl-C has to wait for).
+    """
 
     def __init__(self, chunk_length, bytes_per_step: int, timed: bool):
         self.fixed = chunk_length
         self.cap = max(1, DEFAULT_CHUNK_BYTES // bytes_per_step) if bytes_per_step > 0 else None
         self.timed = timed and chunk_length is None
         self.length = None  # the current regular length, once known
-        self.remeasured = False
-        self.regular_completions = []  # completion times of regular-length chunks
+        self.resizes = 0
+        self.completions = []  # completion times of chunks of the current length
 
     def next_length(self, remaining: int | None) -> int:
         if self.fixed is not None:
@@ -149,26 +157,32 @@ class _ChunkPlanner:
         return length if remaining is None else max(1, min(length, remaining))
 
     def observe_probe(self, seconds: float, remaining: int | None) -> None:
-        per_step = max(seconds, 1e-6)
-        self.length = self._clamp(TARGET_CHUNK_SECONDS / per_step, remaining)
+        self.length = self._clamp(TARGET_CHUNK_SECONDS / max(seconds, 1e-6), remaining)
 
-    def observe_completion(self, length: int, now: float, remaining: int | None) -> None:
-        """Re-measure once at full speed (double-buffered, compiled): grow chunks that are too short."""
-        if not self.timed or self.remeasured or length != self.length:
+    def observe_completion(self, length: int, now: float, host_seconds: float, remaining: int | None) -> None:
+        if not self.timed or length != self.length or self.resizes >= _MAX_RESIZES:
             return
-        self.regular_completions.append(now)
-        if len(self.regular_completions) < 2:
-            return
-        seconds = self.regular_completions[-1] - self.regular_completions[-2]
-        self.remeasured = True
-        if seconds < TARGET_CHUNK_SECONDS / 4:
-            self.length = self._clamp(self.length * TARGET_CHUNK_SECONDS / max(seconds, 1e-6), remaining)
+        self.completions.append(now)
+        per_step = host_seconds / length
+        if len(self.completions) >= 2:  # the first one's interval includes its compilation
+            per_step = max(per_step, (self.completions[-1] - self.completions[-2]) / length)
+        wanted = TARGET_CHUNK_SECONDS / max(per_step, 1e-9)
+        too_long = wanted < self.length / 1.5
+        too_short = len(self.completions) >= 2 and wanted > 2 * self.length and (self.cap is None or self.length < self.cap)
+        if too_long or too_short:
+            self.length = self._clamp(wanted, remaining)
+            self.resizes += 1
+            self.completions = []
 
     def _clamp(self, length: float, remaining: int | None) -> int:
         length = max(1, int(length))
         if self.cap is not None:
             length = min(length, self.cap)
         return length if not remaining else _even(remaining, length)
+
+
+#: Timed chunks are resized at most this many times (each new length compiles once).
+_MAX_RESIZES = 3
 
 
 def _even(remaining: int, cap: int) -> int:
@@ -259,13 +273,16 @@ def drive(
     def result():
         return DriveResult(carry, records_out, done - start, interrupted)
 
-    def complete(chunk: _Chunk, records) -> None:
+    def complete(chunk: _Chunk) -> None:
         nonlocal carry, done, finished
+        host_start = time.perf_counter()
+        records = jax.device_get(chunk.records)
         carry, done = chunk.carry, chunk.first + chunk.length
         records_out.append(records)
         if on_chunk is not None:
             on_chunk(carry, records, done - start)
-        planner.observe_completion(chunk.length, time.perf_counter(), remaining_from(done))
+        now = time.perf_counter()
+        planner.observe_completion(chunk.length, now, now - host_start, remaining_from(done))
         bar.update(chunk.length)
         if postfix is not None and records is not None:
             bar.set_postfix(postfix(records), refresh=False)
@@ -277,7 +294,7 @@ def drive(
         try:
             while in_flight and _is_ready((in_flight[0].carry, in_flight[0].records)):
                 chunk = in_flight.popleft()
-                complete(chunk, jax.device_get(chunk.records))
+                complete(chunk)
         except Exception:  # a chunk that failed: what completed before it is kept
             pass
 
@@ -306,18 +323,20 @@ def drive(
                 if flag.requested:
                     break
                 in_flight.popleft()
-                complete(chunk, jax.device_get(chunk.records))
-        except KeyboardInterrupt:
+                complete(chunk)
+        except KeyboardInterrupt:  # a second Ctrl-C (or one outside the main thread): stop now
             interrupted = True
+            in_flight.clear()
         except PsampleError:
             bar.close()
             raise
         except Exception as exc:
             drain_ready()
             bar.close()
+            lines = [line for line in str(exc).splitlines() if line.strip()]
             raise RunError(
                 f"the run failed after {done - start} completed {unit}s ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); error.result holds what completed",
+                f"{lines[-1].strip() if lines else ''}); what completed is kept (error.result)",
                 result=result(),
             ) from exc
         if flag.requested:

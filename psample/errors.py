@@ -23,6 +23,7 @@ __all__ = [
     "MotifError",
     "RunError",
     "NumericalWarning",
+    "UnreliableErrorWarning",
     "check_positive",
     "check_positive_int",
 ]
@@ -80,6 +81,10 @@ class RunError(PsampleError, RuntimeError):
 
 class NumericalWarning(UserWarning):
     """A run finished, but some steps met NaN log-densities (or similar numerical trouble)."""
+
+
+class UnreliableErrorWarning(UserWarning):
+    """A Monte Carlo standard error is unreliable (e.g. heavy-tailed terms: Pareto k-hat too high)."""
 
 
 def check_positive(name: str, value, *, error=InvalidTuningError) -> float:

@@ -223,7 +223,7 @@ def sample(
         ``{name: fn(state) -> array}`` evaluated per chain after each kept draw, inside the scan.
     chunk_size
         Draws per jitted chunk. Default: chunks under 256 MiB of host memory and, when a
-        progress bar is shown (``progress=True``) or a checkpoint written, of about two seconds
+        progress bar is shown (``progress=True``) or a checkpoint written, of about a second
         each (measured on a first one-draw chunk), so Ctrl-C answers at once and a kill loses
         seconds of draws.
     progress
@@ -265,6 +265,9 @@ def sample(
     if target is not None:
         checks.check_target_shapes(initial_positions, target)
 
+    if devices is not None:
+        warnings.warn("sample(devices=...) is deprecated: pass mesh=jax.sharding.Mesh(devices, ('chains',))",
+                      DeprecationWarning, stacklevel=2)
     chain_mesh = _chain_mesh(num_chains, mesh, devices)
     positions = _place(initial_positions, chain_mesh)
     states = checks.init_states(algorithm, positions)

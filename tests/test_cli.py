@@ -111,3 +111,108 @@ def test_readme_graph_example_matches_the_exact_macc():
     assert macc.estimate.shape == exact.shape == (4, 4)
     assert np.all(np.abs(macc.estimate - exact) <= 5 * macc.mcse + 1e-12)
     assert macc.mcse.max() < 0.01
+
+
+def test_an_unwritable_plot_path_fails_before_sampling(capsys):
+    code = main(["run", "--model", "gaussian", "--draws", "100000000", "--no-progress", "--plot", "/proc/x.png"])
+    assert code == 2
+    assert "--plot '/proc/x.png' cannot be written" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- signals (issue 9)
+
+
+def _start_long_run(path):
+    """The default `psample run` (eight schools) with 2,000,000 draws, checkpointing to ``path``."""
+    argv = [sys.executable, "-m", "psample.cli", "run", "--draws", "2000000", "--checkpoint", str(path)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_draws(path, at_least: int, timeout: float = 240.0) -> int:
+    """Poll the checkpoint's committed draw count (a reader may see a half-written file: retry)."""
+    import time
+
+    import zarr
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = int(zarr.open_group(str(path), mode="r", use_consolidated=False)["psample_state"].attrs["draws_done"])
+            if done >= at_least:
+                return done
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the run did not reach {at_least} draws in {timeout} s")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_long_run_within_seconds_with_trace_and_checkpoint_equal(tmp_path):
+    import signal
+    import time
+
+    from psample.checkpoint import load_checkpoint
+
+    path = tmp_path / "run.zarr"
+    proc = _start_long_run(path)
+    try:
+        _wait_for_draws(path, 2)  # past the one-draw probe: time-bounded chunks are running
+        time.sleep(1.0)
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        header = proc.stdout.readline()
+        answered = time.monotonic() - pressed
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert answered < 8.0, (answered, header)  # ~2 s on an idle 2-core machine
+    match = re.search(r"4 chains x (\d+) draws \(interrupted\)", header)
+    assert match, header + err[-2000:]
+    assert proc.returncode == 130
+    assert int(match.group(1)) == load_checkpoint(path).draws_done > 0
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_bit_for_bit(tmp_path):
+    import signal
+
+    path = tmp_path / "run.zarr"
+    proc = _start_long_run(path)
+    try:
+        _wait_for_draws(path, 2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    check = f"""
+import jax, numpy as np, psample, psample.models
+from psample.checkpoint import load_checkpoint
+from psample.cli import SAMPLERS
+target = psample.models.get("eight_schools")
+alg = SAMPLERS["polar_slice"].build(target)
+init_key, run_key = jax.random.split(jax.random.PRNGKey(0))
+saved = load_checkpoint({str(path)!r}).draws_done
+resumed = psample.resume({str(path)!r}, alg, 50, target=target, progress=False)
+reference = psample.sample(alg, target.initial_positions(init_key, 4), run_key, saved + 50,
+                           num_warmup=1000, target=target, progress=False)
+assert resumed.num_draws == saved + 50
+np.testing.assert_array_equal(resumed.positions, reference.positions)
+print("OK", saved)
+"""
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("OK")
+
+
+def test_a_second_ctrl_c_skips_the_summary(capsys, monkeypatch, ctrl_c_after):
+    import psample.diagnostics
+
+    def interrupted_summary(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    ctrl_c_after(2)
+    monkeypatch.setattr(psample.diagnostics, "summary", interrupted_summary)
+    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "100", "--warmup", "10", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert "(interrupted)" in captured.out and "summary skipped" in captured.err

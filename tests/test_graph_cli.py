@@ -12,6 +12,7 @@ from psample.cli import main
 from psample.errors import NetworkError
 from psample.graphs import exact
 from psample.graphs.cli import load_network
+from psample.graphs.motif import Motif
 from psample.models import graphs as zoo
 
 
@@ -75,3 +76,16 @@ def test_edgelist_without_weights_runs(tmp_path, capsys):
                    "--chains", "50", "--steps", "50"])
     out = capsys.readouterr().out
     assert status == 0 and "t(F, G) =" in out and "exact (tree DP)" in out
+
+
+def test_graph_command_density_goes_through_hom_density(capsys):
+    """``--observable density`` prints the one-call estimate (hom_density: its checks and its
+    tail diagnostic) next to the exact tree density."""
+    status = main(["graph", "--network", "karate", "--motif", "star3", "--observable", "density",
+                   "--chains", "50", "--steps", "40", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    value, se, truth = map(float, re.search(r"t\(F, G\) = (\S+) ± (\S+)\s+exact \(tree DP\) (\S+)", out).groups())
+    assert truth == pytest.approx(exact.tree_hom_density(zoo.karate(), Motif.star(3)), rel=1e-5)  # printed to 6 digits
+    # 5 SE (not 4): with 50 chains the batch-means SE is itself uncertain by about 10%.
+    assert 0 < se and abs(value - truth) <= 5 * se

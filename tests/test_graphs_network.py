@@ -11,10 +11,12 @@ import scipy.sparse as sp
 import scipy.stats
 
 from psample.errors import MotifError, NetworkError
+from psample.graphs import csr
 from psample.graphs.motif import MAX_MOTIF_NODES, Motif
 from psample.graphs.network import (
     Network,
     bipartite_components,
+    draw_node,
     edge_weight,
     max_degree,
     sample_in_neighbour,
@@ -48,15 +50,15 @@ def test_from_networkx_matches_adjacency_and_node_weights():
     np.testing.assert_array_equal(net.to_dense(), dense)
     alpha = np.arange(1.0, 35.0) / np.arange(1.0, 35.0).sum()
     np.testing.assert_allclose(net.node_weights, alpha, rtol=1e-14)
-    assert net.num_nodes == 34 and not net.is_directed
+    assert net.num_nodes == 34 and not net.directed
     # CSR invariants the primitives rely on: sorted rows, per-row cumulative masses, d(w).
-    indptr, indices = np.asarray(net.indptr), np.asarray(net.indices)
+    indptr, indices = np.asarray(net.out.indptr), np.asarray(net.out.indices)
     for w in range(34):
         row = indices[indptr[w] : indptr[w + 1]]
         assert np.all(np.diff(row) > 0)
         masses = dense[w, row] * alpha[row]
-        np.testing.assert_allclose(np.asarray(net.cum_mass)[indptr[w] : indptr[w + 1]], np.cumsum(masses))
-    np.testing.assert_allclose(net.out_mass, dense @ alpha, rtol=1e-13)
+        np.testing.assert_allclose(np.asarray(net.out.cum_mass)[indptr[w] : indptr[w + 1]], np.cumsum(masses))
+    np.testing.assert_allclose(net.out.mass, dense @ alpha, rtol=1e-13)
     # Unweighted view and the dict / array forms of node weights agree.
     unweighted = Network.from_networkx(graph, weight=None, node_weight={u: 1.0 + u for u in graph})
     np.testing.assert_array_equal(unweighted.to_dense(), (dense > 0).astype(float))
@@ -73,16 +75,16 @@ def test_from_adjacency_dense_sparse_and_jax_agree_and_detect_direction():
         Network.from_adjacency(jnp.asarray(A), jnp.asarray(alpha)),
     ]
     for net in nets:
-        assert net.is_directed
+        assert net.directed
         np.testing.assert_array_equal(net.to_dense(), A)
         assert sp.issparse(net.to_scipy())
-        np.testing.assert_allclose(net.in_mass, A.T @ (alpha / alpha.sum()), rtol=1e-13)
+        np.testing.assert_allclose(net.in_.mass, A.T @ (alpha / alpha.sum()), rtol=1e-13)
         sym = sp.csr_array(
-            (np.asarray(net.sym_weights), np.asarray(net.sym_indices), np.asarray(net.sym_indptr)), shape=A.shape
+            (np.asarray(net.sym.weights), np.asarray(net.sym.indices), np.asarray(net.sym.indptr)), shape=A.shape
         ).toarray()
         np.testing.assert_allclose(sym, (A + A.T) / 2)
     symmetric = Network.from_adjacency(A + A.T)
-    assert not symmetric.is_directed
+    assert not symmetric.directed
     np.testing.assert_allclose(symmetric.node_weights, np.full(6, 1 / 6))
     assert max_degree(nets[0]) == max(np.count_nonzero(A, 0).max(), np.count_nonzero(A, 1).max())
 
@@ -133,8 +135,8 @@ def test_bipartite_components():
 
 def test_network_is_a_pytree_that_passes_through_jit():
     net = Network.from_networkx(nx.karate_club_graph())
-    total = jax.jit(lambda network: jnp.sum(network.out_mass * network.node_weights))(net)
-    np.testing.assert_allclose(total, np.asarray(net.out_mass) @ np.asarray(net.node_weights))
+    total = jax.jit(lambda network: jnp.sum(network.out.mass * network.node_weights))(net)
+    np.testing.assert_allclose(total, np.asarray(net.out.mass) @ np.asarray(net.node_weights))
 
 
 # ---------------------------------------------------------------------- network errors
@@ -271,3 +273,36 @@ def test_require_tree_message_suggests_glauber():
     assert Motif.from_edges([(0, 1)], max_nodes=2).num_nodes == 2
     with pytest.raises(MotifError, match="max_nodes=2"):
         Motif.from_edges(list(itertools.pairwise(range(3))), max_nodes=2)
+
+
+# ---------------------------------------------------------------------- extreme uniforms (issue 8 §1)
+def _as_dtype(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_inverse_cdf_draws_at_the_ends_of_the_unit_interval_never_hit_zero_mass(dtype):
+    """Injected uniforms 0, just below 1, and 1: neighbour and node draws keep to positive mass.
+
+    Node 0 sees nodes 1..4 with α = (·, 0, 1, 2, 0): its row starts and ends with an entry of zero
+    mass. ``jax.random.uniform`` returns exactly 0.0 about once in 2²³ float32 draws; at u = 0
+    the draw is the first entry of positive mass, just below 1 the last. u = 1 itself (which the
+    generator never returns) used to pick the trailing zero-mass entry (the bisection ran past
+    the row and was clamped to its last slot): the threshold ``u · total`` is now kept below the
+    total. The u = 0 and u < 1 cases were already right; this test documents them.
+    """
+    A = np.zeros((5, 5))
+    A[0, 1:] = A[1:, 0] = 1.0
+    net = Network.from_adjacency(A, node_weights=[1.0, 0.0, 1.0, 2.0, 0.0])
+    rows, cum = _as_dtype(net.out, dtype), jnp.asarray(net.node_cum_weights, dtype)
+    below_one = np.nextafter(np.array(1.0, dtype), np.array(0.0, dtype))
+    expected = {0.0: (2, 0), below_one: (3, 3), 1.0: (3, 3)}  # u -> (neighbour of 0, node ~ α)
+    for u, (neighbour, node) in expected.items():
+        uniform = jnp.asarray(u, dtype)
+        slot, ok = jax.jit(csr.sample_slot)(rows, uniform, jnp.int32(0))
+        assert bool(ok) and int(rows.indices[slot]) == neighbour, u
+        assert int(jax.jit(draw_node)(cum, uniform)) == node, u
+    # Node 1 (α = 0) has only node 0 as neighbour: a positive mass, drawn at either end.
+    for u in (0.0, below_one, 1.0):
+        slot, ok = csr.sample_slot(rows, jnp.asarray(u, dtype), jnp.int32(1))
+        assert bool(ok) and int(rows.indices[slot]) == 0

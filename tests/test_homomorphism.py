@@ -29,9 +29,13 @@ import scipy.stats
 
 import psample
 from psample.errors import InitialPointError, MotifError, NetworkError, ShapeError
-from psample.graphs import homomorphism as hm
+from psample.graphs import glauber, pivot
+from psample.graphs.embeddings import initial_embeddings
+from psample.graphs.homomorphism import HomomorphismState, is_homomorphism, log_weight
 from psample.graphs.motif import Motif
 from psample.graphs.network import Network, sample_neighbour
+from psample.graphs.pivot import PivotInfo
+from psample.graphs.transitions import glauber_transition_probabilities, pivot_transition_probabilities
 
 NUM_CHAINS = 4000
 TV_BUDGET = 1e-3
@@ -122,11 +126,11 @@ def setup(name):
     support = np.flatnonzero(pi > 0)
     targets = jnp.asarray(states)
     if chain == "glauber":
-        algorithm = hm.glauber(net, motif)
-        row = lambda x: hm.glauber_transition_probabilities(net, motif, x, targets)  # noqa: E731
+        algorithm = glauber(net, motif)
+        row = lambda x: glauber_transition_probabilities(net, motif, x, targets)  # noqa: E731
     else:
-        algorithm = hm.pivot(net, motif, lazy=lazy)
-        row = lambda x: hm.pivot_transition_probabilities(net, motif, x, targets, lazy=lazy)  # noqa: E731
+        algorithm = pivot(net, motif, lazy=lazy)
+        row = lambda x: pivot_transition_probabilities(net, motif, x, targets, lazy=lazy)  # noqa: E731
     P = np.asarray(jax.jit(jax.vmap(row))(targets[support]))[:, support]
     return dict(
         net=net,
@@ -215,14 +219,14 @@ def test_even_cycle_non_lazy_pivot_is_periodic_and_refused():
     motif = Motif.path(3)
     states, pi = enumerate_law(A, alpha, motif)
     support = states[pi > 0]
-    P = np.asarray(jax.jit(jax.vmap(lambda x: hm.pivot_transition_probabilities(net, motif, x, support)))(support))
+    P = np.asarray(jax.jit(jax.vmap(lambda x: pivot_transition_probabilities(net, motif, x, support)))(support))
     assert np.min(np.real(np.linalg.eigvals(P))) < -1 + 1e-9
     lazy = setup("lazy_pivot-even_cycle-path3")["P"]
     assert np.min(np.real(np.linalg.eigvals(lazy))) > -1e-9
     with pytest.raises(NetworkError, match=r"bipartite.*lazy=True"):
-        hm.pivot(net, motif)
+        pivot(net, motif)
     with pytest.raises(NetworkError, match=r"bipartite.*lazy=True"):
-        hm.pivot(Network.from_adjacency(*weighted_even_cycle()), motif)
+        pivot(Network.from_adjacency(*weighted_even_cycle()), motif)
 
 
 def test_pivot_root_marginal_is_subtree_partition_function():
@@ -251,7 +255,7 @@ def test_log_weight_and_is_homomorphism_match_enumeration():
             weight = weight * A[states[:, i], states[:, j]]
             edges_ok &= A[states[:, i], states[:, j]] > 0
         def both_fn(x, net=net, motif=motif):
-            return hm.log_weight(net, motif, x), hm.is_homomorphism(net, motif, x)
+            return log_weight(net, motif, x), is_homomorphism(net, motif, x)
 
         both = jax.jit(jax.vmap(both_fn))
         log_w, is_hom = both(jnp.asarray(states))
@@ -283,11 +287,11 @@ def test_exact_law(name):
         s["algorithm"], states[start], NUM_CHAINS, num_steps, jax.random.PRNGKey(zlib.crc32(name.encode()))
     )
     # One step from x*: the sampler's transition law is the row the stationarity check used.
-    first_idx = state_index(first.embedding, s["n"], states)
+    first_idx = state_index(first.position, s["n"], states)
     assert np.all(first_idx >= 0)
     assert g_test_pvalue(np.bincount(first_idx, minlength=len(pi)), P[start]) > P_MIN
     # After T steps: π.
-    final_idx = state_index(final.embedding, s["n"], states)
+    final_idx = state_index(final.position, s["n"], states)
     assert np.all(final_idx >= 0) and np.all(np.isfinite(final.logdensity))
     counts = np.bincount(final_idx, minlength=len(pi))
     assert g_test_pvalue(counts, pi) > P_MIN
@@ -296,7 +300,7 @@ def test_exact_law(name):
         assert float(info.is_accepted) > 0.1
     if CONFIGS[name][2] == "pivot":
         # G6 (Monte Carlo part): root frequencies ∝ h_root.
-        root = final.embedding[:, s["motif"].root]
+        root = final.position[:, s["motif"].root]
         root_probs = np.bincount(states[:, s["motif"].root], weights=pi, minlength=s["n"])
         assert g_test_pvalue(np.bincount(np.asarray(root), minlength=s["n"]), root_probs) > P_MIN
 
@@ -304,20 +308,20 @@ def test_exact_law(name):
 def uniform_root_kernel(net, motif):
     """The authors' default pivot rule: simple-random-walk root accepted with min(1, deg x/deg y)
     (a uniform root), children by neighbour steps; only exact on regular graphs."""
-    degree = jnp.asarray(np.diff(np.asarray(net.sym_indptr)))
+    degree = jnp.asarray(np.diff(np.asarray(net.sym.indptr)))
     unit = Network.from_adjacency(net.to_dense() + net.to_dense().T > 0)  # uniform neighbour picks
     root = motif.root
 
     def step(key, state):
         key_root, key_accept, *keys = jax.random.split(key, motif.num_nodes + 1)
-        x = state.embedding
+        x = state.position
         y = x.at[root].set(sample_neighbour(unit, key_root, x[root]))
         for c in motif.order[1:]:
             y = y.at[c].set(sample_neighbour(net, keys[c - 1], y[motif.parent[c]]))
         accept = jax.random.uniform(key_accept) < degree[x[root]] / degree[y[root]]
         new = jnp.where(accept, y, x)
         # (logdensity is not tracked: this test only reads the embeddings)
-        return hm.HomomorphismState(new, state.logdensity), hm.PivotInfo(0.0, accept, False)
+        return HomomorphismState(new, state.logdensity), PivotInfo(0.0, accept, False)
 
     return step
 
@@ -329,7 +333,7 @@ def test_uniform_root_rule_of_the_authors_code_fails_the_exact_law_test():
     num_steps = burn_in(s["P"], s["pi"], start)
     algorithm = type(s["algorithm"])(s["algorithm"].init, uniform_root_kernel(s["net"], s["motif"]))
     _, final, info = run_chains(algorithm, s["states"][start], NUM_CHAINS, num_steps, jax.random.PRNGKey(5))
-    idx = state_index(final.embedding, s["n"], s["states"])
+    idx = state_index(final.position, s["n"], s["states"])
     assert float(info.is_accepted) > 0.1
     assert g_test_pvalue(np.bincount(idx, minlength=len(s["pi"])), s["pi"]) < 1e-10
 
@@ -340,7 +344,7 @@ def test_initial_embeddings_are_homomorphisms():
         A, alpha = GRAPHS[graph]()
         net = Network.from_adjacency(A, alpha)
         motif = MOTIFS[motif_name]()
-        x0 = hm.initial_embeddings(net, motif, jax.random.PRNGKey(1), 64)
+        x0 = initial_embeddings(net, motif, jax.random.PRNGKey(1), 64)
         assert x0.shape == (64, motif.num_nodes) and x0.dtype == jnp.int32
         weights = np.prod(alpha[np.asarray(x0)], axis=1)
         for i, j in motif.edges:
@@ -353,48 +357,48 @@ def test_initial_embedding_errors():
     chain = Network.from_adjacency(np.array([[0.0, 1.0], [0.0, 0.0]]))  # one arc 0 -> 1
     directed_path = Motif.from_edges([(0, 1), (1, 2)], directed=True)
     with pytest.raises(NetworkError, match="no homomorphism"):
-        hm.initial_embeddings(chain, directed_path, jax.random.PRNGKey(0), 4)
+        initial_embeddings(chain, directed_path, jax.random.PRNGKey(0), 4)
     even_cycle = Network.from_networkx(nx.cycle_graph(8))
     with pytest.raises(InitialPointError, match="max_attempts=5"):
-        hm.initial_embeddings(even_cycle, Motif.cycle(3), jax.random.PRNGKey(0), 4, max_attempts=5)
+        initial_embeddings(even_cycle, Motif.cycle(3), jax.random.PRNGKey(0), 4, max_attempts=5)
     net = Network.from_adjacency(weighted_graph()[0])
     with pytest.raises(Exception, match="num_chains"):
-        hm.initial_embeddings(net, Motif.path(3), jax.random.PRNGKey(0), 0)
+        initial_embeddings(net, Motif.path(3), jax.random.PRNGKey(0), 0)
 
 
 def test_constructor_errors():
     net = Network.from_adjacency(weighted_graph()[0])
     with pytest.raises(MotifError, match="glauber"):
-        hm.pivot(net, Motif.cycle(4))
+        pivot(net, Motif.cycle(4))
     with pytest.raises(NetworkError, match="Network"):
-        hm.glauber(np.ones((3, 3)), Motif.path(3))
+        glauber(np.ones((3, 3)), Motif.path(3))
     with pytest.raises(MotifError, match="Motif"):
-        hm.pivot(net, nx.path_graph(3))
+        pivot(net, nx.path_graph(3))
     with pytest.raises(ShapeError, match=r"shape \(3,\)"):
-        hm.glauber(net, Motif.path(3)).init(jnp.zeros((2, 3), jnp.int32))
+        glauber(net, Motif.path(3)).init(jnp.zeros((2, 3), jnp.int32))
     with pytest.raises(ShapeError, match="integer"):
-        hm.pivot(net, Motif.path(3)).init(jnp.zeros(3))
+        pivot(net, Motif.path(3)).init(jnp.zeros(3))
 
 
 def test_pivot_enters_the_support_and_glauber_keeps_stuck_nodes():
     A, alpha = weighted_graph()
     net = Network.from_adjacency(A, alpha)
     outside = jnp.array([0, 3, 0], jnp.int32)  # A(0, 3) = 0: not a homomorphism
-    algorithm = hm.pivot(net, Motif.path(3))
+    algorithm = pivot(net, Motif.path(3))
     state = algorithm.init(outside)
     assert state.logdensity == -jnp.inf
     step = jax.jit(algorithm.step)
     for key in jax.random.split(jax.random.PRNGKey(0), 8):
         new, info = step(key, state)
         assert bool(info.is_accepted) and np.isfinite(new.logdensity)
-        new_state = algorithm.init(new.embedding)  # init computes the log weight from scratch
+        new_state = algorithm.init(new.position)  # init computes the log weight from scratch
         np.testing.assert_allclose(new.logdensity, new_state.logdensity, rtol=1e-12)
     # Glauber for a triangle on the path 0-1-2-3 from (0, 1, 3): nodes 1 and 2 each need a common
     # neighbour of two images that have none, so their conditionals are all zero and x stays.
     path = Network.from_networkx(nx.path_graph(4))
-    glauber = hm.glauber(path, Motif.cycle(3))
-    state = glauber.init(jnp.array([0, 1, 3], jnp.int32))
-    step = jax.jit(glauber.step)
+    chain = glauber(path, Motif.cycle(3))
+    state = chain.init(jnp.array([0, 1, 3], jnp.int32))
+    step = jax.jit(chain.step)
     nodes = set()
     for key in jax.random.split(jax.random.PRNGKey(1), 12):
         new, info = step(key, state)
@@ -402,7 +406,7 @@ def test_pivot_enters_the_support_and_glauber_keeps_stuck_nodes():
         nodes.add(node)
         assert bool(info.is_stuck) == (node in (1, 2))
         expected = [0, 1, 3] if node in (1, 2) else [2, 1, 3]  # node 0 -> the only choice, 2
-        np.testing.assert_array_equal(new.embedding, expected)
+        np.testing.assert_array_equal(new.position, expected)
     assert nodes == {0, 1, 2}
 
 
@@ -410,7 +414,7 @@ def test_runs_through_psample_sample():
     A, alpha = weighted_graph()
     net = Network.from_adjacency(A, alpha)
     motif = Motif.path(3)
-    algorithm = hm.pivot(net, motif)
+    algorithm = pivot(net, motif)
     x0 = jnp.array([[0, 1, 2], [4, 4, 4], [3, 2, 1], [1, 0, 4]], jnp.int32)
     trace = psample.sample(
         algorithm,
@@ -419,7 +423,7 @@ def test_runs_through_psample_sample():
         5,
         progress=False,
         chunk_size=5,
-        observables={"root": lambda state: state.embedding[0]},
+        observables={"root": lambda state: state.position[0]},
     )
     assert np.asarray(trace.positions).shape == (4, 5, 3)
     np.testing.assert_array_equal(trace.observables["root"], np.asarray(trace.positions)[..., 0])
@@ -433,18 +437,19 @@ def test_runs_through_psample_sample():
 
 HUB_HEAVY_SCRIPT = """
 import jax, jax.numpy as jnp, networkx as nx
-from psample.graphs import homomorphism as hm
+from psample.graphs import glauber, pivot
+from psample.graphs.embeddings import initial_embeddings
 from psample.graphs.motif import Motif
-from psample.graphs.network import Network
+from psample.graphs.network import Network, edge_weight
 
 assert not jax.config.jax_enable_x64
 network = Network.from_networkx(nx.barabasi_albert_graph(100_000, 3, seed=0))
-rows = jnp.repeat(jnp.arange(network.num_nodes), jnp.diff(network.indptr), total_repeat_length=network.num_edges)
-found = jax.jit(jax.vmap(lambda a, b: hm.edge_weight(network, a, b)))(rows, network.indices)
-assert bool(jnp.all(found == network.weights))
+rows = jnp.repeat(jnp.arange(network.num_nodes), jnp.diff(network.out.indptr), total_repeat_length=network.num_edges)
+found = jax.jit(jax.vmap(lambda a, b: edge_weight(network, a, b)))(rows, network.out.indices)
+assert bool(jnp.all(found == network.out.weights))
 motif = Motif.path(4)
-starts = hm.initial_embeddings(network, motif, jax.random.PRNGKey(0), 64)
-for algorithm in (hm.glauber(network, motif), hm.pivot(network, motif)):
+starts = initial_embeddings(network, motif, jax.random.PRNGKey(0), 64)
+for algorithm in (glauber(network, motif), pivot(network, motif)):
     def one(states, key):
         states, _ = jax.vmap(algorithm.step)(jax.random.split(key, starts.shape[0]), states)
         return states, states.logdensity
@@ -468,3 +473,68 @@ def test_both_chains_compile_and_stay_in_the_support_on_a_hub_heavy_graph_of_1e5
                          timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+# ---------------------------------------------------------------------- extreme uniforms (issue 8 §1)
+def zero_mass_ends_network():
+    """The weighted K5-minus-an-edge with α = 0 at nodes 0 and 4: most CSR rows start and end
+    with an entry of zero mass, so an inverse-CDF draw off by one slot lands on α = 0."""
+    A, _ = weighted_graph()
+    alpha = np.array([0.0, 0.3, 0.5, 0.2, 0.0])
+    return A, alpha, Network.from_adjacency(A, alpha)
+
+
+@pytest.mark.parametrize("u", [0.0, "below_one"])
+@pytest.mark.parametrize("chain", ["glauber", "pivot", "lazy_pivot"])
+def test_kernels_with_extreme_injected_uniforms_stay_in_the_support(monkeypatch, chain, u):
+    """Every uniform a step draws is forced to 0 or to the largest float below 1.
+
+    ``jax.random.uniform`` returns exactly 0.0 about once in 2²³ float32 draws. At u = 0 the
+    draws must take the first candidate of positive weight (never a zero-weight one, and a
+    proposal of probability 0 is never accepted: ``u < rate`` is strict); just below 1 the last
+    one. The kernels were already right at both ends; this test pins it (and would catch a
+    ``u <= rate`` acceptance or a ``log(u)`` draw).
+    """
+    A, alpha, net = zero_mass_ends_network()
+    dtype = net.out.weights.dtype
+    value = np.nextafter(np.array(1.0, dtype), np.array(0.0, dtype)) if u == "below_one" else 0.0
+
+    def constant_uniform(key, shape=(), dtype=float, *args, **kwargs):
+        return jnp.full(shape, value, dtype)
+
+    motif = Motif.path(3)
+    algorithm = glauber(net, motif) if chain == "glauber" else pivot(net, motif, lazy=chain == "lazy_pivot")
+    start = jnp.array([1, 2, 3], jnp.int32)  # a homomorphism of positive weight
+    state = algorithm.init(start)
+    monkeypatch.setattr(jax.random, "uniform", constant_uniform)
+    for _ in range(3):
+        state, info = algorithm.step(jax.random.PRNGKey(0), state)
+        x = np.asarray(state.position)
+        assert np.all(alpha[x] > 0) and bool(is_homomorphism(net, motif, state.position)), (chain, u, x)
+        assert float(state.logdensity) == pytest.approx(float(log_weight(net, motif, state.position)), rel=1e-12)
+    if chain == "glauber":
+        # u = 0: motif node 0; just below 1: node k - 1 (the last).
+        assert int(info.node) == (0 if u == 0.0 else motif.num_nodes - 1)
+    elif chain == "lazy_pivot":
+        assert bool(info.is_held) == (u == 0.0)  # u < 1/2 holds
+    else:
+        assert bool(info.is_accepted) == (u == 0.0 or float(info.acceptance_rate) == 1.0)
+
+
+@pytest.mark.parametrize("u", [0.0, "below_one", 1.0])
+def test_initial_embeddings_with_extreme_injected_uniforms(monkeypatch, u):
+    """Root and tree draws of the starting embeddings at u = 0, just below 1, and 1: the root is
+    the first / last node that can host it (α > 0), never a trailing node of weight 0. u = 1
+    (never returned by the generator) used to give the last node, of weight 0; the others were
+    already right."""
+    A, alpha, net = zero_mass_ends_network()
+    dtype = net.out.weights.dtype
+    value = np.nextafter(np.array(1.0, dtype), np.array(0.0, dtype)) if u == "below_one" else u
+
+    def constant_uniform(key, shape=(), dtype=float, *args, **kwargs):
+        return jnp.full(shape, value, dtype)
+
+    monkeypatch.setattr(jax.random, "uniform", constant_uniform)
+    x0 = np.asarray(initial_embeddings(net, Motif.path(3), jax.random.PRNGKey(0), 4, max_attempts=1))
+    assert np.all(alpha[x0] > 0)
+    assert np.all(x0[:, 0] == (1 if u == 0.0 else 3))

@@ -166,6 +166,10 @@ def test_chains_sharded_over_devices_match_one_device():
         single = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False,
                                 devices=jax.local_devices()[:1])
         np.testing.assert_allclose(sharded.positions, single.positions, rtol=0, atol=1e-12)
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("chains",))
+        on_two = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False, mesh=mesh)
+        assert len(on_two.final_state.position.sharding.device_set) == 2
+        np.testing.assert_allclose(on_two.positions, single.positions, rtol=0, atol=1e-12)
         print("OK")
         """
     )
@@ -193,3 +197,114 @@ def test_a_step_that_changes_the_state_dtype_is_named():
     drifting = SamplingAlgorithm(lambda x: State(x), lambda key, s: (State(s.position + 0.5), None))
     with pytest.raises(DtypeError, match=r"position from int32\[4, 2\] to float"):
         psample.sample(drifting, jnp.ones((4, 2), jnp.int32), jax.random.PRNGKey(0), 5, progress=False)
+
+
+# ----------------------------------------------------------------------------- nothing drawn is lost (issue 9)
+
+
+def test_a_log_density_that_raises_mid_run_keeps_the_draws_made_before(rmh, x0):
+    """A host callback raising in the 5th chunk: RunError carries the first 4 chunks' draws."""
+    from psample.errors import RunError
+
+    calls, limit = [], []
+
+    def checked(value):
+        calls.append(1)
+        if limit and len(calls) > limit[0]:
+            raise FloatingPointError("the model's solver diverged")
+        return value
+
+    def logdensity(x):
+        value = -0.5 * jnp.sum(x**2)
+        return jax.pure_callback(checked, jax.ShapeDtypeStruct((), value.dtype), value, vmap_method="sequential")
+
+    alg = blackjax.additive_step_random_walk.normal_random_walk(logdensity, 0.8 * jnp.ones(3))
+    reference = run(rmh, x0, 40)
+    jax.vmap(alg.init)(x0)  # the evaluations a run makes before its first step
+    limit.append(len(calls) + 160)  # 4 chains x 10 draws x 1 evaluation per chunk: fails in chunk 5
+    calls.clear()
+    with pytest.raises(RunError, match="after 40 completed draws.*solver diverged") as caught:
+        run(alg, x0, 100, chunk_size=10)
+    partial = caught.value.trace
+    assert partial.num_draws == 40 and isinstance(caught.value.__cause__, Exception)
+    np.testing.assert_allclose(partial.positions, reference.positions, rtol=0, atol=1e-12)
+
+
+def test_dropping_the_algorithm_frees_what_it_closes_over(x0):
+    """The compiled-function cache lives on the algorithm, not in a global LRU cache."""
+    import gc
+    import weakref
+
+    data = np.linspace(1.0, 2.0, 3)  # stands for a data set or a network's arrays
+    alive = weakref.ref(data)
+
+    def logdensity(x, data=data):
+        return -0.5 * jnp.sum((x / data) ** 2)
+
+    alg = blackjax.additive_step_random_walk.normal_random_walk(logdensity, 0.8 * jnp.ones(3))
+    run(alg, x0, 10)
+    del alg, logdensity, data
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_run_too_large_for_memory_is_refused_with_its_size(rmh):
+    with pytest.raises(InvalidTuningError, match=r"100000 chains x 1000000 draws .* = \d.* TB"):
+        psample.sample(rmh, jnp.ones((100_000, 3)), jax.random.PRNGKey(0), 1_000_000, progress=False)
+
+
+def test_resume_restores_the_sharding_over_4_devices(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import jax, jax.numpy as jnp, numpy as np, blackjax, psample
+        jax.config.update("jax_enable_x64", True)
+        assert jax.local_device_count() == 4
+        alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
+        x0 = jax.random.normal(jax.random.PRNGKey(42), (8, 3))
+        path = {str(tmp_path / "run.zarr")!r}
+        full = psample.sample(alg, x0, jax.random.PRNGKey(7), 40, progress=False)
+        first = psample.sample(alg, x0, jax.random.PRNGKey(7), 20, progress=False, checkpoint=path)
+        assert len(first.final_state.position.sharding.device_set) == 4
+        resumed = psample.resume(path, alg, 20, progress=False)
+        assert len(resumed.final_state.position.sharding.device_set) == 4, resumed.final_state.position.sharding
+        np.testing.assert_array_equal(resumed.positions, full.positions)
+        print("OK")
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
+
+
+def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, monkeypatch):
+    """progress=True with stderr not a TTY (as under pytest), no checkpoint: nothing is lost.
+
+    A real SIGINT is sent 0.2 s after the first chunk completed (the bar's first update).
+    """
+    import signal
+    import threading
+
+    import psample.driver
+
+    timers = []
+
+    class Bar:
+        def __init__(self, *args):
+            pass
+
+        def update(self, _):
+            if not timers:
+                timers.append(threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)))
+                timers[0].start()
+
+        def close(self):
+            pass
+
+    reference = run(rmh, x0, 3000)
+    monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
+    trace = psample.sample(rmh, x0, jax.random.PRNGKey(7), 10**7, chunk_size=1000, progress=True)
+    timers[0].join()
+    assert trace.interrupted and trace.num_draws % 1000 == 0 and 1000 <= trace.num_draws < 10**7
+    n = min(trace.num_draws, 3000)
+    np.testing.assert_array_equal(trace.positions[:, :n], reference.positions[:, :n])

@@ -3,17 +3,29 @@
 Lyu, Mémoli and Sivakoff, "Sampling random graph homomorphisms and applications to network
 data analysis", JMLR 24(9), 2023 (arXiv:1910.09483).
 
-- :class:`Network` (weighted, directed or not, node weights) and :class:`Motif` (small graph,
-  usually a rooted tree: :meth:`Motif.path`, :meth:`Motif.star`, :meth:`Motif.cycle`).
-- :func:`glauber` (any motif) and :func:`pivot` (tree motifs, exact Metropolis–Hastings)
-  return BlackJAX ``SamplingAlgorithm`` s whose state is the embedding motif-node -> network-node.
+- :class:`Network` (weighted, directed or not, node weights; three :class:`~psample.graphs.csr.Csr`
+  structures and an edge hash table) and :class:`Motif` (small graph, usually a rooted tree:
+  :meth:`Motif.path`, :meth:`Motif.star`, :meth:`Motif.cycle`); :func:`as_network` and
+  :func:`as_motif` convert and check every input.
+- :func:`glauber` (any motif, module :mod:`psample.graphs.glauber`) and :func:`pivot` (tree
+  motifs, exact Metropolis–Hastings, module :mod:`psample.graphs.pivot`) return BlackJAX
+  ``SamplingAlgorithm`` s whose state's ``position`` is the embedding motif-node -> network-node
+  (:mod:`psample.graphs.homomorphism`); :func:`initial_embeddings` starts them.
 - One-call estimates with Monte Carlo standard errors (batch means across chains):
   :func:`macc`, :func:`hom_density`, :func:`conditional_density`, :func:`chd_profile`,
-  :func:`sample_patches`; exact reference values in :mod:`psample.graphs.exact`.
+  :func:`sample_patches`; exact reference values in :mod:`psample.graphs.exact`, exact one-step
+  kernels in :mod:`psample.graphs.transitions`.
+
+The names :func:`glauber` and :func:`pivot` here are the chains' constructors; import from their
+modules with ``from psample.graphs.glauber import build_kernel`` (an ``import ... as`` of
+``psample.graphs.glauber`` would give the function).
 """
 
+from psample.diagnostics.batch_means import Estimate
 from psample.graphs import exact
+from psample.graphs.embeddings import initial_embeddings
 from psample.graphs.estimate import (
+    SAMPLERS,
     chd_profile,
     conditional_density,
     hom_density,
@@ -21,27 +33,24 @@ from psample.graphs.estimate import (
     run_observables,
     sample_patches,
 )
-from psample.graphs.homomorphism import (
-    GlauberInfo,
-    HomomorphismState,
-    PivotInfo,
-    glauber,
-    initial_embeddings,
-    is_homomorphism,
-    log_weight,
-    pivot,
-)
-from psample.graphs.motif import MAX_MOTIF_NODES, Motif
-from psample.graphs.network import Network, edge_weight, sample_neighbour
-from psample.graphs.observables import Estimate
+from psample.graphs.glauber import GlauberInfo
+from psample.graphs.glauber import as_top_level_api as glauber
+from psample.graphs.homomorphism import HomomorphismState, is_homomorphism, log_weight
+from psample.graphs.motif import MAX_MOTIF_NODES, Motif, as_motif
+from psample.graphs.network import Network, as_network, edge_weight, sample_neighbour
+from psample.graphs.pivot import PivotInfo
+from psample.graphs.pivot import as_top_level_api as pivot
 
 __all__ = [
     "exact",
     "Network",
     "Motif",
     "MAX_MOTIF_NODES",
+    "as_network",
+    "as_motif",
     "edge_weight",
     "sample_neighbour",
+    "SAMPLERS",
     "glauber",
     "pivot",
     "initial_embeddings",

@@ -35,12 +35,11 @@ from __future__ import annotations
 import itertools
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
 from psample.errors import MotifError, NetworkError, check_positive_int
-from psample.graphs.network import Network
+from psample.graphs.network import as_network
 
 __all__ = [
     "adjacency_and_weights",
@@ -70,36 +69,25 @@ def adjacency_and_weights(network) -> tuple[sp.csr_array, np.ndarray]:
     Parameters
     ----------
     network
-        A :class:`psample.graphs.network.Network`, a networkx graph (weights from the ``"weight"``
-        attribute, default 1; α uniform), or an ``(n, n)`` dense or scipy-sparse adjacency
-        matrix (α uniform).
+        Anything :func:`psample.graphs.network.as_network` takes: a
+        :class:`~psample.graphs.network.Network`, a networkx graph (weights from the
+        ``"weight"`` attribute, default 1; α uniform) or an ``(n, n)`` dense or scipy-sparse
+        adjacency matrix (α uniform), validated there (negative, NaN or infinite weights raise
+        :class:`~psample.errors.NetworkError`).
 
     Returns
     -------
     A : scipy.sparse.csr_array, shape (n, n)
     alpha : ndarray, shape (n,)
     """
-    if isinstance(network, nx.Graph):
-        network = Network.from_networkx(network)
-    if isinstance(network, Network):
-        A = sp.csr_array(network.to_scipy(), dtype=np.float64)
-        alpha = np.asarray(network.node_weights, dtype=np.float64)
-    else:
-        A = sp.csr_array(network, dtype=np.float64)
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
-            raise NetworkError(f"adjacency must be a non-empty square matrix, got shape {A.shape}")
-        alpha = np.full(A.shape[0], 1.0 / A.shape[0])
-    if A.nnz and A.data.min() < 0:
-        raise NetworkError(f"edge weights must be >= 0, got minimum {A.data.min()!r}")
-    A.sort_indices()
-    return A, alpha
+    network = as_network(network)
+    return network.to_scipy(), np.asarray(network.node_weights, dtype=np.float64)
 
 
 def _tree_structure(motif) -> tuple[int, np.ndarray, np.ndarray, int]:
     """``(k, parent, order, root)`` of a tree motif; ``parent[root] = -1``, ``order`` top-down."""
-    if not getattr(motif, "is_tree", False):
-        raise MotifError(f"motif must be a tree for the exact dynamic programme (use the "
-                         f"brute_force_* functions on tiny networks otherwise), got {motif!r}")
+    motif.require_tree("the exact dynamic programme",
+                       instead="the brute_force_* functions take any motif (on tiny networks)")
     parent = np.asarray(motif.parent, dtype=np.int64)
     order = np.asarray(motif.order, dtype=np.int64)
     return int(motif.num_nodes), parent, order, int(motif.root)
@@ -132,7 +120,7 @@ def subtree_partition_functions(network, motif) -> np.ndarray:
     """
     A, alpha = adjacency_and_weights(network)
     k, parent, order, _ = _tree_structure(motif)
-    forward = np.asarray(getattr(motif, "parent_edge_forward", np.ones(k, dtype=bool)))
+    forward = np.asarray(motif.parent_edge_forward)
     A_T = sp.csr_array(A.T)
     h = np.tile(alpha, (k, 1))
     for j in order[::-1]:  # bottom-up: every child is finished before its parent

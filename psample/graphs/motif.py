@@ -30,7 +30,7 @@ import numpy as np
 
 from psample.errors import MotifError
 
-__all__ = ["Motif", "MAX_MOTIF_NODES"]
+__all__ = ["Motif", "MAX_MOTIF_NODES", "as_motif"]
 
 #: Default cap on the number of motif nodes (the chains loop over motif nodes at trace time).
 MAX_MOTIF_NODES = 32
@@ -178,13 +178,16 @@ class Motif:
         """Number of edges ``m``."""
         return int(self.edges.shape[0])
 
-    def require_tree(self, what: str = "the pivot chain") -> None:
-        """Raise :class:`MotifError` unless the motif is a tree."""
+    def require_tree(self, what: str = "the pivot chain",
+                     instead: str = "use glauber(network, motif), which samples homomorphisms of any motif") -> None:
+        """Raise :class:`MotifError` unless the motif is a tree (the one check of that, everywhere).
+
+        ``what`` needs the tree; ``instead`` ends the message with what to do otherwise.
+        """
         if not self.is_tree:
             raise MotifError(
                 f"{what} needs a tree motif, but this motif ({self.num_nodes} nodes, "
-                f"{self.num_edges} edges) has a cycle; use glauber(network, motif), which samples "
-                "homomorphisms of any motif"
+                f"{self.num_edges} edges) has a cycle; {instead}"
             )
 
     def _key(self):
@@ -200,6 +203,27 @@ class Motif:
         kind = "tree" if self.is_tree else "graph"
         edges = ", ".join(f"{i}->{j}" if self.directed else f"{i}-{j}" for i, j in self.edges)
         return f"Motif({kind}, k={self.num_nodes}, root={self.root}, edges=[{edges}])"
+
+
+def as_motif(motif, *, convert: bool = True) -> Motif:
+    """A :class:`Motif` from a Motif, a networkx graph, or a name ``pathK``/``starK``/``cycleK``.
+
+    The one way in: every function that takes a motif goes through here. ``convert=False``
+    accepts only a :class:`Motif` (the samplers, which are built for one).
+    """
+    if isinstance(motif, Motif):
+        return motif
+    if convert:
+        if isinstance(motif, nx.Graph):
+            return Motif.from_networkx(motif)
+        if isinstance(motif, str):
+            for prefix, build in (("path", Motif.path), ("star", Motif.star), ("cycle", Motif.cycle)):
+                if motif.startswith(prefix) and motif[len(prefix):].isdigit():
+                    return build(int(motif[len(prefix):]))
+        raise MotifError(f"motif must be a Motif, a networkx graph or a name like 'path3', 'star4', "
+                         f"'cycle3', got {motif!r}")
+    raise MotifError(f"motif must be a psample Motif (Motif.path, Motif.from_networkx, as_motif, ...), "
+                     f"got {type(motif).__name__}")
 
 
 def _count(name: str, value, minimum: int) -> int:

@@ -11,8 +11,10 @@ chains need two primitives, both with fixed shapes so that they vectorise over c
 
 Directed networks also store the transpose (in-neighbours, ``A(z, w) α(z)`` masses), used for
 motif edges that point towards an already placed node, and the symmetrisation
-``A_s = (A + Aᵀ) / 2`` on which the pivot chain's root walks. For symmetric ``A`` the three CSR
-structures are the same arrays.
+``A_s = (A + Aᵀ) / 2`` on which the pivot chain's root walks: three structures of one type,
+:class:`~psample.graphs.csr.Csr`, as ``network.out``, ``network.in_`` and ``network.sym``. For
+symmetric ``A`` the three are the same arrays. :func:`as_network` is the one way in: every
+function that takes a network converts and validates it there.
 
 References
 ----------
@@ -22,89 +24,79 @@ References
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse import csgraph
 
 from psample.errors import NetworkError
+from psample.graphs import csr
+from psample.graphs.csr import Csr
 from psample.graphs.edge_table import EdgeTable, build_edge_table, lookup
 
 __all__ = [
     "Network",
+    "as_network",
     "edge_weight",
     "sample_neighbour",
     "sample_in_neighbour",
     "sample_node",
+    "draw_node",
     "max_degree",
+    "components",
     "bipartite_components",
+    "require_connected",
 ]
 
 Array = jax.Array
 
 
-class Network(NamedTuple):
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["out", "in_", "sym", "node_weights", "node_cum_weights", "edge_table"],
+    meta_fields=["directed"],
+)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Network:
     """A weighted network with node weights, stored as CSR arrays (a pytree of arrays).
 
     Node ``i`` is row ``i`` of the adjacency matrix; for :meth:`from_networkx` it is
-    ``list(G.nodes)[i]``. Build with :meth:`from_networkx` or :meth:`from_adjacency`, which
-    validate the input; the raw constructor does not.
+    ``list(G.nodes)[i]``. Build with :meth:`from_networkx`, :meth:`from_adjacency` or
+    :func:`as_network`, which validate the input; the raw constructor does not.
 
     Attributes
     ----------
-    indptr : int32 (n + 1,)
-        CSR row pointers of ``A`` (out-neighbours).
-    indices : int32 (nnz,)
-        Column indices, sorted within each row.
-    weights : float (nnz,)
-        Edge weights ``A(w, z) > 0``.
+    out : Csr
+        ``A``: row ``w`` lists the out-neighbours ``z`` of ``w``, weights ``A(w, z)``, masses
+        ``A(w, z) α(z)`` and the out-mass ``d(w) = Σ_z A(w, z) α(z)`` (:class:`Csr`).
+    in_ : Csr
+        ``Aᵀ``: row ``w`` lists the in-neighbours ``z`` of ``w``, weights ``A(z, w)``, masses
+        ``A(z, w) α(z)``. The same arrays as ``out`` when ``A`` is symmetric.
+    sym : Csr
+        ``A_s = (A + Aᵀ) / 2``, on which the pivot chain's root walks. ``out`` when symmetric.
     node_weights : float (n,)
         Node probabilities ``α`` (non-negative, sum 1).
-    out_mass : float (n,)
-        ``d(w) = Σ_z A(w, z) α(z)``; equal to the last entry of ``cum_mass`` in row ``w``.
-    cum_mass : float (nnz,)
-        Per-row cumulative sums of ``A(w, z) α(z)``.
-    in_indptr, in_indices, in_weights, in_mass, in_cum_mass
-        The same for ``Aᵀ``: row ``w`` lists the in-neighbours ``z`` of ``w`` with weights
-        ``A(z, w)``, masses ``Σ_z A(z, w) α(z)``. Same arrays as above when ``A`` is symmetric.
-    sym_indptr, sym_indices, sym_weights, sym_mass, sym_cum_mass
-        The same for ``A_s = (A + Aᵀ) / 2`` (the pivot chain's root walk).
     node_cum_weights : float (n,)
         Cumulative sums of ``α`` (sampling a node from ``α``).
-    directed : bool scalar
-        Whether ``A`` is not symmetric.
     edge_table : EdgeTable
         Hash table of the entries of ``A`` (constant-time :func:`edge_weight`).
-    log_mass, in_log_mass : float (nnz,)
-        ``log(A(w, z) α(z))`` per CSR slot of ``A`` and of ``Aᵀ`` (``-inf`` where ``α(z) = 0``),
-        computed in float64 on the host: samplers sum log factors without taking logarithms.
+    directed : bool (static: part of the pytree structure, not a leaf)
+        Whether ``A`` is not symmetric; samplers specialise their code on it at trace time.
     """
 
-    indptr: Array
-    indices: Array
-    weights: Array
+    out: Csr
+    in_: Csr
+    sym: Csr
     node_weights: Array
-    out_mass: Array
-    cum_mass: Array
-    in_indptr: Array
-    in_indices: Array
-    in_weights: Array
-    in_mass: Array
-    in_cum_mass: Array
-    sym_indptr: Array
-    sym_indices: Array
-    sym_weights: Array
-    sym_mass: Array
-    sym_cum_mass: Array
     node_cum_weights: Array
-    directed: Array
     edge_table: EdgeTable
-    log_mass: Array
-    in_log_mass: Array
+    directed: bool
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -175,24 +167,47 @@ class Network(NamedTuple):
     @property
     def num_edges(self) -> int:
         """Number of stored (directed) entries ``nnz`` of ``A``."""
-        return self.indices.shape[0]
-
-    @property
-    def is_directed(self) -> bool:
-        """Whether ``A`` is not symmetric (host-side; not for traced networks)."""
-        return bool(self.directed)
+        return self.out.indices.shape[0]
 
     def to_scipy(self) -> sp.csr_array:
         """``A`` as a scipy CSR array (float64)."""
-        n = self.num_nodes
-        return sp.csr_array(
-            (np.asarray(self.weights, dtype=np.float64), np.asarray(self.indices), np.asarray(self.indptr)),
-            shape=(n, n),
-        )
+        return csr.to_scipy(self.out)
 
     def to_dense(self) -> np.ndarray:
         """``A`` as a dense ``(n, n)`` float64 numpy array."""
         return self.to_scipy().toarray()
+
+
+def as_network(network, *, weight="weight", convert: bool = True) -> Network:
+    """A :class:`Network` from a Network, a networkx graph or an ``(n, n)`` adjacency matrix.
+
+    The one way in: every function that takes a network goes through here.
+
+    Parameters
+    ----------
+    network
+        A :class:`Network` (returned as is), a networkx graph (:meth:`Network.from_networkx`)
+        or a dense / scipy-sparse adjacency matrix (:meth:`Network.from_adjacency`, uniform α).
+    weight : str or None
+        Edge attribute of a networkx graph holding the weights.
+    convert : bool
+        ``False`` accepts only a :class:`Network` (the samplers, which close over the arrays).
+
+    Raises
+    ------
+    NetworkError
+        Anything else, or invalid weights (negative, NaN, infinite, no edge).
+    """
+    if isinstance(network, Network):
+        return network
+    if convert:
+        if isinstance(network, nx.Graph):
+            return Network.from_networkx(network, weight=weight)
+        if sp.issparse(network) or isinstance(network, (np.ndarray, jax.Array)):
+            return Network.from_adjacency(network)
+    accepted = "a psample Network" + (", a networkx graph or an (n, n) adjacency matrix" if convert else
+                                      " (Network.from_networkx / from_adjacency / as_network)")
+    raise NetworkError(f"network must be {accepted}, got {type(network).__name__}")
 
 
 # ---------------------------------------------------------------------- validation
@@ -251,198 +266,131 @@ def _node_weight_vector(node_weights, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- construction
-def _csr_arrays(matrix: sp.csr_array, alpha: np.ndarray):
-    """(indptr, indices, weights, mass, cum_mass) of a CSR matrix with masses A(w, z) α(z)."""
-    indptr = matrix.indptr.astype(np.int64)
-    indices = matrix.indices.astype(np.int64)
-    weights = matrix.data.astype(np.float64)
-    edge_mass = weights * alpha[indices]
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(indptr))
-    # Per-row cumulative sums: global cumsum minus the running total before each row.
-    cum = np.cumsum(edge_mass)
-    row_offset = np.concatenate([[0.0], cum])[indptr[:-1]]
-    cum_mass = cum - row_offset[rows]
-    mass = np.zeros(matrix.shape[0])
-    nonempty = np.diff(indptr) > 0
-    mass[nonempty] = cum_mass[indptr[1:][nonempty] - 1]
-    return (
-        jnp.asarray(indptr, dtype=jnp.int32),
-        jnp.asarray(indices, dtype=jnp.int32),
-        jnp.asarray(weights),
-        jnp.asarray(mass),
-        jnp.asarray(cum_mass),
-    )
-
-
 def _build(matrix: sp.csr_array, alpha: np.ndarray) -> Network:
     if matrix.shape[0] >= 2**31 - 1 or matrix.nnz >= 2**31 - 1:
         raise NetworkError(f"network too large for int32 indices: shape {matrix.shape}, nnz {matrix.nnz}")
     transpose = sp.csr_array(matrix.T)
     transpose.sort_indices()
-    directed = (matrix != transpose).nnz > 0
-    forward = _csr_arrays(matrix, alpha)
+    directed = bool((matrix != transpose).nnz > 0)
+    out = csr.from_scipy(matrix, alpha)
     if directed:
-        backward = _csr_arrays(transpose, alpha)
         symmetric = sp.csr_array((matrix + transpose) * 0.5)
         symmetric.sort_indices()
-        sym = _csr_arrays(symmetric, alpha)
+        in_, sym = csr.from_scipy(transpose, alpha), csr.from_scipy(symmetric, alpha)
     else:
-        backward = sym = forward
-    log_mass = _log_mass(matrix, alpha)
-    return Network(
-        *forward[:3],
-        jnp.asarray(alpha),
-        *forward[3:],
-        *backward[:3],
-        *backward[3:],
-        *sym[:3],
-        *sym[3:],
-        jnp.asarray(np.cumsum(alpha)),
-        jnp.asarray(directed),
-        build_edge_table(
-            np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr)), matrix.indices, forward[2], matrix.shape[0]
-        ),
-        log_mass,
-        _log_mass(transpose, alpha) if directed else log_mass,
-    )
-
-
-def _log_mass(matrix: sp.csr_array, alpha: np.ndarray) -> Array:
-    with np.errstate(divide="ignore"):
-        return jnp.asarray(np.log(matrix.data.astype(np.float64) * alpha[matrix.indices]))
+        in_ = sym = out
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    table = build_edge_table(rows, matrix.indices, out.weights, matrix.shape[0])
+    return Network(out, in_, sym, jnp.asarray(alpha), jnp.asarray(np.cumsum(alpha)), table, directed)
 
 
 # ---------------------------------------------------------------------- jittable helpers
-def _num_bisection_steps(length: int) -> int:
-    """Iterations that bisect any sub-range of an array of ``length`` entries to one point."""
-    return max(1, int(math.ceil(math.log2(length + 1))))
-
-
-def _at(values: Array, index: Array) -> Array:
-    """``values[index]`` for a scalar index, clamped into range (``dynamic_slice`` clamps)."""
-    return jax.lax.dynamic_index_in_dim(values, index, keepdims=False)
-
-
-def _first_in_row_where_greater(values: Array, start: Array, stop: Array, threshold: Array) -> Array:
-    """Smallest ``j`` in ``[start, stop)`` with ``values[j] > threshold`` (``stop`` if none).
-
-    ``values`` must be non-decreasing on ``[start, stop)``. A fixed number of bisection steps,
-    unrolled at trace time (about log2(nnz)): straight-line code vectorises over chains, needs no
-    device-side loop, and keeps the compiled program small (every chain step calls this).
-    """
-    lo, hi = start, stop
-    for _ in range(_num_bisection_steps(values.shape[0])):
-        mid = jax.lax.shift_right_logical(lo + hi, jnp.ones_like(lo))
-        active = lo < hi
-        right = _at(values, mid) <= threshold
-        lo = jax.lax.select(active & right, mid + 1, lo)
-        hi = jax.lax.select(active & ~right, mid, hi)
-        # Each step reads lo and hi twice: fused across steps, XLA can duplicate the chain
-        # into a tree of 2^steps nodes (minutes of XLA:CPU compile time at 10⁵ nodes).
-        lo, hi = jax.lax.optimization_barrier((lo, hi))
-    return lo
-
-
-def _find_in_row(indptr: Array, indices: Array, weights: Array, a: Array, b: Array) -> Array:
-    start, stop = _at(indptr, a), _at(indptr, a + 1)
-    # indices are integers sorted in the row: the first index > b - 1 is the first index >= b.
-    b = jnp.asarray(b, indices.dtype)
-    slot = _first_in_row_where_greater(indices, start, stop, b - 1)
-    found = (slot < stop) & (_at(indices, slot) == b)
-    return jnp.where(found, _at(weights, slot), jnp.zeros((), weights.dtype))
-
-
 def edge_weight(network: Network, a: Array, b: Array) -> Array:
-    """``A(a, b)``, or 0 when there is no edge ``a -> b`` (jittable, vmappable).
+    """``A(a, b)``, or 0 where there is no edge ``a -> b`` (jittable; elementwise on arrays).
 
     Two hash-table probes (:func:`psample.graphs.edge_table.lookup`), whatever the degrees.
 
     Parameters
     ----------
     network : Network
-    a, b : int scalar arrays
+    a, b : int arrays of one shape
         Source and target nodes.
 
     Returns
     -------
-    float scalar
+    float array, the shape of ``a``
     """
     return lookup(network.edge_table, a, b)
 
 
-def _sample_slot(indptr: Array, cum_mass: Array, mass: Array, uniform: Array, w: Array):
-    """CSR slot ``j`` of row ``w`` drawn with probability ∝ its mass increment (inverse CDF).
-
-    ``uniform`` is a U[0, 1) draw (the kernels draw all their uniforms in one call: fewer
-    random-number kernels to compile). Returns ``(slot, ok)``; ``ok`` is False when the row has
-    zero mass (slot is then some valid array index and must not be used).
-    """
-    start, stop = _at(indptr, w), _at(indptr, w + 1)
-    total = _at(mass, w)
-    slot = _first_in_row_where_greater(cum_mass, start, stop, uniform * total)
-    # u < total up to rounding; never step past the row's last entry.
-    slot = jnp.clip(jnp.minimum(slot, stop - 1), 0, cum_mass.shape[0] - 1)
-    return slot, total > 0
+def _neighbour(rows: Csr, key: Array, w: Array) -> Array:
+    u = jax.random.uniform(key, dtype=rows.cum_mass.dtype)
+    slot, ok = csr.sample_slot(rows, u, w)
+    return jnp.where(ok, csr.at(rows.indices, slot), -1).astype(jnp.int32)
 
 
 def sample_neighbour(network: Network, key: Array, w: Array) -> Array:
-    """Draw an out-neighbour ``z ~ A(w, ·) α(·) / d(w)`` of ``w`` (jittable, vmappable).
+    """Draw an out-neighbour ``z ~ A(w, ·) α(·) / d(w)`` of node ``w`` (int32 scalar; jittable).
 
     Returns ``-1`` when ``d(w) = 0`` (no out-neighbour of positive node weight).
-
-    Parameters
-    ----------
-    network : Network
-    key : PRNG key
-    w : int scalar array
-
-    Returns
-    -------
-    int32 scalar
     """
-    u = jax.random.uniform(key, dtype=network.cum_mass.dtype)
-    slot, ok = _sample_slot(network.indptr, network.cum_mass, network.out_mass, u, w)
-    return jnp.where(ok, _at(network.indices, slot), -1).astype(jnp.int32)
+    return _neighbour(network.out, key, w)
 
 
 def sample_in_neighbour(network: Network, key: Array, w: Array) -> Array:
     """Draw an in-neighbour ``z ~ A(·, w) α(·) / Σ_z A(z, w) α(z)`` of ``w``; ``-1`` if none."""
-    u = jax.random.uniform(key, dtype=network.in_cum_mass.dtype)
-    slot, ok = _sample_slot(network.in_indptr, network.in_cum_mass, network.in_mass, u, w)
-    return jnp.where(ok, _at(network.in_indices, slot), -1).astype(jnp.int32)
+    return _neighbour(network.in_, key, w)
+
+
+def draw_node(cum_weights: Array, uniform: Array) -> Array:
+    """Node ``z`` drawn ∝ the increments of ``cum_weights`` by inverse CDF (never one of weight 0).
+
+    ``uniform`` is a U[0, 1) draw; any value in ``[0, 1]`` gives a node of positive weight.
+    """
+    n = cum_weights.shape[0]
+    threshold = csr.inverse_cdf_threshold(uniform, cum_weights[-1])
+    node = csr.first_greater(cum_weights, jnp.int32(0), jnp.int32(n), threshold)
+    return jnp.minimum(node, n - 1).astype(jnp.int32)
 
 
 def sample_node(network: Network, key: Array) -> Array:
     """Draw a node ``z ~ α`` (jittable, vmappable)."""
     cum = network.node_cum_weights
-    u = jax.random.uniform(key, dtype=cum.dtype) * cum[-1]
-    node = _first_in_row_where_greater(cum, jnp.int32(0), jnp.int32(cum.shape[0]), u)
-    return jnp.minimum(node, cum.shape[0] - 1).astype(jnp.int32)
+    return draw_node(cum, jax.random.uniform(key, dtype=cum.dtype))
 
 
 # ---------------------------------------------------------------------- host-side analysis
 def max_degree(network: Network) -> int:
     """Largest out- or in-degree (number of stored neighbours) of any node (host-side)."""
-    out_degree = np.diff(np.asarray(network.indptr))
-    in_degree = np.diff(np.asarray(network.in_indptr))
+    out_degree = np.diff(np.asarray(network.out.indptr))
+    in_degree = np.diff(np.asarray(network.in_.indptr))
     return int(max(out_degree.max(initial=0), in_degree.max(initial=0)))
+
+
+def components(network: Network) -> list[np.ndarray]:
+    """Connected components of the symmetrised network that have an edge (host-side).
+
+    Returns
+    -------
+    list of int arrays
+        The sorted nodes of each component, in order of their smallest node.
+    """
+    sym = csr.to_scipy(network.sym)
+    _, labels = csgraph.connected_components(sym, directed=False)
+    with_edges = np.unique(labels[np.diff(sym.indptr) > 0])
+    return [np.flatnonzero(labels == label) for label in with_edges]
 
 
 def bipartite_components(network: Network) -> list[list[int]]:
     """Connected components (of the symmetrised graph, with an edge) that are bipartite.
 
     A random walk started in such a component is periodic (period 2), so the non-lazy pivot
-    chain does not converge there. Host-side (networkx).
+    chain does not converge there. Host-side.
     """
-    n = network.num_nodes
-    matrix = sp.csr_array(
-        (np.asarray(network.sym_weights), np.asarray(network.sym_indices), np.asarray(network.sym_indptr)),
-        shape=(n, n),
-    )
-    graph = nx.from_scipy_sparse_array(matrix)
+    sym = csr.to_scipy(network.sym)
     found = []
-    for component in nx.connected_components(graph):
-        sub = graph.subgraph(component)
-        if sub.number_of_edges() > 0 and nx.is_bipartite(sub):
-            found.append(sorted(int(v) for v in component))
+    for nodes in components(network):
+        # Two-colour by breadth-first depth: bipartite iff no edge joins nodes of one parity.
+        order, predecessors = csgraph.breadth_first_order(sym, int(nodes[0]), directed=False)
+        depth = np.zeros(network.num_nodes, dtype=np.int64)
+        for v in order[1:]:
+            depth[v] = depth[predecessors[v]] + 1
+        sub = sp.coo_array(sym[nodes][:, nodes])
+        if np.all(depth[nodes[sub.row]] % 2 != depth[nodes[sub.col]] % 2):
+            found.append(nodes.tolist())
     return found
+
+
+def require_connected(network: Network) -> None:
+    """Raise :class:`NetworkError` unless at most one component of the network has an edge.
+
+    The homomorphism chains cannot move between components, and their starts are not spread
+    over components in proportion to the homomorphism measure.
+    """
+    parts = components(network)
+    if len(parts) > 1:
+        raise NetworkError(
+            f"network has {len(parts)} connected components with edges: the chains cannot "
+            "move between them and their starts are not spread over them in proportion to the "
+            "homomorphism measure; restrict it to one component (e.g. "
+            "psample.models.graphs.largest_component)")

@@ -1,9 +1,9 @@
 """Network observables as time averages of graph-homomorphism chains, with their standard errors.
 
-A homomorphism chain (Glauber or pivot, :mod:`psample.graphs.homomorphism`) has the
+A homomorphism chain (:func:`psample.graphs.glauber` or :func:`psample.graphs.pivot`) has the
 homomorphism measure ``π_{F→G}`` as its stationary law. Time averages of functions of its state
 ``x`` (the embedding: motif node → network node) estimate network observables (Lyu, Mémoli &
-Sivakoff 2023, §2.5 of the spec):
+Sivakoff, JMLR 24(9), 2023, arXiv:1910.09483; §2.5 of the spec):
 
 * **conditional homomorphism density** of ``H ⊇ F`` (extra edges on F's nodes):
   ``t(H, G | F) = t(H, G) / t(F, G) = E_π[Π_{(i,j) ∈ E_H \\ E_F} A(x_i, x_j)]``;
@@ -19,35 +19,25 @@ Sivakoff 2023, §2.5 of the spec):
   average, its standard error by the delta method.
 
 Runner observables are functions ``fn(state) -> array`` of one chain's state, jittable and
-vmappable, evaluated inside the runner's scan (``psample.sample(..., observables=...)``). They
-read edge weights through :func:`psample.graphs.network.edge_weight`, so they work on CSR
-networks of any size.
-
-Standard errors are batch means across chains: each chain's time average after burn-in is one
-batch, chains are independent, so ``SE = sd(chain means) / √C``, valid whatever the
-autocorrelation within a chain (spec §3).
-
-References
-----------
-.. [1] H. Lyu, F. Mémoli, D. Sivakoff. "Sampling random graph homomorphisms and applications to
-   network data analysis." JMLR 24(9), 2023. arXiv:1910.09483.
-.. [2] G. L. Jones, M. Haran, B. S. Caffo, R. Neath. "Fixed-width output analysis for Markov
-   chain Monte Carlo." JASA 101(476), 2006 (batch means).
+vmappable, evaluated inside the runner's scan (``psample.sample(..., observables=...)`` or the
+time averages of :mod:`psample.observables`). They read edge weights through
+:func:`psample.graphs.network.edge_weight`, so they work on CSR networks of any size. Their
+error bars are batch means across chains (:mod:`psample.diagnostics.batch_means`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from psample.errors import MotifError, ShapeError
+from psample.graphs.homomorphism import child_masses
 from psample.graphs.network import edge_weight
 
 __all__ = [
-    "Estimate",
     "extra_edges",
     "embedding",
     "edge_weights",
@@ -55,30 +45,7 @@ __all__ = [
     "threshold_indicators",
     "patch",
     "inverse_out_mass_product",
-    "batch_means",
-    "reciprocal",
 ]
-
-
-class Estimate(NamedTuple):
-    """A Monte Carlo estimate with its standard error.
-
-    Attributes
-    ----------
-    estimate
-        The estimate, shape ``(...)`` of the observable.
-    mcse
-        Its Monte Carlo standard error (batch means across chains), same shape.
-    num_chains
-        Number of independent chains (batches).
-    num_steps
-        Chain steps per chain that entered the averages (burn-in excluded).
-    """
-
-    estimate: np.ndarray
-    mcse: np.ndarray
-    num_chains: int
-    num_steps: int
 
 
 # ------------------------------------------------------------------------- motif helpers
@@ -125,7 +92,7 @@ def _as_pairs(pairs, k: int | None = None) -> jnp.ndarray:
 # ------------------------------------------------------------------- runner observables
 def embedding(state) -> jax.Array:
     """The embedding ``x`` (motif node → network node) of one chain's state, shape ``(k,)``."""
-    return state.embedding
+    return state.position
 
 
 def edge_weights(network, pairs) -> Callable:
@@ -133,8 +100,8 @@ def edge_weights(network, pairs) -> Callable:
     pairs = _as_pairs(pairs)
 
     def fn(state):
-        x = state.embedding
-        return jax.vmap(lambda a, b: edge_weight(network, a, b))(x[pairs[:, 0]], x[pairs[:, 1]])
+        x = state.position
+        return edge_weight(network, x[pairs[:, 0]], x[pairs[:, 1]])
 
     return fn
 
@@ -171,9 +138,8 @@ def patch(network, k: int) -> Callable:
     cols = jnp.tile(jnp.arange(k), k)
 
     def fn(state):
-        x = state.embedding
-        values = jax.vmap(lambda a, b: edge_weight(network, a, b))(x[rows], x[cols])
-        return values.reshape(k, k)
+        x = state.position
+        return edge_weight(network, x[rows], x[cols]).reshape(k, k)
 
     return fn
 
@@ -185,54 +151,9 @@ def inverse_out_mass_product(network, motif) -> Callable:
     the parent). ``E_π`` of the observable is ``1 / t(F, G)`` when every network node with
     ``α > 0`` has positive masses (see the module docstring).
     """
-    if not motif.is_tree:
-        raise MotifError(f"the importance estimate of t(F, G) needs a tree motif, got {motif!r}")
-    parent = np.asarray(motif.parent, dtype=np.int32)
-    children = np.flatnonzero(parent >= 0)
-    parents = jnp.asarray(parent[children])
-    # A tree edge pointing to the parent draws the child among in-neighbours: in-mass.
-    forward = jnp.asarray(np.asarray(motif.parent_edge_forward)[children])
-    out_mass, in_mass = jnp.asarray(network.out_mass), jnp.asarray(network.in_mass)
+    motif.require_tree("the importance estimate of t(F, G)")
 
     def fn(state):
-        images = state.embedding[parents]
-        masses = jnp.where(forward, out_mass[images], in_mass[images])
-        return jnp.prod(1.0 / masses)
+        return jnp.prod(1.0 / child_masses(network, motif, state.position))
 
     return fn
-
-
-# ---------------------------------------------------------------------------- statistics
-def batch_means(values, num_steps: int | None = None) -> Estimate:
-    """Mean over chains of each chain's time average, with ``SE = sd / √C``.
-
-    Parameters
-    ----------
-    values
-        Observable values of shape ``(chain, draw, ...)`` (burn-in already removed), or chain
-        time averages of shape ``(chain, ...)`` when ``num_steps`` is given.
-    num_steps
-        Steps per chain behind each time average; default ``values.shape[1]``.
-
-    Returns
-    -------
-    Estimate
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if num_steps is None:
-        if values.ndim < 2:
-            raise ShapeError(f"values must have axes (chain, draw, ...), got shape {values.shape}")
-        num_steps = values.shape[1]
-        values = values.mean(axis=1)
-    num_chains = values.shape[0]
-    if num_chains < 2:
-        raise ShapeError(f"batch means need at least 2 chains, got {num_chains}")
-    mcse = values.std(axis=0, ddof=1) / np.sqrt(num_chains)
-    return Estimate(values.mean(axis=0), mcse, int(num_chains), int(num_steps))
-
-
-def reciprocal(estimate: Estimate) -> Estimate:
-    """``1 / θ`` with the delta-method standard error ``SE(θ) / θ²``."""
-    value = np.asarray(estimate.estimate, dtype=np.float64)
-    return Estimate(1.0 / value, np.asarray(estimate.mcse) / value**2, estimate.num_chains,
-                    estimate.num_steps)
