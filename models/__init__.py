@@ -25,6 +25,11 @@ Keys of ``Target.exact`` (indices are 0-based; only the keys that exist for a ta
   ``"Var[tau]"``, ``"E[log tau]"``, ``"Var[log tau]"``, ``"median[tau]"``, ``"q{p}[tau]"``,
   ``"E[theta]"``/``"Var[theta]"`` ``(8,)``, ``"E[theta_0]"``, ``"Var[theta_0]"``.
 
+Gaussian mixtures with exact smoothed log-densities and scores ``∇ log p_s`` (for walk-jump
+sampling, :mod:`psample.models.mixtures`): :func:`gaussian_mixture`, :func:`two_mode_mixture`,
+:func:`smoothed_gaussian_mixture`, :func:`smoothed_gaussian`; their ``exact`` also holds the
+callables ``"smoothed_logdensity"`` and ``"smoothed_score"`` ``(y, s)``.
+
 Models with exact evidence (``exact["log_Z"]``, for tempered SMC): :func:`conjugate_gaussian`,
 :func:`linear_regression`, :func:`student_t_regression` (quadrature), and
 :func:`eight_schools_log_evidence`.
@@ -49,6 +54,13 @@ from .evidence import (
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
+from .mixtures import (
+    SmoothedDensity,
+    gaussian_mixture,
+    smoothed_gaussian,
+    smoothed_gaussian_mixture,
+    two_mode_mixture,
+)
 from .registry import MODELS, describe, get
 from .regression import (
     DATASETS,
@@ -87,6 +99,11 @@ __all__ = [
     "get",
     "describe",
     "graphs",
+    "gaussian_mixture",
+    "two_mode_mixture",
+    "smoothed_gaussian_mixture",
+    "smoothed_gaussian",
+    "SmoothedDensity",
     "conjugate_gaussian",
     "conjugate_gaussian_model",
     "linear_regression",

@@ -18,6 +18,7 @@ from .evidence import conjugate_gaussian, linear_regression, student_t_regressio
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
+from .mixtures import two_mode_mixture
 from .regression import logistic_regression
 from .schools import eight_schools
 
@@ -56,6 +57,10 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     "funnel": (
         functools.partial(neal_funnel, d=10),
         "Neal's funnel, x_0 ~ N(0, 9), x_i | x_0 ~ N(0, e^x_0), d=10",
+    ),
+    "two_mode_mixture": (
+        functools.partial(two_mode_mixture, d=32),
+        "Two Gaussians at +-1 (cov 0.05 I), weights 2:1, d=32; exact smoothed scores",
     ),
     "logistic_regression": (
         functools.partial(logistic_regression, dataset="breast_cancer", prior_scale=1.0),

@@ -1,0 +1,709 @@
+"""Chain of log-concave Markov chains (one-at-a-time walk-jump sampling).
+
+Saremi, Park and Bach [1] sample a density :math:`p(x) \\propto e^{-f(x)}` on
+:math:`\\mathbb{R}^d` through noisy measurements :math:`y_l = x + \\sigma \\varepsilon_l`,
+:math:`l = 1, \\dots, m`, all at one noise scale :math:`\\sigma`. The measurements are drawn
+one at a time (OAT): the :math:`k`-th from its conditional law given the previous ones, whose
+score depends on the past only through the running mean :math:`\\bar y_k`,
+
+.. math::
+
+    \\nabla_{y_k} \\log p(y_k \\mid y_{1:k-1})
+        = \\frac{\\bar y_k - y_k}{\\sigma^2} + \\frac1k \\nabla \\log p_{\\sigma/\\sqrt k}(\\bar y_k),
+    \\qquad \\bar y_k = \\bar y_{k-1} + (y_k - \\bar y_{k-1}) / k,
+
+where :math:`p_s = p * N(0, s^2 I)` is the smoothed density. Every such conditional is
+:math:`1/\\sigma^2`-smooth (its log-density's Hessian is
+:math:`-I/\\sigma^2 + \\mathrm{Cov}(X \\mid y_{1:k})/\\sigma^4 \\succeq -I/\\sigma^2`), and it is
+log-concave once :math:`\\sigma` exceeds the radius of the target's support plus its Gaussian
+part ([1], Theorem 1): "once log-concave, always log-concave" along the chain. Each
+conditional is sampled by a short Langevin chain (the *walk*); after :math:`k` measurements
+the *jump* (Tweedie / empirical Bayes)
+
+.. math::
+
+    \\hat x_k = E[X \\mid y_{1:k}] = \\bar y_k + \\frac{\\sigma^2}{k} \\nabla \\log
+        p_{\\sigma/\\sqrt k}(\\bar y_k)
+
+estimates the clean sample. The output :math:`\\hat x_m` is a draw from the law of
+:math:`E[X \\mid Y_{1:m}]`, which tends to :math:`p` as :math:`m` grows (the bias is at most
+:math:`E\\|X - \\bar Y_m\\|^2 = d\\sigma^2/m` in squared :math:`W_2`). Walk-jump sampling
+(Saremi and Hyvärinen [2]) is the case :math:`m = 1`.
+
+Here one ``step`` adds one measurement: it runs the inner chain on the next conditional
+(``lax.fori_loop``), updates the running mean and sets ``state.position`` to the jump
+:math:`\\hat x_k`. A chain's draws are thus the "tunnelling" trajectory
+:math:`\\hat x_1, \\dots, \\hat x_m`, and its ``m``-th draw is the sample. A further step starts
+a new chain of measurements from the re-noised jump :math:`\\hat x_m + \\sigma \\xi` (which
+is approximately a draw of :math:`p_\\sigma`), so draws ``m, 2m, 3m, ...`` are successive
+samples: run with ``thin=num_measurements`` to keep only those
+(:func:`psample.logconcave_chain_samples` does this).
+
+The smoothed score :math:`\\nabla \\log p_s` comes from one of
+
+* ``smoothed_score(y, s)`` (or ``smoothed_logdensity(y, s)``) given by the user: a trained
+  denoiser, or an exact formula (``psample.models`` has Gaussians and Gaussian mixtures,
+  :mod:`psample.models.mixtures`);
+* the self-normalised importance-sampling estimator of [1] (§4.2.1, eq. 4.8), built from
+  ``logdensity_fn`` alone: draw :math:`\\varepsilon_i \\sim N(0, I)`, weight
+  :math:`w_i \\propto p(y + s\\varepsilon_i)`, then
+
+  - ``"tweedie"`` (the paper's): :math:`\\sum_i w_i \\varepsilon_i / s`;
+  - ``"identity"`` (the score identity :math:`\\nabla\\log p_s(y) = E[\\nabla \\log p(X) \\mid y]`,
+    one gradient per sample): :math:`\\sum_i w_i \\nabla\\log p(y + s\\varepsilon_i)`;
+  - ``"mixed"`` (default when ``logdensity_fn`` is differentiable): the convex combination of the
+    two with the weight that minimises their joint delta-method variance, estimated from the same
+    samples. For a Gaussian of variance :math:`\\lambda` the variances of the first two are
+    :math:`\\propto \\lambda / (s^2(\\lambda + s^2))` and :math:`s^2/(\\lambda(\\lambda + s^2))`:
+    the paper's estimator wins at large noise, the identity at small noise (late measurements,
+    :math:`s = \\sigma/\\sqrt k`), and the mixture follows the better one.
+
+  Each estimate costs ``num_score_samples`` target evaluations; its failure mode is weight
+  degeneracy (the proposal :math:`N(y, s^2 I)` misses the posterior of :math:`X` given
+  :math:`y` in high dimension), reported per step as ``info.score_ess``.
+
+Inner kernels (the step size is relative: time is measured in units of :math:`\\sigma^2`, the
+inverse of the smoothness bound, so that every conditional has curvature at most 1):
+
+* ``"underdamped"`` (default; the splitting of Sachs, Leimkuhler and Danos [3] used by [1]):
+  inverse mass :math:`u = \\sigma^2`, one score evaluation per step,
+  :math:`y \\mathrel{+}= h v/2;\\ \\psi = g(y);\\ v \\mathrel{+}= u h\\psi/2;\\ v = \\zeta v + u h\\psi/2
+  + \\sqrt{u(1-\\zeta^2)}\\,\\xi;\\ y \\mathrel{+}= h v/2` with :math:`\\zeta = e^{-\\gamma h}`,
+  velocity refreshed from :math:`N(0, uI)` at every measurement;
+* ``"ula"``: :math:`y \\mathrel{+}= h\\sigma^2 g(y) + \\sqrt{2h\\sigma^2}\\,\\xi`
+  (BlackJAX's ``sgmcmc`` Euler step);
+* ``"mala"``: BlackJAX's MALA kernel with step :math:`h\\sigma^2` on
+  :math:`\\log p(y_k \\mid y_{1:k-1}) = -(1-1/k)\\|y_k - \\bar y_{k-1}\\|^2/(2\\sigma^2)
+  + \\log p_{\\sigma/\\sqrt k}(\\bar y_k)`: needs ``smoothed_logdensity``.
+
+Each inner chain starts at the re-noised jump :math:`\\hat x_{k-1} + \\sigma\\xi` (as the
+reimplementation of Grenioux et al. [4] does; :math:`\\hat x_0` is the position given to
+``init``).
+
+References
+----------
+.. [1] Saeed Saremi, Ji Won Park and Francis Bach, "Chain of Log-Concave Markov Chains",
+   International Conference on Learning Representations (ICLR), 2024. arXiv:2305.19473.
+.. [2] Saeed Saremi and Aapo Hyvärinen, "Neural Empirical Bayes", Journal of Machine Learning
+   Research 20(181), 1-23, 2019.
+.. [3] Matthias Sachs, Benedict Leimkuhler and Vincent Danos, "Langevin Dynamics with Variable
+   Coefficients and Nonconservative Forces: From Stationary States to Numerical Methods",
+   Entropy 19(12), 647, 2017.
+.. [4] Louis Grenioux, Maxence Noble, Marylou Gabrié and Alain Oliviero Durmus, "Stochastic
+   Localization via Iterative Posterior Sampling", ICML 2024 (github.com/h2o64/slips).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, NamedTuple
+
+import blackjax.mcmc.mala as blackjax_mala
+import blackjax.sgmcmc.diffusions as sgmcmc_diffusions
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
+from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+
+from psample.errors import (
+    InitialPointError,
+    InvalidTuningError,
+    ModelError,
+    check_positive,
+    check_positive_int,
+)
+
+__all__ = [
+    "LogConcaveChainState",
+    "LogConcaveChainInfo",
+    "SmoothedScore",
+    "INNER_KERNELS",
+    "SCORE_ESTIMATORS",
+    "MAX_STEP_SIZE",
+    "exact_smoothed_score",
+    "importance_smoothed_score",
+    "default_steps_schedule",
+    "conditional_score",
+    "conditional_logdensity",
+    "init",
+    "build_kernel",
+    "as_top_level_api",
+]
+
+#: Inner Langevin kernels, by name.
+INNER_KERNELS = ("underdamped", "ula", "mala")
+#: Importance-sampling estimators of the smoothed score, by name.
+SCORE_ESTIMATORS = ("tweedie", "identity", "mixed")
+#: Relative step sizes must lie in ``(0, MAX_STEP_SIZE)``: with time in units of ``σ²`` every
+#: conditional has curvature at most 1, and the Euler (ULA/MALA drift) and leapfrog
+#: (underdamped) steps are unstable on a curvature-1 direction from ``h = 2`` on.
+MAX_STEP_SIZE = 2.0
+
+
+class LogConcaveChainState(NamedTuple):
+    """State of a chain of log-concave Markov chains after ``k`` measurements.
+
+    position
+        The jump ``x̂_k = E[X | y_1..y_k]``, a pytree with the structure given to :func:`init`
+        (at ``k = 0`` the position given to :func:`init`).
+    measurement
+        The latest measurement ``y_k``, flat, shape ``(d,)`` (at ``k = 0`` the initial position).
+    mean
+        The running mean ``ȳ_k`` of the measurements, shape ``(d,)`` (zeros at ``k = 0``).
+    num_measurements
+        ``k``, int32 scalar in ``0..m``; the step after ``k = m`` starts a new chain of
+        measurements (``k = 1``).
+    logdensity_grad
+        The smoothed score ``∇ log p_{σ/√k}(ȳ_k)`` the jump used, shape ``(d,)``; at ``k = 0``
+        ``∇ log p_σ`` at the initial position. (Named as in BlackJAX's Langevin states, so that
+        ``psample.sample`` checks that it is finite at every chain's initial point.)
+    """
+
+    position: ArrayTree
+    measurement: Array
+    mean: Array
+    num_measurements: Array
+    logdensity_grad: Array
+
+
+class LogConcaveChainInfo(NamedTuple):
+    """Diagnostics of one step (one measurement); all scalars.
+
+    measurement
+        ``k``, the number of measurements the new state holds (1..m).
+    num_inner_steps
+        Steps of the inner Langevin chain on the ``k``-th conditional.
+    num_score_evals
+        Smoothed-score evaluations: the inner chain's (one per step, plus one at its start for
+        ULA and MALA) and the jump's.
+    num_density_evals
+        Target evaluations they cost: ``num_score_evals`` for a given score, times
+        ``num_score_samples`` for the importance-sampling estimator (densities for
+        ``"tweedie"``, density-and-gradient pairs otherwise). The budget to compare samplers by.
+    acceptance_rate
+        Mean MALA acceptance probability over the inner chain; NaN for the unadjusted kernels.
+    score_ess
+        Smallest relative effective sample size ``(Σ w_i)² / (N Σ w_i²)`` of the importance
+        weights over this step's score estimates (1 is ideal; near ``1/N`` the estimate rests
+        on one sample); NaN when the score is given.
+    """
+
+    measurement: Array
+    num_inner_steps: Array
+    num_score_evals: Array
+    num_density_evals: Array
+    acceptance_rate: Array
+    score_ess: Array
+
+
+class SmoothedScore(NamedTuple):
+    """A source of smoothed scores on flat vectors (the ``logdensity_fn`` slot of the kernel).
+
+    score
+        ``(rng_key, y, s) -> (∇ log p_s(y), relative ESS)`` on pytree ``y``; the ESS is NaN for
+        exact scores.
+    logdensity
+        ``(y, s) -> log p_s(y)`` up to a constant in ``y``, or ``None`` when unknown.
+    cost
+        Target evaluations per score evaluation (1 for a given score).
+    """
+
+    score: Callable
+    logdensity: Callable | None
+    cost: int
+
+
+def exact_smoothed_score(smoothed_score: Callable | None = None, smoothed_logdensity: Callable | None = None):
+    """A :class:`SmoothedScore` from a given ``smoothed_score(y, s)`` and/or ``smoothed_logdensity(y, s)``.
+
+    Without ``smoothed_score`` the score is the autodiff gradient of ``smoothed_logdensity``.
+    """
+    if smoothed_score is None:
+        if smoothed_logdensity is None:
+            raise ModelError("give smoothed_score or smoothed_logdensity")
+        grad = jax.grad(smoothed_logdensity)
+
+        def smoothed_score(y, s):
+            return grad(y, s)
+
+    def score(rng_key, y, s):
+        del rng_key
+        out = smoothed_score(y, s)
+        return out, jnp.asarray(jnp.nan, dtype=jax.flatten_util.ravel_pytree(out)[0].dtype)
+
+    return SmoothedScore(score, smoothed_logdensity, 1)
+
+
+def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = 256, estimator: str = "mixed"):
+    """Self-normalised importance-sampling estimate of ``∇ log p_s`` from ``logdensity_fn`` alone.
+
+    Proposal ``N(y, s² I)``, weights ``w_i ∝ p(y + s ε_i)`` in log space (NaN counts as zero
+    density). Estimators (module docstring): ``"tweedie"`` ``Σ w_i ε_i / s`` ([1], eq. 4.8);
+    ``"identity"`` ``Σ w_i ∇log p(y + s ε_i)``; ``"mixed"`` ``a·tweedie + (1-a)·identity`` with
+    ``a ∈ [0, 1]`` minimising ``Σ w_i² ‖a(t_i - T) + (1-a)(g_i - G)‖²``, the delta-method
+    variance of a self-normalised estimate (its plug-in ``a`` adds an ``O(1/N)`` bias).
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``position -> scalar``, unnormalised.
+    num_samples
+        ``N >= 2`` proposals per estimate.
+    estimator
+        One of :data:`SCORE_ESTIMATORS`.
+
+    Returns
+    -------
+    SmoothedScore
+        Without a log-density (``logdensity=None``), costing ``num_samples`` target evaluations
+        per score.
+    """
+    num_samples = check_positive_int("num_score_samples", num_samples, minimum=2)
+    if estimator not in SCORE_ESTIMATORS:
+        raise InvalidTuningError(f"score_estimator must be one of {SCORE_ESTIMATORS}, got {estimator!r}")
+
+    def score(rng_key, y, s):
+        flat, unravel = jax.flatten_util.ravel_pytree(y)
+        s = jnp.asarray(s, flat.dtype)
+        eps = jax.random.normal(rng_key, (num_samples,) + flat.shape, dtype=flat.dtype)
+        xs = flat + s * eps
+
+        def flat_logdensity(x):
+            return jnp.asarray(logdensity_fn(unravel(x)), dtype=flat.dtype)
+
+        if estimator == "tweedie":
+            logw = jax.vmap(flat_logdensity)(xs)
+        else:
+            logw, grads = jax.vmap(jax.value_and_grad(flat_logdensity))(xs)
+        logw = jnp.where(jnp.isnan(logw), -jnp.inf, logw)
+        w = jax.nn.softmax(logw)
+        ess = 1.0 / (num_samples * jnp.sum(w**2))
+        t = eps / s
+        tweedie = w @ t
+        if estimator == "tweedie":
+            return unravel(tweedie), ess
+        # Zero-weight samples may carry non-finite gradients: keep 0 * nan out of the sums.
+        grads = jnp.where((w > 0)[:, None] & jnp.isfinite(grads), grads, 0.0)
+        identity = w @ grads
+        if estimator == "identity":
+            return unravel(identity), ess
+        b = grads - identity
+        diff = (t - tweedie) - b
+        w2 = w**2
+        num = -jnp.sum(w2 * jnp.sum(diff * b, axis=1))
+        den = jnp.sum(w2 * jnp.sum(diff**2, axis=1))
+        a = jnp.clip(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.5), 0.0, 1.0)
+        return unravel(a * tweedie + (1.0 - a) * identity), ess
+
+    return SmoothedScore(score, None, num_samples)
+
+
+def default_steps_schedule(num_measurements: int, steps_per_measurement: int = 20, first_steps: int = 200):
+    """Inner steps per measurement: ``first_steps`` for the first, ``steps_per_measurement`` after.
+
+    The first measurement carries the mode decision. Its conditional, ``p_σ`` itself, is the
+    widest and the flattest (where ``σ`` sits near the log-concavity threshold the curvature along
+    the line between modes almost vanishes), so its inner chain must travel ``~σ`` in every
+    direction; later conditionals are narrower (``σ/√k``-smoothed) and start at the re-noised
+    jump, near where they concentrate.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(num_measurements,)`` int32.
+    """
+    m = check_positive_int("num_measurements", num_measurements)
+    schedule = np.full(m, check_positive_int("steps_per_measurement", steps_per_measurement), dtype=np.int32)
+    schedule[0] = check_positive_int("first_steps", first_steps)
+    return schedule
+
+
+def conditional_score(y, previous_mean, k, sigma, smoothed_score_at_mean):
+    """Score of the ``k``-th measurement's conditional, ``∇_{y} log p(y_k = y | y_{1:k-1})``.
+
+    ``(ȳ_k - y)/σ² + (1/k) ∇log p_{σ/√k}(ȳ_k)`` with ``ȳ_k = ȳ_{k-1} + (y - ȳ_{k-1})/k``.
+
+    Parameters
+    ----------
+    y, previous_mean
+        Flat ``(d,)``: the candidate ``y_k`` and the running mean ``ȳ_{k-1}`` (any value at ``k = 1``).
+    k
+        Measurement index ``>= 1`` (may be traced).
+    sigma
+        Noise scale.
+    smoothed_score_at_mean
+        ``∇ log p_{σ/√k}(ȳ_k)``, shape ``(d,)``, evaluated by the caller at ``ȳ_k``.
+    """
+    kf = jnp.asarray(k, y.dtype)
+    ybar = previous_mean + (y - previous_mean) / kf
+    return (ybar - y) / sigma**2 + smoothed_score_at_mean / kf
+
+
+def conditional_logdensity(y, previous_mean, k, sigma, smoothed_logdensity):
+    """``log p(y_k = y | y_{1:k-1})`` up to a constant: ``-(1-1/k)‖y - ȳ_{k-1}‖²/(2σ²) + log p_{σ/√k}(ȳ_k)``.
+
+    From the sufficiency of the mean, ``log p(y_{1:k}) = -Σ_l ‖y_l - ȳ_k‖²/(2σ²) +
+    log p_{σ/√k}(ȳ_k) + const``; written in ``y - ȳ_{k-1}`` so that no large terms cancel.
+    ``smoothed_logdensity(ybar, s)`` acts on flat ``(d,)`` vectors. Its gradient in ``y`` is
+    :func:`conditional_score`; its Hessian ``-I/σ² + Cov(X | y_{1:k})/σ⁴`` is negative definite
+    (log-concave) when ``σ`` is large enough, and never below ``-I/σ²``.
+    """
+    kf = jnp.asarray(k, y.dtype)
+    delta = y - previous_mean
+    ybar = previous_mean + delta / kf
+    quad = -(1.0 - 1.0 / kf) * jnp.sum(delta**2) / (2.0 * sigma**2)
+    return quad + smoothed_logdensity(ybar, sigma / jnp.sqrt(kf))
+
+
+def _flat(tree):
+    return jax.flatten_util.ravel_pytree(tree)[0]
+
+
+def init(position: ArrayLikeTree, source: SmoothedScore, sigma: float) -> LogConcaveChainState:
+    """Create the state at ``k = 0`` from ``position`` (the jump ``x̂_0`` the first walk starts from).
+
+    Parameters
+    ----------
+    position
+        A pytree of floating arrays (no chain axis).
+    source
+        The smoothed-score source (:func:`exact_smoothed_score`, :func:`importance_smoothed_score`).
+    sigma
+        Noise scale ``σ > 0``.
+
+    Returns
+    -------
+    LogConcaveChainState
+        With ``logdensity_grad = ∇ log p_σ(position)`` (an importance-sampling source uses the
+        fixed key ``PRNGKey(0)`` here: the value only serves the finiteness check).
+
+    Raises
+    ------
+    InitialPointError
+        If the position is concrete and the smoothed score is not finite there.
+    """
+    flat, unravel = jax.flatten_util.ravel_pytree(position)
+    score, _ = source.score(jax.random.PRNGKey(0), position, jnp.asarray(sigma, flat.dtype))
+    score = _flat(score).astype(flat.dtype)
+    if not isinstance(score, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(score))):
+        raise InitialPointError(
+            f"the smoothed score at scale sigma={float(sigma)!r} is not finite at the initial position "
+            f"{position!r} (score {np.asarray(score)!r}); start inside the support or check smoothed_score"
+        )
+    return LogConcaveChainState(
+        position=position,
+        measurement=flat,
+        mean=jnp.zeros_like(flat),
+        num_measurements=jnp.asarray(0, jnp.int32),
+        logdensity_grad=score,
+    )
+
+
+def _underdamped_walk(rng_key, y, cond_score, num_steps, h, friction, u):
+    """``num_steps`` steps of the Sachs-Leimkuhler-Danos splitting, velocity drawn from ``N(0, uI)``."""
+    dtype = y.dtype
+    zeta = jnp.exp(-friction * h)
+    noise_scale = jnp.sqrt(u * (1.0 - zeta**2))
+    v_key, loop_key = jax.random.split(rng_key)
+    v = jnp.sqrt(u) * jax.random.normal(v_key, y.shape, dtype)
+
+    def body(i, carry):
+        y, v, ess = carry
+        score_key, noise_key = jax.random.split(jax.random.fold_in(loop_key, i))
+        y = y + 0.5 * h * v
+        psi, e = cond_score(score_key, y)
+        v = v + 0.5 * u * h * psi
+        v = zeta * v + 0.5 * u * h * psi + noise_scale * jax.random.normal(noise_key, y.shape, dtype)
+        y = y + 0.5 * h * v
+        return y, v, jnp.fmin(ess, e)
+
+    y, _, ess = jax.lax.fori_loop(0, num_steps, body, (y, v, jnp.asarray(jnp.nan, dtype)))
+    return y, ess, num_steps, jnp.asarray(jnp.nan, dtype)
+
+
+def _ula_walk(rng_key, y, cond_score, num_steps, h, u):
+    """``num_steps`` Euler-Maruyama steps ``y += hu g(y) + sqrt(2hu) ξ`` (BlackJAX's SGLD step)."""
+    euler = sgmcmc_diffusions.overdamped_langevin()
+    first_key, loop_key = jax.random.split(rng_key)
+    g, ess = cond_score(first_key, y)
+
+    def body(i, carry):
+        y, g, ess = carry
+        step_key, score_key = jax.random.split(jax.random.fold_in(loop_key, i))
+        y = euler(step_key, y, g, h * u)
+        g, e = cond_score(score_key, y)
+        return y, g, jnp.fmin(ess, e)
+
+    y, _, ess = jax.lax.fori_loop(0, num_steps, body, (y, g, ess))
+    return y, ess, num_steps + 1, jnp.asarray(jnp.nan, y.dtype)
+
+
+def _mala_walk(rng_key, y, cond_logdensity, num_steps, h, u):
+    """``num_steps`` steps of BlackJAX's MALA kernel with step size ``hu``."""
+    kernel = blackjax_mala.build_kernel()
+    state = blackjax_mala.init(y, cond_logdensity)
+
+    def body(i, carry):
+        state, acc = carry
+        state, info = kernel(jax.random.fold_in(rng_key, i), state, cond_logdensity, h * u)
+        return state, acc + info.acceptance_rate
+
+    state, acc = jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((), y.dtype)))
+    mean_acc = acc / jnp.maximum(num_steps, 1).astype(y.dtype)
+    return state.position, jnp.asarray(jnp.nan, y.dtype), num_steps + 1, mean_acc
+
+
+def build_kernel(inner: str = "underdamped") -> Callable:
+    """Build the one-measurement kernel.
+
+    Parameters
+    ----------
+    inner
+        Static choice of inner kernel, one of :data:`INNER_KERNELS`.
+
+    Returns
+    -------
+    kernel
+        ``kernel(rng_key, state, source, sigma, num_measurements, schedule, step_size, friction)
+        -> (LogConcaveChainState, LogConcaveChainInfo)``. ``source`` is a :class:`SmoothedScore`;
+        ``schedule`` the ``(num_measurements,)`` int array of inner steps per measurement;
+        ``sigma``, ``step_size`` (relative, in ``(0, 2)``) and ``friction`` may be traced.
+    """
+    if inner not in INNER_KERNELS:
+        raise InvalidTuningError(f"inner must be one of {INNER_KERNELS}, got {inner!r}")
+
+    def kernel(rng_key, state, source, sigma, num_measurements, schedule, step_size, friction):
+        _, unravel = jax.flatten_util.ravel_pytree(state.position)
+        x_hat = _flat(state.position)
+        dtype = x_hat.dtype
+        sigma = jnp.asarray(sigma, dtype)
+        var = sigma**2
+        h = jnp.asarray(step_size, dtype)
+
+        # Past the m-th measurement a new chain of measurements starts (k = 1, empty mean).
+        restart = state.num_measurements >= num_measurements
+        k = jnp.where(restart, 1, state.num_measurements + 1)
+        kf = k.astype(dtype)
+        previous_mean = jnp.where(restart, jnp.zeros_like(state.mean), state.mean)
+        s = sigma / jnp.sqrt(kf)
+
+        def flat_score(key, ybar):
+            score, ess = source.score(key, unravel(ybar), s)
+            return _flat(score).astype(dtype), jnp.asarray(ess, dtype)
+
+        def running_mean(y):
+            return previous_mean + (y - previous_mean) / kf
+
+        def cond_score(key, y):
+            score, ess = flat_score(key, running_mean(y))
+            return conditional_score(y, previous_mean, k, sigma, score), ess
+
+        init_key, walk_key, jump_key = jax.random.split(rng_key, 3)
+        # Start at the re-noised jump x̂_{k-1} + σ ξ (x̂_0 = the initial position).
+        y0 = x_hat + sigma * jax.random.normal(init_key, x_hat.shape, dtype)
+        num_steps = jnp.asarray(schedule, jnp.int32)[k - 1]
+        if inner == "underdamped":
+            y, ess, evals, acc = _underdamped_walk(
+                walk_key, y0, cond_score, num_steps, h, jnp.asarray(friction, dtype), var
+            )
+        elif inner == "ula":
+            y, ess, evals, acc = _ula_walk(walk_key, y0, cond_score, num_steps, h, var)
+        else:
+
+            def cond_logdensity(y):
+                return conditional_logdensity(
+                    y, previous_mean, k, sigma, lambda ybar, s: source.logdensity(unravel(ybar), s)
+                )
+
+            y, ess, evals, acc = _mala_walk(walk_key, y0, cond_logdensity, num_steps, h, var)
+
+        ybar = running_mean(y)
+        score, jump_ess = flat_score(jump_key, ybar)
+        new_x_hat = ybar + (var / kf) * score
+        num_score_evals = jnp.asarray(evals, jnp.int32) + 1
+        new_state = LogConcaveChainState(
+            position=unravel(new_x_hat),
+            measurement=y,
+            mean=ybar,
+            num_measurements=k.astype(jnp.int32),
+            logdensity_grad=score,
+        )
+        info = LogConcaveChainInfo(
+            measurement=k.astype(jnp.int32),
+            num_inner_steps=num_steps,
+            num_score_evals=num_score_evals,
+            num_density_evals=num_score_evals * source.cost,
+            acceptance_rate=acc,
+            score_ess=jnp.fmin(ess, jump_ess),
+        )
+        return new_state, info
+
+    return kernel
+
+
+def _check_step_size(step_size):
+    if isinstance(step_size, jax.core.Tracer):
+        return step_size
+    value = check_positive("step_size", step_size)
+    if not value < MAX_STEP_SIZE:
+        raise InvalidTuningError(
+            f"step_size must lie in (0, {MAX_STEP_SIZE:g}), got {step_size!r}: it is relative to σ² "
+            "(the inverse of the 1/σ² smoothness bound every conditional obeys), and a step of 2 or "
+            "more is unstable on a conditional whose curvature reaches that bound"
+        )
+    return value
+
+
+def _check_schedule(steps_per_measurement, num_measurements):
+    if steps_per_measurement is None:
+        return default_steps_schedule(num_measurements)
+    if isinstance(steps_per_measurement, numbers.Integral) and not isinstance(steps_per_measurement, bool):
+        schedule = default_steps_schedule(num_measurements, steps_per_measurement, steps_per_measurement)
+        return schedule
+    try:
+        schedule = np.asarray(steps_per_measurement)
+    except Exception:  # noqa: BLE001 - anything not array-like
+        schedule = None
+    if (
+        schedule is None
+        or schedule.shape != (num_measurements,)
+        or not np.issubdtype(schedule.dtype, np.integer)
+        or np.any(schedule < 1)
+    ):
+        raise InvalidTuningError(
+            "steps_per_measurement must be an integer >= 1 or a sequence of num_measurements="
+            f"{num_measurements} integers >= 1, got {steps_per_measurement!r}"
+        )
+    return schedule.astype(np.int32)
+
+
+def as_top_level_api(
+    logdensity_fn: Callable | None = None,
+    *,
+    sigma: float,
+    num_measurements: int,
+    steps_per_measurement=None,
+    step_size: float = 0.5,
+    smoothed_score: Callable | None = None,
+    smoothed_logdensity: Callable | None = None,
+    inner: str = "underdamped",
+    friction: float = 1.0,
+    num_score_samples: int = 256,
+    score_estimator: str | None = None,
+) -> SamplingAlgorithm:
+    """Chain of log-concave Markov chains (Saremi, Park and Bach, 2024); one step = one measurement.
+
+    Examples
+    --------
+    .. code::
+
+        smoothed = psample.models.smoothed_gaussian_mixture(weights, means, covs)
+        colcmc = psample.logconcave_chain(sigma=5.7, num_measurements=256,
+                                          smoothed_score=smoothed.score)
+        state = colcmc.init(position)
+        for k in range(256):                      # or psample.sample(..., num_draws=256)
+            state, info = colcmc.step(keys[k], state)
+        sample = state.position                   # x̂_m; the draws before it tunnel there
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``position -> scalar`` unnormalised log-density of the target. Used only when no
+        ``smoothed_score``/``smoothed_logdensity`` is given, through the importance-sampling
+        estimator (:func:`importance_smoothed_score`).
+    sigma
+        Noise scale ``σ > 0`` of every measurement. Choose it at least the radius of the target's
+        mass (for a mixture: the largest distance of a mean from the centre, plus the largest
+        component standard deviation), so that every conditional is log-concave; larger
+        ``σ`` conditions the conditionals better and needs more measurements.
+    num_measurements
+        ``m >= 1``; the output's bias is at most ``dσ²/m`` in squared ``W2``. ``m = 1`` is
+        walk-jump sampling.
+    steps_per_measurement
+        Inner steps per measurement: an integer (every measurement, the first included), a
+        sequence of ``m`` integers, or ``None`` for :func:`default_steps_schedule` (200 steps on
+        the first measurement, which makes the mode decision, then 20). Measured on the 2:1
+        two-mode mixture in d = 32 from the wrong mode (BENCHMARKS.md): with ``σ²`` a third of
+        the log-concavity threshold, 20 first steps leave the mode weights at 0.53 / 0.47 and 100
+        get them right; at or above the threshold 20 suffice. Give the first measurement
+        ``~100 / step_size`` steps or more, and more again when ``σ`` is below the threshold.
+    step_size
+        Relative step ``h`` in ``(0, 2)``: the inner chains step ``h σ²`` in Langevin time, time
+        being measured in units of ``σ²``, the inverse of the ``1/σ²`` smoothness bound.
+    smoothed_score
+        ``(y, s) -> ∇ log p_s(y)`` (``y`` shaped like a position, ``s`` a scalar noise scale),
+        e.g. a trained denoiser's score or ``psample.models.smoothed_gaussian_mixture(...).score``.
+    smoothed_logdensity
+        ``(y, s) -> log p_s(y)`` up to a constant in ``y``; needed by ``inner="mala"``, and gives
+        the score by autodiff when ``smoothed_score`` is not given.
+    inner
+        ``"underdamped"`` (default), ``"ula"`` or ``"mala"``.
+    friction
+        Friction ``γ > 0`` of the underdamped kernel, per unit of relative time (``γ = 1`` is
+        critical damping on the stiffest direction allowed by the smoothness bound).
+    num_score_samples
+        Proposals per importance-sampling score estimate (``>= 2``).
+    score_estimator
+        ``"tweedie"``, ``"identity"`` or ``"mixed"`` (default ``"mixed"``); only for the
+        importance-sampling estimator.
+
+    Returns
+    -------
+    blackjax.base.SamplingAlgorithm
+        ``init(position) -> LogConcaveChainState``, ``step(rng_key, state) ->
+        (LogConcaveChainState, LogConcaveChainInfo)``.
+
+    Raises
+    ------
+    InvalidTuningError
+        ``sigma <= 0``, ``num_measurements < 1``, ``step_size`` outside ``(0, 2)``, a bad
+        schedule, friction or sample count, an unknown ``inner``/``score_estimator``, or
+        ``inner="mala"`` without ``smoothed_logdensity``.
+    ModelError
+        If neither a log-density nor a smoothed score (or smoothed log-density) is given.
+    InitialPointError
+        From ``init``, if the smoothed score is not finite at the initial position.
+    """
+    sigma = check_positive("sigma", sigma)
+    num_measurements = check_positive_int("num_measurements", num_measurements)
+    step_size = _check_step_size(step_size)
+    friction = check_positive("friction", friction)
+    schedule = _check_schedule(steps_per_measurement, num_measurements)
+    if inner not in INNER_KERNELS:
+        raise InvalidTuningError(f"inner must be one of {INNER_KERNELS}, got {inner!r}")
+    if smoothed_score is not None and not callable(smoothed_score):
+        raise ModelError(f"smoothed_score must be a function (y, s) -> score, got {smoothed_score!r}")
+    if smoothed_logdensity is not None and not callable(smoothed_logdensity):
+        raise ModelError(f"smoothed_logdensity must be a function (y, s) -> scalar, got {smoothed_logdensity!r}")
+    if smoothed_score is not None or smoothed_logdensity is not None:
+        if score_estimator is not None:
+            raise InvalidTuningError(
+                f"score_estimator={score_estimator!r} applies only to the importance-sampling "
+                "estimator, but a smoothed score was given"
+            )
+        source = exact_smoothed_score(smoothed_score, smoothed_logdensity)
+    elif logdensity_fn is not None:
+        if not callable(logdensity_fn):
+            raise ModelError(f"logdensity_fn must be a function, got {logdensity_fn!r}")
+        source = importance_smoothed_score(logdensity_fn, num_score_samples, score_estimator or "mixed")
+    else:
+        raise ModelError(
+            "logconcave_chain needs logdensity_fn (for the importance-sampling score estimate) or "
+            "smoothed_score / smoothed_logdensity; got none of them"
+        )
+    if inner == "mala" and source.logdensity is None:
+        raise InvalidTuningError(
+            "inner='mala' needs the smoothed log-density log p_s (its acceptance ratio uses the "
+            "conditional's density): pass smoothed_logdensity, or use inner='underdamped' or 'ula'"
+        )
+    kernel = build_kernel(inner)
+    return build_sampling_algorithm(
+        kernel,
+        init,
+        source,
+        init_args=(sigma,),
+        kernel_args=(sigma, num_measurements, jnp.asarray(schedule), step_size, friction),
+    )
