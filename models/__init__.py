@@ -30,6 +30,10 @@ sampling, :mod:`psample.models.mixtures`): :func:`gaussian_mixture`, :func:`two_
 :func:`smoothed_gaussian_mixture`, :func:`smoothed_gaussian`; their ``exact`` also holds the
 callables ``"smoothed_logdensity"`` and ``"smoothed_score"`` ``(y, s)``.
 
+Models with exact evidence (``exact["log_Z"]``, for tempered SMC): :func:`conjugate_gaussian`,
+:func:`linear_regression`, :func:`student_t_regression` (quadrature), and
+:func:`eight_schools_log_evidence`.
+
 Models by name (for the CLI): :data:`MODELS`, :func:`get`, :func:`describe`.
 
 This package defines targets only; it never imports a sampler.
@@ -37,6 +41,16 @@ This package defines targets only; it never imports a sampler.
 
 from . import graphs
 from ._common import QUANTILE_LEVELS
+from .evidence import (
+    conjugate_gaussian,
+    conjugate_gaussian_model,
+    eight_schools_log_evidence,
+    linear_regression,
+    linear_regression_data,
+    linear_regression_model,
+    student_t_regression,
+    student_t_regression_model,
+)
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
@@ -90,4 +104,12 @@ __all__ = [
     "smoothed_gaussian_mixture",
     "smoothed_gaussian",
     "SmoothedDensity",
+    "conjugate_gaussian",
+    "conjugate_gaussian_model",
+    "linear_regression",
+    "linear_regression_model",
+    "linear_regression_data",
+    "student_t_regression",
+    "student_t_regression_model",
+    "eight_schools_log_evidence",
 ]

@@ -14,6 +14,7 @@ from typing import Callable
 from psample.errors import ModelError
 from psample.targets import Target
 
+from .evidence import conjugate_gaussian, linear_regression, student_t_regression
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
@@ -64,6 +65,18 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     "logistic_regression": (
         functools.partial(logistic_regression, dataset="breast_cancer", prior_scale=1.0),
         "Bayesian logistic regression on Wisconsin breast cancer (569 x 30 + intercept, NumPyro)",
+    ),
+    "conjugate_gaussian": (
+        conjugate_gaussian,
+        "Gaussian mean, conjugate prior, d=2, n=20 (NumPyro; exact evidence and posterior)",
+    ),
+    "linear_regression": (
+        linear_regression,
+        "Bayesian linear regression, known noise, n=50, p=3 (NumPyro; exact evidence and posterior)",
+    ),
+    "student_t_regression": (
+        student_t_regression,
+        "Robust regression with Student-t noise and outliers, p=2 (NumPyro; evidence by quadrature)",
     ),
 }
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Callable, NamedTuple
 
+from psample.evidence import add_evidence_parser
 from psample.graphs.cli import add_graph_parser
 
 __all__ = ["main", "SAMPLERS"]
@@ -72,6 +73,7 @@ SAMPLERS = {
 OTHER_SAMPLERS = {
     "glauber": "Glauber chain over graph homomorphisms, any motif (use `psample graph --sampler glauber`)",
     "pivot": "pivot chain over graph homomorphisms, tree motifs, exact MH (use `psample graph`)",
+    "tempered_smc": "tempered SMC with model evidence, rwm/hmc/polar-slice moves (use `psample evidence`)",
 }
 
 
@@ -109,6 +111,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the built-in models")
     sub.add_parser("samplers", help="list the samplers")
     add_graph_parser(sub)
+    add_evidence_parser(sub)
     return parser
 
 
@@ -242,7 +245,9 @@ def main(argv=None) -> int:
         args.draws_given = args.draws is not None
         if args.draws is None:
             args.draws = 1000
-    commands = {"run": _cmd_run, "models": _cmd_models, "samplers": _cmd_samplers}
+    from psample.evidence import run_evidence
+
+    commands = {"run": _cmd_run, "models": _cmd_models, "samplers": _cmd_samplers, "evidence": run_evidence}
     if args.command == "graph":
         from psample.graphs.cli import run_graph
 

@@ -48,6 +48,14 @@ class Target:
         examples. Keys are free-form.
     hints
         Suggested tuning values for samplers (``{"polar_slice_w": 5.0}``), used by the CLI.
+    logprior_fn, loglikelihood_fn
+        What tempering needs (:func:`psample.smc.tempered`): ``position -> scalar`` log prior
+        density in the unconstrained space (log-Jacobian of the constraining map included) and
+        log-likelihood, with ``logprior_fn + loglikelihood_fn == logdensity_fn``; ``None`` when
+        the target does not separate them.
+    prior_sample_fn
+        ``(rng_key, num) -> positions``: independent draws from the prior in the unconstrained
+        space, leading axis ``(num, ...)`` on every leaf; ``None`` when unknown.
     """
 
     logdensity_fn: Callable[[Any], jax.Array]
@@ -56,6 +64,9 @@ class Target:
     name: str = "target"
     exact: dict = field(default_factory=dict)
     hints: dict = field(default_factory=dict)
+    logprior_fn: Callable[[Any], jax.Array] | None = None
+    loglikelihood_fn: Callable[[Any], jax.Array] | None = None
+    prior_sample_fn: Callable[[jax.Array, int], Any] | None = None
 
     def initial_positions(self, rng_key: jax.Array, num_chains: int):
         """Draw initial positions for ``num_chains`` chains (leading axis ``(num_chains, ...)``)."""
@@ -95,7 +106,12 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
     Target
         ``logdensity_fn(z) = -potential_fn(z)`` (log joint plus log-Jacobian, unconstrained),
         ``initial_positions(key, C)`` as a dict of ``(C, *site_shape)`` arrays and
-        ``postprocess`` returning constrained sites and deterministic sites.
+        ``postprocess`` returning constrained sites and deterministic sites. For tempering:
+        ``loglikelihood_fn(z)``, the summed log-probability of the observed sites (scales and
+        masks applied as NumPyro does), ``logprior_fn(z) = logdensity_fn(z) - loglikelihood_fn(z)``
+        (prior of the latent sites plus the log-Jacobian) and ``prior_sample_fn(key, n)``,
+        prior draws of the latent sites (:class:`numpyro.infer.Predictive`) mapped to the
+        unconstrained space.
 
     Raises
     ------
@@ -128,12 +144,52 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
             raise ModelError(f"could not initialise NumPyro model {name!r}: {exc}") from exc
         return batch.param_info.z
 
+    loglikelihood_fn, prior_sample_fn = _numpyro_tempering(model, args, kwargs, info)
+
+    def logprior_fn(z):
+        return logdensity_fn(z) - loglikelihood_fn(z)
+
     return Target(
         logdensity_fn=logdensity_fn,
         init_fn=init_fn,
         postprocess_fn=info.postprocess_fn,
         name=name,
+        logprior_fn=logprior_fn,
+        loglikelihood_fn=loglikelihood_fn,
+        prior_sample_fn=prior_sample_fn,
     )
+
+
+def _numpyro_tempering(model, args, kwargs, info):
+    """``loglikelihood_fn(z)`` and ``prior_sample_fn(key, n)`` of a NumPyro model."""
+    import jax.numpy as jnp
+    from numpyro import handlers
+    from numpyro.infer import Predictive
+    from numpyro.infer.util import constrain_fn, unconstrain_fn
+
+    latent = [
+        name
+        for name, site in info.model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
+
+    def loglikelihood_fn(z):
+        params = constrain_fn(model, args, kwargs, z)
+        trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=params)).get_trace(*args, **kwargs)
+        total = jnp.zeros(())
+        for site in trace.values():
+            if site["type"] == "sample" and site["is_observed"]:
+                log_prob = site["fn"].log_prob(site["value"])
+                if site.get("scale") is not None:
+                    log_prob = site["scale"] * log_prob
+                total = total + jnp.sum(log_prob)
+        return total
+
+    def prior_sample_fn(rng_key, num):
+        draws = Predictive(model, num_samples=num, return_sites=latent)(rng_key, *args, **kwargs)
+        return jax.vmap(lambda params: unconstrain_fn(model, args, kwargs, params))(draws)
+
+    return loglikelihood_fn, prior_sample_fn
 
 
 def from_logdensity(logdensity_fn, initial_position, *, scale: float = 1.0, name: str = "target") -> Target:

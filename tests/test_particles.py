@@ -1,0 +1,201 @@
+"""The particle runner: shapes, chunking, until-done, Ctrl-C, ArviZ, resampling, plots."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.stats import norm
+
+import psample
+import psample.particles
+from psample.errors import InvalidTuningError
+
+Y = np.array([0.5, 1.5, 1.0])
+
+
+def logprior(x):
+    return jnp.sum(norm.logpdf(x, 0.0, 1.0))
+
+
+def loglik(x):
+    return jnp.sum(norm.logpdf(Y, x[0] + x[1], 1.0))
+
+
+def sampler(key, num):
+    return jax.random.normal(key, (num, 2))
+
+
+ADAPTIVE = psample.smc.tempered(logprior, loglik, initial_sampler=sampler, mcmc="rwm", num_mcmc_steps=2)
+FIXED = psample.smc.tempered(
+    logprior, loglik, initial_sampler=sampler, mcmc="rwm", num_mcmc_steps=2, schedule=np.linspace(0, 1, 6)
+)
+
+
+@pytest.fixture(scope="module")
+def fixed_result():
+    return run(FIXED)
+
+
+def run(alg, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("num_replicates", 3)
+    return psample.run_particles(alg, jax.random.PRNGKey(0), 64, **kw)
+
+
+def test_shapes_and_observables():
+    result = run(FIXED, observables={"mean0": lambda s: jnp.sum(jnp.exp(s.log_weights) * s.particles[:, 0])})
+    assert result.particles.shape == (3, 64, 2)
+    assert result.log_weights.shape == (3, 64) and result.log_Z.shape == (3,)
+    np.testing.assert_allclose(np.exp(result.log_weights).sum(1), 1.0, rtol=1e-12)
+    assert result.ess.shape == (3, 5) and result.observables["mean0"].shape == (3, 5)
+    # The last observable is the weighted mean of the final populations.
+    final = np.sum(np.exp(result.log_weights) * result.particles[..., 0], axis=1)
+    np.testing.assert_allclose(result.observables["mean0"][:, -1], final, rtol=1e-10)
+    # log_Z is the sum of the recorded increments.
+    np.testing.assert_allclose(result.info.log_Z_increment.sum(1), result.log_Z, rtol=1e-10)
+    assert not np.allclose(result.log_Z[0], result.log_Z[1])  # independent replicates
+    assert "ParticleResult(replicates=3, particles=64" in repr(result)
+
+
+@pytest.mark.parametrize("alg", [FIXED, ADAPTIVE], ids=["fixed", "adaptive"])
+def test_result_does_not_depend_on_chunking(alg, fixed_result):
+    reference = fixed_result if alg is FIXED else run(alg)
+    chunked = run(alg, chunk_length=1)
+    np.testing.assert_array_equal(chunked.log_Z, reference.log_Z)
+    np.testing.assert_array_equal(chunked.particles, reference.particles)
+    np.testing.assert_array_equal(chunked.valid, reference.valid)
+
+
+def test_until_done_drops_steps_after_done():
+    result = run(ADAPTIVE, chunk_length=50)  # one chunk far longer than the run
+    steps = result.valid.shape[1]
+    assert steps == result.num_steps.max() < 50
+    assert np.all(result.valid.any(axis=0))
+    np.testing.assert_array_equal(result.final_state.temperature, 1.0)
+    # Replicates that finished earlier have masked (NaN) entries afterwards.
+    for r in range(3):
+        n = result.num_steps[r]
+        assert np.all(np.isnan(result.ess[r, n:])) and np.all(np.isfinite(result.ess[r, :n]))
+
+
+def test_ctrl_c_returns_what_is_done_and_says_so(monkeypatch):
+    original = psample.particles._build_chunk_runner
+
+    def interrupting(*args):
+        run_chunk = original(*args)
+        def wrapped(carry, indices):
+            # Ctrl-C while the third step runs (shape evaluations pass tracers: skip them).
+            if not isinstance(indices, jax.core.Tracer) and int(indices[0]) == 2:
+                raise KeyboardInterrupt
+            return run_chunk(carry, indices)
+
+        return wrapped
+
+    monkeypatch.setattr(psample.particles, "_build_chunk_runner", interrupting)
+    with pytest.warns(RuntimeWarning, match=r"interrupted after [12] steps"):
+        result = run(FIXED, chunk_length=1)
+    assert result.interrupted and "interrupted" in repr(result)
+    # The chunks completed before Ctrl-C (the one in flight may be abandoned) are all kept.
+    done = result.valid.shape[1]
+    assert done in (1, 2) and np.all(result.valid)
+    np.testing.assert_allclose(result.final_state.temperature, np.linspace(0, 1, 6)[done])
+    np.testing.assert_allclose(result.info.log_Z_increment.sum(1), result.log_Z, rtol=1e-10)
+
+
+def test_ctrl_c_at_the_bar_keeps_every_completed_step(ctrl_c_after):
+    ctrl_c_after(2)  # Ctrl-C handled by the driver after the second chunk is on the host
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 steps"):
+        result = run(FIXED, chunk_length=1)
+    assert result.interrupted and result.valid.shape == (3, 2)
+    np.testing.assert_allclose(result.final_state.temperature, 0.4)
+    np.testing.assert_allclose(result.info.log_Z_increment.sum(1), result.log_Z, rtol=1e-10)
+
+
+def test_ctrl_c_before_any_step_raises(monkeypatch):
+    def interrupting(*args):
+        def wrapped(carry, indices):
+            raise KeyboardInterrupt
+
+        return wrapped
+
+    monkeypatch.setattr(psample.particles, "_build_chunk_runner", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run(FIXED)
+
+
+def test_datatree_groups_and_dims(fixed_result):
+    result = fixed_result
+    tree = result.to_datatree()
+    assert tree["posterior"]["x"].dims == ("chain", "draw", "x_dim_0")
+    assert tree["posterior"]["x"].shape == (3, 64, 2)
+    assert tree["sample_stats"]["log_weight"].dims == ("chain", "draw")
+    steps = tree["particle_steps"]
+    assert steps["ess"].dims == ("chain", "step") and steps["log_Z"].dims == ("chain",)
+    assert {"log_Z_increment", "is_resampled", "temperature", "valid"} <= set(steps.data_vars)
+    resampled = result.to_datatree(resampled_key=jax.random.PRNGKey(1))
+    assert "sample_stats" not in resampled.children
+
+
+def test_resample_draws_equal_weight_particles(fixed_result):
+    result = fixed_result
+    draws = result.resample(jax.random.PRNGKey(1), 1000)
+    assert draws.shape == (3, 1000, 2)
+    # Every draw is one of the replicate's particles.
+    for r in range(3):
+        assert np.all(np.any(np.all(draws[r][:, None] == result.particles[r][None], -1), -1))
+    # Systematic resampling: the mean of the draws is the weighted mean up to 1/num.
+    weighted = np.sum(np.exp(result.log_weights)[..., None] * result.particles, axis=1)
+    spread = np.ptp(result.particles, axis=1)
+    assert np.all(np.abs(draws.mean(1) - weighted) <= spread / 1000 * 2)
+
+
+def test_plot_writes_a_file(tmp_path, fixed_result):
+    result = fixed_result
+    path = tmp_path / "smc.png"
+    result.plot(path)
+    assert path.stat().st_size > 1000
+
+
+def test_bad_runner_input():
+    with pytest.raises(InvalidTuningError, match="num_particles"):
+        psample.run_particles(FIXED, jax.random.PRNGKey(0), 1)
+    with pytest.raises(InvalidTuningError, match="num_replicates"):
+        psample.run_particles(FIXED, jax.random.PRNGKey(0), 10, num_replicates=0)
+    with pytest.raises(TypeError, match="ParticleAlgorithm"):
+        psample.run_particles(psample.polar_slice(logprior), jax.random.PRNGKey(0), 10)
+    with pytest.raises(TypeError, match="observable"):
+        psample.run_particles(FIXED, jax.random.PRNGKey(0), 10, observables={"a": 3})
+
+
+def test_replicates_are_placed_over_devices_with_the_same_result():
+    """4 emulated CPU devices: replicates sharded over them give the one-device result."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        from jax.scipy.stats import norm
+        import psample
+        assert len(jax.devices()) == 4
+        alg = psample.smc.tempered(
+            lambda x: jnp.sum(norm.logpdf(x)), lambda x: norm.logpdf(1.0, x[0] + x[1], 1.0),
+            initial_sampler=lambda k, n: jax.random.normal(k, (n, 2)), mcmc="rwm", num_mcmc_steps=2,
+            schedule=[0.0, 0.5, 1.0])
+        import psample.particles as pp
+        assert pp._replicate_sharding(4) is not None and pp._replicate_sharding(3) is None
+        sharded = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
+        pp._replicate_sharding = lambda n: None
+        single = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
+        np.testing.assert_allclose(sharded.log_Z, single.log_Z, rtol=1e-12)
+        np.testing.assert_allclose(sharded.particles, single.particles, rtol=1e-12)
+        print("OK", sharded.log_Z)
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
