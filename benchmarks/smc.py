@@ -44,8 +44,9 @@ import psample  # noqa: E402
 import psample.models  # noqa: E402
 
 
-def blackjax_run(target, num_particles, num_replicates, num_mcmc_steps, step_size=0.1, num_integration_steps=10):
-    """``(run(key) -> (log_Z (R,), evals (R,)))``, jitted, BlackJAX hand-wired."""
+def _blackjax_smc(target, num_particles, num_mcmc_steps, step_size, num_integration_steps):
+    """BlackJAX's ``adaptive_tempered_smc`` with HMC moves, wired as its docs show, and the
+    log-density evaluations it makes per tempering level."""
     example = jax.tree.map(lambda x: x[0], target.prior_sample_fn(jax.random.PRNGKey(0), 1))
     d = jax.flatten_util.ravel_pytree(example)[0].size
     params = extend_params(
@@ -55,7 +56,12 @@ def blackjax_run(target, num_particles, num_replicates, num_mcmc_steps, step_siz
         target.logprior_fn, target.loglikelihood_fn, blackjax.hmc.build_kernel(), blackjax.hmc.init,
         params, resampling.systematic, 0.5, num_mcmc_steps=num_mcmc_steps,
     )  # fmt: skip
-    per_level = num_particles * (2 + num_mcmc_steps * num_integration_steps)
+    return smc, num_particles * (2 + num_mcmc_steps * num_integration_steps)
+
+
+def blackjax_run(target, num_particles, num_replicates, num_mcmc_steps, step_size=0.1, num_integration_steps=10):
+    """``(run(key) -> (log_Z (R,), evals (R,)))``, jitted, BlackJAX hand-wired."""
+    smc, per_level = _blackjax_smc(target, num_particles, num_mcmc_steps, step_size, num_integration_steps)
 
     def one(key):
         init_key, key = jax.random.split(key)
@@ -100,16 +106,7 @@ class _WrappedInfo(NamedTuple):
 def blackjax_through_runner(target, num_particles, num_replicates, num_mcmc_steps, step_size=0.1, num_integration_steps=10):
     """The same BlackJAX algorithm as :func:`blackjax_run`, run by ``psample.run_particles``:
     the difference in wall time is the runner's cost."""
-    example = jax.tree.map(lambda x: x[0], target.prior_sample_fn(jax.random.PRNGKey(0), 1))
-    d = jax.flatten_util.ravel_pytree(example)[0].size
-    params = extend_params(
-        dict(step_size=step_size, inverse_mass_matrix=jnp.ones(d), num_integration_steps=num_integration_steps)
-    )
-    smc = blackjax.adaptive_tempered_smc(
-        target.logprior_fn, target.loglikelihood_fn, blackjax.hmc.build_kernel(), blackjax.hmc.init,
-        params, resampling.systematic, 0.5, num_mcmc_steps=num_mcmc_steps,
-    )  # fmt: skip
-    per_level = num_particles * (2 + num_mcmc_steps * num_integration_steps)
+    smc, per_level = _blackjax_smc(target, num_particles, num_mcmc_steps, step_size, num_integration_steps)
 
     def init(key, n):
         return _WrappedState(smc.init(target.prior_sample_fn(key, n)), jnp.zeros(()))

@@ -95,7 +95,6 @@ References
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Callable, NamedTuple
 
@@ -106,7 +105,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
-from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+from blackjax.types import Array, ArrayLikeTree, ArrayTree
 
 from psample.errors import (
     InitialPointError,
