@@ -196,7 +196,7 @@ resumed = psample.resume({str(path)!r}, alg, 50, target=target, progress=False)
 reference = psample.sample(alg, target.initial_positions(init_key, 4), run_key, saved + 50,
                            num_warmup=1000, target=target, progress=False)
 assert resumed.num_draws == saved + 50
-np.testing.assert_array_equal(resumed.positions, reference.positions)
+jax.tree.map(np.testing.assert_array_equal, resumed.positions, reference.positions)
 print("OK", saved)
 """
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=600)
