@@ -65,16 +65,16 @@ class _ChunkFunctions(NamedTuple):
     warmup: Callable
 
 
-def _chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd_axis_name=None) -> _ChunkFunctions:
+def _chunk_functions(algorithm, observables: dict, plan: RunPlan) -> _ChunkFunctions:
     """The jitted chunk functions, cached on ``algorithm.step`` (see :func:`checks.cached_on`)."""
-    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd_axis_name)
+    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin)
     return checks.cached_on(
-        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd_axis_name)
+        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan)
     )
 
 
-def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd_axis_name) -> _ChunkFunctions:
-    step = jax.vmap(algorithm.step, spmd_axis_name=spmd_axis_name)
+def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan) -> _ChunkFunctions:
+    step = jax.vmap(algorithm.step)
     observables = dict(observables)
     num_chains, num_warmup, thin = plan.num_chains, plan.num_warmup, plan.thin
 
