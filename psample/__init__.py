@@ -12,11 +12,12 @@ Public API
   (``psample.mcmc.logconcave_chain``); :func:`logconcave_chain_samples` returns its final jumps.
 - :func:`run_particles`, :class:`ParticleResult`: the particle runner (weighted populations);
   :mod:`psample.smc` (tempered SMC with model evidence).
+- :mod:`psample.diffusion`: noise schedules (``VP``, ``VE``) shared by the diffusion samplers and FKC.
 - :mod:`psample.diagnostics` (ArviZ summaries and plots), :mod:`psample.models` (the model zoo),
   :mod:`psample.graphs` (graph-homomorphism chains and network observables).
 """
 
-from psample import adaptation, diagnostics, errors, smc
+from psample import adaptation, diagnostics, diffusion, errors, smc
 from psample.logconcave import logconcave_chain_samples
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
@@ -25,7 +26,7 @@ from psample.run import resume, sample
 from psample.targets import Target, from_logdensity, from_numpyro
 from psample.trace import Trace
 
-__all__ = ["adaptation", "diagnostics", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample",
+__all__ = ["adaptation", "diagnostics", "diffusion", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample",
            "resume", "polar_slice", "logconcave_chain", "logconcave_chain_samples", "smc", "run_particles",
            "ParticleResult"]
 __version__ = "0.1.0"
