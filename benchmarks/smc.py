@@ -19,7 +19,8 @@ until the temperature reaches 1; ``log Z`` is the sum of ``info.log_likelihood_i
 Its evaluations are counted as BlackJAX spends them: per level ``N`` log-likelihoods for the
 ESS bisection, ``N`` for the weights and ``N * steps * 10`` gradients.
 psample's HMC is given the same 10 integration steps; psample tunes the step size and the
-mass matrix from the particles, BlackJAX keeps them fixed (as its docs do). psample resamples when the ESS falls below half the particles (its default);
+mass matrix from the particles (dense by default, or diagonal: ``metric="diagonal"``), BlackJAX
+keeps them fixed (as its docs do). Errors pool the replicates of all ``--repeats`` timed runs. psample resamples when the ESS falls below half the particles (its default);
 the row "resample every step" resamples at every level, as BlackJAX does. The row "same
 BlackJAX algorithm through psample.run_particles" wraps BlackJAX's own kernel as a
 ``psample.smc.ParticleAlgorithm``: its time against the hand-wired loop is the runner's cost.
@@ -127,8 +128,9 @@ def blackjax_through_runner(target, num_particles, num_replicates, num_mcmc_step
     return run
 
 
-def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps, resample_ess=None):
+def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps, resample_ess=None, metric="dense"):
     options = {"num_integration_steps": 10} if mcmc == "hmc" else {}
+    options["metric"] = metric
     algorithm = psample.smc.tempered(
         target, mcmc=mcmc, num_mcmc_steps=num_mcmc_steps, mcmc_parameters=options, resample_ess=resample_ess
     )
@@ -142,14 +144,17 @@ def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps, res
 
 
 def timed(run, repeats):
+    """Best wall time of ``repeats`` runs after a compiling one; the log-Z estimates and
+    evaluation counts of every timed run are pooled (``repeats x R`` replicates)."""
     jax.block_until_ready(run(jax.random.PRNGKey(0)))  # compile
-    best, out = np.inf, None
+    best, log_zs, evals = np.inf, [], []
     for r in range(repeats):
         start = time.perf_counter()
-        out = jax.block_until_ready(run(jax.random.PRNGKey(r + 1)))
+        log_z, num_evals = jax.block_until_ready(run(jax.random.PRNGKey(r + 1)))
         best = min(best, time.perf_counter() - start)
-    log_z, evals = out
-    return np.asarray(log_z), np.asarray(evals), best
+        log_zs.append(np.asarray(log_z))
+        evals.append(np.asarray(num_evals))
+    return np.concatenate(log_zs), np.concatenate(evals), best
 
 
 def main(argv=None):
@@ -179,6 +184,12 @@ def main(argv=None):
             "psample tempered (HMC)": psample_run(target, "hmc", args.particles, args.replicates, args.mcmc_steps),
             "psample tempered (HMC, resample every step)": psample_run(
                 target, "hmc", args.particles, args.replicates, args.mcmc_steps, resample_ess=1.0
+            ),
+            "psample tempered (HMC, diagonal metric)": psample_run(
+                target, "hmc", args.particles, args.replicates, args.mcmc_steps, metric="diagonal"
+            ),
+            "psample tempered (HMC, diagonal metric, resample every step)": psample_run(
+                target, "hmc", args.particles, args.replicates, args.mcmc_steps, resample_ess=1.0, metric="diagonal"
             ),
             "psample tempered (polar slice)": psample_run(target, "polar_slice", args.particles, args.replicates, args.mcmc_steps),
         }

@@ -163,8 +163,21 @@ class TemperedInfo(NamedTuple):
 
 class _Tuned(NamedTuple):
     mean: Array  # (d,)
-    chol: Array  # (d, d) lower Cholesky factor of the weighted covariance
+    chol: Array  # (d, d) lower Cholesky factor of the weighted covariance, or (d,) its diagonal's sqrt
     scale: Array  # ()
+
+
+def _from_z(tuned: _Tuned, z: Array) -> Array:
+    """``m + L z`` (dense frame) or ``m + s * z`` (diagonal frame)."""
+    return tuned.mean + (tuned.chol * z if tuned.chol.ndim == 1 else tuned.chol @ z)
+
+
+def _to_z(tuned: _Tuned, x: Array) -> Array:
+    """The inverse of :func:`_from_z`, for one ``(d,)`` point or rows ``(n, d)``."""
+    centred = x - tuned.mean
+    if tuned.chol.ndim == 1:
+        return centred / tuned.chol
+    return jax.scipy.linalg.solve_triangular(tuned.chol, centred.T, lower=True).T
 
 
 class _Mutation(NamedTuple):
@@ -172,6 +185,7 @@ class _Mutation(NamedTuple):
     level_scale: Callable  # (carried scale, flat, weights, chol) -> scale used at this level
     adapt: Callable  # (scale used, mean acceptance) -> scale carried to the next level
     move: Callable  # (key, x, logdensity, tuned, num_steps) -> (x, acceptance, num_evals)
+    metric: str = "dense"  # "dense" (full covariance of the particles) or "diagonal" (variances)
 
 
 def _carried_scale(scale, flat, weights, chol):
@@ -202,7 +216,8 @@ def _rwm_move(key, x, logdensity, tuned, num_steps):
     kernel = blackjax.additive_step_random_walk.build_kernel()
 
     def random_step(k, position):
-        return tuned.scale * tuned.chol @ jax.random.normal(k, position.shape, dtype=position.dtype)
+        noise = jax.random.normal(k, position.shape, dtype=position.dtype)
+        return tuned.scale * (tuned.chol * noise if tuned.chol.ndim == 1 else tuned.chol @ noise)
 
     state = blackjax.additive_step_random_walk.init(x, logdensity)
     state, info = _run_chain(lambda k, s: kernel(k, s, logdensity, random_step), state, key, num_steps)
@@ -211,15 +226,22 @@ def _rwm_move(key, x, logdensity, tuned, num_steps):
 
 def _hmc_move(num_integration_steps):
     def move(key, x, logdensity, tuned, num_steps):
+        # HMC with inverse mass L L^T on x is HMC with the identity on z = L^-1 (x - m): the
+        # same trajectories and acceptances. Running it in z spares BlackJAX's dense metric,
+        # which inverts and factors the mass matrix at every step of every particle.
+        def logdensity_z(z):
+            return logdensity(_from_z(tuned, z))
+
         kernel = blackjax.hmc.build_kernel()
-        inverse_mass = tuned.chol @ tuned.chol.T
-        state = blackjax.hmc.init(x, logdensity)
+        z = _to_z(tuned, x)
+        identity = jnp.ones_like(z)
+        state = blackjax.hmc.init(z, logdensity_z)
         state, info = _run_chain(
-            lambda k, s: kernel(k, s, logdensity, tuned.scale, inverse_mass, num_integration_steps),
+            lambda k, s: kernel(k, s, logdensity_z, tuned.scale, identity, num_integration_steps),
             state, key, num_steps,
         )  # fmt: skip
         evals = jnp.sum(info.num_integration_steps).astype(jnp.int32)
-        return state.position, jnp.mean(info.acceptance_rate), evals
+        return _from_z(tuned, state.position), jnp.mean(info.acceptance_rate), evals
 
     return move
 
@@ -232,12 +254,11 @@ def _polar_move(max_proposals):
         # of the polar decomposition and is roughly isotropic. The map is affine and fixed
         # during the moves, so invariance for z carries over to x.
         def logdensity_z(z):
-            return logdensity(tuned.mean + tuned.chol @ z)
+            return logdensity(_from_z(tuned, z))
 
-        z = jax.scipy.linalg.solve_triangular(tuned.chol, x - tuned.mean, lower=True)
-        state = polar_slice.init(z, logdensity_z)
+        state = polar_slice.init(_to_z(tuned, x), logdensity_z)
         state, info = _run_chain(lambda k, s: kernel(k, s, logdensity_z, tuned.scale), state, key, num_steps)
-        x_new = tuned.mean + tuned.chol @ state.position
+        x_new = _from_z(tuned, state.position)
         return x_new, jnp.ones((), x.dtype), jnp.sum(info.num_evals).astype(jnp.int32)
 
     return move
@@ -246,7 +267,7 @@ def _polar_move(max_proposals):
 def _polar_window(scale, flat, weights, chol):
     """``w`` = weighted standard deviation of the standardised radii (floored at 0.1)."""
     mean = jnp.sum(weights[:, None] * flat, axis=0)
-    z = jax.scipy.linalg.solve_triangular(chol, (flat - mean).T, lower=True).T
+    z = _to_z(_Tuned(mean, chol, jnp.ones(())), flat)
     radius = jnp.linalg.norm(z, axis=1)
     r_mean = jnp.sum(weights * radius)
     sd = jnp.sqrt(jnp.sum(weights * (radius - r_mean) ** 2))
@@ -261,8 +282,14 @@ MUTATIONS = {
 }
 
 
+METRICS = ("dense", "diagonal")
+
+
 def _build_mutation(mcmc: str, options: dict) -> _Mutation:
     options = dict(options or {})
+    metric = options.pop("metric", "dense")
+    if metric not in METRICS:
+        raise InvalidTuningError(f"mcmc_parameters['metric'] must be one of {list(METRICS)}, got {metric!r}")
     if mcmc == "rwm":
         scale = options.pop("scale", None)
         scale = None if scale is None else check_positive("mcmc_parameters['scale']", scale)
@@ -285,17 +312,22 @@ def _build_mutation(mcmc: str, options: dict) -> _Mutation:
         raise InvalidTuningError(f"mcmc must be one of {sorted(MUTATIONS)}, got {mcmc!r}")
     if options:
         raise InvalidTuningError(f"unknown mcmc_parameters for mcmc={mcmc!r}: {sorted(options)}")
-    return mutation
+    return mutation._replace(metric=metric)
 
 
-def _weighted_moments(flat: Array, weights: Array) -> tuple[Array, Array]:
-    """Weighted mean ``(d,)`` and lower Cholesky factor ``(d, d)`` of the weighted covariance.
+def _weighted_moments(flat: Array, weights: Array, metric: str = "dense") -> tuple[Array, Array]:
+    """Weighted mean ``(d,)`` and lower Cholesky factor ``(d, d)`` of the weighted covariance
+    (``metric="dense"``), or the weighted standard deviations ``(d,)`` (``"diagonal"``).
 
     A ridge of ``1e-9`` times the mean variance (plus a tiny absolute floor) keeps the factor
     finite when the particles are fewer than the dimension or have collapsed.
     """
     mean = jnp.sum(weights[:, None] * flat, axis=0)
     centred = flat - mean
+    if metric == "diagonal":
+        var = jnp.sum(weights[:, None] * centred**2, axis=0)
+        ridge = 1e-9 * jnp.mean(var) + jnp.finfo(flat.dtype).tiny ** 0.5
+        return mean, jnp.sqrt(var + ridge)
     cov = (weights[:, None] * centred).T @ centred
     d = flat.shape[1]
     ridge = 1e-9 * jnp.trace(cov) / d + jnp.finfo(flat.dtype).tiny ** 0.5
@@ -316,9 +348,8 @@ def _cross_fitted_tuning(flat, weights, carried_scale, mutation):
     Returns
     -------
     tuned
-        :class:`_Tuned` with a leading axis of 2 (statistics of the first and the second half).
-    other_half
-        ``(N,)`` int: the index in ``tuned`` each particle uses.
+        :class:`_Tuned` with a leading axis of 2 (statistics of the first and the second half):
+        particles ``i < N/2`` use ``tuned[1]``, the others ``tuned[0]``.
     """
     num = weights.shape[0]
     second = jnp.arange(num) >= num // 2
@@ -326,11 +357,10 @@ def _cross_fitted_tuning(flat, weights, carried_scale, mutation):
     for mask in (~second, second):
         mass = jnp.sum(jnp.where(mask, weights, 0.0))
         half_weights = jnp.where(mass > 1e-12, jnp.where(mask, weights, 0.0) / jnp.where(mass > 0, mass, 1.0), weights)
-        mean, chol = _weighted_moments(flat, half_weights)
+        mean, chol = _weighted_moments(flat, half_weights, mutation.metric)
         scale = mutation.level_scale(carried_scale, flat, half_weights, chol)
         tuned.append(_Tuned(mean, chol, jnp.asarray(scale, flat.dtype)))
-    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *tuned)
-    return stacked, jnp.where(second, 0, 1)
+    return jax.tree.map(lambda a, b: jnp.stack([a, b]), *tuned)
 
 
 # ------------------------------------------------------------------------------------------
@@ -437,14 +467,19 @@ def build_kernel(
             position = unravel(x)
             return logprior_fn(position) + temperature * loglikelihood_fn(position)
 
-        tuned, other_half = _cross_fitted_tuning(flat, weights, state.scale, mutation)
+        tuned = _cross_fitted_tuning(flat, weights, state.scale, mutation)
         keys = jax.random.split(move_key, num_particles)
 
-        def move(key, x, half):
-            mine = jax.tree.map(lambda t: t[half], tuned)
-            return mutation.move(key, x, logdensity, mine, num_mcmc_steps)
+        def move_half(rows, tuned_by):
+            # One vmap per half with that half's parameters unbatched: the preconditioner's
+            # products become one matrix-matrix product over the half instead of a gather and
+            # a matrix-vector product per particle (which cost more than a cheap log-density).
+            mine = jax.tree.map(lambda t: t[tuned_by], tuned)
+            return jax.vmap(lambda k, x: mutation.move(k, x, logdensity, mine, num_mcmc_steps))(keys[rows], flat[rows])
 
-        flat, acceptance, evals = jax.vmap(move)(keys, flat, other_half)
+        half = num_particles // 2
+        moved = [move_half(slice(0, half), 1), move_half(slice(half, num_particles), 0)]
+        flat, acceptance, evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *moved)
         scale = jnp.mean(tuned.scale).astype(state.scale.dtype)
         acceptance = jnp.mean(acceptance)
         particles = jax.vmap(unravel)(flat)
@@ -568,7 +603,11 @@ def as_top_level_api(
         resamples every step. Default: ``target_ess``.
     mcmc_parameters
         Options of the kernel: ``"rwm"``: ``scale``; ``"hmc"``: ``step_size`` (initial),
-        ``num_integration_steps`` (default 10); ``"polar_slice"``: ``max_proposals``.
+        ``num_integration_steps`` (default 10); ``"polar_slice"``: ``max_proposals``. Every
+        kernel: ``metric``, the frame tuned from the particles at each level: ``"dense"``
+        (default; their covariance, a ``d x d`` product per log-density evaluation) or
+        ``"diagonal"`` (their variances; cheaper per evaluation when the log-density is cheap
+        and the posterior's correlations are weak).
     max_steps
         An adaptive run stops after this many steps even if the temperature has not reached 1
         (``state.temperature`` then says how far it got).
