@@ -85,6 +85,10 @@ class ParticleAlgorithm(NamedTuple):
     postprocess_fn
         ``particle -> dict`` mapping one particle to constrained, named sites (a
         :class:`psample.Target`'s), or ``None``.
+    resampling
+        Name of the resampling scheme (a key of :data:`RESAMPLING`), or ``None`` when unknown
+        (a custom function). The single-run error estimators of :class:`psample.ParticleResult`
+        are calibrated for ``"multinomial"`` and warn otherwise.
     """
 
     init: Callable
@@ -93,6 +97,7 @@ class ParticleAlgorithm(NamedTuple):
     is_done: Callable | None = None
     check_initial: Callable | None = None
     postprocess_fn: Callable | None = None
+    resampling: str | None = None
 
 
 def resampling_fn(resampling_name) -> Callable:

@@ -701,6 +701,7 @@ def as_top_level_api(
         is_done=is_done,
         check_initial=_nonfinite_check(float(max_nonfinite_fraction)),
         postprocess_fn=postprocess_fn,
+        resampling=resampling if isinstance(resampling, str) else None,
     )
 
 
