@@ -600,7 +600,10 @@ def as_top_level_api(
         (``blackjax.smc.resampling``) or such a function.
     resample_ess
         Resample when the ESS after reweighting falls below ``resample_ess * N``; ``1``
-        resamples every step. Default: ``target_ess``.
+        resamples every step. Default: ``1`` with the adaptive schedule (every step, as
+        BlackJAX; it gave a lower log-Z error at equal evaluations than resampling when the ESS
+        falls below ``N/2`` on all three models of ``benchmarks/smc.py``, up to 1.6x lower in
+        RMSE), ``target_ess`` with a fixed schedule.
     mcmc_parameters
         Options of the kernel: ``"rwm"``: ``scale``; ``"hmc"``: ``step_size`` (initial),
         ``num_integration_steps`` (default 10); ``"polar_slice"``: ``max_proposals``. Every
@@ -646,7 +649,9 @@ def as_top_level_api(
         if not callable(fn):
             raise ModelError(f"{name} must be a function, got {fn!r}")
     target_ess = _check_fraction("target_ess", target_ess)
-    resample_ess = target_ess if resample_ess is None else _check_fraction("resample_ess", resample_ess)
+    if resample_ess is None:
+        resample_ess = 1.0 if schedule is None else target_ess
+    resample_ess = _check_fraction("resample_ess", resample_ess)
     num_mcmc_steps = check_positive_int("num_mcmc_steps", num_mcmc_steps)
     max_steps = check_positive_int("max_steps", max_steps)
     if not (0.0 <= float(max_nonfinite_fraction) < 1.0):
