@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import linalg, stats
 
 import psample
 import psample.models as models
@@ -256,12 +256,37 @@ def test_unadjusted_inner_kernels_bias_shrinks_with_the_step():
     assert err_big[0, 0] > Z * cov_and_se(ula_big.measurement)[1][0, 0]
     assert np.all(np.abs(c_small - cov) < err_big + 1e-12) or np.max(np.abs(c_small - cov)) < np.max(err_big)
     assert_within("ULA h=0.1 cov", c_small, se_small, cov, budget=0.03 * np.abs(cov).max())
-    ((ud, _),) = _one_conditional("underdamped", [0.5])
-    m, se = mean_and_se(ud.measurement)
-    assert_within("underdamped mean", m, se, mean)
-    c, cse = cov_and_se(ud.measurement)
-    # The splitting's O(h²) position bias: a 3 % budget at h = 0.5.
-    assert_within("underdamped cov", c, cse, cov, budget=0.03 * np.abs(cov).max())
+
+
+def _underdamped_stationary_position_cov(h, friction=1.0):
+    """Stationary covariance of y under the kernel's splitting (A B O B A, time in σ² units)
+    on the Gaussian conditional, from the discrete Lyapunov equation of the linear recursion."""
+    _, cov = _conditional_law()
+    d, u = 2, GAUSS_SIGMA**2
+    eye, zero = np.eye(d), np.zeros((d, d))
+    zeta = np.exp(-friction * h)
+    drift = np.block([[eye, h / 2 * eye], [zero, eye]])  # A: y += h v / 2
+    kick = np.block([[eye, zero], [-u * h / 2 * np.linalg.inv(cov), eye]])  # B: v += u h ψ / 2
+    friction_map = np.block([[eye, zero], [zero, zeta * eye]])  # O (mean part)
+    step = drift @ kick @ friction_map @ kick @ drift
+    noise = drift @ kick @ np.vstack([zero, np.sqrt(u * (1 - zeta**2)) * eye])
+    return linalg.solve_discrete_lyapunov(step, noise @ noise.T)[:d, :d]
+
+
+def test_underdamped_inner_kernel_is_exact_on_a_gaussian_conditional_at_two_step_sizes():
+    """C2 for the default kernel. The A-B-O-B-A splitting leaves the position law of a Gaussian
+    exactly invariant at every stable step (the Lyapunov solution below equals the conditional's
+    covariance to rounding), so the draws must match the exact law within Monte Carlo error
+    alone, with no discretisation budget, at h = 0.5 and at h = 1."""
+    mean, cov = _conditional_law()
+    for h in (0.5, 1.0):
+        np.testing.assert_allclose(_underdamped_stationary_position_cov(h), cov, atol=1e-12)
+    for h, (state, info) in zip((0.5, 1.0), _one_conditional("underdamped", [0.5, 1.0])):
+        m, se = mean_and_se(state.measurement)
+        assert_within(f"underdamped mean h={h}", m, se, mean)
+        c, cse = cov_and_se(state.measurement)
+        assert_within(f"underdamped cov h={h}", c, cse, cov)
+        assert np.all(info.num_inner_steps == 300)
 
 
 # ----------------------------------------------------------------------------- C3, C4: whole algorithm
