@@ -32,7 +32,7 @@ from psample.mcmc.polar_slice_adaptation import polar_slice_adaptation  # noqa: 
 
 
 def run(ld, x0, stat, structure, wm, n=2000, warm=1000, key=0):
-    ad = polar_slice_adaptation(ld, structure=structure, w_multiplier=wm)
+    ad = polar_slice_adaptation(ld, structure=structure)
     t0 = time.time()
     (st, par), info = ad.run(jax.random.key(key), x0, warm)
     jax.block_until_ready(st)

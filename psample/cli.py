@@ -170,6 +170,10 @@ def _cmd_run(args) -> int:
     except KeyboardInterrupt:
         print("interrupted before the first draw", file=sys.stderr)
         return 130
+    if trace.num_draws == 0:  # Ctrl-C during warm-up: nothing to summarise
+        where = f"; the checkpoint {args.checkpoint} holds it (psample.resume continues)" if args.checkpoint else ""
+        print(f"interrupted during warm-up after {trace.num_steps} of {warmup} steps: no draws{where}", file=sys.stderr)
+        return 130
     status = "interrupted" if trace.interrupted else "done"
     print(
         f"{target.name}: {args.sampler}, {trace.num_chains} chains x {trace.num_draws} draws ({status})",
