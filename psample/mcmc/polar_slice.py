@@ -49,7 +49,9 @@ centred at the origin and isotropic. With a ``center`` ``c`` and a ``scale`` ``S
 constant ``|det S|``: every transition is exact for any fixed ``(c, S)``. ``S`` is a vector (a
 diagonal scale), a lower-triangular matrix (a dense one) or a :class:`LowRankScale`
 ``diag(D) (I + U diag(a) Uᵀ)``. Positions and draws stay in ``x``; the state's ``radius`` and
-``direction`` are those of ``z``. ``psample.mcmc.polar_slice_adaptation`` estimates
+``direction`` are those of ``z``. Every point a transition evaluates is ``c + r S θ'`` with ``θ'``
+on one great circle, so ``S`` is applied once per transition (to the circle's second axis),
+and each evaluation costs ``O(d)`` more than the target's own. ``psample.mcmc.polar_slice_adaptation`` estimates
 ``(c, S, w)`` during warm-up.
 
 All evaluations of one transition happen at one site of one ``lax.while_loop`` that

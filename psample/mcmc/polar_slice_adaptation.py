@@ -44,14 +44,15 @@ Gradients (``jax.grad`` of the log-density) are evaluated only at the windows' t
 log-density that cannot be differentiated is adapted from the draws alone. A non-finite or
 degenerate estimate (chains that did not move) keeps the previous parameters.
 
-Dense, low-rank or diagonal (``structure``). A dense scale costs ``O(d²)`` per density
-evaluation (a triangular product), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
+Dense, low-rank or diagonal (``structure``). A dense scale costs one ``O(d²)`` product per
+transition (``S y`` for the new great circle; each evaluation then costs ``O(d)`` more than the
+target's own), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
 ``structure="auto"`` the windows estimate a dense scale up to ``d = 512`` and a low-rank one
 (``rank = 16``) above; each window keeps the dense estimate only where (i) the gradients are
 trusted (Newton points agree) and (ii) the draws' Tyler shape has a condition number above
 twice the Marchenko-Pastur ratio ``λ₊/λ₋`` of ``n`` draws from the identity (correlation beyond
 noise), and otherwise uses the diagonal estimate; at the end of warm-up a diagonal matrix is
-turned into the vector form (``O(d)`` per evaluation). Measured (BENCHMARKS.md,
+turned into the vector form (``O(d)`` per transition). Measured (BENCHMARKS.md,
 ``benchmarks/polar_slice_structures.py``): on a rotated Gaussian (d = 100, κ = 1000) the dense
 form mixes, the diagonal and the low-rank (draws only) ones do not; on the multivariate Cauchy
 (d = 100) a dense scale fitted to the draws alone ruins mixing, which (i) prevents. Without
@@ -733,7 +734,7 @@ def polar_slice_adaptation(
         matrix = np.asarray(scale)
         if np.any(np.tril(matrix, -1) != 0):
             return states, parameters
-        # The last window chose a diagonal scale: the vector form costs O(d), not O(d²).
+        # The last window chose a diagonal scale: the vector form costs O(d) a transition, not O(d²).
         parameters = dict(parameters, scale=jnp.asarray(np.diag(matrix).copy()))
         states = jax.vmap(lambda s: ps.reparametrize(s, parameters["center"], parameters["scale"]))(states)
         return states, parameters
