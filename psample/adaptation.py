@@ -19,13 +19,29 @@ A sampler that can tune itself during warm-up returns, from its top-level constr
     The same sampler with fixed ``parameters``. Sampling with it is exact for the target
     whatever the parameters (the adaptation only chooses them).
 
+An adaptation may also be *step-wise* (:func:`is_stepwise`), which lets the runner drive it in
+chunks like the draws (progress bar, Ctrl-C, a checkpoint after every chunk):
+
+``init(positions, num_steps) -> carry``
+    The adaptation's carry (a pytree of arrays) before its first step.
+``step(rng_key, carry, num_steps) -> (carry, info)``
+    One adaptation step (all chains). Step ``t`` is given the key ``fold_in(key, t)``, so the
+    result does not depend on how the steps are chunked.
+``final(carry) -> (states, parameters)``
+    The chains' states and the parameters in force, valid after any number of steps: what an
+    interrupted warm-up returns, and what a complete one ends with.
+
 The runner's hook
 -----------------
 :func:`warmup` is what :func:`psample.sample` calls before its draw loop: with
 ``adapt=True``, ``num_warmup > 0`` and an algorithm that provides an adaptation, the warm-up
 steps are the adaptation's steps, and the draws are made by
-``algorithm.with_parameters(parameters)`` from the adapted states. Otherwise nothing
-happens here and the runner's warm-up is plain burn-in with the algorithm's own parameters.
+``algorithm.with_parameters(parameters)`` from the adapted states. A step-wise adaptation runs
+on :func:`psample.driver.drive` in jitted chunks of steps, with a bar, Ctrl-C (which returns
+the states and parameters of the steps completed) and a checkpoint of the carry after every
+chunk, so a resumed run continues the adaptation bit for bit; any other adaptation runs as one
+``run`` call. Otherwise nothing happens here and the runner's warm-up is plain burn-in with the
+algorithm's own parameters.
 The adapted parameters are stored in the :class:`psample.Trace` (``trace.parameters``), in the
 DataTree's attributes (:func:`parameters_to_attrs`) and in checkpoints, and
 :func:`restore` rebuilds the tuned algorithm when a checkpointed run is resumed.
@@ -43,7 +59,9 @@ import numpy as np
 
 __all__ = [
     "AdaptiveSamplingAlgorithm",
+    "WarmupResult",
     "provides_adaptation",
+    "is_stepwise",
     "adaptation_key",
     "warmup",
     "restore",
@@ -71,10 +89,64 @@ class AdaptiveSamplingAlgorithm(NamedTuple):
     with_parameters: Callable
 
 
+class WarmupResult(NamedTuple):
+    """What :func:`warmup` did.
+
+    algorithm
+        ``algorithm.with_parameters(parameters)`` when it adapted, else the algorithm unchanged.
+    states
+        The chains' states after the adaptation steps done (``None`` if it did not adapt).
+    parameters
+        The parameters in force after those steps (``None`` if it did not adapt).
+    steps_done
+        Warm-up steps completed.
+    interrupted
+        ``True`` if Ctrl-C stopped the adaptation before ``num_warmup`` steps.
+    carry
+        The step-wise adaptation's carry after ``steps_done`` steps (else ``None``).
+    """
+
+    algorithm: Any
+    states: Any
+    parameters: Any
+    steps_done: int
+    interrupted: bool
+    carry: Any = None
+
+
 def provides_adaptation(algorithm) -> bool:
     """Whether ``algorithm`` follows the protocol (has ``adaptation.run`` and ``with_parameters``)."""
     adaptation = getattr(algorithm, "adaptation", None)
     return callable(getattr(adaptation, "run", None)) and callable(getattr(algorithm, "with_parameters", None))
+
+
+def is_stepwise(adaptation) -> bool:
+    """Whether ``adaptation`` has the step-wise form ``init``/``step``/``final`` (module docstring)."""
+    return all(callable(getattr(adaptation, name, None)) for name in ("init", "step", "final"))
+
+
+def _chunk_function(algorithm, num_steps: int):
+    """``jit((carry, key), step indices) -> ((carry, key), None)``: adaptation steps in a ``lax.scan``.
+
+    Cached on ``algorithm.step`` (as the runner caches its chunk functions), so repeated runs of
+    one algorithm compile once per chunk length.
+    """
+    from psample.checks import cached_on
+
+    adaptation = algorithm.adaptation
+
+    def build():
+        def run_chunk(carry, indices):
+            state, key = carry
+
+            def one(c, t):
+                return adaptation.step(jax.random.fold_in(key, t), c, num_steps)[0], None
+
+            return (jax.lax.scan(one, state, indices)[0], key), None
+
+        return jax.jit(run_chunk)
+
+    return cached_on(algorithm.step, ("adaptation", num_steps), build)
 
 
 def adaptation_key(rng_key):
@@ -87,7 +159,19 @@ def adaptation_key(rng_key):
     return jax.random.split(rng_key)[1]
 
 
-def warmup(algorithm, positions, rng_key, num_warmup: int, *, adapt: bool = True):
+def warmup(
+    algorithm,
+    positions,
+    rng_key,
+    num_warmup: int,
+    *,
+    adapt: bool = True,
+    progress: bool = False,
+    chunk_length: int | None = None,
+    on_chunk: Callable | None = None,
+    carry=None,
+    steps_done: int = 0,
+) -> WarmupResult:
     """Adapt ``algorithm`` during ``num_warmup`` steps when it can and is asked to.
 
     Parameters
@@ -103,19 +187,56 @@ def warmup(algorithm, positions, rng_key, num_warmup: int, *, adapt: bool = True
         Warm-up steps per chain.
     adapt
         ``False`` switches adaptation off.
+    progress, chunk_length
+        As for :func:`psample.driver.drive` (a bar ``"adaptation"``; chunks sized in time when
+        a bar or a checkpoint watches, else one chunk).
+    on_chunk
+        ``on_chunk(carry, steps_done)`` after every completed chunk (a checkpoint save).
+    carry, steps_done
+        Continue a step-wise adaptation from its ``carry`` after ``steps_done`` steps (a resumed
+        run); ``positions`` is then ignored.
 
     Returns
     -------
-    (algorithm, states, parameters)
-        When it adapted: the tuned algorithm (``with_parameters``), the chains' states after
-        warm-up and the parameters. Otherwise ``(algorithm, None, None)``: the caller runs
-        its own warm-up (burn-in) with the algorithm unchanged.
+    WarmupResult
+        When it did not adapt, ``states`` and ``parameters`` are ``None`` and the caller runs its
+        own warm-up (burn-in) with the algorithm unchanged.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C before the first chunk of adaptation steps completed.
+    psample.errors.RunError
+        If a chunk fails while it runs.
     """
     if not (adapt and num_warmup > 0 and provides_adaptation(algorithm)):
-        return algorithm, None, None
-    (states, parameters), _ = algorithm.adaptation.run(adaptation_key(rng_key), positions, num_warmup)
+        return WarmupResult(algorithm, None, None, 0, False)
+    adaptation = algorithm.adaptation
+    key = adaptation_key(rng_key)
+    if not is_stepwise(adaptation):
+        (states, parameters), _ = adaptation.run(key, positions, num_warmup)
+        parameters = jax.device_get(parameters)
+        return WarmupResult(algorithm.with_parameters(parameters), states, parameters, num_warmup, False)
+
+    from psample.driver import drive
+
+    if carry is None:
+        carry, steps_done = adaptation.init(positions, num_warmup), 0
+    start = steps_done
+
+    def chunk_done(chunk_carry, _records, num_done):
+        on_chunk(chunk_carry[0], start + num_done)
+
+    result = drive(
+        _chunk_function(algorithm, num_warmup), (carry, key), start, num_warmup, chunk_length=chunk_length,
+        progress=progress, desc="adaptation", unit="step", on_chunk=None if on_chunk is None else chunk_done,
+    )  # fmt: skip
+    carry = result.carry[0]
+    states, parameters = adaptation.final(carry)
     parameters = jax.device_get(parameters)
-    return algorithm.with_parameters(parameters), states, parameters
+    return WarmupResult(
+        algorithm.with_parameters(parameters), states, parameters, start + result.num_done, result.interrupted, carry
+    )
 
 
 def restore(algorithm, parameters):

@@ -145,6 +145,7 @@ class Checkpoint:
     run_id: str
     placement: dict | None
     parameters: object = None  # the adapted parameters (psample.adaptation), or None
+    adapting: bool = False  # ``states`` is a warm-up adaptation's carry (psample.adaptation.warmup)
 
 
 class CheckpointWriter:
@@ -296,7 +297,21 @@ class CheckpointWriter:
         import zarr
 
         zarr.open_group(str(self.path), mode="a", use_consolidated=False).attrs.update(parameters_to_attrs(parameters))
-        self._write_state(states, steps_done=steps_done, draws_done=0)
+        self._write_state(
+            states, steps_done=steps_done, draws_done=0,
+            extra_attrs={"state_treedef": _encode(jax.tree.structure(states)), "adapting": False},
+        )  # fmt: skip
+
+    def save_adaptation(self, carry, steps_done: int) -> None:
+        """Save a warm-up adaptation's ``carry`` after ``steps_done`` steps in place of the state.
+
+        It takes the state's slots, checksums and commit point; :meth:`load` returns it as
+        ``states`` with ``adapting=True`` until :meth:`save_adapted` replaces it.
+        """
+        self._write_state(
+            carry, steps_done=steps_done, draws_done=0,
+            extra_attrs={"state_treedef": _encode(jax.tree.structure(carry)), "adapting": True},
+        )  # fmt: skip
 
     def save_warmup(self, states, steps_done: int) -> None:
         """Save the state after ``steps_done`` warm-up steps."""
@@ -390,6 +405,7 @@ class CheckpointWriter:
             run_id=str(attrs["run_id"]),
             placement=attrs.get("placement"),
             parameters=parameters,
+            adapting=bool(attrs.get("adapting", False)),
         )
 
 

@@ -85,16 +85,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="eight_schools", help="model name (see `psample models`)")
     run.add_argument("--sampler", default="polar_slice", help="sampler name (see `psample samplers`)")
     run.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
-    # With warm-up adaptation (the default), 4 x 1,000 draws after 1,000 warm-up steps give every
-    # r_hat < 1.01 on eight schools for seeds 0-4 (max r_hat 1.0039, 1.0042, 1.0037, 1.0091,
-    # 1.0056); 500 warm-up steps or 500 draws did not (r_hat up to 1.012-1.019). Measured with
-    # this builder, float32, as `psample run` runs; unadapted it needed 4 x 40,000 draws.
+    # With warm-up adaptation (the default), 4 x 1,000 draws after 500 warm-up steps give every
+    # r_hat < 1.01 on eight schools for seeds 0-4 (max r_hat as printed: 1.008, 1.008, 1.007,
+    # 1.004, 1.005); 500 draws did not, after 500 warm-up steps (1.010-1.017) or after 1,000
+    # (1.018 for seed 0). Measured with `psample run --seed S --warmup W --draws N`, float32, as
+    # `psample run` runs; unadapted it needed 4 x 40,000 draws.
     run.add_argument(
         "--draws", type=int, default=None,
         help="draws per chain (default 1000; logconcave_chain: 200 final jumps)",
     )
     run.add_argument(
-        "--warmup", type=int, default=1000, help="warm-up (adaptation) steps per chain (default 1000)"
+        "--warmup", type=int, default=500, help="warm-up (adaptation) steps per chain (default 500)"
     )
     run.add_argument("--thin", type=int, default=1, help="steps per kept draw (default 1)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -169,6 +170,10 @@ def _cmd_run(args) -> int:
         )
     except KeyboardInterrupt:
         print("interrupted before the first draw", file=sys.stderr)
+        return 130
+    if trace.num_draws == 0:  # Ctrl-C during warm-up: nothing to summarise
+        where = f"; the checkpoint {args.checkpoint} holds it (psample.resume continues)" if args.checkpoint else ""
+        print(f"interrupted during warm-up after {trace.num_steps} of {warmup} steps: no draws{where}", file=sys.stderr)
         return 130
     status = "interrupted" if trace.interrupted else "done"
     print(

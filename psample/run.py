@@ -14,7 +14,7 @@ continues bit for bit.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
 
 import jax
@@ -39,7 +39,8 @@ CHAIN_AXIS = "chains"
 class RunPlan:
     """Static description of a run: what the checkpoint stores to resume it.
 
-    ``chunk_size`` is the user's choice of draws per chunk, ``0`` for automatic.
+    ``chunk_size`` is the user's choice of draws per chunk, ``0`` for automatic. ``adapt``: the
+    warm-up is the algorithm's adaptation (:mod:`psample.adaptation`), not burn-in.
     """
 
     num_chains: int
@@ -47,6 +48,7 @@ class RunPlan:
     thin: int
     num_draws: int
     chunk_size: int
+    adapt: bool = False
 
     def step_index(self, draw: int) -> int:
         """Global index of the first sampler step of kept draw ``draw``."""
@@ -153,6 +155,14 @@ def _place(tree, mesh: Mesh | None):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(CHAIN_AXIS)))
 
 
+def _place_replicated(tree, mesh: Mesh | None):
+    """Put a pytree whose leaves are not all per chain (an adaptation's carry) on every device."""
+    tree = jax.tree.map(jnp.asarray, tree)
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
 def _mesh_from_placement(placement: dict | None) -> Mesh | None:
     """Rebuild the chains' mesh a checkpoint recorded, on the same devices when they exist."""
     if not placement:
@@ -249,7 +259,10 @@ def sample(
     -------
     Trace
         Draws with leading axes ``(chain, draw)``; ``trace.interrupted`` is set if Ctrl-C
-        stopped the run (every draw completed before it is kept, and checkpointed).
+        stopped the run (every draw completed before it is kept, and checkpointed). Stopped
+        during warm-up, it holds no draws: ``trace.final_state`` is the chains' state after the
+        ``trace.num_steps`` warm-up steps done and ``trace.parameters`` the parameters adapted so
+        far (the checkpoint holds the adaptation itself, and :func:`resume` continues it).
 
     Raises
     ------
@@ -257,7 +270,7 @@ def sample(
         If the run fails after it started (e.g. the log-density raises in a host callback):
         ``error.trace`` holds the draws completed before the failure.
     KeyboardInterrupt
-        On Ctrl-C before the first draw was completed.
+        On Ctrl-C before the first chunk (of warm-up steps or of draws) was completed.
     """
     num_draws = check_positive_int("num_draws", num_draws)
     num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
@@ -281,7 +294,8 @@ def sample(
     checks.check_initial_states(algorithm, positions, states)
     checks.check_step_keeps_state(algorithm, states)
 
-    plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0)
+    adapts = adapt and num_warmup > 0 and adaptation.provides_adaptation(algorithm)
+    plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0, adapts)
     functions = _chunk_functions(algorithm, observables, plan)
     bytes_per_draw = _record_bytes(functions, states, rng_key)
     checks.check_run_size(bytes_per_draw, num_chains, num_draws)
@@ -300,20 +314,45 @@ def sample(
             raise
     # Warm-up adaptation, when the algorithm offers one (psample.adaptation): its steps are the
     # warm-up, and the draws are made by the tuned algorithm from the adapted states.
-    try:
-        algorithm, adapted_states, parameters = adaptation.warmup(algorithm, positions, rng_key, num_warmup, adapt=adapt)
-        steps_done = 0
-        if adapted_states is not None:
-            states, steps_done = adapted_states, num_warmup
-            functions = _chunk_functions(algorithm, observables, plan)
+    steps_done, parameters = 0, None
+    if adapts:
+        try:
+            warm = _adapt(algorithm, positions, rng_key, plan, progress, writer)
+        except BaseException:
             if writer is not None:
-                writer.save_adapted(states, parameters, steps_done)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        raise
+                writer.close()
+            raise
+        algorithm, states, parameters, steps_done = warm.algorithm, warm.states, warm.parameters, warm.steps_done
+        functions = _chunk_functions(algorithm, observables, plan)
+        if warm.interrupted:
+            if writer is not None:
+                writer.close()
+            return _warmup_trace(functions, states, rng_key, plan, target, steps_done, parameters)
     return _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done,
                 parameters=parameters)
+
+
+def _adapt(algorithm, positions, rng_key, plan: RunPlan, progress, writer, carry=None, steps_done=0):
+    """The warm-up adaptation on the chunk driver (:func:`psample.adaptation.warmup`); a checkpoint
+    saves the adaptation's carry after every chunk, and the adapted parameters at the end."""
+    warm = adaptation.warmup(
+        algorithm, positions, rng_key, plan.num_warmup, progress=progress,
+        chunk_length=plan.chunk_size * plan.thin or None, on_chunk=None if writer is None else writer.save_adaptation,
+        carry=carry, steps_done=steps_done,
+    )  # fmt: skip
+    if writer is not None and not warm.interrupted:
+        writer.save_adapted(warm.states, warm.parameters, warm.steps_done)
+    return warm
+
+
+def _warmup_trace(functions, states, rng_key, plan: RunPlan, target, steps_done: int, parameters) -> Trace:
+    """The trace of a run stopped during warm-up: no draws, the state and parameters so far."""
+    shapes = jax.eval_shape(functions.draws, (states, rng_key), jnp.arange(0, dtype=jnp.int32))[1]
+    records = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+    return Trace.from_draws(
+        records, final_state=states, target=target, interrupted=True, num_steps=steps_done,
+        num_warmup=plan.num_warmup, thin=plan.thin, parameters=parameters,
+    )  # fmt: skip
 
 
 @dataclass
@@ -333,7 +372,12 @@ def _run(
     try:
         carry = (states, rng_key)
         if steps_done < plan.num_warmup:
-            carry = _warm_up(functions, carry, steps_done, plan, progress, writer)
+            warm = _warm_up(functions, carry, steps_done, plan, progress, writer)
+            if warm.interrupted:
+                return _warmup_trace(
+                    functions, warm.carry[0], rng_key, plan, target, steps_done + warm.num_done, parameters
+                )
+            carry = warm.carry
         draws_done = drawn.num_draws if drawn is not None else 0
         on_chunk = None
         if writer is not None:
@@ -380,23 +424,19 @@ def _run(
 
 
 def _warm_up(functions, carry, steps_done, plan, progress, writer):
-    """Burn-in through the driver; a checkpoint saves the state after every chunk."""
+    """Burn-in through the driver; a checkpoint saves the state after every chunk.
+
+    Returns the driver's :class:`~psample.driver.DriveResult` (``interrupted`` on Ctrl-C)."""
     on_chunk = None
     if writer is not None:
         def on_chunk(chunk_carry, _records, num_done):
             writer.save_warmup(chunk_carry[0], steps_done + num_done)
 
     chunk_steps = plan.chunk_size * plan.thin or None
-    result = drive(
+    return drive(
         functions.warmup, carry, steps_done, plan.num_warmup, chunk_length=chunk_steps,
         progress=progress, desc="warm-up", unit="step", on_chunk=on_chunk,
     )  # fmt: skip
-    if result.interrupted:
-        raise KeyboardInterrupt(
-            f"interrupted during warm-up after {steps_done + result.num_done} of {plan.num_warmup} steps: "
-            "no draws yet" + (" (the checkpoint holds the state; psample.resume continues)" if writer else "")
-        )
-    return result.carry
 
 
 def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, interrupted: bool, parameters) -> Trace:
@@ -496,8 +536,20 @@ def resume(
                 f"the run in {str(checkpoint)!r} recorded observables {sorted(saved_names)}, "
                 f"resume got {sorted(observables)}: pass the same observables"
             )
-        expected = jax.eval_shape(jax.vmap(algorithm.init), checks.state_position(saved.states))
-        if jax.tree.structure(expected) != jax.tree.structure(saved.states):
+        # A run stopped during its warm-up adaptation continues it: from the saved carry, or from
+        # the initial positions when no chunk of it had completed.
+        adapting = getattr(plan, "adapt", False) and saved.parameters is None and saved.steps_done < plan.num_warmup
+        if adapting and not (
+            adaptation.provides_adaptation(algorithm) and adaptation.is_stepwise(algorithm.adaptation)
+        ):
+            raise CheckpointError(
+                f"the run in {str(checkpoint)!r} was stopped during its warm-up adaptation, and this algorithm "
+                "has no step-wise adaptation to continue it: resume with the sampler the run was started with"
+            )
+        carry = saved.states if saved.adapting else None
+        saved_states = algorithm.adaptation.final(carry)[0] if saved.adapting else saved.states
+        expected = jax.eval_shape(jax.vmap(algorithm.init), checks.state_position(saved_states))
+        if jax.tree.structure(expected) != jax.tree.structure(saved_states):
             raise CheckpointError(
                 f"the state saved in {str(checkpoint)!r} does not match this algorithm's state; "
                 "resume with the sampler the run was started with"
@@ -507,20 +559,32 @@ def resume(
                 f"the run in {str(checkpoint)!r} already holds all {plan.num_draws} draws; pass num_draws= to draw more"
             )
         chain_mesh = _chain_mesh(plan.num_chains, mesh, None) if mesh is not None else _mesh_from_placement(saved.placement)
-        states = _place(saved.states, chain_mesh)
+        states = _place(saved_states, chain_mesh)
         checks.check_step_keeps_state(algorithm, states)
         total = saved.draws_done + remaining
-        plan = RunPlan(plan.num_chains, plan.num_warmup, plan.thin, total, chunk_size or plan.chunk_size)
+        plan = replace(plan, num_draws=total, chunk_size=chunk_size or plan.chunk_size)
         writer.extend(plan, _placement(chain_mesh))
         writer.target = target
         functions = _chunk_functions(algorithm, observables, plan)
         bytes_per_draw = _record_bytes(functions, states, saved.rng_key)
         checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
+        steps_done, parameters = saved.steps_done, saved.parameters
+        if adapting:
+            if carry is not None:  # the chains' leaves are sharded inside the jitted chunks
+                carry = _place_replicated(carry, chain_mesh)
+            warm = _adapt(
+                algorithm, checks.state_position(states), saved.rng_key, plan, progress, writer, carry, steps_done
+            )
+            algorithm, states, parameters, steps_done = warm.algorithm, warm.states, warm.parameters, warm.steps_done
+            functions = _chunk_functions(algorithm, observables, plan)
+            if warm.interrupted:
+                writer.close()
+                return _warmup_trace(functions, states, saved.rng_key, plan, target, steps_done, parameters)
     except BaseException:
         writer.close()
         raise
     drawn = _Drawn(saved.records, saved.draws_done) if saved.draws_done else None
     return _run(
-        functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, saved.steps_done, drawn,
-        parameters=saved.parameters,
+        functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, steps_done, drawn,
+        parameters=parameters,
     )

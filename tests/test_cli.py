@@ -194,7 +194,7 @@ init_key, run_key = jax.random.split(jax.random.PRNGKey(0))
 saved = load_checkpoint({str(path)!r}).draws_done
 resumed = psample.resume({str(path)!r}, alg, 50, target=target, progress=False)
 reference = psample.sample(alg, target.initial_positions(init_key, 4), run_key, saved + 50,
-                           num_warmup=1000, target=target, progress=False)
+                           num_warmup=500, target=target, progress=False)
 assert resumed.num_draws == saved + 50
 jax.tree.map(np.testing.assert_array_equal, resumed.positions, reference.positions)
 print("OK", saved)

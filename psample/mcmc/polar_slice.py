@@ -49,7 +49,9 @@ centred at the origin and isotropic. With a ``center`` ``c`` and a ``scale`` ``S
 constant ``|det S|``: every transition is exact for any fixed ``(c, S)``. ``S`` is a vector (a
 diagonal scale), a lower-triangular matrix (a dense one) or a :class:`LowRankScale`
 ``diag(D) (I + U diag(a) Uᵀ)``. Positions and draws stay in ``x``; the state's ``radius`` and
-``direction`` are those of ``z``. ``psample.mcmc.polar_slice_adaptation`` estimates
+``direction`` are those of ``z``. Every point a transition evaluates is ``c + r S θ'`` with ``θ'``
+on one great circle, so ``S`` is applied once per transition (to the circle's second axis),
+and each evaluation costs ``O(d)`` more than the target's own. ``psample.mcmc.polar_slice_adaptation`` estimates
 ``(c, S, w)`` during warm-up.
 
 All evaluations of one transition happen at one site of one ``lax.while_loop`` that
@@ -396,14 +398,17 @@ def _sanitize(logdensity: Array) -> Array:
     return jnp.where(jnp.isnan(logdensity), -jnp.inf, logdensity)
 
 
-def _polar_logdensity(logdensity_fn: Callable, unravel_fn: Callable, d: int) -> Callable:
-    """``(r, theta) -> (L(r, theta), log rho(r theta), is_nan)`` with ``L(r <= 0) = -inf``.
+def _polar_logdensity(logdensity_fn: Callable, unravel_fn: Callable, d: int, center=None) -> Callable:
+    """``(r, S theta) -> (L(r, theta), log rho(c + r S theta), is_nan)`` with ``L(r <= 0) = -inf``.
 
+    The direction is passed already mapped by the scale (``S theta``, see
+    :func:`_gibbs_polar_update`), so an evaluation costs ``O(d)`` beyond the target's own.
     ``is_nan`` flags a NaN log-density (not evaluated at ``r <= 0``, where ``L = -inf``).
     """
 
-    def polar(r, theta):
-        raw = jnp.asarray(logdensity_fn(unravel_fn(r * theta)), dtype=theta.dtype)
+    def polar(r, scaled_theta):
+        x = r * scaled_theta if center is None else center + r * scaled_theta
+        raw = jnp.asarray(logdensity_fn(unravel_fn(x)), dtype=scaled_theta.dtype)
         logrho = _sanitize(raw)
         safe_r = jnp.where(r > 0, r, 1.0)
         value = jnp.where(r > 0, (d - 1) * jnp.log(safe_r) + logrho, -jnp.inf)
@@ -433,6 +438,7 @@ class _LoopCarry(NamedTuple):
     phase: Array  # one of the phases above
     phase_evals: Array  # evaluations in the current phase (the shrinkage cap)
     theta: Array  # accepted direction (the old one until the direction phase accepts)
+    scaled_theta: Array  # S theta (theta without a scale)
     radius: Array  # accepted radius (the old one until radius shrinkage accepts)
     logrho: Array  # log rho(radius * theta)
     angle_lo: Array  # angle bracket of geodesic shrinkage, contains 0
@@ -455,7 +461,9 @@ def _skip_empty_phases(phase, lower, steps_down_left, steps_up_left):
     return jnp.where((phase == _STEP_UP) & (steps_up_left == 0), _SHRINK, phase)
 
 
-def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_phase, last_phase):
+def _gibbs_polar_update(
+    rng_key, state, level, polar, w, max_proposals, first_phase, last_phase, center=None, scale=None
+):
     """Direction and/or radius update of one transition at slice level ``level``.
 
     The direction update (phase ``_DIRECTION``) is geodesic shrinkage on a random great
@@ -471,6 +479,12 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
     the old value is kept and ``hit_max_proposals`` is set.
 
     ``first_phase``/``last_phase`` (static) select the full transition or one sub-update.
+
+    With a ``scale`` ``S``, the points evaluated are ``c + r S theta``. Every candidate
+    direction is a combination ``(cos a theta0 + sin a y) / n`` of two vectors fixed for the
+    transition, so ``S theta0 = (x - c) / r`` (read off the state) and ``S y`` (one product) are
+    formed once and each evaluation combines them in ``O(d)``: a dense scale costs one mat-vec
+    per transition, not one per evaluation.
 
     Returns
     -------
@@ -488,6 +502,12 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
     z = jax.random.normal(normal_key, theta0.shape, dtype=dtype)
     z = z - jnp.dot(z, theta0) * theta0
     perpendicular = z / jnp.linalg.norm(z)
+    if scale is None:
+        scaled_theta0 = theta0
+    else:  # the state's x = c + r S theta gives S theta for free: one mat-vec per transition, S y
+        flat, _ = jax.flatten_util.ravel_pytree(state.position)
+        scaled_theta0 = (flat.astype(dtype) - (0.0 if center is None else center)) / radius0
+    scaled_perpendicular = _apply_scale(scale, perpendicular)
 
     # Initial radius bracket of width w at a uniform offset, and the stepping-out budget.
     u = jax.random.uniform(offset_key, dtype=dtype)
@@ -500,7 +520,7 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
     zero, false = jnp.asarray(0, jnp.int32), jnp.asarray(False)
     phase = _skip_empty_phases(jnp.asarray(first_phase, jnp.int32), lower, steps_down, steps_up)
     carry = _LoopCarry(
-        loop_key, phase, zero, theta0, radius0, state.logdensity, -two_pi, two_pi,
+        loop_key, phase, zero, theta0, scaled_theta0, radius0, state.logdensity, -two_pi, two_pi,
         lower, upper, steps_down, steps_up, zero, zero, zero, zero, false, zero,
     )  # fmt: skip
 
@@ -518,14 +538,17 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
         omega = jnp.where(first, two_pi * v, c.angle_lo + (c.angle_hi - c.angle_lo) * v)
         angle_lo = jnp.where(first, omega - two_pi, c.angle_lo)
         angle_hi = jnp.where(first, omega, c.angle_hi)
-        theta_candidate = jnp.cos(omega) * theta0 + jnp.sin(omega) * perpendicular
+        cos, sin = jnp.cos(omega), jnp.sin(omega)
+        theta_candidate = cos * theta0 + sin * perpendicular
         # Re-normalise every proposal, or ||theta|| drifts over long runs.
-        theta_candidate = theta_candidate / jnp.linalg.norm(theta_candidate)
+        norm = jnp.linalg.norm(theta_candidate)
+        theta_candidate = theta_candidate / norm
+        scaled_candidate = (cos * scaled_theta0 + sin * scaled_perpendicular) / norm
         # Candidate radius: a bracket end while stepping out, uniform in it while shrinking.
         s = jnp.where(in_down, c.lower, jnp.where(in_up, c.upper, c.lower + (c.upper - c.lower) * v))
 
         value, logrho, is_nan = polar(
-            jnp.where(in_direction, radius0, s), jnp.where(in_direction, theta_candidate, c.theta)
+            jnp.where(in_direction, radius0, s), jnp.where(in_direction, scaled_candidate, c.scaled_theta)
         )
         inside = value > level
         phase_evals = c.phase_evals + 1
@@ -535,6 +558,7 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
         # Direction: accept, or shrink the angle bracket toward 0 (the current direction).
         take_direction = in_direction & inside
         theta = jnp.where(take_direction, theta_candidate, c.theta)
+        scaled_theta = jnp.where(take_direction, scaled_candidate, c.scaled_theta)
         angle_lo = jnp.where(omega < 0, omega, angle_lo)
         angle_hi = jnp.where(omega < 0, angle_hi, omega)
         # Stepping-out: move the end outward while it is in the slice.
@@ -560,6 +584,7 @@ def _gibbs_polar_update(rng_key, state, level, polar, w, max_proposals, first_ph
             phase=phase,
             phase_evals=jnp.where(phase == c.phase, phase_evals, 0),
             theta=theta,
+            scaled_theta=scaled_theta,
             radius=radius,
             logrho=jnp.where(take_direction | take_radius, logrho, c.logrho),
             angle_lo=angle_lo,
@@ -583,16 +608,13 @@ def _transition(rng_key, state, logdensity_fn, w, max_proposals, first_phase, la
     """Draw the slice level, run the selected updates, and build the new state and info."""
     _, unravel_fn = jax.flatten_util.ravel_pytree(state.position)
     d = state.direction.shape[0]
-
-    def unravel_fn(z, _unravel=unravel_fn):  # z -> position x = center + scale z
-        return _unravel(_to_x(z, center, scale))
-
-    polar = _polar_logdensity(logdensity_fn, unravel_fn, d)
+    polar = _polar_logdensity(logdensity_fn, unravel_fn, d, center)
     level_key, update_key = jax.random.split(rng_key)
     # One slice level for both Gibbs updates (Schär et al. 2023, Alg. 1).
     level = _slice_level(level_key, state, d)
-    out = _gibbs_polar_update(update_key, state, level, polar, w, max_proposals, first_phase, last_phase)
-    new_state = PolarSliceState(unravel_fn(out.radius * out.theta), out.logrho, out.radius, out.theta)
+    out = _gibbs_polar_update(update_key, state, level, polar, w, max_proposals, first_phase, last_phase, center, scale)
+    x = out.radius * out.scaled_theta
+    new_state = PolarSliceState(unravel_fn(x if center is None else center + x), out.logrho, out.radius, out.theta)
     info = PolarSliceInfo(
         num_evals=out.num_evals,
         num_direction_shrinks=out.num_direction_shrinks,
