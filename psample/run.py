@@ -65,16 +65,19 @@ class _ChunkFunctions(NamedTuple):
     warmup: Callable
 
 
-def _chunk_functions(algorithm, observables: dict, plan: RunPlan) -> _ChunkFunctions:
+def _chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | None = None) -> _ChunkFunctions:
     """The jitted chunk functions, cached on ``algorithm.step`` (see :func:`checks.cached_on`)."""
-    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin)
+    spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names else None
+    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd)
     return checks.cached_on(
-        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan)
+        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd)
     )
 
 
-def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan) -> _ChunkFunctions:
-    step = jax.vmap(algorithm.step)
+def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None) -> _ChunkFunctions:
+    # With a "chains" mesh axis, a sampler that shard_maps its own work over another axis of the
+    # same mesh (ADMM: agents on "shards") sees the chain axis sharded on "chains" (2-D meshes).
+    step = jax.vmap(algorithm.step, spmd_axis_name=spmd)
     observables = dict(observables)
     num_chains, num_warmup, thin = plan.num_chains, plan.num_warmup, plan.thin
 
@@ -282,7 +285,7 @@ def sample(
     checks.check_step_keeps_state(algorithm, states)
 
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0)
-    functions = _chunk_functions(algorithm, observables, plan)
+    functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
     bytes_per_draw = _record_bytes(functions, states, rng_key)
     checks.check_run_size(bytes_per_draw, num_chains, num_draws)
     writer = None
@@ -305,7 +308,7 @@ def sample(
         steps_done = 0
         if adapted_states is not None:
             states, steps_done = adapted_states, num_warmup
-            functions = _chunk_functions(algorithm, observables, plan)
+            functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
             if writer is not None:
                 writer.save_adapted(states, parameters, steps_done)
     except BaseException:
@@ -513,7 +516,7 @@ def resume(
         plan = RunPlan(plan.num_chains, plan.num_warmup, plan.thin, total, chunk_size or plan.chunk_size)
         writer.extend(plan, _placement(chain_mesh))
         writer.target = target
-        functions = _chunk_functions(algorithm, observables, plan)
+        functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
         bytes_per_draw = _record_bytes(functions, states, saved.rng_key)
         checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
     except BaseException:
