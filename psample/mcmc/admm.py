@@ -567,12 +567,15 @@ def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float
     def f(y, shard):
         return -(target.loglik_fn(unravel(y), shard) + target.logprior_fn(unravel(y)) / n)
 
-    zero = jnp.zeros(d, dtype)
-    hessian = jax.vmap(jax.hessian(f), (None, 0))
-    g0 = jax.vmap(jax.grad(f), (None, 0))(zero, data)
-    hessians = hessian(zero, data)
-    # A quadratic potential has the same Hessian everywhere: compare with a second point.
-    at_probe = hessian(jnp.linspace(-1.0, 1.0, d, dtype=dtype) + 0.5, data)
+    @jax.jit
+    def derivatives(data):
+        zero = jnp.zeros(d, dtype)
+        hessian = jax.vmap(jax.hessian(f), (None, 0))
+        # A quadratic potential has the same Hessian everywhere: compare with a second point.
+        probe = jnp.linspace(-1.0, 1.0, d, dtype=dtype) + 0.5
+        return jax.vmap(jax.grad(f), (None, 0))(zero, data), hessian(zero, data), hessian(probe, data)
+
+    g0, hessians, at_probe = derivatives(data)
     scale = float(jnp.max(jnp.abs(hessians))) + 1.0
     if not bool(jnp.all(jnp.isfinite(hessians))) or float(jnp.max(jnp.abs(at_probe - hessians))) > 1e-6 * scale:
         raise InvalidTuningError(
@@ -734,7 +737,7 @@ def sharded_numpyro_model(model, num_agents: int, sharded: dict, **kwargs) -> Sh
         If the model cannot be initialised or has no observed site.
     """
     from numpyro import handlers
-    from numpyro.infer.util import constrain_fn
+    from numpyro.infer.util import constrain_fn, potential_energy
 
     from psample.errors import ModelError
     from psample.targets import from_numpyro
@@ -746,8 +749,14 @@ def sharded_numpyro_model(model, num_agents: int, sharded: dict, **kwargs) -> Sh
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise ShapeError(f"the sharded arguments disagree on the number of observations: {sizes}")
     data = {name: shard(value, num_agents, name=name) for name, value in sharded.items()}
-    target = from_numpyro(model, **kwargs, **{name: jnp.asarray(v) for name, v in sharded.items()})
     first = {name: value[0] for name, value in data.items()}
+    try:
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs, **first)
+    except Exception as exc:  # user code raises anything
+        raise ModelError(f"could not run model {getattr(model, '__name__', model)!r} on one shard: {exc}") from exc
+    if not any(site["type"] == "sample" and site["is_observed"] for site in trace.values()):
+        raise ModelError(f"model {getattr(model, '__name__', model)!r} has no observed (obs=) site to shard")
+    target = from_numpyro(model, **kwargs, **{name: jnp.asarray(v) for name, v in sharded.items()})
 
     def loglik_fn(z, shard_data):
         kw = {**kwargs, **shard_data}
@@ -762,14 +771,11 @@ def sharded_numpyro_model(model, num_agents: int, sharded: dict, **kwargs) -> Sh
                 total = total + jnp.sum(log_prob)
         return total
 
-    trace = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs, **first)
-    if not any(site["type"] == "sample" and site["is_observed"] for site in trace.values()):
-        raise ModelError(f"model {getattr(model, '__name__', model)!r} has no observed (obs=) site to shard")
     # The log-prior (with the log-Jacobian) is the log joint on one shard minus that shard's
     # log-likelihood: one shard's cost per call, not the pooled data's.
-    on_first = from_numpyro(model, **kwargs, **first)
+    first_kwargs = {**kwargs, **first}
 
     def logprior_fn(z):
-        return on_first.logdensity_fn(z) - loglik_fn(z, first)
+        return -potential_energy(model, (), first_kwargs, z) - loglik_fn(z, first)
 
     return ShardedModel(logprior_fn, loglik_fn, data, target)
