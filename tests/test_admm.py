@@ -384,12 +384,15 @@ for graph, prox, meshes in GRAPHS:
     ref = run(graph, prox, one, None)
     for mesh in meshes:
         got = run(graph, prox, mesh, mesh)
-        exact = graph != "complete"  # ppermute / all_gather move values; psum re-orders a sum
+        # ppermute / all_gather move values exactly, psum re-orders a sum; the iterative
+        # solvers' batched linear algebra rounds differently with the chains per device.
+        exact = graph != "complete" and prox == "quadratic"
         for name in obs:
             a, b = np.asarray(got.observables[name]), np.asarray(ref.observables[name])
-            assert (np.array_equal(a, b) if exact else np.abs(a - b).max() < 1e-12), (graph, name)
+            assert (np.array_equal(a, b) if exact else np.abs(a - b).max() < 1e-12), (graph, name, np.abs(a - b).max())
         assert np.abs(np.asarray(got.positions) - np.asarray(ref.positions)).max() < 1e-12
-    assert tuple(got.final_state.local_positions.sharding.spec) == ("chains", "shards")
+        if mesh is grid:
+            assert tuple(got.final_state.local_positions.sharding.spec) == ("chains", "shards")
 try:
     psample.admm(lp, ll, (data[0][:18], data[1][:18]), mesh=shards)
     raise SystemExit("no error")
@@ -421,3 +424,62 @@ def test_agents_sharded_over_4_devices_match_one_device():
 def test_general_graph_and_iterative_prox_sharded_match_one_device():
     """A 3-regular graph (all_gather) with Newton, and the ring with L-BFGS, on 4 shards and 2x2."""
     _run_devices('[(nx.random_regular_graph(3, 20, seed=1), "newton", (shards, grid)), ("ring", "lbfgs", (shards,))]')
+
+
+_PROCESS_SCRIPT = """
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+process, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process)
+import jax.numpy as jnp, numpy as np, psample
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
+rng = np.random.default_rng(10)
+X = rng.normal(size=(20, 50, 2)); y = X @ np.array([1.0, -2.0]) + 4 * rng.normal(size=(20, 50))
+lp = lambda x: -0.5 * jnp.sum(x**2) / 10
+ll = lambda x, s: -0.5 * jnp.sum((s[1] - s[0] @ x) ** 2) / 16
+mesh = Mesh(np.array(jax.devices()), ("shards",))  # agents 0-9 on process 0, 10-19 on process 1
+alg = psample.admm(lp, ll, (X, y), graph="ring", prox="quadratic", mesh=mesh)
+trace = psample.sample(alg, np.zeros((4, 2)), jax.random.PRNGKey(3), 15, progress=False, mesh=mesh)
+local = multihost_utils.process_allgather(trace.final_state.local_positions, tiled=True)
+np.savez(out, positions=np.asarray(trace.positions), local=np.asarray(local))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_joined_by_jax_distributed_match_one_process(tmp_path):
+    """Two processes on localhost (2 CPU devices each, gloo collectives) split the 20 agents.
+
+    The ring's local samples match the single-process run bit for bit; the network averages
+    (a cross-device sum) to 1e-12.
+    """
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = str(sock.getsockname()[1])
+    script = tmp_path / "admm_process.py"
+    script.write_text(_PROCESS_SCRIPT)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(i), port, str(tmp_path / f"out{i}.npz")], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(20, 50, 2))
+    y = X @ np.array([1.0, -2.0]) + 4 * rng.normal(size=(20, 50))
+    alg = psample.admm(lambda x: -0.5 * jnp.sum(x**2) / 10, lambda x, s: -0.5 * jnp.sum((s[1] - s[0] @ x) ** 2) / 16,
+                       (X, y), graph="ring", prox="quadratic")  # fmt: skip
+    ref = psample.sample(alg, np.zeros((4, 2)), jax.random.PRNGKey(3), 15, progress=False)
+    for i in range(2):
+        out = np.load(tmp_path / f"out{i}.npz")
+        np.testing.assert_array_equal(out["local"], np.asarray(ref.final_state.local_positions))
+        np.testing.assert_allclose(out["positions"], np.asarray(ref.positions), rtol=0, atol=1e-12)

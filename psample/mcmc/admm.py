@@ -386,23 +386,32 @@ def init(
     local_positions = jnp.where(finite[:, None], local_positions, jnp.nan)
     duals = jnp.zeros_like(local_positions)
     neighbour_sums, mean = _communicate(network, local_positions)
-    return ADMMState(unravel(mean), local_positions, duals, neighbour_sums)
+    state = ADMMState(unravel(mean), local_positions, duals, neighbour_sums)
+    if network.mesh is not None:
+        # Replicated, so that every process can read (check) the initial state.
+        state = jax.lax.with_sharding_constraint(state, NamedSharding(network.mesh, PartitionSpec()))
+    return state
 
 
 def _communicate(network: Network, x):
-    """Neighbour sums and network average of a full ``(N, d)`` array (one collective round)."""
+    """Neighbour sums and network average of a full ``(N, d)`` array, both replicated."""
     n = network.num_agents
     block = n // (network.mesh.shape[SHARD_AXIS] if network.mesh is not None else 1)
     _, total, neighbour_sums = _block_comm(network, block)
 
     def fn(x_block, adjacency_rows):
-        return neighbour_sums(x_block, adjacency_rows), total(x_block.sum(axis=0)) / n
+        sums = neighbour_sums(x_block, adjacency_rows)
+        if network.mesh is not None:
+            # The initial state is replicated on every device (the runner's checks read it on
+            # every process); the first step's shard_map hands each device its block.
+            sums = lax.all_gather(sums, SHARD_AXIS, tiled=True)
+        return sums, total(x_block.sum(axis=0)) / n
 
     if network.mesh is None:
         return fn(x, _adjacency_rows(network, n, x.dtype))
     spec = PartitionSpec(SHARD_AXIS)
     return jax.shard_map(
-        fn, mesh=network.mesh, in_specs=(spec, spec), out_specs=(spec, PartitionSpec()), check_vma=False
+        fn, mesh=network.mesh, in_specs=(spec, spec), out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False
     )(x, _adjacency_rows(network, n, x.dtype))
 
 
@@ -560,6 +569,19 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
 # ----------------------------------------------------------------------------- top level
 
 
+def _spans_processes(mesh: Mesh | None) -> bool:
+    return mesh is not None and any(d.process_index != jax.process_index() for d in mesh.devices.flat)
+
+
+def _placement_fn(mesh: Mesh | None):
+    """Put a pytree's leading (agent) axis on the mesh's ``"shards"`` axis (identity without)."""
+    if mesh is None:
+        return lambda tree: tree
+    if _spans_processes(mesh):
+        return lambda tree: jax.tree.map(np.asarray, tree)
+    return lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec(SHARD_AXIS)))
+
+
 def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float, unravel, d: int, dtype):
     """``grad f_i(0)`` and ``(H_i + 2 rho deg_i I)^{-1}``, checking that every ``f_i`` is quadratic."""
     n = network.num_agents
@@ -655,9 +677,11 @@ def as_top_level_api(
         raise TypeError("logprior_fn and loglik_fn must be functions")
     num_agents = _num_agents(data)
     network = build_network(graph, num_agents, mesh)
-    data = jax.tree.map(jnp.asarray, data)
-    if network.mesh is not None:
-        data = jax.device_put(data, NamedSharding(network.mesh, PartitionSpec(SHARD_AXIS)))
+    # Placement of the data (and of the closed-form prox matrices): on the mesh's "shards" axis.
+    # A mesh spanning several processes cannot be closed over by jit as a global array, so there
+    # every process keeps the (identical) host arrays and shard_map hands each device its block.
+    place = _placement_fn(network.mesh)
+    data = place(jax.tree.map(np.asarray if _spans_processes(network.mesh) else jnp.asarray, data))
     target = ShardedTarget(logprior_fn, loglik_fn)
     kernel = build_kernel(prox, prox_steps, prox_tol, noise)
 
@@ -672,8 +696,7 @@ def as_top_level_api(
             flat, unravel = jax.flatten_util.ravel_pytree(zeros)
             with jax.ensure_compile_time_eval():
                 built = _quadratic_factors(target, data, network, rho, unravel, flat.shape[0], flat.dtype)
-                if network.mesh is not None:
-                    built = jax.device_put(built, NamedSharding(network.mesh, PartitionSpec(SHARD_AXIS)))
+                built = place(built)
             factors[key] = built
         return factors[key]
 
