@@ -279,8 +279,6 @@ def build_network(graph, num_agents: int, mesh: Mesh | None = None) -> Network:
                     f"{n} agents cannot be laid out on the mesh's {size} {SHARD_AXIS!r} devices: "
                     f"use a number of agents divisible by {size}"
                 )
-            if kind == "ring" and n // size < 1:
-                raise ShapeError(f"{n} agents on {size} devices leave empty blocks")
     if kind != "graph":
         adjacency = None
     return Network(n, kind, jnp.asarray(degrees), None if adjacency is None else jnp.asarray(adjacency), mesh)
@@ -648,12 +646,15 @@ def as_top_level_api(
     noise
         ``False``: noise-free consensus ADMM (converges to the posterior mode).
     mesh
-        A ``jax.sharding.Mesh`` with Auto axes; blocks of agents are placed on its ``"shards"``
-        axis. Pass the same mesh to ``psample.sample`` (chains go on its ``"chains"`` axis).
+        A ``jax.sharding.Mesh`` with Auto axes; blocks of ``N / S`` agents are placed on the
+        ``S`` devices of its ``"shards"`` axis (``N`` must be divisible by ``S``). Pass the same
+        mesh to ``psample.sample`` (chains go on its ``"chains"`` axis, if it has one). A mesh
+        may span several processes (``jax.distributed.initialize``): every process then passes
+        the same host data.
     position_like
-        A position (pytree, no chain axis) giving the parameter structure; needed by
-        ``prox="quadratic"`` to precompute its matrices. Default: a 1-D position is assumed
-        and the size is read from the first ``init``.
+        Optional position (pytree, no chain axis) for ``prox="quadratic"``: its matrices are
+        then computed (and a non-quadratic likelihood refused) now, instead of when the first
+        step is traced.
 
     Returns
     -------
