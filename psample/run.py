@@ -67,7 +67,9 @@ class _ChunkFunctions(NamedTuple):
 
 def _chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | None = None) -> _ChunkFunctions:
     """The jitted chunk functions, cached on ``algorithm.step`` (see :func:`checks.cached_on`)."""
-    spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names else None
+    # Only a mesh with axes besides "chains" (chains x shards) needs the name: a sampler inside
+    # shard_maps over that same mesh. A 1-D chains mesh keeps the plain vmap.
+    spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names and len(mesh.axis_names) > 1 else None
     key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd)
     return checks.cached_on(
         algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd)
