@@ -321,7 +321,7 @@ def part_logistic(num_chains, num_draws, num_warmup, nuts_draws):
     print(f"\n## 4. Logistic regression: breast cancer, 560 rows x d={design.shape[1]}, {N} agents x 28 rows, "
           f"{num_chains} chains x {num_draws} draws (after {num_warmup})")  # fmt: skip
     start = time.perf_counter()
-    mcmc = MCMC(NUTS(logistic_regression_model), num_warmup=1000, num_samples=nuts_draws, num_chains=4,
+    mcmc = MCMC(NUTS(logistic_regression_model), num_warmup=500, num_samples=nuts_draws, num_chains=4,
                 chain_method="vectorized", progress_bar=False)  # fmt: skip
     mcmc.run(jax.random.PRNGKey(0), jnp.asarray(design), jnp.asarray(labels))
     ref = np.asarray(mcmc.get_samples()["beta"])
@@ -370,7 +370,7 @@ def main():
     if 3 in parts:
         part_devices(*((100, 20, 20, 10) if q else (1000, 100, 20, 10)))
     if 4 in parts:
-        part_logistic(*((10, 50, 20, 300) if q else (50, 300, 100, 2000)))
+        part_logistic(*((10, 50, 20, 300) if q else (50, 300, 100, 1500)))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
