@@ -587,23 +587,24 @@ def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float
     def f(y, shard):
         return -(target.loglik_fn(unravel(y), shard) + target.logprior_fn(unravel(y)) / n)
 
+    # One jitted function of the data (an argument, not a constant XLA would fold).
     @jax.jit
-    def derivatives(data):
+    def derivatives(data, penalty):
         zero = jnp.zeros(d, dtype)
         hessian = jax.vmap(jax.hessian(f), (None, 0))
         # A quadratic potential has the same Hessian everywhere: compare with a second point.
         probe = jnp.linspace(-1.0, 1.0, d, dtype=dtype) + 0.5
-        return jax.vmap(jax.grad(f), (None, 0))(zero, data), hessian(zero, data), hessian(probe, data)
+        hessians = hessian(zero, data)
+        inverse = jnp.linalg.inv(hessians + penalty[:, None, None] * jnp.eye(d, dtype=dtype))
+        return jax.vmap(jax.grad(f), (None, 0))(zero, data), hessians, hessian(probe, data), inverse
 
-    g0, hessians, at_probe = derivatives(data)
+    g0, hessians, at_probe, inverse = derivatives(data, 2.0 * rho * network.degrees.astype(dtype))
     scale = float(jnp.max(jnp.abs(hessians))) + 1.0
     if not bool(jnp.all(jnp.isfinite(hessians))) or float(jnp.max(jnp.abs(at_probe - hessians))) > 1e-6 * scale:
         raise InvalidTuningError(
             "prox='quadratic' needs Gaussian (quadratic) local log-likelihoods and prior, but the Hessian of "
             "some agent's potential changes with the position: use prox='newton' or 'lbfgs'"
         )
-    penalty = 2.0 * rho * network.degrees.astype(dtype)
-    inverse = jnp.linalg.inv(hessians + penalty[:, None, None] * jnp.eye(d, dtype=dtype))
     return g0, inverse
 
 
