@@ -10,6 +10,8 @@ Public API
 - :mod:`psample.numpyro`: psample samplers as NumPyro ``MCMCKernel`` s (``PolarSlice``, ``kernel``).
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
   (``psample.mcmc.logconcave_chain``); :func:`logconcave_chain_samples` returns its final jumps.
+- :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
+  a mesh's ``"shards"`` axis (``psample.mcmc.admm``; Tzikas et al. 2024).
 - :func:`run_particles`, :class:`ParticleResult`: the particle runner (weighted populations);
   :mod:`psample.smc` (tempered SMC with model evidence).
 - :mod:`psample.diffusion`: noise schedules (``VP``, ``VE``) shared by the diffusion samplers and FKC.
@@ -19,6 +21,7 @@ Public API
 
 from psample import adaptation, diagnostics, diffusion, errors, smc
 from psample.logconcave import logconcave_chain_samples
+from psample.mcmc.admm import as_top_level_api as admm
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.particles import ParticleResult, run_particles
@@ -28,7 +31,7 @@ from psample.trace import Trace
 
 __all__ = ["adaptation", "diagnostics", "diffusion", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample",
            "resume", "polar_slice", "logconcave_chain", "logconcave_chain_samples", "smc", "run_particles",
-           "ParticleResult"]
+           "ParticleResult", "admm"]
 __version__ = "0.1.0"
 
 

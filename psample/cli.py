@@ -74,6 +74,8 @@ OTHER_SAMPLERS = {
     "glauber": "Glauber chain over graph homomorphisms, any motif (use `psample graph --sampler glauber`)",
     "pivot": "pivot chain over graph homomorphisms, tree motifs, exact MH (use `psample graph`)",
     "tempered_smc": "tempered SMC with model evidence, rwm/hmc/polar-slice moves (use `psample evidence`)",
+    "admm": "distributed MCMC with ADMM (Tzikas et al. 2024): one data shard per agent, agents on a mesh's "
+    "'shards' devices (Python API: psample.admm)",
 }
 
 

@@ -67,16 +67,21 @@ class _ChunkFunctions(NamedTuple):
     warmup: Callable
 
 
-def _chunk_functions(algorithm, observables: dict, plan: RunPlan) -> _ChunkFunctions:
+def _chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | None = None) -> _ChunkFunctions:
     """The jitted chunk functions, cached on ``algorithm.step`` (see :func:`checks.cached_on`)."""
-    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin)
+    # Only a mesh with axes besides "chains" (chains x shards) needs the name: a sampler inside
+    # shard_maps over that same mesh. A 1-D chains mesh keeps the plain vmap.
+    spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names and len(mesh.axis_names) > 1 else None
+    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd)
     return checks.cached_on(
-        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan)
+        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd)
     )
 
 
-def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan) -> _ChunkFunctions:
-    step = jax.vmap(algorithm.step)
+def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None) -> _ChunkFunctions:
+    # With a "chains" mesh axis, a sampler that shard_maps its own work over another axis of the
+    # same mesh (ADMM: agents on "shards") sees the chain axis sharded on "chains" (2-D meshes).
+    step = jax.vmap(algorithm.step, spmd_axis_name=spmd)
     observables = dict(observables)
     num_chains, num_warmup, thin = plan.num_chains, plan.num_warmup, plan.thin
 
@@ -296,7 +301,7 @@ def sample(
 
     adapts = adapt and num_warmup > 0 and adaptation.provides_adaptation(algorithm)
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0, adapts)
-    functions = _chunk_functions(algorithm, observables, plan)
+    functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
     bytes_per_draw = _record_bytes(functions, states, rng_key)
     checks.check_run_size(bytes_per_draw, num_chains, num_draws)
     writer = None
@@ -323,7 +328,7 @@ def sample(
                 writer.close()
             raise
         algorithm, states, parameters, steps_done = warm.algorithm, warm.states, warm.parameters, warm.steps_done
-        functions = _chunk_functions(algorithm, observables, plan)
+        functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
         if warm.interrupted:
             if writer is not None:
                 writer.close()
@@ -565,7 +570,7 @@ def resume(
         plan = replace(plan, num_draws=total, chunk_size=chunk_size or plan.chunk_size)
         writer.extend(plan, _placement(chain_mesh))
         writer.target = target
-        functions = _chunk_functions(algorithm, observables, plan)
+        functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
         bytes_per_draw = _record_bytes(functions, states, saved.rng_key)
         checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
         steps_done, parameters = saved.steps_done, saved.parameters
@@ -576,7 +581,7 @@ def resume(
                 algorithm, checks.state_position(states), saved.rng_key, plan, progress, writer, carry, steps_done
             )
             algorithm, states, parameters, steps_done = warm.algorithm, warm.states, warm.parameters, warm.steps_done
-            functions = _chunk_functions(algorithm, observables, plan)
+            functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
             if warm.interrupted:
                 writer.close()
                 return _warmup_trace(functions, states, saved.rng_key, plan, target, steps_done, parameters)
