@@ -211,8 +211,9 @@ class DiffusionMixture:
 
     def at(self, t: float) -> Mixture:
         """The exact law ``q_t`` (NumPy, float64) at a concrete time ``t``."""
-        alpha = float(self.schedule.alpha(float(t)))
-        sigma = float(self.schedule.sigma(float(t)))
+        with jax.ensure_compile_time_eval():  # concrete even when called under jit
+            alpha = float(self.schedule.alpha(float(t)))
+            sigma = float(self.schedule.sigma(float(t)))
         m = self.mixture
         covs = alpha**2 * m.covs + sigma**2 * np.eye(self.dim)
         return Mixture(m.weights, alpha * m.means, covs)
