@@ -336,3 +336,16 @@ def test_guidance_fkc_matches_where_naive_cfg_is_wrong():
     naive_mean, naive_se = _mean_se(_replicate_means(plain, lambda x: x[0], weighted=False))
     naive_var, naive_var_se = _mean_se(_replicate_means(plain, lambda x: (x[0] - mean) ** 2, weighted=False))
     assert abs(naive_var - var) > 4 * naive_var_se + 0.01 or abs(naive_mean - mean) > 4 * naive_se + 0.01
+
+
+def test_cli_samplers_and_fkc_demo(tmp_path, capsys):
+    from psample.cli import main
+
+    assert main(["samplers"]) == 0
+    assert "fkc" in capsys.readouterr().out
+    out = tmp_path / "guidance.png"
+    assert main(["fkc", "--demo", "guidance", "--particles", "128", "--replicates", "2", "--steps", "20",
+                 "--no-progress", "--plot", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "E[x_0]" in text and "1.0511" in text
+    assert out.stat().st_size > 1000
