@@ -176,7 +176,7 @@ def main(argv=None):
           f"{args.replicates} replicates")  # fmt: skip
 
     for name in args.problems:
-        problem = psample.models.fkc_problem(name)
+        problem = psample.models.fkc_problem(name, psample.diffusion.VP())
         extra = {}
         if name == "forty_mode":
             draws = problem.reference.sample(np.random.default_rng(0), 2_000_000)
@@ -206,7 +206,7 @@ def main(argv=None):
                     print(f"| {n} | {evals} | {label} | {cells} |", flush=True)
 
     if args.throughput:
-        problem = psample.models.fkc_problem("forty_mode")
+        problem = psample.models.fkc_problem("forty_mode", psample.diffusion.VP())
         algorithm = _fkc(problem, 10)
         psample.run_particles(algorithm, jax.random.key(6), args.throughput, progress=False)
         start = time.perf_counter()

@@ -24,7 +24,9 @@ Exact references for the targets FKC builds from such models:
   ``psample fkc --demo``, each with its exact answers at ``t_min`` (non-Gaussian ones by
   quadrature).
 
-This module defines models only; it never imports a sampler.
+Schedules are passed in (``psample.diffusion.VP()`` or ``VE(...)``, or any object with
+``alpha(t)`` and ``sigma(t)``): this module defines models only and imports neither a sampler
+nor :mod:`psample.diffusion` (DESIGN §8).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special, stats
 
-from psample.diffusion.schedules import VP, Schedule
 from psample.errors import ModelError
 
 from .mixtures import _check_mixture, smoothed_gaussian_mixture
@@ -196,11 +197,11 @@ class DiffusionMixture:
     ``x`` ``(d,)`` and a scalar time, are jittable and vmappable, and are exact.
     """
 
-    def __init__(self, weights, means, covs, schedule: Schedule | None = None, name: str | None = None):
+    def __init__(self, weights, means, covs, schedule, name: str | None = None):
         self.mixture = _as_mixture(weights, means, covs)
-        self.schedule = VP() if schedule is None else schedule
-        if not isinstance(self.schedule, Schedule):
+        if not (callable(getattr(schedule, "alpha", None)) and callable(getattr(schedule, "sigma", None))):
             raise ModelError(f"schedule must be a psample.diffusion.VP or VE schedule, got {schedule!r}")
+        self.schedule = schedule
         self.dim = self.mixture.dim
         self.shape = (self.dim,)
         self.name = name or f"diffusion_mixture(K={self.mixture.weights.size}, d={self.dim})"
@@ -242,7 +243,7 @@ class DiffusionMixture:
         return jnp.asarray(law.means)[comp] + jnp.einsum("nij,nj->ni", chol[comp], z)
 
 
-def diffusion_mixture(weights, means, covs, schedule: Schedule | None = None, *, name: str | None = None) -> DiffusionMixture:
+def diffusion_mixture(weights, means, covs, schedule, *, name: str | None = None) -> DiffusionMixture:
     """A mixture ``Σ_k w_k N(μ_k, Σ_k)`` as an exact diffusion score model.
 
     Parameters
@@ -251,7 +252,7 @@ def diffusion_mixture(weights, means, covs, schedule: Schedule | None = None, *,
         As in :func:`psample.models.gaussian_mixture`: ``(K,)``, ``(K, d)`` and ``(K,)``
         isotropic, ``(K, d)`` diagonal or ``(K, d, d)`` covariances.
     schedule
-        The forward schedule (default ``psample.diffusion.VP()``).
+        The forward schedule: ``psample.diffusion.VP()`` or ``VE(...)``.
 
     Raises
     ------
@@ -261,7 +262,7 @@ def diffusion_mixture(weights, means, covs, schedule: Schedule | None = None, *,
     return DiffusionMixture(weights, means, covs, schedule, name)
 
 
-def forty_mode_mixture(schedule: Schedule | None = None, *, normalisation: float = 20.0) -> DiffusionMixture:
+def forty_mode_mixture(schedule, *, normalisation: float = 20.0) -> DiffusionMixture:
     """The 40-mode mixture in 2-D (FAB benchmark [1]; the FKC paper's annealing target [2]).
 
     Equal weights, means :data:`FORTY_MODE_MEANS` on ``[-40, 40]^2``, per-coordinate standard
@@ -339,12 +340,12 @@ FKC_PROBLEMS = {
 }
 
 
-def fkc_problem(name: str, schedule: Schedule | None = None, *, t_min: float = 1e-3) -> FKCProblem:
-    """One of :data:`FKC_PROBLEMS` with exact score models under ``schedule`` (default VP) and
-    its exact answers at ``t_min``."""
+def fkc_problem(name: str, schedule, *, t_min: float = 1e-3) -> FKCProblem:
+    """One of :data:`FKC_PROBLEMS` with exact score models under ``schedule`` (e.g.
+    ``psample.diffusion.VP()``, the setting of the tests and benchmarks) and its exact answers
+    at ``t_min``."""
     if name not in FKC_PROBLEMS:
         raise ModelError(f"unknown FKC problem {name!r}; known: {', '.join(FKC_PROBLEMS)}")
-    schedule = VP() if schedule is None else schedule
     t_min = float(t_min)
     if name == "anneal_gaussian":
         model = diffusion_mixture([1.0], [[1.0, -1.0]], [1.0], schedule, name="N((1,-1), I)")

@@ -1,7 +1,7 @@
 """``psample fkc``: Feynman–Kac correctors on analytic score models, against the exact target.
 
 ``psample fkc --demo anneal|product|guidance`` runs :func:`psample.smc.fkc` on the exact
-Gaussian-mixture score models of :func:`psample.models.fkc_problem` (``anneal``: the bimodal
+Gaussian-mixture score models of :func:`psample.models.fkc_problem` (VP schedule; ``anneal``: the bimodal
 mixture at ``beta = 2``; ``product``: two 2-mode mixtures sharing one mode; ``guidance``: 1-D
 classifier-free guidance at ``w = 3``), and the same SDE without weights or resampling (the
 uncorrected sampler: annealed drift, naive product, naive CFG), prints each statistic next to
@@ -77,7 +77,7 @@ def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, 
     import psample
     import psample.models
 
-    problem = psample.models.fkc_problem(DEMOS[demo])
+    problem = psample.models.fkc_problem(DEMOS[demo], psample.diffusion.VP())
     algorithm = psample.smc.fkc(
         [m.score for m in problem.models], problem.exponents, schedule=problem.models[0].schedule,
         num_steps=num_steps, t_min=problem.t_min, noise=noise, resample=resample, shape=problem.models[0].shape,

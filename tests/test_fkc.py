@@ -61,8 +61,8 @@ def test_score_model_matches_autodiff_and_exact_law(schedule):
 
 
 def test_mixture_product_and_power_against_quadrature():
-    a = diffusion_mixture([0.4, 0.6], [[-1.0], [1.5]], [0.5, 0.3]).mixture
-    b = diffusion_mixture([1.0], [[0.5]], [0.8]).mixture
+    a = diffusion_mixture([0.4, 0.6], [[-1.0], [1.5]], [0.5, 0.3], VP()).mixture
+    b = diffusion_mixture([1.0], [[0.5]], [0.8], VP()).mixture
     grid = np.linspace(-12, 12, 200_001)[:, None]
     for ref, log_f in ((mixture_product(a, b), a.logdensity(grid) + b.logdensity(grid)),
                        (mixture_power(a, 3), 3 * a.logdensity(grid))):  # fmt: skip
@@ -76,17 +76,17 @@ def test_mixture_product_and_power_against_quadrature():
 
 
 def test_problem_references_match_the_notes():
-    bimodal = fkc_problem("anneal_bimodal")
+    bimodal = fkc_problem("anneal_bimodal", VP())
     assert abs(bimodal.exact["P(x_0<0)"] - 0.8448) < 1e-4
-    guidance = fkc_problem("guidance")
+    guidance = fkc_problem("guidance", VP())
     assert abs(guidance.exact["mean"][0] - 1.0511) < 1e-4
     assert abs(guidance.exact["var"][0] - 0.2086) < 1e-4
     assert abs(guidance.exact["P(x_0<0)"] - 0.0020) < 1e-4
-    product = fkc_problem("product")
+    product = fkc_problem("product", VP())
     np.testing.assert_allclose(product.exact["mean"], [2.0, 0.0], atol=1e-3)
     np.testing.assert_allclose(product.exact["var"], [0.125, 0.125], atol=1e-3)
     assert product.exact["P(|x-(2,0)|<1)"] > 0.98
-    forty = fkc_problem("forty_mode")
+    forty = fkc_problem("forty_mode", VP())
     assert 40 <= forty.reference.weights.size < 40**3  # pruned exact power
     np.testing.assert_allclose(forty.reference.weights.sum(), 1.0)
 
@@ -96,7 +96,7 @@ def test_problem_references_match_the_notes():
 
 
 def test_errors_name_the_argument():
-    model = diffusion_mixture([1.0], [[0.0, 0.0]], [1.0])
+    model = diffusion_mixture([1.0], [[0.0, 0.0]], [1.0], VP())
     sched = VP()
     with pytest.raises(InvalidTuningError, match="same length"):
         psample.smc.fkc([model.score, model.score], [1.0], schedule=sched, num_steps=10)
@@ -135,7 +135,7 @@ def test_errors_name_the_argument():
 
 
 def test_beta_one_gives_identically_zero_log_weights():
-    model = diffusion_mixture([0.7, 0.3], [[-2.0, 0.0], [2.0, 0.0]], [0.25, 0.25])
+    model = diffusion_mixture([0.7, 0.3], [[-2.0, 0.0], [2.0, 0.0]], [0.25, 0.25], VP())
     x = jax.random.normal(jax.random.key(1), (64, 2)) * 3
     for t in (1.0, 0.5, 1e-3):
         rate = log_weight_rate(VP(), t, [jax.vmap(model.score, (None, 0))(t, x)], [1.0], 2)
@@ -166,7 +166,7 @@ def test_weight_rates_of_the_special_cases():
 
 def _two_steps(resample, threshold=0.5):
     """Two FKC steps on a product problem, and G recomputed by hand at the particles."""
-    problem = fkc_problem("product")
+    problem = fkc_problem("product", VP())
     algorithm = _algorithm(problem, 4, resample=resample, ess_threshold=threshold)
     state = algorithm.init(jax.random.key(5), 256)
     times = time_grid(4, problem.t_min)
@@ -203,14 +203,21 @@ def test_log_z_increment_after_resampling():
     np.testing.assert_allclose(states[2].log_weights, -np.log(256), rtol=1e-12)
 
 
-def test_start_resampling_step_keeps_weights():
-    problem = fkc_problem("anneal_bimodal")
+def test_start_resampling_step_keeps_weights_and_run_records():
+    problem = fkc_problem("anneal_bimodal", VP())
     result = psample.run_particles(_algorithm(problem, 20, start_resampling_step=15), jax.random.key(6), 256,
                                    num_replicates=2, progress=False)  # fmt: skip
     resampled = np.asarray(result.info.is_resampled)
     assert not resampled[:, :15].any() and resampled[:, 15:].all()
     # Before step 15 the weights accumulated (nothing reset them to equal).
     assert np.all(result.ess[:, :15] < 0.99 * 256)
+    # The step history: ESS, score evaluations, time; the ArviZ tree.
+    assert result.ess.shape == (2, 20)
+    assert np.all(np.asarray(result.info.num_score_evals) == 256)
+    np.testing.assert_allclose(np.asarray(result.info.time)[0, -1], problem.t_min, rtol=1e-12)
+    tree = result.to_datatree()
+    assert tree["posterior"]["x"].shape == (2, 256, 2)
+    assert "ess" in tree["particle_steps"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,18 +235,6 @@ def test_resampling_properties():
     np.testing.assert_allclose(smc_ess.ess(jnp.full(n, -np.log(n))), n, rtol=1e-12)
     one_hot = jnp.full(n, -jnp.inf).at[3].set(0.0)
     np.testing.assert_allclose(smc_ess.ess(one_hot), 1.0, rtol=1e-12)
-
-
-def test_run_records_ess_history_and_datatree():
-    problem = fkc_problem("anneal_bimodal")
-    result = psample.run_particles(_algorithm(problem, 30, resample="ess"), jax.random.key(11), 200,
-                                   num_replicates=3, progress=False)  # fmt: skip
-    assert result.ess.shape == (3, 30)
-    assert np.all(np.asarray(result.info.num_score_evals) == 200)
-    np.testing.assert_allclose(np.asarray(result.info.time)[0, -1], problem.t_min, rtol=1e-12)
-    tree = result.to_datatree()
-    assert tree["posterior"]["x"].shape == (3, 200, 2)
-    assert "ess" in tree["particle_steps"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -276,7 +271,7 @@ def _check(label, values, ref, bias, se_ceiling):
 
 @pytest.mark.slow
 def test_annealed_gaussian_moments():
-    problem = fkc_problem("anneal_gaussian")
+    problem = fkc_problem("anneal_gaussian", VP())
     result = _run(problem)
     mean = problem.exact["mean"]
     for i in range(2):
@@ -288,7 +283,7 @@ def test_annealed_gaussian_moments():
 
 @pytest.mark.slow
 def test_annealed_bimodal_mode_weight_and_log_z_bias_shrinks():
-    problem = fkc_problem("anneal_bimodal")
+    problem = fkc_problem("anneal_bimodal", VP())
     ref = problem.exact["P(x_0<0)"]
     below = lambda x: (x[0] < 0).astype(x.dtype)
     result = _run(problem)
@@ -316,7 +311,7 @@ def test_annealed_bimodal_mode_weight_and_log_z_bias_shrinks():
 
 @pytest.mark.slow
 def test_product_of_mixtures():
-    problem = fkc_problem("product")
+    problem = fkc_problem("product", VP())
     result = _run(problem, K // 2, resample="ess")
     for i in range(2):
         _check(f"E[x_{i}]", _replicate_means(result, lambda x, i=i: x[i]), problem.exact["mean"][i], 0.01, 0.02)
@@ -328,7 +323,7 @@ def test_product_of_mixtures():
 
 @pytest.mark.slow
 def test_guidance_fkc_matches_where_naive_cfg_is_wrong():
-    problem = fkc_problem("guidance")
+    problem = fkc_problem("guidance", VP())
     result = _run(problem, K // 2)
     mean, var = problem.exact["mean"][0], problem.exact["var"][0]
     _check("E[x]", _replicate_means(result, lambda x: x[0]), mean, 0.01, 0.02)
@@ -357,7 +352,7 @@ def test_tempered_noise_is_unstable_above_beta_two_and_ve_schedule():
     # Documented behaviour (module docstring): with c_t = g_t / sqrt(beta) the variance's fixed
     # point 1/beta is unstable for beta > 2; at beta = 4 the particles settle near 1/12, far
     # from 1/4 (the standard noise gets 1/4 within its budget, test above).
-    problem = fkc_problem("anneal_gaussian")
+    problem = fkc_problem("anneal_gaussian", VP())
     center = jnp.asarray(problem.exact["mean"])
     tempered = psample.run_particles(_algorithm(problem, 200, noise="tempered"), jax.random.key(12), 1024,
                                      num_replicates=4, progress=False)  # fmt: skip
