@@ -226,7 +226,7 @@ def test_start_resampling_step_keeps_weights_and_run_records():
 
 def test_resampling_properties():
     n = 1000
-    w = jax.random.dirichlet(jax.random.key(7), jnp.ones(n) * 0.3)
+    w = jnp.asarray(np.random.default_rng(7).dirichlet(np.full(n, 0.3)))
     idx = resampling.systematic(jax.random.key(8), w, n)
     counts = np.bincount(np.asarray(idx), minlength=n)
     assert np.all(np.abs(counts - n * np.asarray(w)) < 1)
