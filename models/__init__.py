@@ -30,6 +30,11 @@ sampling, :mod:`psample.models.mixtures`): :func:`gaussian_mixture`, :func:`two_
 :func:`smoothed_gaussian_mixture`, :func:`smoothed_gaussian`; their ``exact`` also holds the
 callables ``"smoothed_logdensity"`` and ``"smoothed_score"`` ``(y, s)``.
 
+Diffusion score models with exact noised scores and log-densities (VP and VE), for Feynman–Kac
+correctors (:mod:`psample.models.score_models`): :func:`diffusion_mixture`,
+:func:`forty_mode_mixture`, the exact mixture algebra :func:`mixture_product` /
+:func:`mixture_power`, and the FKC problems with their references, :func:`fkc_problem`.
+
 Models with exact evidence (``exact["log_Z"]``, for tempered SMC): :func:`conjugate_gaussian`,
 :func:`linear_regression`, :func:`student_t_regression` (quadrature), and
 :func:`eight_schools_log_evidence`.
@@ -68,6 +73,17 @@ from .regression import (
     logistic_regression,
     logistic_regression_data,
     logistic_regression_model,
+)
+from .score_models import (
+    FKC_PROBLEMS,
+    DiffusionMixture,
+    FKCProblem,
+    Mixture,
+    diffusion_mixture,
+    fkc_problem,
+    forty_mode_mixture,
+    mixture_power,
+    mixture_product,
 )
 from .schools import (
     EIGHT_SCHOOLS_SIGMA,
@@ -112,4 +128,13 @@ __all__ = [
     "student_t_regression",
     "student_t_regression_model",
     "eight_schools_log_evidence",
+    "Mixture",
+    "DiffusionMixture",
+    "diffusion_mixture",
+    "forty_mode_mixture",
+    "mixture_product",
+    "mixture_power",
+    "FKCProblem",
+    "FKC_PROBLEMS",
+    "fkc_problem",
 ]

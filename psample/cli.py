@@ -3,7 +3,8 @@
 ``psample run`` samples the non-centred eight-schools model with Gibbsian polar slice
 sampling (4 chains) and prints the ArviZ summary; ``psample models`` and ``psample samplers``
 list what exists; ``psample graph`` estimates network observables with graph-homomorphism
-chains.
+chains; ``psample fkc --demo anneal|product|guidance`` runs Feynman–Kac correctors on analytic
+diffusion score models.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Callable, NamedTuple
 
 from psample.evidence import add_evidence_parser
+from psample.fkc_demo import add_fkc_parser
 from psample.graphs.cli import add_graph_parser
 
 __all__ = ["main", "SAMPLERS"]
@@ -76,6 +78,8 @@ OTHER_SAMPLERS = {
     "tempered_smc": "tempered SMC with model evidence, rwm/hmc/polar-slice moves (use `psample evidence`)",
     "admm": "distributed MCMC with ADMM (Tzikas et al. 2024): one data shard per agent, agents on a mesh's "
     "'shards' devices (Python API: psample.admm)",
+    "fkc": "Feynman-Kac correctors (Skreta et al. 2025): SMC annealing, product of experts and guidance over "
+    "diffusion score models (psample.smc.fkc; demos: `psample fkc --demo anneal|product|guidance`)",
 }
 
 
@@ -115,6 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("samplers", help="list the samplers")
     add_graph_parser(sub)
     add_evidence_parser(sub)
+    add_fkc_parser(sub)
     return parser
 
 
@@ -259,6 +264,10 @@ def main(argv=None) -> int:
         from psample.graphs.cli import run_graph
 
         return run_graph(args)
+    if args.command == "fkc":
+        from psample.fkc_demo import run_fkc
+
+        commands["fkc"] = run_fkc
     from psample.errors import PsampleError
 
     try:
