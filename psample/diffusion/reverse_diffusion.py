@@ -14,9 +14,13 @@ posterior expectation (RDMC, Huang et al. [1]; iDEM, Akhound-Sadegh et al. [2]; 
 ``M = num_score_samples`` draws from the Gaussian posterior of the data model
 ``x_0 ~ N(0, τ² I)`` (``τ = data_std``, the target's rough scale),
 ``r(x_0) = N(α_t τ² x / c_t, τ² σ_t² / c_t I)``, ``c_t = α_t² τ² + σ_t²``, whose weights are
-``γ(x_0) / N(x_0; 0, τ² I)``. The two forms of the score are mixed with the signal fraction
-``λ_t = α_t² τ² / c_t``: ``(1 - λ_t)`` of the first (well-behaved at high noise) and ``λ_t`` of the
-second (well-behaved at low noise, where the first has variance ``~1/σ_t²``). The same draws give
+``γ(x_0) / N(x_0; 0, τ² I)``. The two forms of the score are mixed with weight ``λ_t = r_t² / (1 + r_t²)`` on the second,
+``r_t = α_t² τ² / σ_t²`` the signal-to-noise ratio: the first (bounded by the draws' spread over
+``σ_t²``) at high noise, where a draw in a steep tail would give the second a huge gradient, and
+the second at low noise, where the first has variance ``~1/σ_t²``. The implied posterior mean
+``(x + σ_t² ŝ) / α_t`` is clipped to the draws' range (coordinate-wise), where the first form
+always lies: when the weights degenerate (high dimension, steep tails) the second form can
+overshoot and, step after step, throw particles out. The same draws give
 an unbiased estimate of the noised density itself,
 ``q̂_t(x) = N(x; 0, c_t I) · mean_m γ(x_0^m) / N(x_0^m; 0, τ² I)``. At high noise the draws
 come from (about) ``N(0, τ² I)``: a ``τ`` far below the target's spread starves the score of
@@ -33,8 +37,10 @@ one-step transition, whose mean is exact for the exact score):
 
 .. math::
 
-    x_{n+1} \\sim F_n = N\\big((x_n + v_n ŝ_n) / a_n,\\; v_n σ_{n+1}^2 / σ_n^2 \\, I\\big),
-    \\quad a_n = α_{t_n} / α_{t_{n+1}}, \\quad v_n = σ_{t_n}^2 - a_n^2 σ_{t_{n+1}}^2 .
+    x_{n+1} \\sim F_n = N\\big((x_n + v_n ŝ_n) / a_n,\\; v_n c_{t_{n+1}} / c_{t_n} \\, I\\big),
+    \\quad a_n = α_{t_n} / α_{t_{n+1}}, \\quad v_n = σ_{t_n}^2 - a_n^2 σ_{t_{n+1}}^2
+
+(the variance is the exact one-step posterior variance when the data are ``N(0, τ² I)``).
 
 **Exact weights (``correction=True``).** With the forward transition as backward kernel,
 ``B_n(x_n | x_{n+1}) = N(a_n x_{n+1}, v_n I)``, the population is an SMC sampler (Del Moral,
@@ -155,20 +161,29 @@ def estimate_score(rng_key, logdensity_fn, schedule: Schedule, t, x, num_samples
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     tau2 = data_std**2
     c = alpha**2 * tau2 + sigma**2
-    lam = alpha**2 * tau2 / c
+    snr2 = (alpha**2 * tau2 / sigma**2) ** 2
+    lam = snr2 / (1.0 + snr2)
     is_key, mcmc_key = jax.random.split(rng_key)
     z = jax.random.normal(is_key, (num_samples, d), x.dtype)
     x0 = alpha * tau2 * x / c + jnp.sqrt(tau2 * sigma**2 / c) * z
     log_gamma, grads = jax.vmap(jax.value_and_grad(logdensity_fn))(x0)
     log_gamma = jnp.where(jnp.isnan(log_gamma), -jnp.inf, log_gamma)
     log_u = log_gamma - gaussian_logpdf(x0, 0.0, tau2)
-    log_density = gaussian_logpdf(x, 0.0, c) + logsumexp(log_u) - math.log(num_samples)
-    weights = jax.nn.softmax(log_u)
+    log_sum = logsumexp(log_u)
+    log_density = gaussian_logpdf(x, 0.0, c) + log_sum - math.log(num_samples)
+    # Every draw outside the support: uniform weights keep the score finite (the particle's
+    # density estimate is 0, so its weight is 0 anyway).
+    weights = jnp.where(jnp.isfinite(log_sum), jax.nn.softmax(log_u), 1.0 / num_samples)
     grads = jnp.where(jnp.isfinite(grads), grads, 0.0)
 
     def combined(points, point_grads, w):
         ratio = (alpha * points - x) / sigma**2
-        return w @ ((1.0 - lam) * ratio + lam * point_grads / alpha)
+        score = w @ ((1.0 - lam) * ratio + lam * point_grads / alpha)
+        # The posterior mean E[x_0 | x] the score implies (Tweedie) is a weighted average of
+        # draws; the gradient form can leave their range when the draws' weights degenerate
+        # (high dimension, steep tails), so clip it back coordinate-wise.
+        denoised = jnp.clip((x + sigma**2 * score) / alpha, points.min(axis=0), points.max(axis=0))
+        return (alpha * denoised - x) / sigma**2
 
     if estimator == "importance":
         score = combined(x0, grads, weights)
@@ -364,7 +379,10 @@ def reverse_diffusion(
         t, t_next = table[n], table[n + 1]
         a = schedule.alpha(t) / schedule.alpha(t_next)
         v = schedule.sigma(t) ** 2 - a**2 * schedule.sigma(t_next) ** 2
-        var = v * schedule.sigma(t_next) ** 2 / schedule.sigma(t) ** 2
+        # The one-step posterior variance under the data model N(0, τ² I): v c_{t'} / c_t.
+        c_now = schedule.alpha(t) ** 2 * data_std**2 + schedule.sigma(t) ** 2
+        c_next = schedule.alpha(t_next) ** 2 * data_std**2 + schedule.sigma(t_next) ** 2
+        var = v * c_next / c_now
         x = state.particles
         mean = (x + v * state.score) / a
         x_next = mean + jnp.sqrt(var) * jax.random.normal(move_key, x.shape, x.dtype)
