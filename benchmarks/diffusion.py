@@ -33,7 +33,9 @@ Reported per method and target: ``|Δlog Z|`` of the importance-weighted estimat
 (exact optimal assignment, ``scipy.optimize.linear_sum_assignment``), mode coverage (GMMs:
 modes holding at least a quarter of their true share of 2000 resampled draws; many-well: share
 of negative-well coordinates vs exact 0.1557), the final ESS, evaluations, and wall times
-(training, and sampling: best of 2 runs after a compiling one).
+(training, and sampling: best of ``--repeats`` runs after a compiling one).
+
+``all`` runs ``train`` then ``eval`` in one process (one benchmark slot on a shared machine).
 """
 
 from __future__ import annotations
@@ -107,10 +109,13 @@ def _coverage(name, target, draws):
     return "-"
 
 
+REPEATS = 1
+
+
 def _timed(fn):
     fn()  # compile
     best, out = float("inf"), None
-    for _ in range(2):
+    for _ in range(REPEATS):
         began = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - began)
@@ -192,10 +197,24 @@ def main(argv=None):
     ev.add_argument("--smc-particles", type=int, default=500)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--cache", default="/tmp/psample-diffusion-bench")
+    ev.add_argument("--repeats", type=int, default=1)
+    both = sub.add_parser("all")
+    for option, kwargs in [("--targets", dict(nargs="+", default=list(TARGETS), choices=list(TARGETS))),
+                           ("--iterations", dict(type=int, default=500)), ("--budget", dict(type=int, default=100_000)),
+                           ("--replicates", dict(type=int, default=4)), ("--smc-particles", dict(type=int, default=500)),
+                           ("--seed", dict(type=int, default=0)), ("--cache", dict(default="/tmp/psample-diffusion-bench")),
+                           ("--repeats", dict(type=int, default=1))]:  # fmt: skip
+        both.add_argument(option, **kwargs)
+    both.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     print(f"# python benchmarks/diffusion.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"# jax {jax.__version__}, {jax.devices()[0].platform}, x64")
-    (_train if args.command == "train" else _eval)(args)
+    global REPEATS
+    REPEATS = getattr(args, "repeats", 1)
+    if args.command in ("train", "all"):
+        _train(args)
+    if args.command in ("eval", "all"):
+        _eval(args)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ OTHER_SAMPLERS = {
     "glauber": "Glauber chain over graph homomorphisms, any motif (use `psample graph --sampler glauber`)",
     "pivot": "pivot chain over graph homomorphisms, tree motifs, exact MH (use `psample graph`)",
     "tempered_smc": "tempered SMC with model evidence, rwm/hmc/polar-slice moves (use `psample evidence`)",
+    "reverse_diffusion": "training-free reverse diffusion, Monte Carlo scores, SMC-corrected log Z "
+    "(Python: psample.diffusion.reverse_diffusion + psample.run_particles)",
+    "dds": "Denoising Diffusion Sampler, learned (kl / log_variance / trajectory_balance), exact weights "
+    "(Python: psample.diffusion.train_sampler(method='dds'))",
+    "pis": "Path Integral Sampler, learned, exact weights (Python: psample.diffusion.train_sampler(method='pis'))",
 }
 
 
