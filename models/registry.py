@@ -14,7 +14,6 @@ from typing import Callable
 from psample.errors import ModelError
 from psample.targets import Target
 
-from .diffusion_targets import gmm25, gmm40, many_well
 from .evidence import conjugate_gaussian, linear_regression, student_t_regression
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
@@ -58,12 +57,6 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     "funnel": (
         functools.partial(neal_funnel, d=10),
         "Neal's funnel, x_0 ~ N(0, 9), x_i | x_0 ~ N(0, e^x_0), d=10",
-    ),
-    "gmm25": (gmm25, "25-mode Gaussian mixture on a 5x5 grid, d=2 (diffusion-sampler benchmark; log Z = 0)"),
-    "gmm40": (gmm40, "40-mode Gaussian mixture, means fixed in [-40, 40]^2, d=2 (FAB benchmark law; log Z = 0)"),
-    "many_well": (
-        functools.partial(many_well, d=32),
-        "Many-well, 16 double-well pairs, d=32, 2^16 modes (log Z = 164.6957, exact draws)",
     ),
     "two_mode_mixture": (
         functools.partial(two_mode_mixture, d=32),
