@@ -147,6 +147,7 @@ def train_sampler(
     grad_clip: float = 100.0,
     checkpoint=None,
     progress: bool = True,
+    chunk_length: int | None = None,
     max_nonfinite_fraction: float = 0.0,
 ) -> TrainedSampler:
     """Train a DDS or PIS sampler of the unnormalised density ``exp(logdensity_fn)``.
@@ -196,6 +197,8 @@ def train_sampler(
         if it exists, training resumes from it (same arguments required).
     progress
         A tqdm bar with the loss (on a terminal).
+    chunk_length
+        Iterations per jitted chunk (default: the driver's, about a second each when watched).
     max_nonfinite_fraction
         Largest fraction of the reference process's draws at which ``logdensity_fn`` (or its
         gradient) may be non-finite (default 0: any is refused, since one NaN path poisons the
@@ -225,6 +228,8 @@ def train_sampler(
     num_steps = check_positive_int("num_steps", num_steps)
     batch_size = check_positive_int("batch_size", batch_size, minimum=2)
     num_iterations = check_positive_int("num_iterations", num_iterations)
+    if chunk_length is not None:
+        chunk_length = check_positive_int("chunk_length", chunk_length)
     init_std = check_positive("init_std", init_std)
     horizon = check_positive("horizon", horizon)
     schedule = VP() if schedule is None else schedule
@@ -265,7 +270,7 @@ def train_sampler(
     began = time.perf_counter()
     if start < num_iterations:
         result = driver.drive(_build_chunk(process, logdensity_fn, loss, batch_size, optimizer), carry, start,
-                              num_iterations, bytes_per_step=3 * 8, progress=progress, desc="training",
+                              num_iterations, chunk_length=chunk_length, bytes_per_step=3 * 8, progress=progress, desc="training",
                               unit="it", on_chunk=on_chunk, postfix=postfix)  # fmt: skip
         params = result.carry[0]
         new = [_record_array(r) for r in result.records]
