@@ -152,8 +152,14 @@ class TrainedSampler:
     # --- sampling --------------------------------------------------------------------------
 
     def algorithm(self) -> ParticleAlgorithm:
-        """The learned kernels as a :class:`psample.smc.ParticleAlgorithm` (no resampling)."""
-        return _algorithm(self.process, self.logdensity_fn, self.params)
+        """The learned kernels as a :class:`psample.smc.ParticleAlgorithm` (no resampling).
+
+        Built once per parameter set, so repeated :meth:`sample` calls reuse its compilation."""
+        cached = getattr(self, "_algorithm_cache", None)
+        if cached is None or cached[0] is not self.params:
+            cached = (self.params, _algorithm(self.process, self.logdensity_fn, self.params))
+            self._algorithm_cache = cached
+        return cached[1]
 
     def sample(self, rng_key, num: int, *, num_replicates: int = 1, exact_samples=None,
                progress: bool = False) -> SamplerResult:  # fmt: skip
