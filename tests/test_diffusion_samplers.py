@@ -96,7 +96,7 @@ def test_trajectory_balance_learns_log_z_scalar():
 
 
 def test_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
-    kwargs = dict(method="dds", num_steps=5, batch_size=8, rng_key=jax.random.key(5), progress=False, chunk_length=3)
+    kwargs = dict(method="dds", num_steps=3, batch_size=8, rng_key=jax.random.key(5), progress=False, chunk_length=3)
     straight = train_sampler(shifted_gaussian, 2, num_iterations=6, **kwargs)
     path = tmp_path / "train.npz"
     first = train_sampler(shifted_gaussian, 2, num_iterations=3, checkpoint=path, **kwargs)
@@ -117,8 +117,8 @@ def test_save_load_roundtrip(tmp_path, trained_dds):
     loaded = TrainedSampler.load(path, shifted_gaussian)
     assert loaded.method == "dds" and loaded.process == sampler.process
     np.testing.assert_array_equal(loaded.losses, sampler.losses)
-    a, b = sampler.sample(jax.random.key(7), 50), loaded.sample(jax.random.key(7), 50)
-    np.testing.assert_allclose(a.log_w, b.log_w)
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(sampler.params), strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ModelError, match="differs"):
         TrainedSampler.load(path, lambda x: -jnp.sum(x**2))
     with pytest.raises(ModelError, match="logdensity_fn"):
@@ -145,7 +145,7 @@ def test_train_sampler_errors():
 # --- reverse diffusion --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule", [VP(), VE(0.01, 10.0)], ids=["VP", "VE"])
+@pytest.mark.parametrize("schedule", [VP(), pytest.param(VE(0.01, 10.0), marks=pytest.mark.slow)], ids=["VP", "VE"])
 def test_reverse_diffusion_log_z_on_a_gaussian(schedule):
     # The SMC correction makes Z-hat unbiased: log Z within 4 SE over 16 replicates (ceiling 0.08).
     algorithm = reverse_diffusion(shifted_gaussian, dim=2, schedule=schedule, num_steps=30, num_score_samples=8)
@@ -177,12 +177,17 @@ def test_reverse_diffusion_with_exact_score_recovers_gmm_moments():
     assert within(result.log_Z_mean, 0.0, result.log_Z_se)
 
 
-def test_reverse_diffusion_langevin_estimator_and_plain_mode():
-    algorithm = reverse_diffusion(shifted_gaussian, dim=2, schedule=VP(), num_steps=10, num_score_samples=4,
-                                  score_estimator="langevin", num_langevin_steps=2)  # fmt: skip
+@pytest.mark.slow
+def test_reverse_diffusion_langevin_estimator():
+    algorithm = reverse_diffusion(shifted_gaussian, dim=2, schedule=VP(), num_steps=6, num_score_samples=4,
+                                  score_estimator="langevin", num_langevin_steps=1)  # fmt: skip
     result = psample.run_particles(algorithm, jax.random.key(10), 100, num_replicates=8, progress=False)
+    assert result.log_Z_se < 0.15
     assert within(result.log_Z_mean, LOG_2PI, result.log_Z_se)
-    plain = reverse_diffusion(shifted_gaussian, dim=2, schedule=VP(), num_steps=10, num_score_samples=4,
+
+
+def test_reverse_diffusion_plain_mode():
+    plain = reverse_diffusion(shifted_gaussian, dim=2, schedule=VP(), num_steps=6, num_score_samples=4,
                               correction=False)  # fmt: skip
     result = psample.run_particles(plain, jax.random.key(11), 300, progress=False)
     assert np.isnan(result.log_Z[0]) and not result.info.is_resampled.any()
