@@ -48,6 +48,9 @@ def main(argv=None):
     print(f"ELBO = {result.elbo:.3f} <= log Z <= EUBO = {result.eubo:.3f};  weights' ESS = "
           f"{result.final_ess[0]:.0f} of {args.particles}")  # fmt: skip
 
+    if result.final_ess[0] < 20:
+        print("  (with so few effective particles the log Z and its standard error are unreliable: the "
+              "estimate is dominated by its largest weights; train longer)")
     draws = result.resample(jax.random.key(3))[0]
     negative = float((draws[:, 0::2] < 0).mean())
     print(f"share of double-well coordinates in the left well: {negative:.3f} (exact {1 - target.exact['P(x_0>0)']:.3f})")
