@@ -37,7 +37,6 @@ References
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
@@ -59,7 +58,6 @@ from psample.diffusion.trained import (
     _fingerprint,
     _init_params,
     _process_config,
-    _read,
     _unflatten,
 )
 from psample.diffusion.validation import check_logdensity, check_reference_finite

@@ -19,7 +19,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.processes import Process
