@@ -39,6 +39,10 @@ Models with exact evidence (``exact["log_Z"]``, for tempered SMC): :func:`conjug
 :func:`linear_regression`, :func:`student_t_regression` (quadrature), and
 :func:`eight_schools_log_evidence`.
 
+Diffusion-sampler benchmark targets with exact ``log_Z`` and exact draws (``exact["sample"]``),
+:mod:`psample.models.diffusion_targets`: :func:`gmm25`, :func:`gmm40`, :func:`many_well` (and
+:func:`neal_funnel`).
+
 Models by name (for the CLI): :data:`MODELS`, :func:`get`, :func:`describe`.
 
 This package defines targets only; it never imports a sampler.
@@ -46,6 +50,7 @@ This package defines targets only; it never imports a sampler.
 
 from . import graphs
 from ._common import QUANTILE_LEVELS
+from .diffusion_targets import gmm25, gmm40, many_well
 from .evidence import (
     conjugate_gaussian,
     conjugate_gaussian_model,
@@ -137,4 +142,7 @@ __all__ = [
     "FKCProblem",
     "FKC_PROBLEMS",
     "fkc_problem",
+    "gmm25",
+    "gmm40",
+    "many_well",
 ]

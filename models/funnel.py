@@ -30,6 +30,17 @@ __all__ = ["neal_funnel"]
 FUNNEL_SCALE_SD = 3.0
 
 
+def _sampler(d: int):
+    def sample(rng_key, num: int) -> np.ndarray:
+        import jax
+
+        x0 = FUNNEL_SCALE_SD * np.asarray(jax.random.normal(rng_key, (int(num), 1)))
+        rest = np.asarray(jax.random.normal(jax.random.fold_in(rng_key, 1), (int(num), d - 1)))
+        return np.concatenate([x0, np.exp(0.5 * x0) * rest], axis=1)
+
+    return sample
+
+
 def neal_funnel(d: int = 10) -> Target:
     """Neal's funnel in ``d`` dimensions.
 
@@ -46,7 +57,9 @@ def neal_funnel(d: int = 10) -> Target:
     Target
         Over ``x`` of shape ``(d,)``; chains start at ``N(0, I)``. ``exact`` holds ``mean``
         ``(d,)`` (zeros), ``var`` ``(d,)`` (``9`` then ``E[e^{x_0}] = e^{9/2}``), ``E[x_0]``,
-        ``Var[x_0]``, ``sd[x_0]``, ``q{p}[x_0] = 3 Φ⁻¹(p)``, ``E[x_1]`` and ``Var[x_1]``.
+        ``Var[x_0]``, ``sd[x_0]``, ``q{p}[x_0] = 3 Φ⁻¹(p)``, ``E[x_1]``, ``Var[x_1]``, ``log_Z`` (the log normaliser of
+        ``logdensity_fn``) and ``sample``, a function ``(rng_key, num) -> (num, d)`` of exact
+        draws (NumPy).
         ``hints["polar_slice_w"] = 5``, the paper's value.
 
     Raises
@@ -73,6 +86,10 @@ def neal_funnel(d: int = 10) -> Target:
         **quantile_entries("x_0", scale_marginal.ppf),
         "E[x_1]": 0.0,
         "Var[x_1]": funnel_var,
+        # log ∫ ρ = log √(2π·9) + (d-1)/2 log 2π: each x_i integrates to √(2π e^{x_0}), which the
+        # -x_0/2 terms cancel.
+        "log_Z": 0.5 * np.log(2 * np.pi * FUNNEL_SCALE_SD**2) + 0.5 * num_funnel * np.log(2 * np.pi),
+        "sample": _sampler(d),
     }
     return flat_target(
         logdensity_fn,

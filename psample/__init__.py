@@ -14,7 +14,9 @@ Public API
   a mesh's ``"shards"`` axis (``psample.mcmc.admm``; Tzikas et al. 2024).
 - :func:`run_particles`, :class:`ParticleResult`: the particle runner (weighted populations);
   :mod:`psample.smc` (tempered SMC with model evidence).
-- :mod:`psample.diffusion`: noise schedules (``VP``, ``VE``) shared by the diffusion samplers and FKC.
+- :mod:`psample.diffusion`: noise schedules (``VP``, ``VE``) shared by the diffusion samplers and FKC;
+  ``reverse_diffusion`` (training-free, SMC-corrected) and ``train_sampler`` (DDS/PIS) with exact
+  importance weights and log Z.
 - :mod:`psample.diagnostics` (ArviZ summaries and plots), :mod:`psample.models` (the model zoo),
   :mod:`psample.graphs` (graph-homomorphism chains and network observables).
 """

@@ -80,6 +80,11 @@ OTHER_SAMPLERS = {
     "'shards' devices (Python API: psample.admm)",
     "fkc": "Feynman-Kac correctors (Skreta et al. 2025): SMC annealing, product of experts and guidance over "
     "diffusion score models (psample.smc.fkc; demos: `psample fkc --demo anneal|product|guidance`)",
+    "reverse_diffusion": "training-free reverse diffusion, Monte Carlo scores, SMC-corrected log Z "
+    "(Python: psample.diffusion.reverse_diffusion + psample.run_particles)",
+    "dds": "Denoising Diffusion Sampler, learned (kl / log_variance / trajectory_balance), exact weights "
+    "(Python: psample.diffusion.train_sampler(method='dds'))",
+    "pis": "Path Integral Sampler, learned, exact weights (Python: psample.diffusion.train_sampler(method='pis'))",
 }
 
 

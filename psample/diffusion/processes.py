@@ -1,0 +1,198 @@
+"""Reference processes of the learned samplers and their exact path-space importance weights.
+
+A learned sampler moves ``x_0 -> x_1 -> ... -> x_K`` (sampler time ``n``; ``n = 0`` is the
+reference side, ``n = K`` the target side) by Gaussian kernels ``F_n(x_{n+1} | x_n)`` whose mean
+holds the network's drift. Against a fixed backward (noising) process ``B_n(x_n | x_{n+1})``, the
+extended-space importance weight
+
+.. math::
+
+    \\log w = \\log \\gamma(x_K) + \\sum_n \\log B_n(x_n | x_{n+1}) - \\log p_0(x_0)
+              - \\sum_n \\log F_n(x_{n+1} | x_n)
+
+satisfies ``E[w] = Z`` exactly, for every ``K`` and every network (notes §2.2; the weight
+gfn-diffusion evaluates as ``log_pb - log_pf``): ``E[log w]`` is the ELBO ``<= log Z``, and the
+same weight along *backward* paths started at exact target draws has mean EUBO ``>= log Z``.
+
+- ``"dds"`` (Vargas, Grathwohl, Doucet [1]): the variance-preserving OU process with stationary
+  law ``N(0, s² I)``, discretised exactly on the grid ``t_n = 1 - n/K`` of a :class:`VP`
+  schedule: with ``a_n = α(t_n)/α(t_{n+1})``,
+  ``B_n = N(a_n x_{n+1}, s²(1 - a_n²) I)``, ``F_n = N(a_n x_n + 2 s² (1 - a_n) f_θ, s²(1 - a_n²) I)``
+  (the exponential-integrator form of [1], eq. 14), ``x_0 ~ N(0, s² I)``. With ``f_θ = 0`` the
+  chain is the stationary, reversible AR(1): for the target ``N(0, s² I)`` every weight is
+  ``log Z``.
+- ``"pis"`` (Zhang and Chen [2]): Brownian motion from ``x_0 = 0`` with diffusion ``s`` over
+  ``[0, T]``, ``t_n = n T / K``: ``F_n = N(x_n + h f_θ, s² h I)`` and the Brownian-bridge
+  backward kernel ``B_n = N(x_{n+1} t_n / t_{n+1}, s² h t_n / t_{n+1} I)`` (``B_0`` is the point
+  mass at 0, which cancels ``x_0``'s).
+
+References
+----------
+.. [1] Francisco Vargas, Will Grathwohl and Arnaud Doucet, "Denoising diffusion samplers",
+   ICLR 2023. arXiv:2302.13834.
+.. [2] Qinsheng Zhang and Yongxin Chen, "Path integral sampler: a stochastic control approach
+   for sampling", ICLR 2022. arXiv:2111.15141.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from psample.diffusion.networks import DriftNetwork
+from psample.diffusion.schedules import VP
+
+__all__ = ["Process", "METHODS", "gaussian_logpdf"]
+
+METHODS = ("dds", "pis")
+
+
+def _as_float(n):
+    # A traced int32 step index divided by an int gives float32 even with x64 on.
+    return jnp.asarray(n, jnp.zeros(()).dtype)
+
+
+def gaussian_logpdf(x, mean, var):
+    """``log N(x; mean, var I)`` for ``x`` ``(d,)`` and a scalar variance."""
+    d = x.shape[-1]
+    return -0.5 * (jnp.sum((x - mean) ** 2, axis=-1) / var + d * jnp.log(2 * math.pi * var))
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """One learned sampler's reference process and network (hashable: jit closes over it).
+
+    method
+        ``"dds"`` or ``"pis"``.
+    dim, num_steps
+        ``d`` and ``K``.
+    init_std
+        ``s``: DDS's stationary standard deviation, PIS's diffusion coefficient.
+    horizon
+        PIS's ``T`` (unused by DDS).
+    schedule
+        DDS's :class:`VP` schedule (its time grid ``t_n = 1 - n/K``).
+    network
+        The :class:`DriftNetwork`.
+    """
+
+    method: str
+    dim: int
+    num_steps: int
+    init_std: float
+    horizon: float
+    schedule: VP
+    network: DriftNetwork
+
+    # --- the kernels ---------------------------------------------------------------------------
+
+    def _dds_a(self, n):
+        n = _as_float(n)
+        k = self.num_steps
+        t_now, t_next = 1.0 - n / k, 1.0 - (n + 1) / k
+        return jnp.exp(self.schedule.log_alpha(t_now) - self.schedule.log_alpha(t_next))
+
+    def time_feature(self, n):
+        """The network's time input in ``[0, 1]`` at step ``n`` (``n / K``)."""
+        return _as_float(n) / self.num_steps
+
+    def forward(self, n, x, drift):
+        """Mean and (scalar) variance of ``F_n(· | x)`` given the drift ``f_θ``."""
+        s2 = self.init_std**2
+        if self.method == "dds":
+            a = self._dds_a(n)
+            return a * x + 2.0 * s2 * (1.0 - a) * drift, s2 * (1.0 - a**2)
+        h = self.horizon / self.num_steps
+        return x + h * drift, s2 * h
+
+    def backward(self, n, x_next):
+        """Mean and variance of ``B_n(· | x_{n+1})`` (PIS's ``B_0``: mean 0, variance 0)."""
+        s2 = self.init_std**2
+        if self.method == "dds":
+            a = self._dds_a(n)
+            return a * x_next, s2 * (1.0 - a**2)
+        h = self.horizon / self.num_steps
+        ratio = _as_float(n) / (_as_float(n) + 1.0)  # t_n / t_{n+1}
+        return ratio * x_next, s2 * h * ratio
+
+    def log_backward(self, n, x, x_next):
+        """``log B_n(x | x_{n+1})``; 0 for PIS's point mass ``B_0``."""
+        mean, var = self.backward(n, x_next)
+        if self.method == "pis":
+            safe = jnp.where(n == 0, 1.0, var)
+            return jnp.where(n == 0, 0.0, gaussian_logpdf(x, mean, safe))
+        return gaussian_logpdf(x, mean, var)
+
+    def sample_initial(self, rng_key, num: int, dtype):
+        if self.method == "dds":
+            return self.init_std * jax.random.normal(rng_key, (num, self.dim), dtype)
+        return jnp.zeros((num, self.dim), dtype)
+
+    def log_initial(self, x0):
+        """``log p_0(x_0)`` (0 for PIS's fixed start)."""
+        if self.method == "dds":
+            return gaussian_logpdf(x0, 0.0, self.init_std**2)
+        return jnp.zeros(x0.shape[:-1], x0.dtype)
+
+    def terminal_reference(self):
+        """Standard deviation of the reference process's law at ``n = K`` (target side)."""
+        if self.method == "dds":
+            return self.init_std
+        return self.init_std * math.sqrt(self.horizon)
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    def drift(self, params, n, x, logdensity_fn: Callable):
+        grad = jax.grad(logdensity_fn)(x)
+        return self.network(params, self.time_feature(n), x, grad)
+
+    def rollout(self, params, rng_key, x0, logdensity_fn):
+        """Simulate one forward path from ``x_0``.
+
+        Returns ``(x_K, log_w, path)``: the end point, the exact log-weight and the path
+        ``(K + 1, d)``. Gradients (for the KL loss) flow through the reparameterised steps.
+        """
+
+        def one(carry, n):
+            x, acc = carry
+            mean, var = self.forward(n, x, self.drift(params, n, x, logdensity_fn))
+            eps = jax.random.normal(jax.random.fold_in(rng_key, n), x.shape, x.dtype)
+            x_next = mean + jnp.sqrt(var) * eps
+            # log F_n at the reparameterised point: -|eps|^2/2 - d/2 log(2 pi var).
+            log_f = -0.5 * (jnp.sum(eps**2) + x.shape[0] * jnp.log(2 * math.pi * var))
+            acc = acc + self.log_backward(n, x, x_next) - log_f
+            return (x_next, acc), x_next
+
+        steps = jnp.arange(self.num_steps)
+        (x_k, acc), path = jax.lax.scan(one, (x0, jnp.zeros((), x0.dtype)), steps)
+        log_w = logdensity_fn(x_k) + acc - self.log_initial(x0)
+        return x_k, log_w, jnp.concatenate([x0[None], path])
+
+    def path_log_weight(self, params, path, logdensity_fn):
+        """Exact ``log w`` of a given path ``(K + 1, d)`` (differentiable in ``params`` only
+        through ``log F``: the off-policy losses and the EUBO)."""
+        steps = jnp.arange(self.num_steps)
+        x, x_next = path[:-1], path[1:]
+
+        def terms(n, a, b):
+            mean, var = self.forward(n, a, self.drift(params, n, a, logdensity_fn))
+            return self.log_backward(n, a, b) - gaussian_logpdf(b, mean, var)
+
+        acc = jnp.sum(jax.vmap(terms)(steps, x, x_next))
+        return logdensity_fn(path[-1]) + acc - self.log_initial(path[0])
+
+    def backward_path(self, rng_key, x_k):
+        """A path ``(K + 1, d)`` of the backward process started at ``x_K`` (for the EUBO)."""
+
+        def one(x_next, n):
+            mean, var = self.backward(n, x_next)
+            eps = jax.random.normal(jax.random.fold_in(rng_key, n), x_next.shape, x_next.dtype)
+            x = mean + jnp.sqrt(var) * eps
+            return x, x
+
+        _, xs = jax.lax.scan(one, x_k, jnp.arange(self.num_steps)[::-1])
+        return jnp.concatenate([xs[::-1], x_k[None]])

@@ -1,0 +1,318 @@
+"""Training learned diffusion samplers (DDS, PIS) with optax, driven by the chunk driver.
+
+:func:`train_sampler` fits the drift network of :mod:`psample.diffusion.networks` so that the
+sampler's path law matches the target's extended-space law (notes §2.2):
+
+- ``loss="kl"``: the reverse KL ``-E[log w]`` (minus the ELBO), by reparameterisation through
+  the whole simulated path (PIS [1], DDS [2]); the target's gradient is an input of the network
+  and is not differentiated again.
+- ``loss="log_variance"``: ``Var_batch(log w)`` on paths simulated with frozen parameters
+  (VarGrad / log-variance loss of Richter et al. [3]; no backpropagation through the SDE).
+- ``loss="trajectory_balance"``: ``mean((log Z_φ - log w)²)`` with a learned scalar
+  ``log Z_φ`` (GFlowNet trajectory balance, Malkin et al. [4]; Sendera et al. [5]), on-policy
+  paths with frozen parameters.
+
+Every pair of ``method`` and ``loss`` is supported. One jitted optax step per iteration; the
+chunk driver (:func:`psample.driver.drive`) runs ``lax.scan`` chunks of iterations, shows the
+loss on a tqdm bar, turns Ctrl-C into "return the parameters trained so far", and, with
+``checkpoint=path``, writes the parameters and the optimizer state after every chunk, from
+which a later call with the same arguments resumes (iteration ``i`` uses
+``fold_in(key, i)``, so a resumed run reproduces an uninterrupted one).
+
+References
+----------
+.. [1] Qinsheng Zhang and Yongxin Chen, "Path integral sampler: a stochastic control approach
+   for sampling", ICLR 2022. arXiv:2111.15141.
+.. [2] Francisco Vargas, Will Grathwohl and Arnaud Doucet, "Denoising diffusion samplers",
+   ICLR 2023. arXiv:2302.13834.
+.. [3] Lorenz Richter, Ayman Boustati, Nikolas Nüsken, Francisco J. R. Ruiz and Ömer Deniz
+   Akyildiz, "VarGrad: a low-variance gradient estimator for variational inference",
+   NeurIPS 2020. arXiv:2010.10436.
+.. [4] Nikolay Malkin, Moksh Jain, Emmanuel Bengio, Chen Sun and Yoshua Bengio, "Trajectory
+   balance: improved credit assignment in GFlowNets", NeurIPS 2022. arXiv:2201.13259.
+.. [5] Marcin Sendera et al., "Improved off-policy training of diffusion samplers",
+   NeurIPS 2024. arXiv:2402.05098.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.scipy.special import logsumexp
+
+from psample import driver
+from psample.diffusion.networks import DriftNetwork
+from psample.diffusion.processes import METHODS, Process
+from psample.diffusion.schedules import VP
+from psample.diffusion.trained import (
+    TrainedSampler,
+    _atomic_savez,
+    _fingerprint,
+    _init_params,
+    _process_config,
+    _unflatten,
+)
+from psample.diffusion.validation import check_logdensity, check_reference_finite
+from psample.errors import CheckpointError, InvalidTuningError, check_positive, check_positive_int
+
+__all__ = ["train_sampler", "LOSSES", "TrainRecord"]
+
+LOSSES = ("kl", "log_variance", "trajectory_balance")
+_FORMAT = "psample.diffusion.train_checkpoint/1"
+
+
+class TrainRecord(NamedTuple):
+    """Per iteration: ``loss``, ``elbo`` (batch mean of ``log w``) and ``log_Z`` (batch
+    log-mean-exp of ``log w``)."""
+
+    loss: jax.Array
+    elbo: jax.Array
+    log_Z: jax.Array
+
+
+def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
+    rollout = jax.vmap(process.rollout, in_axes=(None, 0, 0, None))
+    path_log_weight = jax.vmap(process.path_log_weight, in_axes=(None, 0, None))
+
+    def fn(params, rng_key):
+        init_key, path_key = jax.random.split(rng_key)
+        dtype = params["log_Z"].dtype
+        x0 = process.sample_initial(init_key, batch_size, dtype)
+        keys = jax.random.split(path_key, batch_size)
+        if loss == "kl":
+            _, log_w, _ = rollout(params["net"], keys, x0, logdensity_fn)
+            value = -jnp.mean(log_w)
+        else:
+            frozen = jax.lax.stop_gradient(params["net"])
+            _, _, paths = rollout(frozen, keys, x0, logdensity_fn)
+            log_w = path_log_weight(params["net"], jax.lax.stop_gradient(paths), logdensity_fn)
+            if loss == "log_variance":
+                value = jnp.var(log_w, ddof=1)
+            else:
+                value = jnp.mean((params["log_Z"] - log_w) ** 2)
+        log_w = jax.lax.stop_gradient(log_w)
+        return value, TrainRecord(value, jnp.mean(log_w), logsumexp(log_w) - jnp.log(batch_size))
+
+    return fn
+
+
+def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer):
+    value_and_grad = jax.value_and_grad(_loss_fn(process, logdensity_fn, loss, batch_size), has_aux=True)
+
+    def one(carry, index):
+        params, opt_state, key = carry
+        (_, record), grads = value_and_grad(params, jax.random.fold_in(key, index))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, key), record
+
+    def run_chunk(carry, indices):
+        return jax.lax.scan(one, carry, indices)
+
+    return jax.jit(run_chunk)
+
+
+def _check_choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidTuningError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def train_sampler(
+    logdensity_fn: Callable,
+    dim: int,
+    *,
+    method: str = "dds",
+    loss: str = "kl",
+    num_steps: int = 100,
+    batch_size: int = 300,
+    optimizer: optax.GradientTransformation = optax.adam(1e-3),
+    num_iterations: int = 1000,
+    rng_key,
+    init_std: float = 1.0,
+    horizon: float = 1.0,
+    schedule: VP | None = None,
+    width: int = 64,
+    depth: int = 2,
+    grad_clip: float = 100.0,
+    checkpoint=None,
+    progress: bool = True,
+    chunk_length: int | None = None,
+    max_nonfinite_fraction: float = 0.0,
+) -> TrainedSampler:
+    """Train a DDS or PIS sampler of the unnormalised density ``exp(logdensity_fn)``.
+
+    Examples
+    --------
+    .. code::
+
+        target = psample.models.many_well()
+        sampler = psample.diffusion.train_sampler(target.logdensity_fn, 32, method="dds",
+                                                  num_iterations=5000, rng_key=jax.random.key(0))
+        result = sampler.sample(jax.random.key(1), 2000)
+        print(result.log_Z_mean, "+-", result.log_Z_se, "ELBO", result.elbo)
+
+    Parameters
+    ----------
+    logdensity_fn
+        ``(dim,) -> scalar`` unnormalised log-density (or a :class:`psample.Target` on a flat
+        vector).
+    dim
+        Dimension of the target.
+    method
+        ``"dds"`` (OU reference from ``N(0, init_std² I)``) or ``"pis"`` (Brownian reference
+        from 0); see :mod:`psample.diffusion.processes`.
+    loss
+        ``"kl"``, ``"log_variance"`` or ``"trajectory_balance"`` (module docstring).
+    num_steps
+        Sampler steps ``K >= 1``.
+    batch_size
+        Paths per iteration (``>= 2``).
+    optimizer
+        An optax optimizer (default ``optax.adam(1e-3)``).
+    num_iterations
+        Optimizer steps (``>= 1``); with a checkpoint, the total including resumed ones.
+    rng_key
+        A JAX PRNG key (network initialisation and every path).
+    init_std
+        ``s``: DDS's reference standard deviation, PIS's diffusion coefficient.
+    horizon
+        PIS's time horizon ``T`` (its reference ends at ``N(0, s² T I)``).
+    schedule
+        DDS's :class:`psample.diffusion.VP` schedule (default ``VP()``: ``beta`` 0.1 to 20).
+    width, depth, grad_clip
+        The drift network (:class:`psample.diffusion.networks.DriftNetwork`).
+    checkpoint
+        Path of a ``.npz`` file: written after every chunk (parameters, optimizer state, losses);
+        if it exists, training resumes from it (same arguments required).
+    progress
+        A tqdm bar with the loss (on a terminal).
+    chunk_length
+        Iterations per jitted chunk (default: the driver's, about a second each when watched).
+    max_nonfinite_fraction
+        Largest fraction of the reference process's draws at which ``logdensity_fn`` (or its
+        gradient) may be non-finite (default 0: any is refused, since one NaN path poisons the
+        gradient).
+
+    Returns
+    -------
+    TrainedSampler
+        ``sample(rng_key, num)``, ``save(path)``, ``load(path, logdensity_fn)``; ``interrupted``
+        when Ctrl-C stopped training (the parameters are those trained so far).
+
+    Raises
+    ------
+    InvalidTuningError
+        An unknown method or loss, ``num_steps < 1``, ``batch_size < 2``, bad values.
+    ShapeError
+        ``logdensity_fn`` does not map a ``(dim,)`` vector to a scalar.
+    ModelError
+        ``logdensity_fn`` or its gradient is not finite at too many reference draws (the
+        message gives the fraction).
+    CheckpointError
+        ``checkpoint`` holds another run.
+    """
+    logdensity_fn = getattr(logdensity_fn, "logdensity_fn", logdensity_fn)
+    method = _check_choice("method", method, METHODS)
+    loss = _check_choice("loss", loss, LOSSES)
+    num_steps = check_positive_int("num_steps", num_steps)
+    batch_size = check_positive_int("batch_size", batch_size, minimum=2)
+    num_iterations = check_positive_int("num_iterations", num_iterations)
+    if chunk_length is not None:
+        chunk_length = check_positive_int("chunk_length", chunk_length)
+    init_std = check_positive("init_std", init_std)
+    horizon = check_positive("horizon", horizon)
+    schedule = VP() if schedule is None else schedule
+    if not isinstance(schedule, VP):
+        raise InvalidTuningError(
+            f"schedule must be a psample.diffusion.VP (DDS's reference is the stationary OU process), got {schedule!r}"
+        )
+    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+        raise InvalidTuningError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
+    dim = check_logdensity(logdensity_fn, dim)
+    network = DriftNetwork(dim, width=check_positive_int("width", width), depth=check_positive_int("depth", depth),
+                           grad_clip=check_positive("grad_clip", grad_clip))  # fmt: skip
+    process = Process(method, dim, num_steps, init_std, horizon, schedule, network)
+    check_reference_finite(logdensity_fn, dim, process.terminal_reference(), rng_key,
+                           max_fraction=max_nonfinite_fraction, gradient=True)  # fmt: skip
+
+    init_key, train_key = jax.random.split(rng_key)
+    params = _init_params(process, loss, init_key)
+    opt_state = optimizer.init(params)
+    start, losses = 0, np.zeros((0, 3))
+    config = _process_config(process)
+    config.update(loss=loss, batch_size=batch_size, fingerprint=_fingerprint(logdensity_fn, dim).tolist())
+    if checkpoint is not None and os.path.exists(checkpoint):
+        params, opt_state, train_key, start, losses = _resume(checkpoint, config, params, opt_state)
+    carry = (params, opt_state, train_key)
+
+    on_chunk = None
+    if checkpoint is not None:
+        history = [losses]
+
+        def on_chunk(carry, records, num_done):
+            history.append(_record_array(records))
+            _write_checkpoint(checkpoint, config, carry, start + num_done, np.concatenate(history))
+
+    def postfix(records):
+        return {"loss": f"{float(records.loss[-1]):.4g}", "elbo": f"{float(records.elbo[-1]):.4g}"}
+
+    began = time.perf_counter()
+    if start < num_iterations:
+        result = driver.drive(_build_chunk(process, logdensity_fn, loss, batch_size, optimizer), carry, start,
+                              num_iterations, chunk_length=chunk_length, bytes_per_step=3 * 8, progress=progress, desc="training",
+                              unit="it", on_chunk=on_chunk, postfix=postfix)  # fmt: skip
+        params = result.carry[0]
+        new = [_record_array(r) for r in result.records]
+        losses = np.concatenate([losses] + new) if new else losses
+        interrupted = result.interrupted
+    else:
+        interrupted = False
+    seconds = time.perf_counter() - began
+    if interrupted:
+        warnings.warn(f"training interrupted after {len(losses)} of {num_iterations} iterations: the "
+                      "sampler has the parameters trained so far (its weights stay exact)", RuntimeWarning,
+                      stacklevel=2)  # fmt: skip
+    return TrainedSampler(logdensity_fn, process, jax.device_get(params), losses[:, 0], loss,
+                          interrupted=interrupted, train_seconds=seconds,
+                          history={"elbo": losses[:, 1], "log_Z": losses[:, 2]})  # fmt: skip
+
+
+def _record_array(records: TrainRecord) -> np.ndarray:
+    return np.stack([np.asarray(records.loss), np.asarray(records.elbo), np.asarray(records.log_Z)], axis=1)
+
+
+def _write_checkpoint(path, config, carry, iteration: int, losses) -> None:
+    params, opt_state, key = carry
+    leaves = jax.tree.leaves((params, opt_state))
+    meta = dict(config, format=_FORMAT, iteration=int(iteration))
+    arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    _atomic_savez(path, config=np.array(json.dumps(meta)), losses=np.asarray(losses),
+                  key=np.asarray(jax.random.key_data(key)), **arrays)  # fmt: skip
+
+
+def _resume(path, config, params, opt_state):
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        saved = json.loads(str(arrays.pop("config")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a psample training checkpoint ({exc})") from None
+    if saved.get("format") != _FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a psample training checkpoint")
+    differ = {k: (saved.get(k), v) for k, v in config.items()
+              if k != "fingerprint" and saved.get(k) != v}  # fmt: skip
+    if differ or not np.allclose(saved.get("fingerprint"), config["fingerprint"], rtol=1e-5, atol=1e-6):
+        what = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items()) or "the log-density differs"
+        raise CheckpointError(f"checkpoint {str(path)!r} holds another training run ({what})")
+    params, opt_state = _unflatten((params, opt_state), arrays, path)
+    key = jax.random.wrap_key_data(jnp.asarray(arrays["key"]))
+    return params, opt_state, key, int(saved["iteration"]), np.asarray(arrays["losses"]).reshape(-1, 3)

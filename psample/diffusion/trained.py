@@ -1,0 +1,385 @@
+"""A trained diffusion sampler: exact importance-weighted draws, log Z, ELBO/EUBO, save/load.
+
+:meth:`TrainedSampler.sample` runs the learned kernels as a particle algorithm through
+:func:`psample.run_particles`: one step per sampler step, each reweighting by
+``B_n(x_n | x_{n+1}) / F_n(x_{n+1} | x_n)`` (and ``γ(x_K) / p_0(x_0)`` at the ends), never
+resampling, so the final weights are the exact extended-space importance weights of
+:mod:`psample.diffusion.processes` and ``log_Z`` is their log-mean-exp (an unbiased estimate of
+``Z`` for any network, trained or not, stopped early or not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from psample.diffusion.networks import DriftNetwork
+from psample.diffusion.processes import Process
+from psample.diffusion.schedules import VP
+from psample.errors import CheckpointError, ModelError, ShapeError, check_positive_int
+from psample.particles import ParticleResult, run_particles
+from psample.smc.base import ParticleAlgorithm, reweight
+
+__all__ = ["TrainedSampler", "SamplerResult", "SamplerState", "SamplerInfo"]
+
+_FORMAT = "psample.diffusion.TrainedSampler/1"
+#: Points where a saved sampler records its log-density, to check the one given to ``load``.
+_FINGERPRINT_POINTS = 4
+
+
+class SamplerState(NamedTuple):
+    """State of one population of a learned sampler.
+
+    particles
+        ``(N, d)`` the particles ``x_n``.
+    log_weights
+        ``(N,)`` normalised log-weights.
+    log_Z
+        ``()`` running log-mean-exp of the accumulated weights.
+    log_w
+        ``(N,)`` unnormalised accumulated log-weights (the full ``log w`` after the last step).
+    step
+        ``()`` int32, the sampler step ``n``.
+    eve, num_resampled
+        ``(N,)`` and ``()``: initial ancestors (the identity: no resampling) for the
+        single-run standard error of ``log_Z``.
+    """
+
+    particles: Any
+    log_weights: Any
+    log_Z: Any
+    log_w: Any
+    step: Any
+    eve: Any
+    num_resampled: Any
+
+
+class SamplerInfo(NamedTuple):
+    """Per step: ``ess`` ``()`` of the weights so far, ``log_Z_increment`` ``()``,
+    ``is_resampled`` ``()`` (always False)."""
+
+    ess: Any
+    log_Z_increment: Any
+    is_resampled: Any
+
+
+@dataclasses.dataclass(repr=False)
+class SamplerResult(ParticleResult):
+    """A :class:`psample.ParticleResult` with the bounds of a learned sampler.
+
+    Attributes (besides :class:`~psample.ParticleResult`'s)
+    ------------------------------------------------------
+    log_w
+        ``(replicate, particle)`` unnormalised log importance weights.
+    elbo, elbo_se
+        ``mean(log w)`` over every particle (``<= log Z``) and its standard error.
+    eubo, eubo_se
+        ``mean(log w)`` over backward paths from exact target draws (``>= log Z``), or NaN
+        when no exact draws were given.
+    """
+
+    log_w: np.ndarray | None = None
+    elbo: float = float("nan")
+    elbo_se: float = float("nan")
+    eubo: float = float("nan")
+    eubo_se: float = float("nan")
+
+    def __repr__(self) -> str:
+        return (f"SamplerResult(replicates={self.num_replicates}, particles={self.num_particles}, "
+                f"log_Z={self.log_Z_mean:.4f} ± {self.log_Z_se:.4f}, ELBO={self.elbo:.4f}, EUBO={self.eubo:.4f})")
+
+    @property
+    def final_ess(self) -> np.ndarray:
+        """``(replicate,)`` ESS of the final importance weights."""
+        return np.asarray(self.info.ess)[:, -1]
+
+
+@dataclasses.dataclass
+class TrainedSampler:
+    """A DDS/PIS sampler with trained parameters (see :func:`psample.diffusion.train_sampler`).
+
+    Attributes
+    ----------
+    logdensity_fn
+        The target's unnormalised log-density ``(d,) -> scalar``.
+    process
+        The reference process and network (:class:`psample.diffusion.processes.Process`).
+    params
+        The network parameters (pytree of arrays); ``params["log_Z"]`` is the learned scalar of
+        the trajectory-balance loss (0 for the others).
+    losses
+        ``(iterations,)`` training losses.
+    loss
+        The loss trained with.
+    interrupted
+        Ctrl-C stopped training early (the parameters are those trained so far).
+    train_seconds
+        Wall time of the training loop.
+    history
+        ``{"elbo": (iterations,), "log_Z": (iterations,)}``: each batch's mean and
+        log-mean-exp of ``log w`` during training.
+    """
+
+    logdensity_fn: Callable
+    process: Process
+    params: Any
+    losses: np.ndarray
+    loss: str
+    interrupted: bool = False
+    train_seconds: float = float("nan")
+    history: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return self.process.dim
+
+    @property
+    def method(self) -> str:
+        return self.process.method
+
+    @property
+    def num_iterations(self) -> int:
+        return int(len(self.losses))
+
+    # --- sampling --------------------------------------------------------------------------
+
+    def algorithm(self) -> ParticleAlgorithm:
+        """The learned kernels as a :class:`psample.smc.ParticleAlgorithm` (no resampling).
+
+        Built once per parameter set, so repeated :meth:`sample` calls reuse its compilation."""
+        cached = getattr(self, "_algorithm_cache", None)
+        if cached is None or cached[0] is not self.params:
+            cached = (self.params, _algorithm(self.process, self.logdensity_fn, self.params))
+            self._algorithm_cache = cached
+        return cached[1]
+
+    def sample(self, rng_key, num: int, *, num_replicates: int = 1, exact_samples=None,
+               progress: bool = False) -> SamplerResult:  # fmt: skip
+        """Draw ``num`` weighted particles per replicate.
+
+        Parameters
+        ----------
+        rng_key
+            A JAX PRNG key.
+        num
+            Particles per replicate (``>= 2``).
+        num_replicates
+            Independent populations (``log_Z_se`` from their spread when ``> 1``).
+        exact_samples
+            Optional ``(M, d)`` exact target draws: the EUBO is then estimated from backward
+            paths started at them.
+        progress
+            A progress bar over the sampler steps.
+
+        Returns
+        -------
+        SamplerResult
+            A :class:`psample.ParticleResult` (``log_Z``, ``log_Z_se``, weights, ESS per step,
+            ``to_datatree()``) with ``log_w``, ``elbo``, ``eubo``, ``final_ess``.
+        """
+        num = check_positive_int("num", num, minimum=2)
+        result = run_particles(self.algorithm(), rng_key, num, num_replicates=num_replicates, progress=progress)
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(ParticleResult)}
+        log_w = np.asarray(result.final_state.log_w)
+        out = SamplerResult(**fields, log_w=log_w, elbo=float(log_w.mean()),
+                            elbo_se=float(log_w.std(ddof=1) / math.sqrt(log_w.size)))  # fmt: skip
+        if exact_samples is not None:
+            values = self.eubo_terms(jax.random.fold_in(rng_key, 1), exact_samples)
+            out.eubo = float(values.mean())
+            out.eubo_se = float(values.std(ddof=1) / math.sqrt(values.size))
+        return out
+
+    def eubo_terms(self, rng_key, exact_samples) -> np.ndarray:
+        """``log w`` along backward paths from each exact draw ``(M, d)``: their mean is the EUBO."""
+        x = jnp.asarray(exact_samples)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"exact_samples must have shape (M, {self.dim}), got {tuple(x.shape)}")
+        return np.asarray(_eubo_fn(self.process, self.logdensity_fn)(self.params, rng_key, x))
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the parameters, the losses and the process to ``path`` (a ``.npz`` file;
+        written to a temporary file and renamed, so a crash never leaves half a file)."""
+        leaves = jax.tree.leaves(self.params)
+        config = _process_config(self.process)
+        config.update(format=_FORMAT, loss=self.loss, interrupted=self.interrupted,
+                      train_seconds=self.train_seconds, fingerprint=_fingerprint(self.logdensity_fn, self.dim).tolist())  # fmt: skip
+        arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        _atomic_savez(path, config=np.array(json.dumps(config)), losses=np.asarray(self.losses), **arrays)
+
+    @classmethod
+    def load(cls, path, logdensity_fn: Callable | None = None) -> "TrainedSampler":
+        """Read a sampler written by :meth:`save`.
+
+        ``logdensity_fn`` (a function cannot be saved) must be the target trained on: it is
+        checked against the values recorded at a few fixed points.
+
+        Raises
+        ------
+        CheckpointError
+            ``path`` is not a saved sampler.
+        ModelError
+            ``logdensity_fn`` is missing or differs from the one trained on.
+        """
+        config, arrays = _read(path)
+        if logdensity_fn is None:
+            raise ModelError(
+                f"TrainedSampler.load({str(path)!r}) needs logdensity_fn, the target it was trained "
+                "on (functions are not saved): TrainedSampler.load(path, logdensity_fn)"
+            )
+        process = _process_from_config(config)
+        recorded = np.asarray(config["fingerprint"])
+        now = _fingerprint(logdensity_fn, process.dim)
+        if not np.allclose(recorded, now, rtol=1e-5, atol=1e-6, equal_nan=True):
+            raise ModelError(
+                f"logdensity_fn differs from the target saved in {str(path)!r}: log-densities "
+                f"{now.tolist()} at the check points, saved {recorded.tolist()}"
+            )
+        template = _init_params(process, config["loss"], jax.random.key(0))
+        params = _unflatten(template, arrays, path)
+        return cls(logdensity_fn, process, params, np.asarray(arrays["losses"]), config["loss"],
+                   interrupted=bool(config["interrupted"]), train_seconds=float(config["train_seconds"]))  # fmt: skip
+
+    def __repr__(self) -> str:
+        state = ", interrupted" if self.interrupted else ""
+        return (f"TrainedSampler(method={self.method!r}, loss={self.loss!r}, dim={self.dim}, "
+                f"num_steps={self.process.num_steps}, iterations={self.num_iterations}{state})")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _init_params(process: Process, loss: str, rng_key):
+    dtype = jnp.zeros(()).dtype
+    return {"net": process.network.init(rng_key, dtype), "log_Z": jnp.zeros((), dtype)}
+
+
+def _process_config(process: Process) -> dict:
+    net = process.network
+    return {
+        "method": process.method, "dim": process.dim, "num_steps": process.num_steps,
+        "init_std": process.init_std, "horizon": process.horizon,
+        "beta_min": process.schedule.beta_min, "beta_max": process.schedule.beta_max,
+        "width": net.width, "depth": net.depth, "harmonics": net.harmonics, "grad_clip": net.grad_clip,
+    }  # fmt: skip
+
+
+def _process_from_config(config: dict) -> Process:
+    network = DriftNetwork(config["dim"], width=config["width"], depth=config["depth"],
+                           harmonics=config["harmonics"], grad_clip=config["grad_clip"])  # fmt: skip
+    return Process(config["method"], config["dim"], config["num_steps"], config["init_std"],
+                   config["horizon"], VP(config["beta_min"], config["beta_max"]), network)  # fmt: skip
+
+
+def _fingerprint(logdensity_fn, dim: int) -> np.ndarray:
+    points = np.linspace(-1.0, 1.0, _FINGERPRINT_POINTS * dim).reshape(_FINGERPRINT_POINTS, dim)
+    points = points * np.arange(1, _FINGERPRINT_POINTS + 1)[:, None] / _FINGERPRINT_POINTS
+    return np.asarray(jax.vmap(logdensity_fn)(jnp.asarray(points)), dtype=np.float64)
+
+
+def _atomic_savez(path, **arrays) -> None:
+    path = os.fspath(path)
+    tmp = path + ".tmp.npz"
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def _read(path):
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        config = json.loads(str(arrays.pop("config")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not a saved psample diffusion sampler ({exc})") from None
+    if config.get("format") != _FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a saved psample diffusion sampler (format {config.get('format')!r})")
+    return config, arrays
+
+
+def _unflatten(template, arrays: dict, path):
+    leaves, treedef = jax.tree.flatten(template)
+    try:
+        new = [jnp.asarray(arrays[f"leaf_{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
+    except KeyError:
+        raise CheckpointError(f"{str(path)!r} holds {len(arrays)} arrays, fewer than the network needs") from None
+    for i, (a, b) in enumerate(zip(leaves, new)):
+        if a.shape != b.shape:
+            raise CheckpointError(f"{str(path)!r}: array {i} has shape {b.shape}, the network needs {a.shape}")
+    return jax.tree.unflatten(treedef, new)
+
+
+# One jitted function per (process, log-density): the particle step and the EUBO.
+
+_CACHE: dict = {}
+
+
+def _cached(kind, process, logdensity_fn, build):
+    key = (kind, process, logdensity_fn)
+    if key not in _CACHE:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
+def _eubo_fn(process: Process, logdensity_fn):
+    def build():
+        def one(params, key, x_k):
+            path = process.backward_path(key, x_k)
+            return process.path_log_weight(params["net"], path, logdensity_fn)
+
+        def run(params, rng_key, xs):
+            keys = jax.random.split(rng_key, xs.shape[0])
+            return jax.vmap(lambda key, x: one(params, key, x))(keys, xs)
+
+        return jax.jit(run)
+
+    return _cached("eubo", process, logdensity_fn, build)
+
+
+def _algorithm(process: Process, logdensity_fn, params) -> ParticleAlgorithm:
+    k = process.num_steps
+
+    def init(rng_key, num_particles):
+        dtype = jnp.zeros(()).dtype
+        x0 = process.sample_initial(rng_key, num_particles, dtype)
+        log_w = -process.log_initial(x0)
+        return SamplerState(
+            particles=x0,
+            log_weights=jnp.full((num_particles,), -jnp.log(num_particles), dtype),
+            log_Z=jnp.zeros((), dtype),
+            log_w=log_w.astype(dtype),
+            step=jnp.zeros((), jnp.int32),
+            eve=jnp.arange(num_particles, dtype=jnp.int32),
+            num_resampled=jnp.zeros((), jnp.int32),
+        )
+
+    def step(rng_key, state):
+        n = state.step
+        x = state.particles
+        drift = jax.vmap(lambda xi: process.drift(params["net"], n, xi, logdensity_fn))(x)
+        mean, var = process.forward(n, x, drift)
+        eps = jax.random.normal(rng_key, x.shape, x.dtype)
+        x_next = mean + jnp.sqrt(var) * eps
+        log_f = -0.5 * (jnp.sum(eps**2, axis=1) + x.shape[1] * jnp.log(2 * math.pi * var))
+        increment = jax.vmap(lambda a, b: process.log_backward(n, a, b))(x, x_next) - log_f
+        # The first step carries 1 / p_0(x_0) (in log_w from init), the last one γ(x_K).
+        last = n == k - 1
+        increment = increment + jnp.where(last, jax.vmap(logdensity_fn)(x_next), 0.0)
+        increment = increment + jnp.where(n == 0, state.log_w, 0.0)
+        new = reweight(state.log_weights, increment)
+        log_w = jnp.where(n == 0, 0.0, state.log_w) + increment
+        new_state = state._replace(particles=x_next, log_weights=new.log_weights, log_Z=state.log_Z + new.log_Z_increment,
+                                   log_w=log_w, step=n + 1)  # fmt: skip
+        return new_state, SamplerInfo(new.ess, new.log_Z_increment, jnp.zeros((), bool))
+
+    return ParticleAlgorithm(init=init, step=step, num_steps=k)
