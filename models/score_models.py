@@ -41,6 +41,7 @@ from scipy import special, stats
 
 from psample.errors import ModelError
 
+from .diffusion_targets import GMM40_MEANS
 from .mixtures import _check_mixture, smoothed_gaussian_mixture
 
 __all__ = [
@@ -56,19 +57,9 @@ __all__ = [
     "fkc_problem",
 ]
 
-#: Means of the 40-mode mixture in 2-D (Midgley et al.'s FAB benchmark draws them uniformly on
-#: ``[-40, 40]^2`` with PyTorch's seed 0, which JAX cannot reproduce: these are a fixed draw of
-#: the same law, ``numpy.random.default_rng(0).uniform(-40, 40, (40, 2))`` rounded to 0.01).
-FORTY_MODE_MEANS = np.array([
-    (10.96, -18.42), (-36.72, -38.68), (25.06, 33.02), (8.53, 18.36), (3.49, 34.81),
-    (25.27, -39.78), (28.59, -37.31), (18.37, -25.95), (29.05, 3.32), (-16.02, -6.19),
-    (-37.73, -30.06), (13.65, 11.78), (9.23, -9.31), (39.78, 38.47), (14.84, 12.04),
-    (15.08, -8.89), (-29.19, 17.72), (2.03, -15.18), (-1.13, 31.16), (34.72, -11.38),
-    (5.72, -14.25), (7.54, -12.97), (-8.67, 31.22), (-21.83, 9.85), (-33.28, 26.61),
-    (22.97, -20.85), (30.12, -35.31), (-13.11, -27.98), (-3.97, 23.71), (-21.55, -35.84),
-    (-7.64, -24.12), (-32.74, 6.43), (-16.10, 13.76), (-24.04, 35.37), (-10.79, -31.56),
-    (10.33, 34.17), (-4.77, 36.37), (-0.01, -5.98), (9.62, 39.61), (35.92, -3.20),
-])  # fmt: skip
+#: Means of the 40-mode mixture in 2-D: :data:`psample.models.diffusion_targets.GMM40_MEANS`
+#: (``data/gmm40_means.csv``), the one 40-mode mixture of the zoo (see that module).
+FORTY_MODE_MEANS = GMM40_MEANS
 
 
 class Mixture(NamedTuple):
