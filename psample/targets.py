@@ -89,6 +89,26 @@ def _model_name(model) -> str:
     return getattr(model, "__name__", None) or type(model).__name__
 
 
+def observed_loglikelihood(model, args: tuple, kwargs: dict, z) -> jax.Array:
+    """Sum of a NumPyro model's observed sites' log-probabilities (their ``scale`` applied) at
+    the unconstrained latent values ``z``: the log-likelihood that tempering and data sharding
+    separate from the prior."""
+    import jax.numpy as jnp
+    from numpyro import handlers
+    from numpyro.infer.util import constrain_fn
+
+    params = constrain_fn(model, args, kwargs, z)
+    trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=params)).get_trace(*args, **kwargs)
+    total = jnp.zeros(())
+    for site in trace.values():  # the model's sites, traced once
+        if site["type"] == "sample" and site["is_observed"]:
+            log_prob = site["fn"].log_prob(site["value"])
+            if site.get("scale") is not None:
+                log_prob = site["scale"] * log_prob
+            total = total + jnp.sum(log_prob)
+    return total
+
+
 def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
     """Wrap a NumPyro model as a :class:`Target` over its unconstrained latent sites.
 
@@ -162,10 +182,8 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
 
 def _numpyro_tempering(model, args, kwargs, info):
     """``loglikelihood_fn(z)`` and ``prior_sample_fn(key, n)`` of a NumPyro model."""
-    import jax.numpy as jnp
-    from numpyro import handlers
     from numpyro.infer import Predictive
-    from numpyro.infer.util import constrain_fn, unconstrain_fn
+    from numpyro.infer.util import unconstrain_fn
 
     latent = [
         name
@@ -174,16 +192,7 @@ def _numpyro_tempering(model, args, kwargs, info):
     ]
 
     def loglikelihood_fn(z):
-        params = constrain_fn(model, args, kwargs, z)
-        trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=params)).get_trace(*args, **kwargs)
-        total = jnp.zeros(())
-        for site in trace.values():
-            if site["type"] == "sample" and site["is_observed"]:
-                log_prob = site["fn"].log_prob(site["value"])
-                if site.get("scale") is not None:
-                    log_prob = site["scale"] * log_prob
-                total = total + jnp.sum(log_prob)
-        return total
+        return observed_loglikelihood(model, args, kwargs, z)
 
     def prior_sample_fn(rng_key, num):
         draws = Predictive(model, num_samples=num, return_sites=latent)(rng_key, *args, **kwargs)

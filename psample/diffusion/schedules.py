@@ -31,6 +31,7 @@ References
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 
@@ -42,9 +43,29 @@ from psample.errors import InvalidTuningError
 __all__ = ["Schedule", "VP", "VE", "score_from_denoiser", "score_from_noise"]
 
 
-class Schedule:
+class Schedule(abc.ABC):
     """Shared methods of affine noise schedules; subclasses define ``log_alpha``, ``sigma``,
-    ``drift_coef`` and ``g2``."""
+    ``drift_coef``, ``g2`` and ``reference_std``."""
+
+    @abc.abstractmethod
+    def log_alpha(self, t: Array) -> Array:
+        """``log alpha_t``."""
+
+    @abc.abstractmethod
+    def sigma(self, t: Array) -> Array:
+        """Noise scale ``sigma_t`` of the forward marginal."""
+
+    @abc.abstractmethod
+    def drift_coef(self, t: Array) -> Array:
+        """``k_t``: the forward drift is ``f_t(x) = k_t x``."""
+
+    @abc.abstractmethod
+    def g2(self, t: Array) -> Array:
+        """Squared diffusion coefficient ``g_t**2``."""
+
+    @abc.abstractmethod
+    def reference_std(self) -> float:
+        """Standard deviation of the reference ``N(0, s**2 I)`` that stands in for ``q_1``."""
 
     def alpha(self, t: Array) -> Array:
         """Signal scale ``alpha_t``: the forward marginal's mean is ``alpha_t x_0``."""
@@ -61,10 +82,6 @@ class Schedule:
     def marginal_sample(self, x0: ArrayLikeTree, t: Array, noise: Array) -> Array:
         """``x_t = alpha_t x_0 + sigma_t noise`` for standard normal ``noise`` (same shape as ``x0``)."""
         return self.alpha(t) * x0 + self.sigma(t) * noise
-
-    def reference_std(self) -> float:
-        """Standard deviation of the reference ``N(0, s**2 I)`` that stands in for ``q_1``."""
-        raise NotImplementedError
 
 
 def _check_time_free(name: str, value: float, *, positive: bool) -> float:

@@ -762,10 +762,10 @@ def sharded_numpyro_model(model, num_agents: int, sharded: dict, **kwargs) -> Sh
         If the model cannot be initialised or has no observed site.
     """
     from numpyro import handlers
-    from numpyro.infer.util import constrain_fn, potential_energy
+    from numpyro.infer.util import potential_energy
 
     from psample.errors import ModelError
-    from psample.targets import from_numpyro
+    from psample.targets import from_numpyro, observed_loglikelihood
 
     num_agents = check_positive_int("num_agents", num_agents)
     if not isinstance(sharded, dict) or not sharded:
@@ -784,17 +784,7 @@ def sharded_numpyro_model(model, num_agents: int, sharded: dict, **kwargs) -> Sh
     target = from_numpyro(model, **kwargs, **{name: jnp.asarray(v) for name, v in sharded.items()})
 
     def loglik_fn(z, shard_data):
-        kw = {**kwargs, **shard_data}
-        params = constrain_fn(model, (), kw, z)
-        trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=params)).get_trace(**kw)
-        total = jnp.zeros(())
-        for site in trace.values():
-            if site["type"] == "sample" and site["is_observed"]:
-                log_prob = site["fn"].log_prob(site["value"])
-                if site.get("scale") is not None:
-                    log_prob = site["scale"] * log_prob
-                total = total + jnp.sum(log_prob)
-        return total
+        return observed_loglikelihood(model, (), {**kwargs, **shard_data}, z)
 
     # The log-prior (with the log-Jacobian) is the log joint on one shard minus that shard's
     # log-likelihood: one shard's cost per call, not the pooled data's.
