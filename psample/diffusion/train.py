@@ -58,6 +58,7 @@ from psample.diffusion.trained import (
     _fingerprint,
     _init_params,
     _process_config,
+    _read,
     _unflatten,
 )
 from psample.diffusion.validation import check_logdensity, check_reference_finite
@@ -300,14 +301,7 @@ def _write_checkpoint(path, config, carry, iteration: int, losses) -> None:
 
 
 def _resume(path, config, params, opt_state):
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        saved = json.loads(str(arrays.pop("config")))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a psample training checkpoint ({exc})") from None
-    if saved.get("format") != _FORMAT:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a psample training checkpoint")
+    saved, arrays = _read(path, _FORMAT, "a psample training checkpoint")
     differ = {k: (saved.get(k), v) for k, v in config.items()
               if k != "fingerprint" and saved.get(k) != v}  # fmt: skip
     if differ or not np.allclose(saved.get("fingerprint"), config["fingerprint"], rtol=1e-5, atol=1e-6):

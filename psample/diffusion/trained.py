@@ -293,15 +293,17 @@ def _atomic_savez(path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def _read(path):
+def _read(path, expected_format: str = _FORMAT, what: str = "a saved psample diffusion sampler"):
+    """``(config, arrays)`` of an ``.npz`` written with :func:`_atomic_savez` and a JSON
+    ``config`` whose ``format`` is ``expected_format``; ``CheckpointError`` naming ``what`` else."""
     try:
         with np.load(os.fspath(path), allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         config = json.loads(str(arrays.pop("config")))
     except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a saved psample diffusion sampler ({exc})") from None
-    if config.get("format") != _FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a saved psample diffusion sampler (format {config.get('format')!r})")
+        raise CheckpointError(f"{str(path)!r} is not {what} ({exc})") from None
+    if config.get("format") != expected_format:
+        raise CheckpointError(f"{str(path)!r} is not {what} (format {config.get('format')!r})")
     return config, arrays
 
 
