@@ -47,6 +47,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import blackjax  # noqa: E402
+from blackjax.mcmc.mala import MALAState  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -54,11 +55,31 @@ import psample  # noqa: E402
 import psample.models  # noqa: E402
 from psample.fkc_demo import uncorrected  # noqa: E402
 from psample.smc.base import ParticleAlgorithm, resample_if, resampling_fn, reweight  # noqa: E402
-from psample.smc.fkc import FKCState  # noqa: E402
+
+
+class MALAParticles(NamedTuple):
+    """SMC-MALA population: ``particles`` ``(N, *shape)``, ``logdensity`` ``(N,)`` of the current
+    level at the particles (carried so a level costs exactly two evaluations of ``value_and_grad``),
+    and the :class:`psample.smc.base` fields."""
+
+    particles: jax.Array
+    logdensity: jax.Array
+    log_weights: jax.Array
+    log_Z: jax.Array
+    step: jax.Array
+    eve: jax.Array
+    num_resampled: jax.Array
 
 
 def smc_mala(problem, num_levels: int) -> ParticleAlgorithm:
-    """SMC over the diffusion levels with exact weights and one MALA move per level."""
+    """SMC over the diffusion levels with exact weights and one MALA move per level.
+
+    Per particle per level: one ``value_and_grad`` of ``log pi_{j+1}`` at the particle (the
+    incremental weight ``log pi_{j+1} - log pi_j``, ``log pi_j`` carried from the previous move,
+    and the MALA move's start) and one at the MALA proposal: two score and two log-density
+    evaluations of each model. The initial population's ``log pi_0`` costs one more density
+    evaluation per particle, once.
+    """
     schedule = problem.models[0].schedule
     exponents = problem.exponents
     total = sum(exponents)
@@ -75,24 +96,24 @@ def smc_mala(problem, num_levels: int) -> ParticleAlgorithm:
     def init(key, n):
         x = jax.random.normal(key, (n,) + shape) * schedule.reference_std() / np.sqrt(total)
         zero = jnp.zeros((), jnp.int32)
-        return FKCState(x, jnp.full((n,), -jnp.log(n)), jnp.zeros(()), zero, jnp.arange(n, dtype=jnp.int32), zero)
+        value = jax.vmap(lambda p: log_gamma(times[0], p))(x)
+        return MALAParticles(x, value, jnp.full((n,), -jnp.log(n)), jnp.zeros(()), zero,
+                             jnp.arange(n, dtype=jnp.int32), zero)  # fmt: skip
 
     def step(key, state):
         k_res, k_move = jax.random.split(key)
         n = state.particles.shape[0]
-        t_old = jnp.asarray(times)[state.step]
         t_new = jnp.asarray(times)[state.step + 1]
         logdensity = lambda x: log_gamma(t_new, x)
-        new_val = jax.vmap(logdensity)(state.particles)
-        old_val = jax.vmap(lambda x: log_gamma(t_old, x))(state.particles)
-        rw = reweight(state.log_weights, new_val - old_val)
-        x, lw, eve = resample_if(k_res, jnp.asarray(True), state.particles, rw.log_weights, state.eve, resample)
+        value, grad = jax.vmap(jax.value_and_grad(logdensity))(state.particles)
+        rw = reweight(state.log_weights, value - state.logdensity)
+        (x, value, grad), lw, eve = resample_if(k_res, jnp.asarray(True), (state.particles, value, grad),
+                                                rw.log_weights, state.eve, resample)  # fmt: skip
         step_size = 0.5 * jnp.asarray(variances)[state.step + 1]
-        mala_states = jax.vmap(lambda p: blackjax.mala.init(p, logdensity))(x)
         keys = jax.random.split(k_move, n)
-        mala_states, _ = jax.vmap(lambda k, s: mala(k, s, logdensity, step_size))(keys, mala_states)
-        new = FKCState(mala_states.position, lw, state.log_Z + rw.log_Z_increment, state.step + 1, eve,
-                       state.num_resampled + 1)  # fmt: skip
+        moved, _ = jax.vmap(lambda k, s: mala(k, s, logdensity, step_size))(keys, MALAState(x, value, grad))
+        new = MALAParticles(moved.position, moved.logdensity, lw, state.log_Z + rw.log_Z_increment, state.step + 1,
+                            eve, state.num_resampled + 1)  # fmt: skip
         return new, _Info(rw.ess, rw.log_Z_increment, jnp.asarray(True))
 
     return ParticleAlgorithm(init=init, step=step, num_steps=num_levels)
@@ -139,21 +160,42 @@ def _errors_moments(problem, particles, weights):
     return out
 
 
-def _methods(problem, k):
-    """Label -> (algorithm, weighted, score evaluations per particle) at ``k`` evaluations."""
+#: Method label -> (description, builder(problem, k) -> (algorithm, weighted, score evaluations
+#: per particle, score + log-density evaluations per particle)); ``k`` is the FKC step count.
+METHODS = {
+    "FKC": "psample.smc.fkc, k uniform steps, resampling every step (the authors' setting)",
+    "FKC quad": "the same on time_grid='quadratic' (steps equally spaced in sqrt(t))",
+    "FKC quad ess": "the same, resampling when the ESS < N/2",
+    "uncorrected": "the same SDE without weights or resampling, uniform grid",
+    "uncorrected quad": "the same on the quadratic grid",
+    "SMC-MALA": "k/2 levels: equal score evaluations (and as many log-density evaluations on top)",
+    "SMC-MALA half": "k/4 levels: equal score + log-density evaluations",
+}
+
+
+def _methods(problem, k, labels):
+    """Label -> (algorithm, weighted, score evals, score + density evals) per particle at ``k`` steps."""
     m = len(problem.models)
-    return {
-        "FKC": (_fkc(problem, k), True, k * m),
-        "FKC (ess)": (_fkc(problem, k, resample="ess"), True, k * m),
-        "uncorrected": (uncorrected(problem, num_steps=k), False, k * m),
-        "SMC-MALA": (smc_mala(problem, k // 2), True, 2 * (k // 2) * m),
-    }
+    out = {}
+    for label in labels:
+        if label.startswith("FKC"):
+            options = {"time_grid": "quadratic" if "quad" in label else "uniform"}
+            if label.endswith("ess"):
+                options["resample"] = "ess"
+            out[label] = (_fkc(problem, k, **options), True, k * m, k * m)
+        elif label.startswith("uncorrected"):
+            grid = "quadratic" if "quad" in label else "uniform"
+            out[label] = (uncorrected(problem, num_steps=k, time_grid=grid), False, k * m, k * m)
+        else:
+            levels = k // 4 if label.endswith("half") else k // 2
+            out[label] = (smc_mala(problem, levels), True, 2 * levels * m, 4 * levels * m)
+    return out
 
 
-def _steady_cost(problem, replicates, n=4096, k=100):
+def _steady_cost(problem, replicates, labels, n=4096, k=100):
     """Microseconds per particle per score evaluation (second of two identical runs)."""
     out = {}
-    for label, (algorithm, _, evals) in _methods(problem, k).items():
+    for label, (algorithm, _, evals, _) in _methods(problem, k, labels).items():
         psample.run_particles(algorithm, jax.random.key(0), n, num_replicates=replicates, progress=False)
         best = float("inf")
         for seed in (1, 2):  # best of two steady-state runs (the machine is shared)
@@ -170,6 +212,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 400])
     parser.add_argument("--replicates", type=int, default=4)
     parser.add_argument("--problems", nargs="+", default=["forty_mode", "product", "guidance"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seed", type=int, default=0, help="added to every run's key")
+    parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip the cost timing")
     parser.add_argument("--throughput", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     print(f"# {platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}, float64, "
@@ -185,13 +230,15 @@ def main(argv=None):
             extra = {"exact_hist": np.bincount(nearest, minlength=40) / draws.shape[0],
                      "exact_spread": float(((draws - means[nearest]) ** 2).sum(-1).mean())}  # fmt: skip
         print(f"\n## {name}: {psample.models.FKC_PROBLEMS[name]}")
-        cost = _steady_cost(problem, args.replicates)
-        print("cost, us per particle per score evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in cost.items()))
+        cost = _steady_cost(problem, args.replicates, args.methods) if args.cost else {}
+        if cost:
+            print("cost, us per particle per score evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in cost.items()))
         header = None
         for n in args.particles:
             for k in args.steps:
-                for label, (algorithm, weighted, evals) in _methods(problem, k).items():
-                    result = psample.run_particles(algorithm, jax.random.key(k + n), n,
+                for label, (algorithm, weighted, evals, both) in _methods(problem, k, args.methods).items():
+                    start = time.perf_counter()
+                    result = psample.run_particles(algorithm, jax.random.key(k + n + args.seed), n,
                                                    num_replicates=args.replicates, progress=False)  # fmt: skip
                     w = np.exp(result.log_weights) if weighted else np.full(result.log_weights.shape, 1.0 / n)
                     if name == "forty_mode":
@@ -199,11 +246,13 @@ def main(argv=None):
                     else:
                         errors = _errors_moments(problem, result.particles, w)
                     if header is None:
-                        header = "| N | evals/particle | method | " + " | ".join(errors) + " |"
+                        header = ("| N | score evals/particle | score+density evals/particle | method | "
+                                  + " | ".join(errors) + " | wall s |")  # fmt: skip
                         print(header)
-                        print("|" + "---|" * (3 + len(errors)))
+                        print("|" + "---|" * (5 + len(errors)))
                     cells = " | ".join(f"{v:.4f}" for v in errors.values())
-                    print(f"| {n} | {evals} | {label} | {cells} |", flush=True)
+                    wall = time.perf_counter() - start
+                    print(f"| {n} | {evals} | {both} | {label} | {cells} | {wall:.0f} |", flush=True)
 
     if args.throughput:
         problem = psample.models.fkc_problem("forty_mode", psample.diffusion.VP())

@@ -32,7 +32,7 @@ def add_fkc_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def uncorrected(problem, *, num_steps: int, noise: str = "standard"):
+def uncorrected(problem, *, num_steps: int, noise: str = "standard", time_grid: str = "uniform"):
     """The same reverse SDE as FKC without weights or resampling (equal weights at the end).
 
     Returns a :class:`psample.smc.ParticleAlgorithm`: FKC that never resamples; read its final
@@ -42,7 +42,8 @@ def uncorrected(problem, *, num_steps: int, noise: str = "standard"):
 
     return psample.smc.fkc(
         [m.score for m in problem.models], problem.exponents, schedule=problem.models[0].schedule,
-        num_steps=num_steps, t_min=problem.t_min, noise=noise, resample="ess", start_resampling_step=num_steps,
+        num_steps=num_steps, t_min=problem.t_min, time_grid=time_grid, noise=noise, resample="ess",
+        start_resampling_step=num_steps,
         shape=problem.models[0].shape,
     )  # fmt: skip
 

@@ -120,6 +120,8 @@ def test_errors_name_the_argument():
         psample.smc.fkc([model.score], [2.0], schedule=sched, num_steps=10, start_resampling_step=11)
     with pytest.raises(InvalidTuningError, match="t_min"):
         psample.smc.fkc([model.score], [2.0], schedule=sched, num_steps=10, t_min=1.0)
+    with pytest.raises(InvalidTuningError, match="time_grid"):
+        psample.smc.fkc([model.score], [2.0], schedule=sched, num_steps=10, time_grid="cubic")
     with pytest.raises(InvalidTuningError, match="shape"):
         psample.smc.fkc([lambda t, x: -x], [2.0], schedule=sched, num_steps=10)
     algorithm = psample.smc.fkc([model.score], [2.0], schedule=sched, num_steps=10)
@@ -182,6 +184,14 @@ def _two_steps(resample, threshold=0.5):
         rates.append((times[j] - times[j + 1]) * np.asarray(rate(times[j], states[-1].particles)))
         states.append(step(jax.random.key(10 + j), states[-1])[0])
     return states, rates
+
+
+def test_time_grids():
+    uniform, quadratic = time_grid(8, 1e-3), time_grid(8, 1e-3, "quadratic")
+    for grid in (uniform, quadratic):
+        assert grid[0] == 1.0 and grid[-1] == 1e-3 and np.all(np.diff(grid) < 0)
+    np.testing.assert_allclose(np.diff(np.sqrt(quadratic)), np.diff(np.sqrt(quadratic))[0], rtol=1e-12)
+    assert -np.diff(quadratic)[-1] < -np.diff(uniform)[-1] / 5  # fine near t = 0
 
 
 def test_weights_accumulate_between_resampling_events():
