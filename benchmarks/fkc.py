@@ -3,35 +3,41 @@
 Usage::
 
     python benchmarks/fkc.py [--particles 1024 4096] [--steps 100 400] [--replicates 4]
-                             [--throughput 1000000] [--problems forty_mode product guidance]
+                             [--problems forty_mode product guidance] [--methods FKC ...]
+                             [--seed 0] [--no-cost] [--throughput 1000000]
 
 Problems (exact score models and exact references at ``t_min = 1e-3``, VP schedule, from
 :func:`psample.models.fkc_problem`): the 40-mode 2-D mixture annealed to ``beta = 3``
 (reference: the exact power, a pruned 64,000-component mixture), the product of two 2-mode
 mixtures, and 1-D guidance at ``w = 3`` (quadrature).
 
-Methods, at equal score evaluations per particle (``E``):
+Methods (:data:`METHODS`) at ``k = --steps``; every row prints both budgets per particle, score
+evaluations and score + log-density evaluations (times the number of models):
 
-- **FKC**: ``psample.smc.fkc`` with ``K = E`` Euler–Maruyama steps, systematic resampling
-  every step (the paper's setting); **FKC (ess)**: the same, resampling when the ESS falls
-  below half the particles;
-- **uncorrected**: the same SDE with no weights and no resampling (annealed drift / naive
-  product / naive CFG);
-- **SMC-MALA**: SMC over the levels ``pi_j ∝ prod_i q_{t_j}^(i)^b_i`` (``K/2`` levels from
+- **FKC**: ``psample.smc.fkc`` with ``k`` uniform Euler–Maruyama steps, systematic resampling
+  every step (the paper's setting): ``k`` score evaluations, no log-density;
+  **FKC quad**: the same with ``time_grid="quadratic"``; **FKC quad ess**: the same, resampling
+  when the ESS falls below half the particles;
+- **uncorrected**, **uncorrected quad**: the same SDE with no weights and no resampling
+  (annealed drift / naive product / naive CFG);
+- **SMC-MALA**: SMC over the levels ``pi_j ∝ prod_i q_{t_j}^(i)^b_i`` (``k/2`` levels from
   ``t = 1`` to ``t_min``), exact incremental weights ``pi_{j+1}(x)/pi_j(x)`` (needs the exact
   log-densities, which trained networks do not give), systematic resampling every level, then
   one BlackJAX MALA move per level with step size ``0.5 v_j`` (``v_j`` the smallest component
-  variance of the level's target, known here). Two evaluations (value and gradient) per
-  particle per level: the weight and the MALA proposal.
+  variance of the level's target, known here): two ``value_and_grad`` per particle per level
+  (at the particle, which gives the weight and the move's start, and at the proposal), so
+  ``k`` score and ``k`` log-density evaluations; **SMC-MALA half**: ``k/4`` levels, i.e. the
+  same score + log-density evaluations as FKC.
 
 Errors (root mean square over the replicates, so Monte Carlo noise is included): 40-mode:
 total variation between the particles' weighted nearest-mode histogram and that of 2·10^6
 exact draws ("mode TV"; the column "TV of mean" compares the replicates' averaged histogram,
 which isolates the bias), and the relative error of the mean within-mode squared distance
 ``E|x - nearest mean|^2``; product: ``E[x_0]``, ``Var[x_0]``, ``P(|x-(2,0)|<1)``; guidance:
-``E[x]``, ``Var[x]``. Cost: microseconds per particle per score evaluation, steady state (the
-best of two identical runs of ``--replicates`` x 4096 particles x 100 evaluations per
-particle, after one that compiles). ``--throughput N`` times FKC on the 40-mode problem with ``N``
+``E[x]``, ``Var[x]``; "wall s": seconds per row, compilation included. Cost (skipped with
+``--no-cost``): microseconds per particle per score evaluation, steady state (the best of two
+identical runs of ``--replicates`` x 4096 particles x 100 evaluations per particle, after one
+that compiles). ``--throughput N`` times FKC on the 40-mode problem with ``N``
 particles, 10 steps (a rate, not a converged run), one replicate: particle-steps per second.
 """
 
