@@ -349,10 +349,37 @@ def part_logistic(num_chains, num_draws, num_warmup, nuts_draws):
             print(f"{graph:9s}{label:9s} {dm.max():14.2f} {ratio:16.2f} {secs / total:9.4f}")
 
 
+# ----------------------------------------------------------------------------- part 5
+
+
+def part_rho(num_agents, d, num_chains, num_iters, report_at, rhos):
+    """D-ADMMS on the complete graph at scale for several rho: how far the network average gets."""
+    data, logprior, loglik, mean, cov = regression(num_agents, 50, d, seed=11)
+    sd = np.sqrt(np.diag(cov))
+    print(f"\n## 5. rho on the complete graph: d={d}, {num_agents} agents x 50 points, {num_chains} chains, "
+          f"{num_iters} iterations (penalty 2 rho (N - 1); noise sd 1 / (sqrt(2) rho) per agent)")  # fmt: skip
+    x0 = jax.random.normal(jax.random.PRNGKey(0), (num_chains, num_agents, d))
+    key = jax.random.PRNGKey(1)
+    print(f"{'rho':>8s} {'2rho(N-1)':>10s} " + " ".join(f"mW2@{k:<5d}" for k in report_at)
+          + f" {'max|mean err|/sd':>17s} {'median sd ratio':>16s} {'s/iter':>8s}")  # fmt: skip
+    for rho in rhos:
+        alg = psample.admm(logprior, loglik, data, rho=rho, graph="complete", prox="quadratic")
+        (_, draws), secs = run_admm(alg, x0, data, logprior, loglik, "complete", num_iters, key,
+                                    lambda s: s.local_positions.mean(1))  # fmt: skip
+        draws = np.asarray(draws)
+        mw2 = [w2_marginal(draws[k - 1], mean, cov) for k in report_at]
+        err = np.abs(draws[-1].mean(0) - mean).max() / sd.min()
+        ratio = np.median(draws[-1].std(0, ddof=1) / sd)
+        print(f"{rho:8.4g} {2 * rho * (num_agents - 1):10.4g} " + " ".join(f"{w:<9.3f}" for w in mw2)
+              + f" {err:17.2f} {ratio:16.2f} {secs / num_iters:8.3f}")  # fmt: skip
+    print(f"posterior: marginal sds {sd.min():.4f}..{sd.max():.4f}; a perfect sampler's mW2 with {num_chains} chains is "
+          f"about {np.sqrt(d * (1 / num_chains + 1 / (2 * num_chains))) * sd.mean():.3f}")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--parts", default="1,2,3,4", help="comma-separated parts to run (default all)")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="comma-separated parts to run (default all)")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     q = args.quick
@@ -371,6 +398,11 @@ def main():
         part_devices(*((100, 20, 20, 10) if q else (1000, 100, 20, 10)))
     if 4 in parts:
         part_logistic(*((10, 50, 20, 300) if q else (50, 300, 100, 1500)))
+    if 5 in parts:
+        if q:
+            part_rho(100, 20, 20, 40, (10, 20, 40), (5.0, 0.5, 5.0 * 2 / 99))
+        else:
+            part_rho(1000, 100, 20, 100, (10, 25, 50, 100), (5.0, 1.0, 0.25, 0.05, 0.01))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
