@@ -282,18 +282,21 @@ from admm import regression
 from jax.sharding import Mesh
 N, d, C, K = {num_agents}, {d}, {num_chains}, {num_iters}
 data, logprior, loglik, _, _ = regression(N, 50, d, seed=11)
-for graph in ("ring", "complete"):
+for graph, exact in (("ring", True), ("complete", True), ("complete", False)):
     for size in (1, 2, 4):
         mesh = None if size == 1 else Mesh(np.array(jax.devices()[:size]), ("shards",))
-        alg = psample.admm(logprior, loglik, data, graph=graph, prox="quadratic", mesh=mesh)
+        alg = psample.admm(logprior, loglik, data, graph=graph, prox="quadratic", mesh=mesh, layout_invariant=exact)
         states = jax.jit(jax.vmap(alg.init))(jnp.zeros((C, d)))
         step = jax.vmap(alg.step)
         def one(s, t):
             return step(jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), t), C), s)[0], None
         run = jax.jit(lambda s: jax.lax.scan(one, s, jnp.arange(K))[0])
         compiled = run.lower(states).compile()
-        t = time.perf_counter(); jax.block_until_ready(compiled(states)); secs = time.perf_counter() - t
-        print(f"{{graph:9s}} {{size}} device(s): {{secs / K:.4f}} s/iteration")
+        best = np.inf
+        for _ in range(3):  # best of 3: the cores are shared
+            t = time.perf_counter(); jax.block_until_ready(compiled(states)); best = min(best, time.perf_counter() - t)
+        sums = "exact sums" if exact else "float psum"
+        print(f"{{graph:9s}} {{sums:10s}} {{size}} device(s): {{best / K:.4f}} s/iteration")
 """
 
 

@@ -41,13 +41,27 @@ edges leaves every agent at its local MAP (no noise enters: the noise only acts 
 
 Devices: with a mesh whose ``"shards"`` axis has several devices, each device holds a block of
 ``N / S`` consecutive agents through ``jax.shard_map``. The complete graph communicates with one
-``psum`` of the block sums (which also gives the network average), the ring with two
-``ppermute`` of the block's end rows, any other graph with an ``all_gather`` of the new local
-samples and the block's rows of the adjacency matrix. With one device the same block code runs
-on all agents at once. Each agent's noise comes from ``fold_in(key, agent index)``, so the
-placement does not change the draws: ring and general graphs give bit-identical states on any
-number of devices; the complete graph's ``psum`` (and every network average) adds the block sums
-in another order than a single device does, which changes the last bits only.
+sum over all agents (which also gives the network average), the ring with two ``ppermute`` of
+the block's end rows, any other graph with an ``all_gather`` of the new local samples and the
+block's rows of a neighbour table. With one device the same block code runs on all agents at
+once. Each agent's noise comes from ``fold_in(key, agent index)``, so the placement does not
+change the draws, and by default (``layout_invariant=True``) not a bit of them either, on any
+number of devices or processes, with any number of agents or chains per device:
+
+- sums over all agents (complete graph, network average, dual sum) are exact fixed-point sums,
+  a ``pmax`` and an integer ``psum`` (:func:`_fixed_point_total`): a float ``psum`` adds the
+  block sums in another order than one device adds the agents, which changes the last bits;
+- other graphs add each agent's neighbours one by one in increasing order (a matrix product
+  with the adjacency rows would sum in an order that depends on the block's shape);
+- the iterative solvers give every chain its own copy of the agent's shard
+  (:func:`_batched_with`): vmapped over chains that share a shard, the log-likelihood's
+  matrix-vector products become one matrix product whose summation order XLA chooses by the
+  number of chains per device (measured: 1e-15 apart on the 2x2 chains x shards mesh).
+
+``layout_invariant=False`` uses plain float ``psum``s and shared shards instead (same draws to
+round-off). Measured costs are in BENCHMARKS.md (ADMM, part 3). Only ``info.prox_residual`` of
+``prox="quadratic"`` (a diagnostic evaluated on the shared shard) may round differently when the
+chains are split over devices.
 
 The proximal step is exact in closed form for Gaussian likelihoods (``prox="quadratic"``: the
 matrices :math:`(H_i + 2\\rho\\deg_i I)^{-1}` are computed once), or iterative for general
@@ -834,12 +848,23 @@ def as_top_level_api(
         A ``jax.sharding.Mesh`` with Auto axes; blocks of ``N / S`` agents are placed on the
         ``S`` devices of its ``"shards"`` axis (``N`` must be divisible by ``S``). Pass the same
         mesh to ``psample.sample`` (chains go on its ``"chains"`` axis, if it has one). A mesh
-        may span several processes (``jax.distributed.initialize``): every process then passes
-        the same host data.
+        may span several processes (``jax.distributed.initialize``): pass ``data`` from
+        :func:`load_shards`, so that every process loads and holds only its own agents' shards
+        (host arrays are accepted too: each process then copies its blocks to its devices).
+        The data and prox matrices reach the runner's jitted functions as arguments
+        (``step.hoisted_arguments``, see ``psample.checks.hoisted``), never as constants.
     position_like
         Optional position (pytree, no chain axis) for ``prox="quadratic"``: its matrices are
         then computed (and a non-quadratic likelihood refused) now, instead of when the first
         step is traced.
+    layout_invariant
+        ``True`` (default): the run is bit for bit the same on any device layout (exact
+        fixed-point sums over agents, neighbour sums in a fixed order, a per-chain copy of the
+        shards for the iterative prox; see the module notes). Its costs: an extra ``pmax`` and
+        an integer ``psum`` of ``4 d`` numbers per sum over agents, and with ``"newton"`` or
+        ``"lbfgs"`` a copy of each shard per chain (memory ``chains x data`` per device):
+        ``False`` for big shards and many chains with an iterative prox, or to save the
+        measured per-iteration cost (BENCHMARKS.md); draws then agree to round-off only.
 
     Returns
     -------
