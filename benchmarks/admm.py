@@ -297,6 +297,29 @@ for graph, exact in (("ring", True), ("complete", True), ("complete", False)):
             t = time.perf_counter(); jax.block_until_ready(compiled(states)); best = min(best, time.perf_counter() - t)
         sums = "exact sums" if exact else "float psum"
         print(f"{{graph:9s}} {{sums:10s}} {{size}} device(s): {{best / K:.4f}} s/iteration")
+# The iterative prox: Newton on the logistic regression of part 4 (20 agents x 28 rows, d = 31),
+# with (layout_invariant) and without a per-chain copy of the shards.
+from psample.models.regression import logistic_regression_data, logistic_regression_model
+from psample.mcmc import admm
+design, labels = logistic_regression_data()
+model = admm.sharded_numpyro_model(logistic_regression_model, 20, {{"design": design[:560], "labels": labels[:560].astype(float)}})
+lp = lambda z: model.logprior_fn({{"beta": z}})
+ll = lambda z, s: model.loglik_fn({{"beta": z}}, s)
+for exact in (True, False):
+    for size in (1, 4):
+        mesh = None if size == 1 else Mesh(np.array(jax.devices()[:size]), ("shards",))
+        alg = psample.admm(lp, ll, model.data, graph="complete", prox="newton", mesh=mesh, layout_invariant=exact)
+        states = jax.jit(jax.vmap(alg.init))(jnp.zeros((C, 31)))
+        step = jax.vmap(alg.step)
+        def one(s, t):
+            return step(jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), t), C), s)[0], None
+        run = jax.jit(lambda s: jax.lax.scan(one, s, jnp.arange(K))[0])
+        compiled = run.lower(states).compile()
+        best = np.inf
+        for _ in range(3):
+            t = time.perf_counter(); jax.block_until_ready(compiled(states)); best = min(best, time.perf_counter() - t)
+        copies = "shard per chain" if exact else "shared shard"
+        print(f"logistic newton complete, {{copies:15s}} {{size}} device(s): {{best / K:.4f}} s/iteration")
 """
 
 
@@ -363,7 +386,13 @@ def part_rho(num_agents, d, num_chains, num_iters, report_at, rhos):
           f"{num_iters} iterations (penalty 2 rho (N - 1); noise sd 1 / (sqrt(2) rho) per agent)")  # fmt: skip
     x0 = jax.random.normal(jax.random.PRNGKey(0), (num_chains, num_agents, d))
     key = jax.random.PRNGKey(1)
-    print(f"{'rho':>8s} {'2rho(N-1)':>10s} " + " ".join(f"mW2@{k:<5d}" for k in report_at)
+    # The network average of the complete graph is an implicit Langevin chain (module notes of
+    # psample.mcmc.admm): temperature T = (N - 1) / (2 rho), so its stationary sd is sqrt(T)
+    # posterior sds, and it relaxes in about 2 rho N (N - 1) / lambda iterations along a
+    # posterior precision eigenvalue lambda.
+    lam = np.linalg.eigvalsh(np.linalg.inv(cov))
+    print(f"posterior precision eigenvalues {lam.min():.0f}..{lam.max():.0f}")
+    print(f"{'rho':>8s} {'2rho(N-1)':>10s} {'sqrt(T)':>8s} {'relax its':>13s} " + " ".join(f"mW2@{k:<5d}" for k in report_at)
           + f" {'max|mean err|/sd':>17s} {'median sd ratio':>16s} {'s/iter':>8s}")  # fmt: skip
     for rho in rhos:
         alg = psample.admm(logprior, loglik, data, rho=rho, graph="complete", prox="quadratic")
@@ -373,7 +402,9 @@ def part_rho(num_agents, d, num_chains, num_iters, report_at, rhos):
         mw2 = [w2_marginal(draws[k - 1], mean, cov) for k in report_at]
         err = np.abs(draws[-1].mean(0) - mean).max() / sd.min()
         ratio = np.median(draws[-1].std(0, ddof=1) / sd)
-        print(f"{rho:8.4g} {2 * rho * (num_agents - 1):10.4g} " + " ".join(f"{w:<9.3f}" for w in mw2)
+        relax = 2 * rho * num_agents * (num_agents - 1) / lam
+        print(f"{rho:8.4g} {2 * rho * (num_agents - 1):10.4g} {np.sqrt((num_agents - 1) / (2 * rho)):8.2f} "
+              f"{relax.min():6.0f}-{relax.max():<6.0f} " + " ".join(f"{w:<9.3f}" for w in mw2)
               + f" {err:17.2f} {ratio:16.2f} {secs / num_iters:8.3f}")  # fmt: skip
     print(f"posterior: marginal sds {sd.min():.4f}..{sd.max():.4f}; a perfect sampler's mW2 with {num_chains} chains is "
           f"about {np.sqrt(d * (1 / num_chains + 1 / (2 * num_chains))) * sd.mean():.3f}")  # fmt: skip
@@ -405,7 +436,7 @@ def main():
         if q:
             part_rho(100, 20, 20, 40, (10, 20, 40), (5.0, 0.5, 5.0 * 2 / 99))
         else:
-            part_rho(1000, 100, 20, 100, (10, 25, 50, 100), (5.0, 1.0, 0.25, 0.05, 0.01))
+            part_rho(1000, 100, 20, 100, (10, 25, 50, 100), (499.5, 5.0, 0.5, 0.05, 0.01))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

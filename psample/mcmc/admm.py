@@ -39,6 +39,26 @@ the 20-agent cycle with ``rho = 5`` and at 0.164 on the complete graph). Noise-f
 (``noise=False``) converges to the posterior mode with the agents in consensus. A graph without
 edges leaves every agent at its local MAP (no noise enters: the noise only acts through edges).
 
+**rho on the complete graph.** Summing the agents' prox optimality conditions (``sum_i p_i = 0``
+and ``sum_i c_i = N x̄``) gives the network average's update exactly:
+
+.. math::
+
+    \\bar x^{k+1} = \\bar x^k - \\eta \\sum_i \\nabla f_i(x_i^{k+1})
+                    - \\bar\\xi, \\qquad \\eta = \\frac{1}{2\\rho N (N-1)}, \\quad
+                    \\bar\\xi \\sim N\\big(0, \\tfrac{1}{2\\rho^2 N} I\\big),
+
+an implicit Langevin step on the posterior potential (when the agents are near consensus) at
+temperature :math:`T = (N-1)/(2\\rho)`: the noise variance is :math:`2\\eta T`. So the average's
+stationary covariance is about ``T`` times the posterior's and it relaxes in about
+``2 rho N (N - 1) / lambda`` iterations along a posterior precision eigenvalue ``lambda``.
+``rho = (N - 1) / 2`` gives the right variance (20 agents, ``rho = 9.5``: 0.996 of the
+posterior's by the exact recursion; 1.88 at the paper's ``rho = 5``); a smaller ``rho`` mixes
+faster but hotter, and (relaxation time) x (temperature) ``= N (N - 1)^2 / lambda`` does not
+depend on ``rho``. With many agents no ``rho`` is both fast and accurate on the complete graph
+(1,000 agents, d = 100: BENCHMARKS.md); sparse graphs (the ring) are the method's strength.
+The default stays the paper's ``rho = 5``.
+
 Devices: with a mesh whose ``"shards"`` axis has several devices, each device holds a block of
 ``N / S`` consecutive agents through ``jax.shard_map``. The complete graph communicates with one
 sum over all agents (which also gives the network average), the ring with two ``ppermute`` of
@@ -833,6 +853,11 @@ def as_top_level_api(
         agent (:func:`shard` splits an array).
     rho
         ADMM penalty (> 0); it also sets the noise, ``sigma^2 = 1 / (2 rho^2)``. The paper's 5.
+        On the complete graph of ``N`` agents the network average samples at temperature
+        ``(N - 1) / (2 rho)`` (variance that many times the posterior's, for Gaussian targets)
+        and relaxes in about ``2 rho N (N - 1) / lambda`` iterations (``lambda`` a posterior
+        precision eigenvalue): ``rho = (N - 1) / 2`` for the right variance, smaller for speed;
+        see the module notes. With hundreds of agents prefer a sparse graph.
     graph
         ``"complete"``, ``"ring"``, or a networkx graph over the agents ``0 .. N-1``.
     prox
