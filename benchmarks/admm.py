@@ -380,9 +380,29 @@ def part_logistic(num_chains, num_draws, num_warmup, nuts_draws):
 
 def part_rho(num_agents, d, num_chains, num_iters, report_at, rhos):
     """D-ADMMS on the complete graph at scale for several rho: how far the network average gets."""
+    # First the rule on the reference set-up (20 agents, d = 2), from the exact linear recursion
+    # of tests/test_admm.py iterated to stationarity: the network average's variance over the
+    # posterior's against the temperature (N - 1) / (2 rho).
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    from test_admm import N as N20, posterior, recursion, regression_data
+
+    X, y = regression_data()
+    _, cov20 = posterior(X, y)
+    print("\n## 5. rho on the complete graph\nexact recursion, 20 agents, d=2 (stationary): "
+          "network-average variance / posterior variance vs T = (N - 1) / (2 rho)")
+    for rho in (1.0, 5.0, 9.5, 20.0):
+        A, c, BQB = recursion(X, y, "complete", rho)
+        Nd = N20 * 2
+        S = np.zeros((2 * Nd, 2 * Nd))
+        S[:Nd, :Nd] = np.eye(Nd)
+        for _ in range(3000):
+            S = A @ S @ A.T + BQB
+        P = np.kron(np.ones((1, N20)) / N20, np.eye(2))
+        ratio = np.diag(P @ S[:Nd, :Nd] @ P.T) / np.diag(cov20)
+        print(f"  rho {rho:5.1f}: variance ratio {ratio[0]:.3f}, {ratio[1]:.3f}; T = {(N20 - 1) / (2 * rho):.3f}")
     data, logprior, loglik, mean, cov = regression(num_agents, 50, d, seed=11)
     sd = np.sqrt(np.diag(cov))
-    print(f"\n## 5. rho on the complete graph: d={d}, {num_agents} agents x 50 points, {num_chains} chains, "
+    print(f"\nscale: d={d}, {num_agents} agents x 50 points, {num_chains} chains, "
           f"{num_iters} iterations (penalty 2 rho (N - 1); noise sd 1 / (sqrt(2) rho) per agent)")  # fmt: skip
     x0 = jax.random.normal(jax.random.PRNGKey(0), (num_chains, num_agents, d))
     key = jax.random.PRNGKey(1)

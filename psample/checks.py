@@ -74,13 +74,18 @@ class WithArguments:
 
     def lower(self, *args):
         arguments = self.hoist()[0]
-        lowered = self.fn.lower(*args, arguments)
-        return _Bound(lambda: (lambda compiled: lambda *a: compiled(*a, arguments))(lowered.compile()))
+        return _Lowered(self.fn.lower(*args, arguments), arguments)
 
 
-class _Bound:
-    def __init__(self, compile_fn):
-        self.compile = compile_fn
+class _Lowered:
+    """``fn.lower(*args, arguments)`` whose ``compile()`` takes ``*args`` alone."""
+
+    def __init__(self, lowered, arguments):
+        self.lowered, self.arguments = lowered, arguments
+
+    def compile(self):
+        compiled = self.lowered.compile()
+        return lambda *args: compiled(*args, self.arguments)
 
 
 def batched_init(algorithm):
