@@ -434,6 +434,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--parts", default="1,2,3,4,5", help="comma-separated parts to run (default all)")
+    parser.add_argument("--rhos", default=None, help="part 5: comma-separated rho values (default 499.5,5,0.5,0.05,0.01)")
+    parser.add_argument("--iters", type=int, default=100, help="part 5: iterations (default 100)")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     q = args.quick
@@ -456,7 +458,9 @@ def main():
         if q:
             part_rho(100, 20, 20, 40, (10, 20, 40), (5.0, 0.5, 5.0 * 2 / 99))
         else:
-            part_rho(1000, 100, 20, 100, (10, 25, 50, 100), (499.5, 5.0, 0.5, 0.05, 0.01))
+            rhos = tuple(map(float, args.rhos.split(","))) if args.rhos else (499.5, 5.0, 0.5, 0.05, 0.01)
+            report = tuple(k for k in (10, 25, 50, 100) if k < args.iters) + (args.iters,)
+            part_rho(1000, 100, 20, args.iters, report, rhos)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
