@@ -37,12 +37,20 @@ Parts
    the error of the ensemble mean in posterior sds.
 3. Devices: wall time per D-ADMMS iteration on a ``"shards"`` mesh of 1, 2 and 4 emulated CPU
    devices (``XLA_FLAGS=--xla_force_host_platform_device_count=4``, a subprocess). Emulated
-   devices share the same cores: this measures overhead, not a speed-up.
+   devices share the same cores: this measures overhead, not a speed-up. The complete graph
+   with ``layout_invariant`` on (exact fixed-point sums, the default) and off (float
+   ``psum``), and Newton on part 4's logistic data with and without per-chain shard copies:
+   the cost of bit-for-bit layouts.
 4. Logistic regression (the breast-cancer data of ``psample.models``, 560 of its 569 rows,
    ``d = 31``, prior N(0, I)) split over 20 agents: posterior means and sds of the
    network-average draws against a long NumPyro NUTS reference on the pooled rows.
 
-Run ``python benchmarks/admm.py`` (about 7 minutes on two shared CPU cores) or ``--quick``.
+5. ``rho`` on the complete graph: the exact recursion's stationary network-average variance
+   against the temperature ``(N - 1) / (2 rho)`` (20 agents), then ``d = 100``, 1,000 agents,
+   20 chains for several ``rho`` (``--rhos``, ``--iters``).
+
+Run ``python benchmarks/admm.py`` (more than 10 minutes on two shared CPU cores: run parts
+separately with ``--parts``, each under the benchmark lock) or ``--quick``.
 """
 
 from __future__ import annotations
