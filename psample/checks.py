@@ -22,6 +22,8 @@ __all__ = [
     "validate_positions",
     "check_target_shapes",
     "batched_init",
+    "hoisted",
+    "WithArguments",
     "init_states",
     "check_initial_states",
     "check_step_keeps_state",
@@ -45,9 +47,58 @@ def cached_on(owner, key, build):
     return cache[key]
 
 
+def hoisted(algorithm):
+    """The algorithm's protocol for arrays ``jit`` must take as arguments, or ``None``.
+
+    An algorithm whose functions close over arrays that ``jax.jit`` cannot embed as constants
+    (global arrays spread over several processes, of which each process holds its own part)
+    sets ``algorithm.step.hoisted_arguments``: a function returning ``(arguments, rebind)``,
+    the arrays (a pytree) and ``rebind(arguments) -> SamplingAlgorithm``, the same algorithm on
+    (traced) ``arguments``. Every jitted function of the runner then takes them as an argument.
+    """
+    return getattr(algorithm.step, "hoisted_arguments", None)
+
+
+class WithArguments:
+    """A jitted ``fn(*args, arguments)`` called as ``fn(*args)``, ``arguments`` from ``hoist()``.
+
+    ``lower(*args).compile()`` works as for the jitted function (the chunk driver times
+    compiled chunks), the arguments bound the same way.
+    """
+
+    def __init__(self, fn, hoist):
+        self.fn, self.hoist = fn, hoist
+
+    def __call__(self, *args):
+        return self.fn(*args, self.hoist()[0])
+
+    def lower(self, *args):
+        arguments = self.hoist()[0]
+        return _Lowered(self.fn.lower(*args, arguments), arguments)
+
+
+class _Lowered:
+    """``fn.lower(*args, arguments)`` whose ``compile()`` takes ``*args`` alone."""
+
+    def __init__(self, lowered, arguments):
+        self.lowered, self.arguments = lowered, arguments
+
+    def compile(self):
+        compiled = self.lowered.compile()
+        return lambda *args: compiled(*args, self.arguments)
+
+
 def batched_init(algorithm):
     """``jit(vmap(algorithm.init))``, cached on the algorithm so repeated runs do not recompile it."""
-    return cached_on(algorithm.step, ("init", algorithm.init), lambda: jax.jit(jax.vmap(algorithm.init)))
+    hoist = hoisted(algorithm)
+    if hoist is None:
+        return cached_on(algorithm.step, ("init", algorithm.init), lambda: jax.jit(jax.vmap(algorithm.init)))
+    rebind = hoist()[1]
+
+    def build():
+        return WithArguments(jax.jit(lambda positions, arguments: jax.vmap(rebind(arguments).init)(positions)), hoist)
+
+    return cached_on(algorithm.step, ("init", algorithm.init), build)
 
 
 def state_position(state):

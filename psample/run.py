@@ -79,6 +79,23 @@ def _chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | N
 
 
 def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None) -> _ChunkFunctions:
+    hoist = checks.hoisted(algorithm)
+    if hoist is None:
+        return _ChunkFunctions(*map(jax.jit, _chunk_bodies(algorithm, observables, plan, spmd)))
+    # The algorithm's large arrays (e.g. data split over processes) are arguments, not constants.
+    rebind = hoist()[1]
+
+    def draws(carry, indices, arguments):
+        return _chunk_bodies(rebind(arguments), observables, plan, spmd)[0](carry, indices)
+
+    def warmup(carry, indices, arguments):
+        return _chunk_bodies(rebind(arguments), observables, plan, spmd)[1](carry, indices)
+
+    return _ChunkFunctions(checks.WithArguments(jax.jit(draws), hoist), checks.WithArguments(jax.jit(warmup), hoist))
+
+
+def _chunk_bodies(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None):
+    """The chunk functions' bodies ``(run_draws, run_warmup)``, not jitted."""
     # With a "chains" mesh axis, a sampler that shard_maps its own work over another axis of the
     # same mesh (ADMM: agents on "shards") sees the chain axis sharded on "chains" (2-D meshes).
     step = jax.vmap(algorithm.step, spmd_axis_name=spmd)
@@ -113,7 +130,7 @@ def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: st
         state = lax.scan(lambda s, t: (take_step(s, t, rng_key)[0], None), state, step_indices)[0]
         return (state, rng_key), None
 
-    return _ChunkFunctions(jax.jit(run_draws), jax.jit(run_warmup))
+    return run_draws, run_warmup
 
 
 def _record_bytes(functions: _ChunkFunctions, states, rng_key) -> int:

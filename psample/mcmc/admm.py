@@ -39,15 +39,49 @@ the 20-agent cycle with ``rho = 5`` and at 0.164 on the complete graph). Noise-f
 (``noise=False``) converges to the posterior mode with the agents in consensus. A graph without
 edges leaves every agent at its local MAP (no noise enters: the noise only acts through edges).
 
+**rho on the complete graph.** Summing the agents' prox optimality conditions (``sum_i p_i = 0``
+and ``sum_i c_i = N x̄``) gives the network average's update exactly:
+
+.. math::
+
+    \\bar x^{k+1} = \\bar x^k - \\eta \\sum_i \\nabla f_i(x_i^{k+1})
+                    - \\bar\\xi, \\qquad \\eta = \\frac{1}{2\\rho N (N-1)}, \\quad
+                    \\bar\\xi \\sim N\\big(0, \\tfrac{1}{2\\rho^2 N} I\\big),
+
+an implicit Langevin step on the posterior potential (when the agents are near consensus) at
+temperature :math:`T = (N-1)/(2\\rho)`: the noise variance is :math:`2\\eta T`. So the average's
+stationary covariance is about ``T`` times the posterior's and it relaxes in about
+``2 rho N (N - 1) / lambda`` iterations along a posterior precision eigenvalue ``lambda``.
+``rho = (N - 1) / 2`` gives the right variance (20 agents, ``rho = 9.5``: 0.996 of the
+posterior's by the exact recursion; 1.88 at the paper's ``rho = 5``); a smaller ``rho`` mixes
+faster but hotter, and (relaxation time) x (temperature) ``= N (N - 1)^2 / lambda`` does not
+depend on ``rho``. With many agents no ``rho`` is both fast and accurate on the complete graph
+(1,000 agents, d = 100: BENCHMARKS.md); sparse graphs (the ring) are the method's strength.
+The default stays the paper's ``rho = 5``.
+
 Devices: with a mesh whose ``"shards"`` axis has several devices, each device holds a block of
 ``N / S`` consecutive agents through ``jax.shard_map``. The complete graph communicates with one
-``psum`` of the block sums (which also gives the network average), the ring with two
-``ppermute`` of the block's end rows, any other graph with an ``all_gather`` of the new local
-samples and the block's rows of the adjacency matrix. With one device the same block code runs
-on all agents at once. Each agent's noise comes from ``fold_in(key, agent index)``, so the
-placement does not change the draws: ring and general graphs give bit-identical states on any
-number of devices; the complete graph's ``psum`` (and every network average) adds the block sums
-in another order than a single device does, which changes the last bits only.
+sum over all agents (which also gives the network average), the ring with two ``ppermute`` of
+the block's end rows, any other graph with an ``all_gather`` of the new local samples and the
+block's rows of a neighbour table. With one device the same block code runs on all agents at
+once. Each agent's noise comes from ``fold_in(key, agent index)``, so the placement does not
+change the draws, and by default (``layout_invariant=True``) not a bit of them either, on any
+number of devices or processes, with any number of agents or chains per device:
+
+- sums over all agents (complete graph, network average, dual sum) are exact fixed-point sums,
+  a ``pmax`` and an integer ``psum`` (:func:`_fixed_point_total`): a float ``psum`` adds the
+  block sums in another order than one device adds the agents, which changes the last bits;
+- other graphs add each agent's neighbours one by one in increasing order (a matrix product
+  with the adjacency rows would sum in an order that depends on the block's shape);
+- the iterative solvers give every chain its own copy of the agent's shard
+  (:func:`_batched_with`): vmapped over chains that share a shard, the log-likelihood's
+  matrix-vector products become one matrix product whose summation order XLA chooses by the
+  number of chains per device (measured: 1e-15 apart on the 2x2 chains x shards mesh).
+
+``layout_invariant=False`` uses plain float ``psum``s and shared shards instead (same draws to
+round-off). Measured costs are in BENCHMARKS.md (ADMM, part 3). Only ``info.prox_residual`` of
+``prox="quadratic"`` (a diagnostic evaluated on the shared shard) may round differently when the
+chains are split over devices.
 
 The proximal step is exact in closed form for Gaussian likelihoods (``prox="quadratic"``: the
 matrices :math:`(H_i + 2\\rho\\deg_i I)^{-1}` are computed once), or iterative for general
@@ -99,6 +133,7 @@ __all__ = [
     "sharded_numpyro_model",
     "ShardedModel",
     "SHARD_AXIS",
+    "load_shards",
 ]
 
 #: The mesh axis agents (data shards) are laid out along.
@@ -163,13 +198,19 @@ class Network(NamedTuple):
     num_agents
         ``N``.
     kind
-        ``"complete"``, ``"ring"``, ``"graph"`` (adjacency-matrix sums) or ``"none"`` (no edges).
+        ``"complete"``, ``"ring"``, ``"graph"`` (neighbour-table sums) or ``"none"`` (no edges).
     degrees
         ``deg_i``, float array ``(N,)``.
     adjacency
         ``(N, N)`` 0/1 float matrix for ``kind="graph"``, else ``None``.
     mesh
         The mesh whose ``"shards"`` axis holds blocks of agents, or ``None`` (one device).
+    neighbours
+        ``(N, max degree)`` int32 table of every agent's neighbours in increasing order, padded
+        with ``N`` (a row of zeros), for ``kind="graph"``; else ``None``.
+    exact_sums
+        Sums over all agents (the complete graph's neighbour sums, the network average, the
+        dual sum) are exact fixed-point sums, independent of the device layout.
     """
 
     num_agents: int
@@ -177,6 +218,8 @@ class Network(NamedTuple):
     degrees: Array
     adjacency: Array | None
     mesh: Mesh | None
+    neighbours: Array | None = None
+    exact_sums: bool = True
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -218,7 +261,7 @@ def _num_agents(data) -> int:
     return leading.pop()
 
 
-def build_network(graph, num_agents: int, mesh: Mesh | None = None) -> Network:
+def build_network(graph, num_agents: int, mesh: Mesh | None = None, exact_sums: bool = True) -> Network:
     """Check ``graph`` and ``mesh`` against ``num_agents`` and return the static layout.
 
     ``graph`` is ``"complete"``, ``"ring"`` (``N >= 3``) or a networkx graph whose nodes are
@@ -279,19 +322,87 @@ def build_network(graph, num_agents: int, mesh: Mesh | None = None) -> Network:
                     f"{n} agents cannot be laid out on the mesh's {size} {SHARD_AXIS!r} devices: "
                     f"use a number of agents divisible by {size}"
                 )
+    neighbours = None
     if kind != "graph":
         adjacency = None
-    return Network(n, kind, jnp.asarray(degrees), None if adjacency is None else jnp.asarray(adjacency), mesh)
+    else:
+        # Neighbour sums add the neighbours one by one in increasing order: the same additions
+        # in the same order whatever block of agents a device holds (a matrix product's order
+        # would depend on the block's shape).
+        width = int(adjacency.sum(axis=1).max())
+        neighbours = np.full((n, width), n, np.int32)
+        for i in range(n):
+            row = np.flatnonzero(adjacency[i])
+            neighbours[i, : len(row)] = row
+    # Host arrays: constants of every jitted function, on any process.
+    return Network(n, kind, np.asarray(degrees, np.float64), adjacency, mesh, neighbours, bool(exact_sums))
 
 
 # ----------------------------------------------------------------------------- communication
+
+
+def _power_of_two(exponent, dtype):
+    """``2.0 ** exponent`` built from its bits (exact; ``exponent`` clipped to the normal range)."""
+    info = jnp.finfo(dtype)
+    bits, mantissa = info.bits, info.nmant
+    bias = info.maxexp - 1
+    exponent = jnp.clip(exponent, info.minexp, info.maxexp - 1).astype(jnp.int64 if bits == 64 else jnp.int32)
+    integer = jnp.int64 if bits == 64 else jnp.int32
+    return lax.bitcast_convert_type((exponent + bias).astype(integer) << mantissa, dtype)
+
+
+def _fixed_point_total(values, num_agents: int, sharded: bool):
+    """``values.sum(axis=0)`` over every agent on every device, exactly and in no order at all.
+
+    A float sum depends on the order of its terms, and XLA orders them by the shapes it sees
+    (the agents per device, its vector width): the total of a run on four devices would differ
+    from one device's in the last bits. Here every value is written as a few integer limbs on a
+    grid fixed by the largest magnitude of all agents (a ``pmax``, exact), the limbs are summed
+    as integers (a ``psum`` of integers: associative, exact) and the float is rebuilt once from
+    the integer totals. So the total is a function of the set of values alone: bit for bit the
+    same on any number of devices, with any number of agents per device. Values below
+    ``2**-(limbs x bits)`` of the largest are truncated (for float64 and up to ``2**21`` agents:
+    3 limbs of 32 bits, 96 bits below the largest, far below its round-off); a non-finite value
+    makes the total NaN.
+    """
+    dtype = values.dtype
+    info = jnp.finfo(dtype)
+    integer = jnp.int64 if info.bits == 64 else jnp.int32
+    int_bits = 64 if info.bits == 64 else 32
+    # Limbs small enough that the sum of every agent's fits the integer type.
+    limb_bits = min(32, int_bits - 2 - int(np.ceil(np.log2(num_agents + 1))))
+    num_limbs = -(-(info.nmant + 1 + 40) // limb_bits)
+    finite = jnp.isfinite(values)
+    magnitude = jnp.max(jnp.where(finite, jnp.abs(values), 0), axis=0)
+    bad = (~finite).astype(integer)
+    if sharded:
+        magnitude = lax.pmax(magnitude, SHARD_AXIS)
+    _, exponent = jnp.frexp(magnitude)  # magnitude < 2 ** exponent (0 for 0 and subnormals)
+    y = jnp.where(finite, values, 0) * _power_of_two(-exponent, dtype)  # |y| < 1, exact
+    shift = jnp.asarray(2.0**limb_bits, dtype)
+    limbs = []
+    for _ in range(num_limbs):
+        y = y * shift
+        limb = jnp.trunc(y)
+        y = y - limb  # exact: the integer part of a float is a float
+        limbs.append(limb.astype(integer))
+    sums = jnp.stack(limbs + [bad]).sum(axis=1)  # (num_limbs + 1, d) integers
+    if sharded:
+        sums = lax.psum(sums, SHARD_AXIS)
+    total = sums[num_limbs - 1].astype(dtype)
+    for k in range(num_limbs - 2, -1, -1):
+        total = sums[k].astype(dtype) + total / shift
+    total = total * _power_of_two(exponent - limb_bits, dtype)
+    return jnp.where(sums[num_limbs] > 0, jnp.nan, total)
 
 
 def _block_comm(network: Network, block: int):
     """Functions of one device's block of agents: first agent index, totals, neighbour sums.
 
     Inside ``shard_map`` they use collectives over ``"shards"``; without a mesh the block is
-    every agent and they are plain array operations.
+    every agent and they are plain array operations. ``total(values)`` sums ``(block, d)``
+    per-agent values over all agents: exactly (:func:`_fixed_point_total`) when
+    ``network.exact_sums``, else a float ``psum`` of the block sums.
     """
     sharded = network.mesh is not None
     size = network.mesh.shape[SHARD_AXIS] if sharded else 1
@@ -299,14 +410,17 @@ def _block_comm(network: Network, block: int):
     def first_index():
         return lax.axis_index(SHARD_AXIS) * block if sharded else 0
 
-    def total(block_sum):
+    def total(values):
+        if network.exact_sums:
+            return _fixed_point_total(values, network.num_agents, sharded)
+        block_sum = values.sum(axis=0)
         return lax.psum(block_sum, SHARD_AXIS) if sharded else block_sum
 
-    def neighbour_sums(x, adjacency_rows):
+    def neighbour_sums(x, neighbour_rows):
         if network.kind == "none":
             return jnp.zeros_like(x)
         if network.kind == "complete":
-            return total(x.sum(axis=0)) - x
+            return total(x) - x
         if network.kind == "ring":
             if sharded:
                 forward = [(s, (s + 1) % size) for s in range(size)]
@@ -319,15 +433,17 @@ def _block_comm(network: Network, block: int):
             right = jnp.concatenate([x[1:], next_first])
             return left + right
         everyone = lax.all_gather(x, SHARD_AXIS, tiled=True) if sharded else x
-        return adjacency_rows @ everyone
+        everyone = jnp.concatenate([everyone, jnp.zeros_like(everyone[:1])])  # row N: padding
+        columns = jnp.asarray(neighbour_rows).T  # (max degree, block)
+        return lax.fori_loop(1, columns.shape[0], lambda k, acc: acc + everyone[columns[k]], everyone[columns[0]])
 
     return first_index, total, neighbour_sums
 
 
-def _adjacency_rows(network: Network, num_agents: int, dtype):
-    if network.adjacency is not None:
-        return network.adjacency.astype(dtype)
-    return jnp.zeros((num_agents, 0), dtype)
+def _neighbour_rows(network: Network, num_agents: int):
+    if network.neighbours is not None:
+        return network.neighbours
+    return np.zeros((num_agents, 0), np.int32)
 
 
 # ----------------------------------------------------------------------------- init
@@ -397,23 +513,43 @@ def _communicate(network: Network, x):
     block = n // (network.mesh.shape[SHARD_AXIS] if network.mesh is not None else 1)
     _, total, neighbour_sums = _block_comm(network, block)
 
-    def fn(x_block, adjacency_rows):
-        sums = neighbour_sums(x_block, adjacency_rows)
+    def fn(x_block, neighbour_rows):
+        sums = neighbour_sums(x_block, neighbour_rows)
         if network.mesh is not None:
             # The initial state is replicated on every device (the runner's checks read it on
             # every process); the first step's shard_map hands each device its block.
             sums = lax.all_gather(sums, SHARD_AXIS, tiled=True)
-        return sums, total(x_block.sum(axis=0)) / n
+        return sums, total(x_block) / n
 
     if network.mesh is None:
-        return fn(x, _adjacency_rows(network, n, x.dtype))
+        return fn(x, _neighbour_rows(network, n))
     spec = PartitionSpec(SHARD_AXIS)
     return jax.shard_map(
         fn, mesh=network.mesh, in_specs=(spec, spec), out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False
-    )(x, _adjacency_rows(network, n, x.dtype))
+    )(x, _neighbour_rows(network, n))
 
 
 # ----------------------------------------------------------------------------- kernel
+
+
+@jax.custom_batching.custom_vmap
+def _batched_with(tree, like):
+    """``tree``, given a batch axis wherever ``like`` has one (a ``jax.vmap`` over chains).
+
+    The iterative prox evaluates the user's log-likelihood on a shard shared by all chains: a
+    vmap over chains turns its matrix-vector products into one matrix product, whose summation
+    order XLA picks by the number of chains (a different one on a device holding half of them).
+    Giving the shard a chain axis of its own keeps every chain's products matrix-vector
+    products, computed alike for any number of chains per device.
+    """
+    return tree
+
+
+@_batched_with.def_vmap
+def _batched_with_rule(axis_size, in_batched, tree, like):
+    tree_batched, _ = in_batched
+    out = jax.tree.map(lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + a.shape), tree, tree_batched)
+    return _batched_with(out, like), jax.tree.map(lambda _: True, tree)
 
 
 def _prox_objective(target: ShardedTarget, unravel, num_agents: int):
@@ -483,7 +619,8 @@ def _lbfgs(objective, y0, args, steps, tol):
     return y, otu.tree_get(state, "count").astype(jnp.int32)
 
 
-def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: float = 1e-9, noise: bool = True):
+def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: float = 1e-9, noise: bool = True,
+                 layout_invariant: bool = True):  # fmt: skip
     """Build the D-ADMMS kernel.
 
     Parameters
@@ -495,6 +632,10 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
         Iteration cap and gradient max-norm tolerance of the iterative solvers.
     noise
         ``False`` gives noise-free (deterministic) consensus ADMM.
+    layout_invariant
+        For the iterative solvers: give every chain its own (broadcast) copy of the shard, so
+        that the chains' log-likelihoods are computed alike whatever the number of chains per
+        device (:func:`_batched_with`). Sums over agents follow ``network.exact_sums``.
 
     Returns
     -------
@@ -514,7 +655,7 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
         x0 = state.local_positions
         sigma = jnp.sqrt(0.5) / rho
 
-        def block_step(x, p, nsum, shard, degrees, adjacency_rows, factors, key):
+        def block_step(x, p, nsum, shard, degrees, neighbour_rows, factors, key):
             d = x.shape[1]
             agents = first_index() + jnp.arange(x.shape[0])
             xi = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (d,), x.dtype))(agents)
@@ -522,6 +663,8 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             deg = degrees[:, None]
             centre = 0.5 * (x + nsum / jnp.maximum(deg, 1.0)) - xi
             penalty = rho * degrees
+            if layout_invariant and prox != "quadratic":
+                shard = _batched_with(shard, x)
 
             def solve(xi_, pi, ci, shard_i, pen, fac):
                 args = (shard_i, pi, ci, pen)
@@ -536,19 +679,19 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
                 return y, residual, it
 
             x_new, residual, iters = jax.vmap(solve)(x, p, centre, shard, penalty, factors)
-            nsum_new = neighbour_sums(x_new, adjacency_rows)
+            nsum_new = neighbour_sums(x_new, neighbour_rows)
             p_new = p + rho * (deg * x_new - nsum_new)
-            mean = total(x_new.sum(axis=0)) / n
+            mean = total(x_new) / n
             spread = jnp.sqrt(jnp.sum((x_new - mean) ** 2, axis=1)).max()
             stats = jnp.stack([residual.max(), spread, iters.max().astype(x.dtype)])
             if network.mesh is not None:
                 stats = lax.pmax(stats, SHARD_AXIS)
-            dual_sum = jnp.max(jnp.abs(total(p_new.sum(axis=0))))
+            dual_sum = jnp.max(jnp.abs(total(p_new)))
             return x_new, p_new, nsum_new, mean, stats, dual_sum
 
         factors = prox_factors if prox == "quadratic" else jnp.zeros((n, 0), x0.dtype)
         args = (x0, state.duals, state.neighbour_sums, data, network.degrees.astype(x0.dtype),
-                _adjacency_rows(network, n, x0.dtype), factors)  # fmt: skip
+                _neighbour_rows(network, n), factors)  # fmt: skip
         if network.mesh is None:
             out = block_step(*args, rng_key)
         else:
@@ -571,13 +714,87 @@ def _spans_processes(mesh: Mesh | None) -> bool:
     return mesh is not None and any(d.process_index != jax.process_index() for d in mesh.devices.flat)
 
 
-def _placement_fn(mesh: Mesh | None):
-    """Put a pytree's leading (agent) axis on the mesh's ``"shards"`` axis (identity without)."""
+def _place(tree, mesh: Mesh | None):
+    """Lay a pytree's leading (agent) axis out on the mesh's ``"shards"`` axis.
+
+    Host arrays on a mesh that spans several processes become global arrays of which every
+    process keeps only its own devices' blocks (copied from its host array); global arrays
+    (e.g. from :func:`load_shards`) stay where they are when already laid out so.
+    """
     if mesh is None:
-        return lambda tree: tree
-    if _spans_processes(mesh):
-        return lambda tree: jax.tree.map(np.asarray, tree)
-    return lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec(SHARD_AXIS)))
+        return jax.tree.map(jnp.asarray, tree)
+    sharding = NamedSharding(mesh, PartitionSpec(SHARD_AXIS))
+
+    def leaf(x):
+        if isinstance(x, jax.Array):
+            if x.sharding.is_equivalent_to(sharding, x.ndim):
+                return x
+            return jax.device_put(x, sharding)
+        if _spans_processes(mesh):
+            host = np.asarray(x)
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        return jax.device_put(jnp.asarray(x), sharding)
+
+    return jax.tree.map(leaf, tree)
+
+
+def load_shards(loader: Callable, num_agents: int, mesh: Mesh | None = None):
+    """Data for :func:`as_top_level_api` of which every process loads only its own agents.
+
+    Parameters
+    ----------
+    loader
+        ``loader(agents: slice) -> pytree of arrays`` with leading axis ``agents.stop -
+        agents.start``: the shards of those agents (read from disk, a database, ...). It is
+        called only for the blocks of agents on this process's devices (once per block).
+    num_agents
+        ``N``, the number of agents of the whole run.
+    mesh
+        The mesh whose ``"shards"`` axis holds the agents (it may span several processes, under
+        ``jax.distributed.initialize``); ``None``: one device, ``loader(slice(0, N))``.
+
+    Returns
+    -------
+    A pytree of global ``jax.Array`` of shape ``(N, ...)`` laid out on ``"shards"``; on a
+    multi-process mesh no process holds another's blocks. Every process calls this (and
+    :func:`as_top_level_api`, and ``psample.sample``) with the same arguments but its own data.
+    """
+    num_agents = check_positive_int("num_agents", num_agents)
+    if mesh is None or SHARD_AXIS not in mesh.axis_names:
+        return jax.tree.map(jnp.asarray, loader(slice(0, num_agents)))
+    size = mesh.shape[SHARD_AXIS]
+    if num_agents % size:
+        raise ShapeError(
+            f"{num_agents} agents cannot be laid out on the mesh's {size} {SHARD_AXIS!r} devices: "
+            f"use a number of agents divisible by {size}"
+        )
+    sharding = NamedSharding(mesh, PartitionSpec(SHARD_AXIS))
+    blocks = {}
+
+    def load(agents: slice):
+        key = (agents.start or 0, num_agents if agents.stop is None else agents.stop)
+        if key not in blocks:
+            tree = jax.tree.map(np.asarray, loader(slice(*key)))
+            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+                if x.ndim == 0 or x.shape[0] != key[1] - key[0]:
+                    raise ShapeError(
+                        f"loader(slice{key}) returned {jax.tree_util.keystr(path) or 'data'} of shape {x.shape}: "
+                        f"its leading axis must be the {key[1] - key[0]} agents asked for"
+                    )
+            blocks[key] = tree
+        return blocks[key]
+
+    local = sharding.addressable_devices_indices_map((num_agents,))
+    first = load(next(iter(local.values()))[0])
+    leaves, structure = jax.tree.flatten(first)
+    arrays = [
+        jax.make_array_from_callback(
+            (num_agents,) + x.shape[1:], sharding,
+            lambda index, i=i: jax.tree.leaves(load(index[0]))[i][(slice(None),) + tuple(index[1:])],
+        )  # fmt: skip
+        for i, x in enumerate(leaves)
+    ]
+    return jax.tree.unflatten(structure, arrays)
 
 
 def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float, unravel, d: int, dtype):
@@ -621,6 +838,7 @@ def as_top_level_api(
     noise: bool = True,
     mesh: Mesh | None = None,
     position_like: ArrayLikeTree | None = None,
+    layout_invariant: bool = True,
 ) -> SamplingAlgorithm:
     """D-ADMMS: distributed sampling with noisy consensus ADMM (Tzikas et al. 2024).
 
@@ -635,6 +853,11 @@ def as_top_level_api(
         agent (:func:`shard` splits an array).
     rho
         ADMM penalty (> 0); it also sets the noise, ``sigma^2 = 1 / (2 rho^2)``. The paper's 5.
+        On the complete graph of ``N`` agents the network average samples at temperature
+        ``(N - 1) / (2 rho)`` (variance that many times the posterior's, for Gaussian targets)
+        and relaxes in about ``2 rho N (N - 1) / lambda`` iterations (``lambda`` a posterior
+        precision eigenvalue): ``rho = (N - 1) / 2`` for the right variance, smaller for speed;
+        see the module notes. With hundreds of agents prefer a sparse graph.
     graph
         ``"complete"``, ``"ring"``, or a networkx graph over the agents ``0 .. N-1``.
     prox
@@ -650,12 +873,23 @@ def as_top_level_api(
         A ``jax.sharding.Mesh`` with Auto axes; blocks of ``N / S`` agents are placed on the
         ``S`` devices of its ``"shards"`` axis (``N`` must be divisible by ``S``). Pass the same
         mesh to ``psample.sample`` (chains go on its ``"chains"`` axis, if it has one). A mesh
-        may span several processes (``jax.distributed.initialize``): every process then passes
-        the same host data.
+        may span several processes (``jax.distributed.initialize``): pass ``data`` from
+        :func:`load_shards`, so that every process loads and holds only its own agents' shards
+        (host arrays are accepted too: each process then copies its blocks to its devices).
+        The data and prox matrices reach the runner's jitted functions as arguments
+        (``step.hoisted_arguments``, see ``psample.checks.hoisted``), never as constants.
     position_like
         Optional position (pytree, no chain axis) for ``prox="quadratic"``: its matrices are
         then computed (and a non-quadratic likelihood refused) now, instead of when the first
         step is traced.
+    layout_invariant
+        ``True`` (default): the run is bit for bit the same on any device layout (exact
+        fixed-point sums over agents, neighbour sums in a fixed order, a per-chain copy of the
+        shards for the iterative prox; see the module notes). Its costs: an extra ``pmax`` and
+        an integer ``psum`` of ``4 d`` numbers per sum over agents, and with ``"newton"`` or
+        ``"lbfgs"`` a copy of each shard per chain (memory ``chains x data`` per device):
+        ``False`` for big shards and many chains with an iterative prox, or to save the
+        measured per-iteration cost (BENCHMARKS.md); draws then agree to round-off only.
 
     Returns
     -------
@@ -678,39 +912,57 @@ def as_top_level_api(
     if not callable(logprior_fn) or not callable(loglik_fn):
         raise TypeError("logprior_fn and loglik_fn must be functions")
     num_agents = _num_agents(data)
-    network = build_network(graph, num_agents, mesh)
-    # Placement of the data (and of the closed-form prox matrices): on the mesh's "shards" axis.
-    # A mesh spanning several processes cannot be closed over by jit as a global array, so there
-    # every process keeps the (identical) host arrays and shard_map hands each device its block.
-    place = _placement_fn(network.mesh)
-    data = place(jax.tree.map(np.asarray if _spans_processes(network.mesh) else jnp.asarray, data))
+    network = build_network(graph, num_agents, mesh, exact_sums=layout_invariant)
+    # The data (and the closed-form prox matrices) are laid out on the mesh's "shards" axis. On
+    # a mesh spanning several processes they are global arrays of which each process holds its
+    # own blocks, and jit cannot embed those as constants: the algorithm hands them to the
+    # runner (``step.hoisted_arguments``), which passes them to its jitted functions as
+    # arguments. Always so, that one process and several compile the same program.
+    data = _place(data, network.mesh)
     target = ShardedTarget(logprior_fn, loglik_fn)
-    kernel = build_kernel(prox, prox_steps, prox_tol, noise)
+    kernel = build_kernel(prox, prox_steps, prox_tol, noise, layout_invariant)
 
     factors = {}
 
     def quadratic_factors(position):
         # Built once per parameter structure, outside any trace (the matrices are constants).
         shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), position)
-        key = str(shapes)
+        key = _structure_key(position)
         if key not in factors:
             zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
             flat, unravel = jax.flatten_util.ravel_pytree(zeros)
             with jax.ensure_compile_time_eval():
                 built = _quadratic_factors(target, data, network, rho, unravel, flat.shape[0], flat.dtype)
-                built = place(built)
+                built = _place(built, network.mesh)
             factors[key] = built
         return factors[key]
 
     if prox == "quadratic" and position_like is not None:
         quadratic_factors(position_like)
 
-    def step_kernel(rng_key, state, target, data, network, rho):
-        fac = quadratic_factors(state.position) if prox == "quadratic" else None
-        return kernel(rng_key, state, target, data, network, rho, fac)
+    def algorithm(data, built):
+        """The algorithm on ``data`` and prox matrices ``built`` (concrete, or the runner's traced arguments)."""
 
-    return build_sampling_algorithm(step_kernel, init, target, init_args=(data, network),
-                                    kernel_args=(data, network, rho))
+        def step_kernel(rng_key, state, target, data, network, rho):
+            fac = None
+            if prox == "quadratic":
+                key = _structure_key(state.position)
+                fac = built[key] if key in built else quadratic_factors(state.position)
+            return kernel(rng_key, state, target, data, network, rho, fac)
+
+        return build_sampling_algorithm(step_kernel, init, target, init_args=(data, network),
+                                        kernel_args=(data, network, rho))  # fmt: skip
+
+    sampling = algorithm(data, factors)
+    # The runner's protocol (psample.checks.hoisted): the arrays to pass to jit as arguments (the
+    # prox matrices built so far: the runner traces a step before it compiles), and the
+    # algorithm rebuilt on them.
+    sampling.step.hoisted_arguments = lambda: ((data, dict(factors)), lambda arguments: algorithm(*arguments))
+    return sampling
+
+
+def _structure_key(position) -> str:
+    return str(jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), position))
 
 
 # ----------------------------------------------------------------------------- NumPyro
