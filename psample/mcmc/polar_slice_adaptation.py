@@ -470,8 +470,8 @@ def estimate_parameters(
     The centre is the coordinate-wise median in the whitened coordinates of the new scale, of
     the draws, or where the gradients are trusted (dense form) of the Newton points
     ``x + Σ ∇ log ρ(x)``: each is the mean for a Gaussian, and since ``E ∇ log ρ = 0`` they are a
-    control-variate estimate of the mean in general. It is then shrunk toward ``anchor``
-    (:func:`_shrunk_center`). ``w`` balances stepping-out and shrinkage (:func:`_radius_window`).
+    control-variate estimate of the mean in general. It stays exactly at ``anchor`` unless a
+    test finds the offset significant, and is then shrunk toward ``anchor`` (:func:`_shrunk_center`). ``w`` balances stepping-out and shrinkage (:func:`_radius_window`).
 
     Parameters
     ----------
@@ -491,7 +491,8 @@ def estimate_parameters(
         number of the draws' Tyler shape is below ``2 λ₊/λ₋`` of the Marchenko-Pastur law for
         ``n`` draws from the identity (no correlation beyond noise).
     anchor
-        ``(d,)``: the centre is shrunk toward it (the user's centre; default 0).
+        ``(d,)``: the centre stays there unless the draws clearly move it, and is shrunk toward
+        it (the user's centre; default 0).
     radius_counts
         ``(expansions, shrinks)``: radius stepping-out expansions and shrinkage rejections per
         transition, averaged over the window (run with ``previous["w"]``); ``None`` keeps ``w``'s
