@@ -228,7 +228,10 @@ def run_sampler(kind, case, flat0, rng_key, num_draws, num_warmup_nuts, repeats=
         form = "vector" if np.ndim(parameters["scale"]) == 1 else (
             "dense" if np.ndim(parameters["scale"]) == 2 else "low-rank")
         extra = (f"adaptation {num_warmup} steps {time.perf_counter() - warm_start:.1f}s incl. compile; "
-                 f"scale {form}, w {float(parameters['w']):.3g}")
+                 f"scale {form}, w {float(parameters['w']):.3g}, "
+                 f"|centre| {float(np.linalg.norm(np.asarray(parameters['center']))):.3g}"
+                 + (f", scale {np.min(parameters['scale']):.3g}-{np.max(parameters['scale']):.3g}"
+                    if form == "vector" else ""))
         burn_in_chunks = 0
         tuned = algorithm.with_parameters(parameters)
         step, evals_fn = tuned.step, (lambda info: info.num_evals)

@@ -97,8 +97,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sampler", default="polar_slice", help="sampler name (see `psample samplers`)")
     run.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     # With warm-up adaptation (the default), 4 x 1,000 draws after 500 warm-up steps give every
-    # r_hat < 1.01 on eight schools for seeds 0-4 (max r_hat as printed: 1.008, 1.008, 1.007,
-    # 1.004, 1.005); 500 draws did not, after 500 warm-up steps (1.010-1.017) or after 1,000
+    # r_hat < 1.01 on eight schools for seeds 0-4 (max r_hat as printed: 1.006, 1.006, 1.004,
+    # 1.005, 1.005, re-measured after the centre test and w balance of BENCHMARKS.md run E); 500 draws did not, after 500 warm-up steps (1.010-1.017) or after 1,000
     # (1.018 for seed 0). Measured with `psample run --seed S --warmup W --draws N`, float32, as
     # `psample run` runs; unadapted it needed 4 x 40,000 draws.
     run.add_argument(

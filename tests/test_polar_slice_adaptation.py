@@ -94,7 +94,7 @@ def test_gradient_estimate_is_exact_for_a_gaussian_from_unexplored_draws():
 
 
 def test_w_balances_expansions_and_shrinks():
-    """``w (E + 1) / (S + 1)`` times the ratio of the radii's spreads (1 here: the estimate from
+    """``w (1.5 E + 1) / (S + 1)`` times the ratio of the radii's spreads (1 here: the estimate from
     a Gaussian's gradients is exactly the identity scale and the zero centre in force)."""
     d = 20
     x = jnp.asarray(np.random.default_rng(4).normal(size=(8, 20, d)))
@@ -103,21 +103,22 @@ def test_w_balances_expansions_and_shrinks():
     estimate = jax.jit(  # compiled once, the counts traced
         lambda e, s: _estimate_parameters(x, 20, previous, "dense", gradient_fn=gradient_fn, radius_counts=(e, s))
     )
-    for (expansions, shrinks), expected in [((3.0, 1.0), 4.0), ((0.0, 3.0), 0.5), ((1.2, 1.2), 2.0)]:
+    for (expansions, shrinks), expected in [((3.0, 1.0), 5.5), ((0.0, 3.0), 0.5), ((1.2, 1.8), 2.0)]:
         assert float(estimate(expansions, shrinks)["w"]) == pytest.approx(expected, rel=1e-8)
 
 
 def test_a_centre_within_noise_is_shrunk_to_the_anchor():
     """Exact Cauchy draws around 0: the coordinate-wise median is off by noise (norm ≈ 0.4 in
-    d = 50), which costs the sampler half its efficiency; James-Stein shrinkage removes it.
-    Around an anchor of 3 the same draws shifted by 3 give the same answer."""
+    d = 50), which costs the sampler half its efficiency; the centre stays exactly at the
+    anchor (the F test does not reject). Around an anchor of 3 the same draws shifted by 3 give
+    the same answer."""
     d = 50
     rng = np.random.default_rng(5)
     x = rng.normal(size=(800, d)) / np.abs(rng.normal(size=(800, 1)))
     previous = {"w": jnp.array(1.0), "center": jnp.zeros(d), "scale": jnp.ones(d)}
     raw = np.linalg.norm(np.median(x, axis=0))
     new = estimate_parameters(jnp.asarray(x).reshape(8, 100, d), 100, previous, "diagonal")
-    assert raw > 0.25 and np.linalg.norm(np.asarray(new["center"])) < 0.2 * raw
+    assert raw > 0.25 and np.all(np.asarray(new["center"]) == 0.0)
     anchored = estimate_parameters(
         jnp.asarray(x + 3.0).reshape(8, 100, d), 100, dict(previous, center=jnp.full(d, 3.0)), "diagonal",
         anchor=jnp.full(d, 3.0),
