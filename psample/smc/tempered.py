@@ -233,15 +233,26 @@ def _hmc_move(num_integration_steps):
             return logdensity(_from_z(tuned, z))
 
         kernel = blackjax.hmc.build_kernel()
-        z = _to_z(tuned, x)
-        identity = jnp.ones_like(z)
-        state = blackjax.hmc.init(z, logdensity_z)
-        state, info = _run_chain(
-            lambda k, s: kernel(k, s, logdensity_z, tuned.scale, identity, num_integration_steps),
-            state, key, num_steps,
-        )  # fmt: skip
+        if tuned.chol.ndim == 1:
+            # Diagonal frame: HMC on x with inverse mass diag(s²) is HMC with the identity on
+            # z = (x - m) / s, and costs one product per leapfrog step (the kinetic energy's)
+            # where the frame costs two (x from z, and the gradient back to z).
+            state = blackjax.hmc.init(x, logdensity)
+            state, info = _run_chain(
+                lambda k, s: kernel(k, s, logdensity, tuned.scale, tuned.chol**2, num_integration_steps),
+                state, key, num_steps,
+            )  # fmt: skip
+            position = state.position
+        else:
+            state = blackjax.hmc.init(_to_z(tuned, x), logdensity_z)
+            identity = jnp.ones_like(x)
+            state, info = _run_chain(
+                lambda k, s: kernel(k, s, logdensity_z, tuned.scale, identity, num_integration_steps),
+                state, key, num_steps,
+            )  # fmt: skip
+            position = _from_z(tuned, state.position)
         evals = jnp.sum(info.num_integration_steps).astype(jnp.int32)
-        return _from_z(tuned, state.position), jnp.mean(info.acceptance_rate), evals
+        return position, jnp.mean(info.acceptance_rate), evals
 
     return move
 
@@ -470,16 +481,29 @@ def build_kernel(
         tuned = _cross_fitted_tuning(flat, weights, state.scale, mutation)
         keys = jax.random.split(move_key, num_particles)
 
-        def move_half(rows, tuned_by):
-            # One vmap per half with that half's parameters unbatched: the preconditioner's
-            # products become one matrix-matrix product over the half instead of a gather and
-            # a matrix-vector product per particle (which cost more than a cheap log-density).
-            mine = jax.tree.map(lambda t: t[tuned_by], tuned)
-            return jax.vmap(lambda k, x: mutation.move(k, x, logdensity, mine, num_mcmc_steps))(keys[rows], flat[rows])
-
         half = num_particles // 2
-        moved = [move_half(slice(0, half), 1), move_half(slice(half, num_particles), 0)]
-        flat, acceptance, evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *moved)
+        if mutation.metric == "diagonal":
+            # One vmap over all particles, each given its half's parameters as rows: a diagonal
+            # frame costs the same per particle batched or shared, and one loop over N
+            # particles runs half the kernel launches of two loops over N/2 (which dominate
+            # when the log-density is cheap).
+            side = jnp.where(jnp.arange(num_particles) < half, 1, 0)
+            rows = jax.tree.map(lambda t: t[side], tuned)
+            flat, acceptance, evals = jax.vmap(
+                lambda k, x, t: mutation.move(k, x, logdensity, t, num_mcmc_steps)
+            )(keys, flat, rows)
+        else:
+
+            def move_half(rows, tuned_by):
+                # One vmap per half with that half's parameters unbatched: the dense frame's
+                # products become one matrix-matrix product over the half instead of a gather
+                # and a matrix-vector product per particle (which cost more than a cheap
+                # log-density).
+                mine = jax.tree.map(lambda t: t[tuned_by], tuned)
+                return jax.vmap(lambda k, x: mutation.move(k, x, logdensity, mine, num_mcmc_steps))(keys[rows], flat[rows])
+
+            moved = [move_half(slice(0, half), 1), move_half(slice(half, num_particles), 0)]
+            flat, acceptance, evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *moved)
         scale = jnp.mean(tuned.scale).astype(state.scale.dtype)
         acceptance = jnp.mean(acceptance)
         particles = jax.vmap(unravel)(flat)
