@@ -2,26 +2,31 @@
 
 Usage::
 
-    python benchmarks/smc.py [--particles 1000] [--replicates 16] [--mcmc-steps 10] [--repeats 3]
+    python benchmarks/smc.py [--particles 1000] [--replicates 16] [--repeats 3]
+        [--models linear_regression,eight_schools,student_t_regression]
+        [--methods blackjax,runner,hmc,hmc-dense,hmc-ess,polar] [--sweep 0.5:10,0.7:5]
 
 Every method runs ``--replicates`` independent populations (vmapped) of ``--particles``
-particles with an adaptive schedule (ESS target 0.5) and ``--mcmc-steps`` moves per level, on
-models whose log evidence is known: Bayesian linear regression (closed form), eight schools
-(quadrature in tau) and Student-t regression with outliers (2-D quadrature). Reported per
-method: log-Z error (mean over replicates, i.e. bias, and its spread), RMSE, steady-state wall
-time (best of ``--repeats`` runs after a compiling one) and log-density evaluations per
-replicate (gradient evaluations for HMC).
+particles with an adaptive schedule, on models whose log evidence is known: Bayesian linear
+regression (closed form), eight schools (quadrature in tau) and Student-t regression with
+outliers (2-D quadrature). Reported per method: log-Z error (mean over replicates, i.e. bias,
+and its spread), RMSE, steady-state wall and process CPU time (best of ``--repeats`` runs after
+a compiling one), log-density evaluations per replicate (gradient evaluations for HMC),
+``RMSE² x evals`` relative to BlackJAX (lower: less error at equal evaluations) and the CPU
+time psample needs to reach BlackJAX's error (``CPU time x MSE / BlackJAX's MSE``: the
+variance falls like 1/cost). The ``±`` are one standard error from the replicates (the
+relative errors of the two mean squared errors in quadrature; times taken as exact).
 
-BlackJAX is hand-wired as its documentation shows: ``blackjax.adaptive_tempered_smc`` with
-``blackjax.hmc.build_kernel()``, ``extend_params`` of a fixed step size (0.1), identity inverse
-mass matrix and 10 integration steps, systematic resampling, driven by ``lax.while_loop``
-until the temperature reaches 1; ``log Z`` is the sum of ``info.log_likelihood_increment``.
-Its evaluations are counted as BlackJAX spends them: per level ``N`` log-likelihoods for the
-ESS bisection, ``N`` for the weights and ``N * steps * 10`` gradients.
-psample's HMC is given the same 10 integration steps; psample tunes the step size and the
-mass matrix from the particles (dense by default, or diagonal: ``metric="diagonal"``), BlackJAX
-keeps them fixed (as its docs do). Errors pool the replicates of all ``--repeats`` timed runs. psample resamples when the ESS falls below half the particles (its default);
-the row "resample every step" resamples at every level, as BlackJAX does. The row "same
+BlackJAX is hand-wired as its documentation shows: ``blackjax.adaptive_tempered_smc`` (ESS
+target 0.5) with ``blackjax.hmc.build_kernel()``, ``extend_params`` of a fixed step size (0.1),
+identity inverse mass matrix and 10 integration steps, ``--mcmc-steps`` moves per level,
+systematic resampling, driven by ``lax.while_loop`` until the temperature reaches 1; ``log Z``
+is the sum of ``info.log_likelihood_increment``. Its evaluations are counted as BlackJAX spends
+them: per level ``N`` log-likelihoods for the ESS bisection, ``N`` for the weights and
+``N * steps * 10`` gradients. psample's rows use ``psample.smc.tempered``'s defaults but for
+what the row names (``--sweep`` adds HMC rows at other ``target_ess`` and moves per level);
+psample tunes the step size and the metric from the particles, BlackJAX keeps them fixed (as
+its docs do). Errors pool the replicates of all ``--repeats`` timed runs. The row "same
 BlackJAX algorithm through psample.run_particles" wraps BlackJAX's own kernel as a
 ``psample.smc.ParticleAlgorithm``: its time against the hand-wired loop is the runner's cost.
 """

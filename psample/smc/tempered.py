@@ -36,8 +36,9 @@ invariance; see ``_cross_fitted_tuning``):
 - ``"rwm"``: Gaussian random-walk Metropolis (BlackJAX ``additive_step_random_walk``) with
   proposal covariance ``s² C``; the scale ``s`` starts at ``2.38/sqrt(d)`` and follows the
   acceptance rate to 0.234 from level to level;
-- ``"hmc"``: BlackJAX HMC with inverse mass matrix ``C``; the step size starts at
-  ``d^(-1/4)`` and follows the acceptance rate to 0.65;
+- ``"hmc"``: BlackJAX HMC with inverse mass matrix ``diag(C)`` (``metric="diagonal"``, the
+  default) or ``C`` (``"dense"``); the step size starts at ``d^(-1/4)`` and follows the
+  acceptance rate to 0.65;
 - ``"polar_slice"``: psample's Gibbsian polar slice sampler (Schär, Habeck and Rudolf [5])
   run in the standardised coordinates ``z = L⁻¹(x - m)``, where the population is centred at the
   origin of the polar decomposition; ``w`` is the weighted standard deviation of ``‖z‖``.
