@@ -227,23 +227,22 @@ def main(argv=None):
             runs[f"psample tempered (HMC, target_ess {target_ess}, {steps} moves per level)"] = psample_run(
                 target, "hmc", n, r, target_ess=target_ess, num_mcmc_steps=steps
             )
-        rows = {}
-        for label, run in runs.items():
+        base = None
+        for label, run in runs.items():  # BlackJAX first: each row is printed as soon as it is timed
             log_z, evals, seconds, cpu = timed(run, args.repeats)
             err = log_z - exact
             mse, rel_se = _mse_and_relative_se(err)
-            rows[label] = (err.mean(), err.std(ddof=1), mse, rel_se, seconds, evals.mean(), cpu)
-        base = rows[METHODS["blackjax"]]
-        for label, (bias, sd, mse, rel_se, seconds, evals, cpu) in rows.items():
+            row = (err.mean(), err.std(ddof=1), mse, rel_se, seconds, evals.mean(), cpu)
+            base = row if base is None else base
+            bias, sd, mse, rel_se, seconds, evals, cpu = row
             # Independent runs: the relative errors of the two mean squared errors add in quadrature.
-            ratio_se = 0.0 if label == METHODS["blackjax"] else np.hypot(rel_se, base[3])
+            ratio_se = 0.0 if row is base else np.hypot(rel_se, base[3])
             work = mse * evals / (base[2] * base[5])
             # Time to reach BlackJAX's error: variance falls like 1/cost, so scale by the MSE ratio.
             equal_error = cpu * mse / (base[6] * base[2])
             print(f"| {label} | {bias:+.4f} | {sd:.4f} | {np.sqrt(mse):.4f} | {seconds:.2f} | {cpu:.2f} | "
                   f"{evals:,.0f} | {work:.2f} ± {work * ratio_se:.2f} | {cpu / base[6]:.2f} | "
-                  f"{equal_error:.2f} ± {equal_error * ratio_se:.2f} |")  # fmt: skip
-
+                  f"{equal_error:.2f} ± {equal_error * ratio_se:.2f} |", flush=True)  # fmt: skip
 
 if __name__ == "__main__":
     main()
