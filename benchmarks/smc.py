@@ -2,26 +2,31 @@
 
 Usage::
 
-    python benchmarks/smc.py [--particles 1000] [--replicates 16] [--mcmc-steps 10] [--repeats 3]
+    python benchmarks/smc.py [--particles 1000] [--replicates 16] [--repeats 3]
+        [--models linear_regression,eight_schools,student_t_regression]
+        [--methods blackjax,runner,hmc,hmc-dense,hmc-ess,polar] [--sweep 0.5:10,0.7:5]
 
 Every method runs ``--replicates`` independent populations (vmapped) of ``--particles``
-particles with an adaptive schedule (ESS target 0.5) and ``--mcmc-steps`` moves per level, on
-models whose log evidence is known: Bayesian linear regression (closed form), eight schools
-(quadrature in tau) and Student-t regression with outliers (2-D quadrature). Reported per
-method: log-Z error (mean over replicates, i.e. bias, and its spread), RMSE, steady-state wall
-time (best of ``--repeats`` runs after a compiling one) and log-density evaluations per
-replicate (gradient evaluations for HMC).
+particles with an adaptive schedule, on models whose log evidence is known: Bayesian linear
+regression (closed form), eight schools (quadrature in tau) and Student-t regression with
+outliers (2-D quadrature). Reported per method: log-Z error (mean over replicates, i.e. bias,
+and its spread), RMSE, steady-state wall and process CPU time (best of ``--repeats`` runs after
+a compiling one), log-density evaluations per replicate (gradient evaluations for HMC),
+``RMSE² x evals`` relative to BlackJAX (lower: less error at equal evaluations) and the CPU
+time psample needs to reach BlackJAX's error (``CPU time x MSE / BlackJAX's MSE``: the
+variance falls like 1/cost). The ``±`` are one standard error from the replicates (the
+relative errors of the two mean squared errors in quadrature; times taken as exact).
 
-BlackJAX is hand-wired as its documentation shows: ``blackjax.adaptive_tempered_smc`` with
-``blackjax.hmc.build_kernel()``, ``extend_params`` of a fixed step size (0.1), identity inverse
-mass matrix and 10 integration steps, systematic resampling, driven by ``lax.while_loop``
-until the temperature reaches 1; ``log Z`` is the sum of ``info.log_likelihood_increment``.
-Its evaluations are counted as BlackJAX spends them: per level ``N`` log-likelihoods for the
-ESS bisection, ``N`` for the weights and ``N * steps * 10`` gradients.
-psample's HMC is given the same 10 integration steps; psample tunes the step size and the
-mass matrix from the particles (dense by default, or diagonal: ``metric="diagonal"``), BlackJAX
-keeps them fixed (as its docs do). Errors pool the replicates of all ``--repeats`` timed runs. psample resamples when the ESS falls below half the particles (its default);
-the row "resample every step" resamples at every level, as BlackJAX does. The row "same
+BlackJAX is hand-wired as its documentation shows: ``blackjax.adaptive_tempered_smc`` (ESS
+target 0.5) with ``blackjax.hmc.build_kernel()``, ``extend_params`` of a fixed step size (0.1),
+identity inverse mass matrix and 10 integration steps, ``--mcmc-steps`` moves per level,
+systematic resampling, driven by ``lax.while_loop`` until the temperature reaches 1; ``log Z``
+is the sum of ``info.log_likelihood_increment``. Its evaluations are counted as BlackJAX spends
+them: per level ``N`` log-likelihoods for the ESS bisection, ``N`` for the weights and
+``N * steps * 10`` gradients. psample's rows use ``psample.smc.tempered``'s defaults but for
+what the row names (``--sweep`` adds HMC rows at other ``target_ess`` and moves per level);
+psample tunes the step size and the metric from the particles, BlackJAX keeps them fixed (as
+its docs do). Errors pool the replicates of all ``--repeats`` timed runs. The row "same
 BlackJAX algorithm through psample.run_particles" wraps BlackJAX's own kernel as a
 ``psample.smc.ParticleAlgorithm``: its time against the hand-wired loop is the runner's cost.
 """
@@ -128,13 +133,13 @@ def blackjax_through_runner(target, num_particles, num_replicates, num_mcmc_step
     return run
 
 
-def psample_run(target, mcmc, num_particles, num_replicates, num_mcmc_steps, resample_ess, metric="dense", target_ess=0.5):
-    options = {"num_integration_steps": 10} if mcmc == "hmc" else {}
-    options["metric"] = metric
-    algorithm = psample.smc.tempered(
-        target, mcmc=mcmc, num_mcmc_steps=num_mcmc_steps, mcmc_parameters=options, resample_ess=resample_ess,
-        target_ess=target_ess,
-    )  # fmt: skip
+def psample_run(target, mcmc, num_particles, num_replicates, **options):
+    """psample's tempered SMC run by ``psample.run_particles``; ``options`` are keyword arguments
+    of ``psample.smc.tempered`` (its defaults otherwise), ``metric`` goes to
+    ``mcmc_parameters``."""
+    metric = options.pop("metric", None)
+    parameters = {} if metric is None else {"metric": metric}
+    algorithm = psample.smc.tempered(target, mcmc=mcmc, mcmc_parameters=parameters, **options)
 
     def run(key):
         result = psample.run_particles(algorithm, key, num_particles, num_replicates=num_replicates, progress=False)
@@ -160,60 +165,84 @@ def timed(run, repeats):
     return np.concatenate(log_zs), np.concatenate(evals), best, best_cpu
 
 
+def _mse_and_relative_se(err):
+    """Mean squared error and the relative standard error of that mean (delta method:
+    ``sd(err²) / sqrt(n) / mean(err²)``)."""
+    sq = err**2
+    return sq.mean(), sq.std(ddof=1) / np.sqrt(sq.size) / sq.mean()
+
+
+#: The rows, by the name ``--methods`` selects them with.
+METHODS = {
+    "blackjax": "BlackJAX adaptive_tempered_smc (HMC)",
+    "runner": "same BlackJAX algorithm through psample.run_particles",
+    "hmc": "psample tempered (HMC, defaults)",
+    "hmc-dense": "psample tempered (HMC, dense metric)",
+    "hmc-ess": "psample tempered (HMC, resample when ESS < N/2)",
+    "polar": "psample tempered (polar slice)",
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--particles", type=int, default=1000)
     parser.add_argument("--replicates", type=int, default=16)
-    parser.add_argument("--mcmc-steps", type=int, default=10)
+    parser.add_argument("--mcmc-steps", type=int, default=10, help="BlackJAX's moves per level")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default="linear_regression,eight_schools,student_t_regression")
-    parser.add_argument("--target-ess", default="", help="comma-separated target_ess values for extra psample rows")
-    parser.add_argument("--sweep-only", action="store_true", help="only BlackJAX and the --target-ess rows")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated rows among {list(METHODS)}")
+    parser.add_argument(
+        "--sweep", default="", help="extra psample HMC rows, comma-separated target_ess:num_mcmc_steps pairs (e.g. 0.5:10,0.7:5)"
+    )
     args = parser.parse_args(argv)
-    args.target_ess = [float(v) for v in args.target_ess.split(",") if v]
+    sweep = [(float(a), int(b)) for a, b in (v.split(":") for v in args.sweep.split(",") if v)]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown --methods {unknown}; choose among {list(METHODS)}")
     print(f"jax {jax.__version__}, blackjax {blackjax.__version__}, devices {jax.devices()}")
-    print(f"N = {args.particles} particles, R = {args.replicates} replicates, {args.mcmc_steps} moves per level")
+    print(f"N = {args.particles} particles, R = {args.replicates} replicates x {args.repeats} timed runs, "
+          f"BlackJAX: {args.mcmc_steps} moves per level")  # fmt: skip
     for name in args.models.split(","):
         target = psample.models.get(name)
         exact = target.exact.get("log_Z")
         if exact is None:
             exact = psample.models.eight_schools_log_evidence()
         print(f"\n### {target.name} (exact log Z {exact:.4f})\n")
-        print("| method | bias | sd | RMSE | wall s | CPU time ratio | evals / replicate | RMSE² x evals (rel.) | "
-              "wall time ratio | CPU time at equal error (rel.) |")  # fmt: skip
+        print("| method | bias | sd | RMSE | wall s | CPU s | evals / replicate | RMSE² x evals (rel.) | "
+              "CPU time ratio | CPU time at equal error (rel.) |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|---|---|")
-        rows = {}
         n, r, k = args.particles, args.replicates, args.mcmc_steps
-        runs = {"BlackJAX adaptive_tempered_smc (HMC)": blackjax_run(target, n, r, k)}
-        if not args.sweep_only:
-            runs.update({
-                "same BlackJAX algorithm through psample.run_particles": blackjax_through_runner(target, n, r, k),
-                "psample tempered (HMC, resample every step: default)": psample_run(target, "hmc", n, r, k, 1.0),
-                "psample tempered (HMC, resample when ESS < N/2)": psample_run(target, "hmc", n, r, k, 0.5),
-                "psample tempered (HMC, diagonal metric, every step)": psample_run(
-                    target, "hmc", n, r, k, 1.0, metric="diagonal"
-                ),
-                "psample tempered (HMC, diagonal metric, ESS < N/2)": psample_run(
-                    target, "hmc", n, r, k, 0.5, metric="diagonal"
-                ),
-                "psample tempered (polar slice, every step)": psample_run(target, "polar_slice", n, r, k, 1.0),
-            })  # fmt: skip
-        for value in args.target_ess:
-            runs[f"psample tempered (HMC, diagonal metric, every step, target_ess {value})"] = psample_run(
-                target, "hmc", n, r, k, 1.0, metric="diagonal", target_ess=value
+        makers = {
+            "blackjax": lambda: blackjax_run(target, n, r, k),
+            "runner": lambda: blackjax_through_runner(target, n, r, k),
+            "hmc": lambda: psample_run(target, "hmc", n, r),
+            "hmc-dense": lambda: psample_run(target, "hmc", n, r, metric="dense"),
+            "hmc-ess": lambda: psample_run(target, "hmc", n, r, resample_ess=0.5),
+            "polar": lambda: psample_run(target, "polar_slice", n, r),
+        }
+        runs = {METHODS["blackjax"]: makers["blackjax"]()}
+        runs.update({METHODS[m]: makers[m]() for m in methods if m != "blackjax"})
+        for target_ess, steps in sweep:
+            runs[f"psample tempered (HMC, target_ess {target_ess}, {steps} moves per level)"] = psample_run(
+                target, "hmc", n, r, target_ess=target_ess, num_mcmc_steps=steps
             )
-        for label, run in runs.items():
+        base = None
+        for label, run in runs.items():  # BlackJAX first: each row is printed as soon as it is timed
             log_z, evals, seconds, cpu = timed(run, args.repeats)
             err = log_z - exact
-            rows[label] = (err.mean(), err.std(ddof=1), np.sqrt(np.mean(err**2)), seconds, evals.mean(), cpu)
-        base = rows["BlackJAX adaptive_tempered_smc (HMC)"]
-        for label, (bias, sd, rmse, seconds, evals, cpu) in rows.items():
-            work = rmse**2 * evals / (base[2] ** 2 * base[4])
-            # Time to reach BlackJAX's error: variance falls like 1/cost, so scale by RMSE².
-            equal_error = cpu * rmse**2 / (base[5] * base[2] ** 2)
-            print(f"| {label} | {bias:+.4f} | {sd:.4f} | {rmse:.4f} | {seconds:.2f} | {cpu / base[5]:.2f} | "
-                  f"{evals:,.0f} | {work:.3g} | {seconds / base[3]:.2f} | {equal_error:.2f} |")  # fmt: skip
-
+            mse, rel_se = _mse_and_relative_se(err)
+            row = (err.mean(), err.std(ddof=1), mse, rel_se, seconds, evals.mean(), cpu)
+            base = row if base is None else base
+            bias, sd, mse, rel_se, seconds, evals, cpu = row
+            # Independent runs: the relative errors of the two mean squared errors add in quadrature.
+            ratio_se = 0.0 if row is base else np.hypot(rel_se, base[3])
+            work = mse * evals / (base[2] * base[5])
+            # Time to reach BlackJAX's error: variance falls like 1/cost, so scale by the MSE ratio.
+            equal_error = cpu * mse / (base[6] * base[2])
+            print(f"| {label} | {bias:+.4f} | {sd:.4f} | {np.sqrt(mse):.4f} | {seconds:.2f} | {cpu:.2f} | "
+                  f"{evals:,.0f} | {work:.2f} ± {work * ratio_se:.2f} | {cpu / base[6]:.2f} | "
+                  f"{equal_error:.2f} ± {equal_error * ratio_se:.2f} |", flush=True)  # fmt: skip
 
 if __name__ == "__main__":
     main()
