@@ -219,8 +219,11 @@ def test_reverse_diffusion_plain_mode():
 
 def test_reverse_diffusion_errors():
     kwargs = dict(schedule=VP(), num_steps=10, num_score_samples=4)
-    with pytest.raises(ShapeError, match="dim"):
+    with pytest.raises(ShapeError, match=r"dim, the length of the vector x .* \(got dim=None\)"):
         reverse_diffusion(shifted_gaussian, **kwargs)
+    # A psample Target (a registry model) carries its dimension; a conflicting dim= is refused.
+    with pytest.raises(ShapeError, match="dim=3 does not match target 'gmm25'"):
+        reverse_diffusion(models.get("gmm25"), dim=3, **kwargs)
     with pytest.raises(ShapeError, match="dim=3"):
         reverse_diffusion(lambda x: -0.5 * jnp.sum((x - MEAN) ** 2), dim=3, **kwargs)
     for t_min in (0.0, 1.0, -0.1):
