@@ -107,7 +107,25 @@ def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
     return fn
 
 
+_CHUNKS: dict = {}
+
+
 def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration):
+    """The jitted chunk of training iterations, one per set of arguments, so that a training
+    resumed in the same process (more iterations, a checkpoint) does not compile again."""
+    key = (process, logdensity_fn, loss, batch_size, optimizer, exploration)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable optimizer or schedule: build afresh
+        return _make_chunk(*key)
+    if key not in _CHUNKS:
+        if len(_CHUNKS) > 16:
+            _CHUNKS.clear()
+        _CHUNKS[key] = _make_chunk(*key)
+    return _CHUNKS[key]
+
+
+def _make_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration):
     value_and_grad = jax.value_and_grad(_loss_fn(process, logdensity_fn, loss, batch_size), has_aux=True)
 
     def one(carry, index):
@@ -216,7 +234,7 @@ def train_sampler(
     Returns
     -------
     TrainedSampler
-        ``sample(rng_key, num)``, ``save(path)``, ``load(path, logdensity_fn)``; ``interrupted``
+        ``sample(rng_key, num)``, ``save(path)``, ``TrainedSampler.load(path)``; ``interrupted``
         when Ctrl-C stopped training (the parameters are those trained so far).
 
     Raises
