@@ -342,6 +342,9 @@ def _import_logdensity(value_bytes: bytes, grad_bytes: bytes):
 
     value_exp, grad_exp = export.deserialize(bytearray(value_bytes)), export.deserialize(bytearray(grad_bytes))
     dtype = value_exp.in_avals[0].dtype
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ModelError("the saved log-density takes float64 (it was saved with jax_enable_x64): enable "
+                         "jax.config.update('jax_enable_x64', True) or pass logdensity_fn to load")  # fmt: skip
 
     def batched(exp):
         @custom_vmap
