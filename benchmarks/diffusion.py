@@ -48,9 +48,15 @@ import os
 import sys
 import time
 
+import signal
+import threading
+
 import jax
 
-jax.config.update("jax_enable_x64", True)
+# `train --float32` trains in float32 (about 1.5x faster on CPU); evaluation always runs in
+# float64 (`eval --float32` only picks that recipe's files; the parameters are read back in
+# float64), so log Z keeps its precision.
+jax.config.update("jax_enable_x64", not (sys.argv[1:2] == ["train"] and "--float32" in sys.argv))
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -71,27 +77,56 @@ SCALES = {"gmm25": 7.0, "gmm40": 23.0, "funnel": 3.0, "many_well": 1.5}
 NUM_STEPS, BATCH, RD_STEPS, RD_SAMPLES = 50, 128, 25, 16
 
 
+def _recipe(args):
+    """Training options and the file-name tag that keeps each recipe's checkpoints apart."""
+    recipe = dict(loss=args.loss, num_steps=args.steps, batch_size=args.batch, width=args.width)
+    tag = "" if (args.loss, args.steps, args.batch, args.width, args.lr, args.lr_decay, args.exploration,
+                 args.float32) == ("kl", NUM_STEPS, BATCH, 64, 1e-3, 0, 0.0, False) else (
+        f"-{args.loss}-K{args.steps}-b{args.batch}-w{args.width}-lr{args.lr:g}-dec{args.lr_decay}"
+        f"-ex{args.exploration:g}-{args.exploration_decay}{'-f32' if args.float32 else ''}")  # fmt: skip
+    # Learning rate: constant, or cosine-decayed to lr/10 over --lr-decay iterations.
+    lr = optax.cosine_decay_schedule(args.lr, args.lr_decay, alpha=0.1) if args.lr_decay else args.lr
+    recipe["optimizer"] = optax.adam(lr)
+    if args.exploration:
+        decay = args.exploration_decay
+        recipe["exploration"] = optax.linear_schedule(args.exploration, 0.0, decay) if decay else args.exploration
+    return recipe, tag
+
+
 def _train(args):
     os.makedirs(args.cache, exist_ok=True)
+    recipe, tag = _recipe(args)
     for name in args.targets:
         target = TARGETS[name]()
         d = target.exact["mean"].shape[0] if "mean" in target.exact else None
-        for method in ("dds", "pis"):
-            path = os.path.join(args.cache, f"{name}-{method}.npz")
+        for method in args.methods:
+            path = os.path.join(args.cache, f"{name}-{method}{tag}.npz")
             times_path = path + ".json"
-            spent = json.load(open(times_path)) if os.path.exists(times_path) else {"seconds": 0.0}
-            began = time.perf_counter()
-            sampler = train_sampler(
-                target.logdensity_fn, d, method=method, loss="kl", num_steps=NUM_STEPS, batch_size=BATCH,
-                optimizer=optax.adam(1e-3), num_iterations=args.iterations, rng_key=jax.random.key(0),
-                init_std=SCALES[name], checkpoint=path, progress=not args.no_progress,
-            )  # fmt: skip
+            spent = json.load(open(times_path)) if os.path.exists(times_path) else {"seconds": 0.0, "cpu_seconds": 0.0}
+            spent.setdefault("cpu_seconds", float("nan"))  # files from before CPU time was recorded
+            began, cpu_began = time.perf_counter(), time.process_time()
+            # --time-limit: a SIGINT after that many seconds stops training like Ctrl-C does,
+            # after the last whole chunk (kept in the checkpoint, which the next slot resumes).
+            timer = None
+            if args.time_limit:
+                timer = threading.Timer(args.time_limit, lambda: os.kill(os.getpid(), signal.SIGINT))
+                timer.start()
+            try:
+                sampler = train_sampler(
+                    target.logdensity_fn, d, method=method, num_iterations=args.iterations, rng_key=jax.random.key(0),
+                    init_std=SCALES[name], checkpoint=path, progress=not args.no_progress, **recipe,
+                )  # fmt: skip
+            finally:
+                if timer is not None:
+                    timer.cancel()
             spent["seconds"] += time.perf_counter() - began
+            spent["cpu_seconds"] += time.process_time() - cpu_began
             spent["iterations"] = sampler.num_iterations
             json.dump(spent, open(times_path, "w"))
-            sampler.save(os.path.join(args.cache, f"{name}-{method}-sampler.npz"))
-            print(f"{name} {method}: {sampler.num_iterations} iterations, {spent['seconds']:.0f} s "
-                  f"training in all, last losses {np.round(sampler.losses[-3:], 3).tolist()}", flush=True)  # fmt: skip
+            sampler.save(os.path.join(args.cache, f"{name}-{method}{tag}-sampler.npz"))
+            print(f"{name} {method}{tag}: {sampler.num_iterations} iterations, {spent['seconds']:.0f} s wall "
+                  f"({spent['cpu_seconds']:.0f} s CPU) training in all, last losses "
+                  f"{np.round(sampler.losses[-3:], 3).tolist()}", flush=True)  # fmt: skip
 
 
 def _w2(a, b):
@@ -150,22 +185,28 @@ def _eval(args, header=True):
         print("| target | method | IW abs(Δlog Z) ± sd | ELBO abs(Δ) | W2 | modes | final ESS/N | evals/replicate | train s | sample s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
     key = jax.random.key(args.seed)
+    _, tag = _recipe(args)
     for name in args.targets:
         target = TARGETS[name]()
         scale = SCALES[name]
         d = target.exact["mean"].shape[0]
-        for method in ("dds", "pis"):
-            path = os.path.join(args.cache, f"{name}-{method}-sampler.npz")
+        for method in args.methods:
+            path = os.path.join(args.cache, f"{name}-{method}{tag}-sampler.npz")
             if not os.path.exists(path):
                 print(f"| {name} | {method.upper()} | not trained (run `train` first) |", flush=True)
                 continue
             sampler = psample.diffusion.TrainedSampler.load(path, target.logdensity_fn)
-            spent = json.load(open(os.path.join(args.cache, f"{name}-{method}.npz.json")))
-            n = args.budget // (NUM_STEPS + 1)
+            spent = json.load(open(os.path.join(args.cache, f"{name}-{method}{tag}.npz.json")))
+            k = sampler.process.num_steps
+            n = args.budget // (k + 1)
             result, seconds = _timed(lambda: sampler.sample(jax.random.fold_in(key, 1), n, num_replicates=args.replicates))
             draws = result.resample(jax.random.fold_in(key, 2), 1000)[0]
-            _row(f"{method.upper()} ({sampler.num_iterations} it)", name, target, result, draws, n * (NUM_STEPS + 1),
-                 f"{spent['seconds']:.0f}", seconds, elbo=result.elbo)  # fmt: skip
+            cpu = spent.get("cpu_seconds", float("nan"))
+            label = f"{method.upper()} ({sampler.num_iterations} it{', ' + sampler.loss if tag else ''})"
+            _row(label, name, target, result, draws, n * (k + 1),
+                 f"{spent['seconds']:.0f}" + ("" if cpu != cpu else f" ({cpu:.0f} CPU)"), seconds, elbo=result.elbo)  # fmt: skip
+        if args.learned_only:
+            continue
         n = max(2, args.budget // (RD_STEPS * (RD_SAMPLES + 1)))
         algorithm = reverse_diffusion(target.logdensity_fn, dim=d, schedule=VE(0.01, 3 * scale), num_steps=RD_STEPS,
                                       num_score_samples=RD_SAMPLES, data_std=scale)  # fmt: skip
@@ -212,9 +253,30 @@ def main(argv=None):
                            ("--repeats", dict(type=int, default=1))]:  # fmt: skip
         both.add_argument(option, **kwargs)
     both.add_argument("--no-progress", action="store_true")
+    recipe_options = [
+        ("--methods", dict(nargs="+", default=["dds", "pis"], choices=["dds", "pis"])),
+        ("--loss", dict(default="kl", choices=["kl", "log_variance", "trajectory_balance"])),
+        ("--steps", dict(type=int, default=NUM_STEPS, help="sampler steps K")),
+        ("--batch", dict(type=int, default=BATCH)), ("--width", dict(type=int, default=64)),
+        ("--lr", dict(type=float, default=1e-3)),
+        ("--lr-decay", dict(type=int, default=0, help="cosine decay to lr/10 over this many iterations (0: constant)")),
+        ("--exploration", dict(type=float, default=0.0, help="off-policy exploration std (log_variance/TB)")),
+        ("--exploration-decay", dict(type=int, default=0, help="linear decay of the exploration to 0 (iterations)")),
+        ("--float32", dict(action="store_true", help="train in float32 (evaluation is float64)")),
+    ]  # fmt: skip
+    for sub_parser in (train, ev, both):
+        for option, kwargs in recipe_options:
+            sub_parser.add_argument(option, **kwargs)
+    for sub_parser in (train, both):
+        sub_parser.add_argument("--time-limit", type=float, default=0.0,
+                                help="stop training after this many seconds per sampler (checkpointed)")
+    for sub_parser in (ev, both):
+        sub_parser.add_argument("--learned-only", action="store_true", help="skip reverse diffusion and SMC")
     args = parser.parse_args(argv)
+    if args.command == "all" and args.float32:
+        parser.error("--float32 trains in float32 and evaluates in float64: run `train` then `eval`")
     print(f"# python benchmarks/diffusion.py {' '.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"# jax {jax.__version__}, {jax.devices()[0].platform}, x64")
+    print(f"# jax {jax.__version__}, {jax.devices()[0].platform}, {'x64' if jax.config.jax_enable_x64 else 'float32'}")
     global REPEATS
     REPEATS = getattr(args, "repeats", 1)
     if args.command == "train":

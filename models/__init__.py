@@ -41,7 +41,7 @@ Models with exact evidence (``exact["log_Z"]``, for tempered SMC): :func:`conjug
 
 Diffusion-sampler benchmark targets with exact ``log_Z`` and exact draws (``exact["sample"]``),
 :mod:`psample.models.diffusion_targets`: :func:`gmm25`, :func:`gmm40`, :func:`many_well` (and
-:func:`neal_funnel`).
+:func:`neal_funnel`); registered as ``gmm25``, ``gmm40``, ``many_well`` and ``funnel``.
 
 Models by name (for the CLI): :data:`MODELS`, :func:`get`, :func:`describe`.
 

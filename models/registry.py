@@ -14,6 +14,7 @@ from typing import Callable
 from psample.errors import ModelError
 from psample.targets import Target
 
+from .diffusion_targets import gmm25, gmm40, many_well
 from .evidence import conjugate_gaussian, linear_regression, student_t_regression
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
@@ -56,7 +57,19 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     ),
     "funnel": (
         functools.partial(neal_funnel, d=10),
-        "Neal's funnel, x_0 ~ N(0, 9), x_i | x_0 ~ N(0, e^x_0), d=10",
+        "Neal's funnel, x_0 ~ N(0, 9), x_i | x_0 ~ N(0, e^x_0), d=10 (log Z, exact draws)",
+    ),
+    "gmm25": (
+        gmm25,
+        "25 Gaussians on the grid {-10,...,10}^2, cov 0.3 I, d=2 (log Z, exact draws)",
+    ),
+    "gmm40": (
+        gmm40,
+        "40 Gaussians, means uniform on [-40, 40]^2, sd 1.313, d=2 (FAB benchmark; log Z, exact draws)",
+    ),
+    "many_well": (
+        many_well,
+        "Many-well, 16 pairs -x^4 + 6x^2 + x/2 - y^2/2, d=32, 2^16 modes (log Z = 164.6957, exact draws)",
     ),
     "two_mode_mixture": (
         functools.partial(two_mode_mixture, d=32),

@@ -18,6 +18,8 @@ import pytest
 import psample
 from psample import models
 from psample.diffusion import VE, VP, TrainedSampler, reverse_diffusion, train_sampler
+from psample.diffusion.networks import DriftNetwork
+from psample.diffusion.processes import Process
 from psample.errors import CheckpointError, InvalidTuningError, ModelError, ShapeError
 
 LOG_2PI = math.log(2 * math.pi)
@@ -39,10 +41,11 @@ def within(estimate, exact, se, k=4.0):
 def test_untrained_dds_weights_equal_log_z_on_its_reference_gaussian():
     # Notes §3, 7(a): with f = 0 the DDS chain is the stationary, reversible AR(1) of N(0, s² I),
     # so for γ = exp(-|x|²/(2 s²)) every path's log-weight is log Z = (d/2) log(2π s²).
+    # Built directly at its zero-initialised parameters (no training step to compile).
     s, d = 1.5, 3
-    sampler = train_sampler(lambda x: -0.5 * jnp.sum(x**2) / s**2, d, num_steps=10, batch_size=4,
-                            optimizer=optax.sgd(0.0), num_iterations=1, init_std=s,
-                            rng_key=jax.random.key(0), progress=False)  # fmt: skip
+    process = Process("dds", d, 10, s, 1.0, VP(), DriftNetwork(d))
+    params = {"net": process.network.init(jax.random.key(0), jnp.float64), "log_Z": jnp.zeros(())}
+    sampler = TrainedSampler(lambda x: -0.5 * jnp.sum(x**2) / s**2, process, params, np.zeros(0), "kl")
     result = sampler.sample(jax.random.key(1), 200)
     log_z = 0.5 * d * math.log(2 * math.pi * s**2)
     assert np.var(result.log_w) < 1e-8
@@ -121,8 +124,23 @@ def test_save_load_roundtrip(tmp_path, trained_dds):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ModelError, match="differs"):
         TrainedSampler.load(path, lambda x: -jnp.sum(x**2))
+    # The path alone: the target comes back from the file (jax.export), bit for bit the same
+    # draws and weights for the same key, and it saves again.
+    alone = TrainedSampler.load(path)
+    original = sampler.sample(jax.random.key(5), 1000, num_replicates=4)  # compiled by the test above
+    again = alone.sample(jax.random.key(5), 1000, num_replicates=4)
+    np.testing.assert_array_equal(again.log_w, original.log_w)
+    np.testing.assert_array_equal(again.particles, original.particles)
+    alone.save(tmp_path / "again.npz")
+    with np.load(path) as first, np.load(tmp_path / "again.npz") as second:
+        np.testing.assert_array_equal(first["logdensity_grad"], second["logdensity_grad"])
+    # A file without the exported target (as written when export fails) needs the function.
+    with np.load(path) as data:
+        kept = {k: data[k] for k in data.files if not k.startswith("logdensity_")}
+    np.savez(tmp_path / "bare.npz", **kept)
     with pytest.raises(ModelError, match="logdensity_fn"):
-        TrainedSampler.load(path)
+        TrainedSampler.load(tmp_path / "bare.npz")
+    assert TrainedSampler.load(tmp_path / "bare.npz", shifted_gaussian).process == sampler.process
     (tmp_path / "junk.npz").write_bytes(b"not a file")
     with pytest.raises(CheckpointError):
         TrainedSampler.load(tmp_path / "junk.npz", shifted_gaussian)
@@ -138,6 +156,10 @@ def test_train_sampler_errors():
         train_sampler(shifted_gaussian, 2, method="dis", rng_key=key)
     with pytest.raises(InvalidTuningError, match="loss"):
         train_sampler(shifted_gaussian, 2, method="pis", loss="subtb", rng_key=key)
+    with pytest.raises(InvalidTuningError, match="exploration.*loss='kl'"):
+        train_sampler(shifted_gaussian, 2, loss="kl", exploration=0.1, rng_key=key)
+    with pytest.raises(InvalidTuningError, match="exploration"):
+        train_sampler(shifted_gaussian, 2, loss="log_variance", exploration=-1.0, rng_key=key)
     with pytest.raises(ModelError, match=r"not finite at \d+\.\d% "):
         train_sampler(lambda x: jnp.where(x[0] > 0, 0.0, -jnp.inf), 2, rng_key=key)
 
@@ -197,8 +219,11 @@ def test_reverse_diffusion_plain_mode():
 
 def test_reverse_diffusion_errors():
     kwargs = dict(schedule=VP(), num_steps=10, num_score_samples=4)
-    with pytest.raises(ShapeError, match="dim"):
+    with pytest.raises(ShapeError, match=r"dim, the length of the vector x .* \(got dim=None\)"):
         reverse_diffusion(shifted_gaussian, **kwargs)
+    # A psample Target (a registry model) carries its dimension; a conflicting dim= is refused.
+    with pytest.raises(ShapeError, match="dim=3 does not match target 'gmm25'"):
+        reverse_diffusion(models.get("gmm25"), dim=3, **kwargs)
     with pytest.raises(ShapeError, match="dim=3"):
         reverse_diffusion(lambda x: -0.5 * jnp.sum((x - MEAN) ** 2), dim=3, **kwargs)
     for t_min in (0.0, 1.0, -0.1):

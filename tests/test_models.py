@@ -27,6 +27,9 @@ from psample.errors import ModelError
 Z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 80)))
 MODELS_DIR = pathlib.Path(models.__file__).parent
 REGISTRY_NAMES = {
+    "gmm25",
+    "gmm40",
+    "many_well",
     "two_mode_mixture",
     "eight_schools",
     "eight_schools_centered",

@@ -150,18 +150,21 @@ class Process:
         grad = jax.grad(logdensity_fn)(x)
         return self.network(params, self.time_feature(n), x, grad)
 
-    def rollout(self, params, rng_key, x0, logdensity_fn):
+    def rollout(self, params, rng_key, x0, logdensity_fn, exploration=0.0):
         """Simulate one forward path from ``x_0``.
 
         Returns ``(x_K, log_w, path)``: the end point, the exact log-weight and the path
         ``(K + 1, d)``. Gradients (for the KL loss) flow through the reparameterised steps.
+        ``exploration > 0`` adds that standard deviation (in quadrature) to every step's noise:
+        an off-policy path for the off-policy losses, whose ``log_w`` is then not the weight
+        of the path (recompute it with :meth:`path_log_weight`).
         """
 
         def one(carry, n):
             x, acc = carry
             mean, var = self.forward(n, x, self.drift(params, n, x, logdensity_fn))
             eps = jax.random.normal(jax.random.fold_in(rng_key, n), x.shape, x.dtype)
-            x_next = mean + jnp.sqrt(var) * eps
+            x_next = mean + jnp.sqrt(var + exploration**2) * eps
             # log F_n at the reparameterised point: -|eps|^2/2 - d/2 log(2 pi var).
             log_f = -0.5 * (jnp.sum(eps**2) + x.shape[0] * jnp.log(2 * math.pi * var))
             acc = acc + self.log_backward(n, x, x_next) - log_f

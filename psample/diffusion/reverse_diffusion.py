@@ -321,7 +321,9 @@ def reverse_diffusion(
     if dim is None:
         from psample.errors import ShapeError
 
-        raise ShapeError("reverse_diffusion needs dim=d with a plain log-density function (got dim=None)")
+        raise ShapeError("reverse_diffusion(logdensity_fn, dim=...): dim, the length of the vector x the "
+                         "log-density takes, is needed with a plain function (got dim=None); a psample.Target "
+                         "(e.g. psample.models.get(name)) carries its own")  # fmt: skip
     if not isinstance(schedule, Schedule):
         raise InvalidTuningError(f"schedule must be a psample.diffusion.VP or VE, got {schedule!r}")
     num_steps = check_positive_int("num_steps", num_steps)

@@ -80,20 +80,22 @@ class TrainRecord(NamedTuple):
 
 
 def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
-    rollout = jax.vmap(process.rollout, in_axes=(None, 0, 0, None))
+    rollout = jax.vmap(process.rollout, in_axes=(None, 0, 0, None, None))
     path_log_weight = jax.vmap(process.path_log_weight, in_axes=(None, 0, None))
 
-    def fn(params, rng_key):
+    def fn(params, rng_key, exploration):
         init_key, path_key = jax.random.split(rng_key)
         dtype = params["log_Z"].dtype
         x0 = process.sample_initial(init_key, batch_size, dtype)
         keys = jax.random.split(path_key, batch_size)
         if loss == "kl":
-            _, log_w, _ = rollout(params["net"], keys, x0, logdensity_fn)
+            _, log_w, _ = rollout(params["net"], keys, x0, logdensity_fn, 0.0)
             value = -jnp.mean(log_w)
         else:
+            # Off-policy: any path law is valid for these losses, so the paths may explore
+            # with extra noise; their log w is recomputed under the current kernels.
             frozen = jax.lax.stop_gradient(params["net"])
-            _, _, paths = rollout(frozen, keys, x0, logdensity_fn)
+            _, _, paths = rollout(frozen, keys, x0, logdensity_fn, exploration)
             log_w = path_log_weight(params["net"], jax.lax.stop_gradient(paths), logdensity_fn)
             if loss == "log_variance":
                 value = jnp.var(log_w, ddof=1)
@@ -105,12 +107,31 @@ def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
     return fn
 
 
-def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer):
+_CHUNKS: dict = {}
+
+
+def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration):
+    """The jitted chunk of training iterations, one per set of arguments, so that a training
+    resumed in the same process (more iterations, a checkpoint) does not compile again."""
+    key = (process, logdensity_fn, loss, batch_size, optimizer, exploration)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable optimizer or schedule: build afresh
+        return _make_chunk(*key)
+    if key not in _CHUNKS:
+        if len(_CHUNKS) > 16:
+            _CHUNKS.clear()
+        _CHUNKS[key] = _make_chunk(*key)
+    return _CHUNKS[key]
+
+
+def _make_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration):
     value_and_grad = jax.value_and_grad(_loss_fn(process, logdensity_fn, loss, batch_size), has_aux=True)
 
     def one(carry, index):
         params, opt_state, key = carry
-        (_, record), grads = value_and_grad(params, jax.random.fold_in(key, index))
+        explore = exploration(index) if callable(exploration) else exploration
+        (_, record), grads = value_and_grad(params, jax.random.fold_in(key, index), explore)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, opt_state, key), record
@@ -148,6 +169,7 @@ def train_sampler(
     progress: bool = True,
     chunk_length: int | None = None,
     max_nonfinite_fraction: float = 0.0,
+    exploration=0.0,
 ) -> TrainedSampler:
     """Train a DDS or PIS sampler of the unnormalised density ``exp(logdensity_fn)``.
 
@@ -202,11 +224,17 @@ def train_sampler(
         Largest fraction of the reference process's draws at which ``logdensity_fn`` (or its
         gradient) may be non-finite (default 0: any is refused, since one NaN path poisons the
         gradient).
+    exploration
+        Off-policy exploration of the ``"log_variance"`` and ``"trajectory_balance"`` losses:
+        a standard deviation added (in quadrature) to every step's noise of the training paths,
+        either a float ``>= 0`` or a function of the iteration index (an optax schedule, e.g.
+        ``optax.linear_schedule(0.2, 0.0, 5000)``, Sendera et al.'s decaying exploration). The
+        trained sampler's own kernels, and so its weights, are unaffected.
 
     Returns
     -------
     TrainedSampler
-        ``sample(rng_key, num)``, ``save(path)``, ``load(path, logdensity_fn)``; ``interrupted``
+        ``sample(rng_key, num)``, ``save(path)``, ``TrainedSampler.load(path)``; ``interrupted``
         when Ctrl-C stopped training (the parameters are those trained so far).
 
     Raises
@@ -238,6 +266,20 @@ def train_sampler(
         )
     if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
         raise InvalidTuningError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
+    if callable(exploration):
+        if loss == "kl":
+            raise InvalidTuningError("exploration needs an off-policy loss ('log_variance' or 'trajectory_balance'), "
+                                     "got loss='kl'")  # fmt: skip
+    else:
+        try:
+            exploration = float(exploration)
+        except (TypeError, ValueError):
+            raise InvalidTuningError(f"exploration must be a number >= 0 or a schedule, got {exploration!r}") from None
+        if not 0.0 <= exploration < float("inf"):
+            raise InvalidTuningError(f"exploration must be a finite number >= 0, got {exploration!r}")
+        if exploration > 0 and loss == "kl":
+            raise InvalidTuningError(f"exploration={exploration} needs an off-policy loss ('log_variance' or "
+                                     "'trajectory_balance'), got loss='kl'")  # fmt: skip
     dim = check_logdensity(logdensity_fn, dim)
     network = DriftNetwork(dim, width=check_positive_int("width", width), depth=check_positive_int("depth", depth),
                            grad_clip=check_positive("grad_clip", grad_clip))  # fmt: skip
@@ -251,6 +293,8 @@ def train_sampler(
     start, losses = 0, np.zeros((0, 3))
     config = _process_config(process)
     config.update(loss=loss, batch_size=batch_size, fingerprint=_fingerprint(logdensity_fn, dim).tolist())
+    if callable(exploration) or exploration > 0:
+        config["exploration"] = "schedule" if callable(exploration) else exploration
     if checkpoint is not None and os.path.exists(checkpoint):
         params, opt_state, train_key, start, losses = _resume(checkpoint, config, params, opt_state)
     carry = (params, opt_state, train_key)
@@ -268,7 +312,7 @@ def train_sampler(
 
     began = time.perf_counter()
     if start < num_iterations:
-        result = driver.drive(_build_chunk(process, logdensity_fn, loss, batch_size, optimizer), carry, start,
+        result = driver.drive(_build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration), carry, start,
                               num_iterations, chunk_length=chunk_length, bytes_per_step=3 * 8, progress=progress, desc="training",
                               unit="it", on_chunk=on_chunk, postfix=postfix)  # fmt: skip
         params = result.carry[0]

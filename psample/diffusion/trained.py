@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -30,6 +31,8 @@ from psample.smc.base import ParticleAlgorithm, reweight
 __all__ = ["TrainedSampler", "SamplerResult", "SamplerState", "SamplerInfo"]
 
 _FORMAT = "psample.diffusion.TrainedSampler/1"
+#: Platforms the saved log-density is lowered for (``jax.export``; lowering for CUDA needs no GPU).
+_EXPORT_PLATFORMS = ("cpu", "cuda")
 #: Points where a saved sampler records its log-density, to check the one given to ``load``.
 _FINGERPRINT_POINTS = 4
 
@@ -206,43 +209,62 @@ class TrainedSampler:
     # --- persistence -----------------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write the parameters, the losses and the process to ``path`` (a ``.npz`` file;
-        written to a temporary file and renamed, so a crash never leaves half a file)."""
+        """Write the parameters, the losses, the process and the target to ``path`` (a ``.npz``
+        file; written to a temporary file and renamed, so a crash never leaves half a file).
+
+        The target's log-density and its gradient are stored as compiled StableHLO
+        (:mod:`jax.export`, lowered for CPU and CUDA, for a batch of any size of ``(dim,)``
+        points in the current float precision), so that :meth:`load` needs only the path.
+        A log-density that cannot be exported (it calls back into Python, say) is left out
+        with a warning; such a file loads with ``logdensity_fn`` given.
+        """
         leaves = jax.tree.leaves(self.params)
         config = _process_config(self.process)
         config.update(format=_FORMAT, loss=self.loss, interrupted=self.interrupted,
                       train_seconds=self.train_seconds, fingerprint=_fingerprint(self.logdensity_fn, self.dim).tolist())  # fmt: skip
         arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        exported = getattr(self.logdensity_fn, "_psample_exported", None) or _export_logdensity(self.logdensity_fn, self.dim)
+        if exported is not None:
+            arrays["logdensity_value"] = np.frombuffer(exported[0], np.uint8)
+            arrays["logdensity_grad"] = np.frombuffer(exported[1], np.uint8)
         _atomic_savez(path, config=np.array(json.dumps(config)), losses=np.asarray(self.losses), **arrays)
 
     @classmethod
     def load(cls, path, logdensity_fn: Callable | None = None) -> "TrainedSampler":
         """Read a sampler written by :meth:`save`.
 
-        ``logdensity_fn`` (a function cannot be saved) must be the target trained on: it is
-        checked against the values recorded at a few fixed points.
+        Without ``logdensity_fn`` the sampler uses the target stored in the file (exported
+        StableHLO: it runs under ``jit`` and ``vmap`` and has a gradient, and gives the same
+        draws and weights as the original). With ``logdensity_fn`` (a Python callable or a
+        :class:`psample.Target`) that function is used instead, after a check of its values
+        against those recorded at a few fixed points.
 
         Raises
         ------
         CheckpointError
             ``path`` is not a saved sampler.
         ModelError
-            ``logdensity_fn`` is missing or differs from the one trained on.
+            ``logdensity_fn`` differs from the one trained on, or is missing when the file
+            holds no exported target.
         """
         config, arrays = _read(path)
-        if logdensity_fn is None:
-            raise ModelError(
-                f"TrainedSampler.load({str(path)!r}) needs logdensity_fn, the target it was trained "
-                "on (functions are not saved): TrainedSampler.load(path, logdensity_fn)"
-            )
         process = _process_from_config(config)
-        recorded = np.asarray(config["fingerprint"])
-        now = _fingerprint(logdensity_fn, process.dim)
-        if not np.allclose(recorded, now, rtol=1e-5, atol=1e-6, equal_nan=True):
-            raise ModelError(
-                f"logdensity_fn differs from the target saved in {str(path)!r}: log-densities "
-                f"{now.tolist()} at the check points, saved {recorded.tolist()}"
-            )
+        if logdensity_fn is None:
+            if "logdensity_value" not in arrays:
+                raise ModelError(
+                    f"TrainedSampler.load({str(path)!r}) needs logdensity_fn, the target it was trained "
+                    "on: this file holds no exported log-density (it could not be exported when saved)"
+                )
+            logdensity_fn = _import_logdensity(arrays["logdensity_value"].tobytes(), arrays["logdensity_grad"].tobytes())
+        else:
+            logdensity_fn = getattr(logdensity_fn, "logdensity_fn", logdensity_fn)
+            recorded = np.asarray(config["fingerprint"])
+            now = _fingerprint(logdensity_fn, process.dim)
+            if not np.allclose(recorded, now, rtol=1e-5, atol=1e-6, equal_nan=True):
+                raise ModelError(
+                    f"logdensity_fn differs from the target saved in {str(path)!r}: log-densities "
+                    f"{now.tolist()} at the check points, saved {recorded.tolist()}"
+                )
         template = _init_params(process, config["loss"], jax.random.key(0))
         params = _unflatten(template, arrays, path)
         return cls(logdensity_fn, process, params, np.asarray(arrays["losses"]), config["loss"],
@@ -283,6 +305,76 @@ def _fingerprint(logdensity_fn, dim: int) -> np.ndarray:
     points = np.linspace(-1.0, 1.0, _FINGERPRINT_POINTS * dim).reshape(_FINGERPRINT_POINTS, dim)
     points = points * np.arange(1, _FINGERPRINT_POINTS + 1)[:, None] / _FINGERPRINT_POINTS
     return np.asarray(jax.vmap(logdensity_fn)(jnp.asarray(points)), dtype=np.float64)
+
+
+def _export_logdensity(logdensity_fn, dim: int):
+    """``(value, grad)``: serialised :mod:`jax.export` modules of ``vmap(logdensity_fn)`` and
+    ``vmap(grad(logdensity_fn))`` on a ``(batch, dim)`` array of symbolic batch size, or None
+    (with a warning) when the function cannot be exported."""
+    from jax import export
+
+    dtype = jnp.zeros(()).dtype
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape(f"b, {dim}"), dtype)
+    fns = (jax.jit(jax.vmap(logdensity_fn)), jax.jit(jax.vmap(jax.grad(logdensity_fn))))
+    failure = None
+    # CUDA too, so a file saved on a CPU machine runs on a GPU; CPU alone if that lowering fails.
+    for platforms in (_EXPORT_PLATFORMS, ("cpu",)):
+        try:
+            return tuple(bytes(export.export(fn, platforms=platforms)(spec).serialize()) for fn in fns)
+        except Exception as exc:  # noqa: BLE001 - any lowering failure means "not exportable"
+            failure = exc
+    warnings.warn(f"TrainedSampler.save: the log-density could not be exported ({type(failure).__name__}: "
+                  f"{failure}); load this file with TrainedSampler.load(path, logdensity_fn)", RuntimeWarning,
+                  stacklevel=3)  # fmt: skip
+    return None
+
+
+def _import_logdensity(value_bytes: bytes, grad_bytes: bytes):
+    """A ``(d,) -> scalar`` log-density from :func:`_export_logdensity`'s modules.
+
+    An exported module has no batching rule and no derivative of its own: the point function is
+    a ``custom_jvp`` whose tangent is the exported gradient, and both batched calls are
+    ``custom_vmap`` functions that flatten any number of ``vmap`` levels into the exported
+    batch axis, so the result works under ``jit``, (nested) ``vmap``, ``grad`` and ``scan``.
+    """
+    from jax import export
+    from jax.custom_batching import custom_vmap
+
+    value_exp, grad_exp = export.deserialize(bytearray(value_bytes)), export.deserialize(bytearray(grad_bytes))
+    dtype = value_exp.in_avals[0].dtype
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ModelError("the saved log-density takes float64 (it was saved with jax_enable_x64): enable "
+                         "jax.config.update('jax_enable_x64', True) or pass logdensity_fn to load")  # fmt: skip
+
+    def batched(exp):
+        @custom_vmap
+        def call(xs):  # (n, d) -> exp's output (n, ...)
+            return exp.call(xs.astype(dtype))
+
+        @call.def_vmap
+        def _rule(axis_size, in_batched, xs):
+            if not in_batched[0]:
+                out = call(xs)
+                return jnp.broadcast_to(out, (axis_size, *out.shape)), True
+            m, n = xs.shape[:2]
+            out = call(xs.reshape(m * n, *xs.shape[2:]))
+            return out.reshape(m, n, *out.shape[1:]), True
+
+        return call
+
+    value, grad = batched(value_exp), batched(grad_exp)
+
+    @jax.custom_jvp
+    def logdensity_fn(x):
+        return value(x[None])[0]
+
+    @logdensity_fn.defjvp
+    def _jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return logdensity_fn(x), jnp.dot(grad(x[None])[0], t)
+
+    logdensity_fn._psample_exported = (value_bytes, grad_bytes)
+    return logdensity_fn
 
 
 def _atomic_savez(path, **arrays) -> None:
