@@ -70,7 +70,8 @@ def test_watched_chunks_are_sized_in_time(monkeypatch):
     lengths = []
     result = run(counter(step_seconds=0.01), 80, on_chunk=lambda c, r, n: lengths.append(len(r["index"])))
     assert lengths[0] == 1  # the probe
-    assert all(5 <= n <= 20 for n in lengths[1:-1]), lengths  # ~20 steps of 10 ms, host jitter allowed
+    # ~20 steps of 10 ms; a loaded host (parallel test workers) stretches the steps, never shrinks them
+    assert all(2 <= n <= 20 for n in lengths[1:-1]), lengths
     assert sum(lengths) == 80 and int(result.carry) == 80
 
 
