@@ -23,7 +23,8 @@ def add_evidence_parser(sub) -> None:
     p.add_argument("--mcmc", default="hmc", choices=sorted(MUTATIONS), help="mutation kernel (default hmc)")
     p.add_argument("--particles", type=int, default=2000, help="particles per replicate (default 2000)")
     p.add_argument("--replicates", type=int, default=8, help="independent replicates (default 8)")
-    p.add_argument("--mcmc-steps", type=int, default=10, help="mutation steps per level (default 10)")
+    p.add_argument("--mcmc-steps", type=int, default=None,
+                   help="mutation steps per level (default: the sampler's, 5 for hmc, 10 otherwise)")
     p.add_argument("--target-ess", type=float, default=0.5, help="adaptive schedule's ESS target (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="write ESS and log Z over the steps here")
