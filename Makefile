@@ -16,9 +16,9 @@ run: $(STAMP)
 	$(VENV)/bin/psample run
 
 # Fast tests, then the long statistical tests (marker `slow`), spread over the cores by
-# pytest-xdist: most of a test's time is XLA compiling on one thread, so two workers on two
-# cores nearly halve the run. Every test draws from its own fixed seed, so results do not depend
-# on which worker runs it.
+# pytest-xdist: much of a test's time is XLA compiling on one thread, so two workers on two
+# cores shorten the run (CI on a fresh clone: 18 min serial at 9569ff5, 12 min 48 s at bb58004).
+# Every test draws from its own fixed seed, so results do not depend on which worker runs it.
 PYTEST := $(VENV)/bin/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 test: $(STAMP)
