@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/fkc.py [--particles 1024 4096] [--steps 100 400] [--replicates 4]
                              [--problems forty_mode product guidance] [--methods FKC ...]
-                             [--seed 0] [--no-cost] [--throughput 1000000]
+                             [--seed 0] [--langevin 2.0] [--no-cost] [--throughput 1000000]
 
 Problems (exact score models and exact references at ``t_min = 1e-3``, VP schedule, from
 :func:`psample.models.fkc_problem`): the 40-mode 2-D mixture annealed to ``beta = 3``
@@ -17,9 +17,11 @@ evaluations and score + log-density evaluations (times the number of models):
 - **FKC**: ``psample.smc.fkc`` with ``k`` uniform Euler–Maruyama steps, systematic resampling
   every step (the paper's setting): ``k`` score evaluations, no log-density;
   **FKC quad**: the same with ``time_grid="quadratic"``; **FKC quad ess**: the same, resampling
-  when the ESS falls below half the particles;
-- **uncorrected**, **uncorrected quad**: the same SDE with no weights and no resampling
-  (annealed drift / naive product / naive CFG);
+  when the ESS falls below half the particles; **FKC quad langevin**: FKC quad with the noise
+  ``c_t^2 = r g_t^2``, ``r = --langevin`` (default 2: a Langevin corrector inside every step,
+  no extra evaluation, same weights);
+- **uncorrected**, **uncorrected quad**, **uncorrected quad langevin**: the same SDEs with no
+  weights and no resampling (annealed drift / naive product / naive CFG);
 - **SMC-MALA**: SMC over the levels ``pi_j ∝ prod_i q_{t_j}^(i)^b_i`` (``k/2`` levels from
   ``t = 1`` to ``t_min``), exact incremental weights ``pi_{j+1}(x)/pi_j(x)`` (needs the exact
   log-densities, which trained networks do not give), systematic resampling every level, then
@@ -172,36 +174,39 @@ METHODS = {
     "FKC": "psample.smc.fkc, k uniform steps, resampling every step (the authors' setting)",
     "FKC quad": "the same on time_grid='quadratic' (steps equally spaced in sqrt(t))",
     "FKC quad ess": "the same, resampling when the ESS < N/2",
+    "FKC quad langevin": "FKC quad with noise c_t^2 = r g_t^2, r = --langevin (a Langevin corrector in every step)",
     "uncorrected": "the same SDE without weights or resampling, uniform grid",
     "uncorrected quad": "the same on the quadratic grid",
+    "uncorrected quad langevin": "the same with noise c_t^2 = r g_t^2, r = --langevin",
     "SMC-MALA": "k/2 levels: equal score evaluations (and as many log-density evaluations on top)",
     "SMC-MALA half": "k/4 levels: equal score + log-density evaluations",
 }
 
 
-def _methods(problem, k, labels):
+def _methods(problem, k, labels, langevin=2.0):
     """Label -> (algorithm, weighted, score evals, score + density evals) per particle at ``k`` steps."""
     m = len(problem.models)
     out = {}
     for label in labels:
+        noise = langevin if label.endswith("langevin") else "standard"
         if label.startswith("FKC"):
-            options = {"time_grid": "quadratic" if "quad" in label else "uniform"}
+            options = {"time_grid": "quadratic" if "quad" in label else "uniform", "noise": noise}
             if label.endswith("ess"):
                 options["resample"] = "ess"
             out[label] = (_fkc(problem, k, **options), True, k * m, k * m)
         elif label.startswith("uncorrected"):
             grid = "quadratic" if "quad" in label else "uniform"
-            out[label] = (uncorrected(problem, num_steps=k, time_grid=grid), False, k * m, k * m)
+            out[label] = (uncorrected(problem, num_steps=k, time_grid=grid, noise=noise), False, k * m, k * m)
         else:
             levels = k // 4 if label.endswith("half") else k // 2
             out[label] = (smc_mala(problem, levels), True, 2 * levels * m, 4 * levels * m)
     return out
 
 
-def _steady_cost(problem, replicates, labels, n=4096, k=100):
+def _steady_cost(problem, replicates, labels, langevin, n=4096, k=100):
     """Microseconds per particle per score evaluation (second of two identical runs)."""
     out = {}
-    for label, (algorithm, _, evals, _) in _methods(problem, k, labels).items():
+    for label, (algorithm, _, evals, _) in _methods(problem, k, labels, langevin).items():
         psample.run_particles(algorithm, jax.random.key(0), n, num_replicates=replicates, progress=False)
         best = float("inf")
         for seed in (1, 2):  # best of two steady-state runs (the machine is shared)
@@ -220,11 +225,12 @@ def main(argv=None):
     parser.add_argument("--problems", nargs="+", default=["forty_mode", "product", "guidance"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seed", type=int, default=0, help="added to every run's key")
+    parser.add_argument("--langevin", type=float, default=2.0, help="r of the 'langevin' methods' noise c_t^2 = r g_t^2")
     parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip the cost timing")
     parser.add_argument("--throughput", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     print(f"# {platform.machine()} {jax.devices()[0].device_kind}, jax {jax.__version__}, float64, "
-          f"{args.replicates} replicates")  # fmt: skip
+          f"{args.replicates} replicates, langevin r = {args.langevin}")  # fmt: skip
 
     for name in args.problems:
         problem = psample.models.fkc_problem(name, psample.diffusion.VP())
@@ -236,13 +242,14 @@ def main(argv=None):
             extra = {"exact_hist": np.bincount(nearest, minlength=40) / draws.shape[0],
                      "exact_spread": float(((draws - means[nearest]) ** 2).sum(-1).mean())}  # fmt: skip
         print(f"\n## {name}: {psample.models.FKC_PROBLEMS[name]}")
-        cost = _steady_cost(problem, args.replicates, args.methods) if args.cost else {}
+        cost = _steady_cost(problem, args.replicates, args.methods, args.langevin) if args.cost else {}
         if cost:
             print("cost, us per particle per score evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in cost.items()))
         header = None
         for n in args.particles:
             for k in args.steps:
-                for label, (algorithm, weighted, evals, both) in _methods(problem, k, args.methods).items():
+                for label, (algorithm, weighted, evals, both) in _methods(problem, k, args.methods,
+                                                                          args.langevin).items():
                     start = time.perf_counter()
                     result = psample.run_particles(algorithm, jax.random.key(k + n + args.seed), n,
                                                    num_replicates=args.replicates, progress=False)  # fmt: skip

@@ -10,8 +10,12 @@ Each config runs ``R = 8`` replicates of an FKC loop that is :func:`psample.smc.
 the library does not offer: ``kind`` the time grid (``"uniform"``, ``"powR"``: equally spaced in
 ``t**(1/R)``, ``pow2`` being ``time_grid="quadratic"``; ``"logsigma"``: equally spaced in
 ``log sigma_t``), ``rule`` the weight quadrature (``"left"``: ``h G_t(x_t)``, the library's;
-``"trap"``: ``h (G_t(x_t) + G_{t-h}(x_{t-h})) / 2``, no extra score evaluation), ``resample``
-(``"every"`` or ``"ess"`` at N/2), ``start`` (no resampling before that step), ``noise``.
+``"trap"``: ``h (G_t(x_t) + G_{t-h}(x_{t-h})) / 2``, no extra score evaluation; ``"none"``: no
+weights and no resampling, the uncorrected SDE), ``resample`` (``"every"`` or ``"ess"`` at N/2),
+``start`` (no resampling before that step), ``noise`` (``"standard"``, ``"tempered"`` or a number
+``r``: ``c_t^2 = r g_t^2``, as in the library), ``mala`` (``m > 0``: after every step one MALA
+move on the exact ``beta log q_t`` with step size ``m sigma_t^2 / beta``, which needs the
+log-density that a score network does not give, and costs a second evaluation per step).
 Printed per config: the mean over replicates of the mode TV, the TV of the replicates' averaged
 histogram, the L2 (over modes) bias and standard deviation of the mode histogram (bias^2 =
 |mean - exact|^2 - var / R), and the mean ESS / N.
@@ -29,7 +33,7 @@ import numpy as np  # noqa: E402
 import psample  # noqa: E402
 import psample.models  # noqa: E402
 from psample.smc.base import resample_if, resampling_fn, reweight  # noqa: E402
-from psample.smc.fkc import log_weight_rate  # noqa: E402
+from psample.smc.fkc import log_weight_rate, noise_ratio  # noqa: E402
 
 VP = psample.diffusion.VP()
 problem = psample.models.fkc_problem("forty_mode", VP)
@@ -59,7 +63,20 @@ def grid(kind, K, t_min=1e-3):
     raise ValueError(kind)
 
 
-def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="standard", start=0):
+def _mala_move(key, x, t, step_size):
+    """One MALA move per particle on ``beta log q_t`` (exact log-density of the mixture)."""
+    value_and_grad = jax.vmap(jax.value_and_grad(lambda y: beta * model.logdensity(t, y)))
+    k_prop, k_acc = jax.random.split(key)
+    value, grad = value_and_grad(x)
+    proposal = x + step_size * grad + jnp.sqrt(2 * step_size) * jax.random.normal(k_prop, x.shape)
+    value_p, grad_p = value_and_grad(proposal)
+    forward = -jnp.sum((proposal - x - step_size * grad) ** 2, -1) / (4 * step_size)
+    backward = -jnp.sum((x - proposal - step_size * grad_p) ** 2, -1) / (4 * step_size)
+    accept = jnp.log(jax.random.uniform(k_acc, (x.shape[0],))) < value_p - value + backward - forward
+    return jnp.where(accept[:, None], proposal, x)
+
+
+def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="standard", start=0, mala=0.0):
     times = jnp.asarray(grid(kind, K))
     rs = resampling_fn("systematic")
     score = jax.vmap(model.score, (None, 0))
@@ -74,14 +91,16 @@ def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="s
             key, kr, kn = jax.random.split(key, 3)
             t, tn = times[j], times[j + 1]
             h = t - tn
-            inc = h * G if rule == "left" else 0.5 * h * G
+            inc = {"left": h * G, "trap": 0.5 * h * G, "none": 0.0 * G}[rule]
             new = reweight(lw, inc)
-            do = (j >= start) & ((new.ess < 0.5 * N) if resample == "ess" else True)
+            do = (j >= start) & (rule != "none") & ((new.ess < 0.5 * N) if resample == "ess" else True)
             (x, s, G), lw2, _ = resample_if(kr, do, (x, s, G), new.log_weights, jnp.zeros(N, jnp.int32), rs)
             g2 = VP.g2(t)
-            c2 = g2 if noise == "standard" else g2 / beta
+            c2 = g2 * noise_ratio(noise, beta)
             eps = jax.random.normal(kn, x.shape)
             x = x + h * (-VP.drift_coef(t) * x + 0.5 * (g2 + c2) * beta * s) + jnp.sqrt(c2 * h) * eps
+            if mala > 0:
+                x = _mala_move(jax.random.fold_in(kn, 7), x, tn, mala * VP.sigma(tn) ** 2 / beta)
             s = score(tn, x)
             Gn = log_weight_rate(VP, tn, [s], [beta], 2)
             if rule == "trap":
@@ -106,7 +125,11 @@ def _parse(text):
     out = {}
     for item in text.split(","):
         key, value = item.split("=")
-        out[key] = int(value) if key in ("N", "K", "start", "seed") else value
+        if key in ("N", "K", "start", "seed"):
+            value = int(value)
+        elif key == "mala" or (key == "noise" and value not in ("standard", "tempered")):
+            value = float(value)
+        out[key] = value
     return out
 
 

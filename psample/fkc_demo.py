@@ -26,13 +26,22 @@ def add_fkc_parser(sub) -> None:
     p.add_argument("--replicates", type=int, default=4, help="independent replicates (default 4)")
     p.add_argument("--steps", type=int, default=500, help="Euler-Maruyama steps (default 500)")
     p.add_argument("--resample", default="every_step", choices=["every_step", "ess"], help="resampling (default every_step)")
-    p.add_argument("--noise", default="standard", choices=["standard", "tempered"], help="noise level (default standard)")
+    p.add_argument("--noise", default="standard", type=_noise,
+                   help="standard, tempered, or a number r > 0 for c_t^2 = r g_t^2 (r > 1: Langevin noise; default standard)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="write the exact density and both samplers' particles here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def uncorrected(problem, *, num_steps: int, noise: str = "standard", time_grid: str = "uniform"):
+def _noise(text: str):
+    """``--noise``: a :data:`psample.smc.fkc.NOISES` name or a number ``r > 0``."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def uncorrected(problem, *, num_steps: int, noise="standard", time_grid: str = "uniform"):
     """The same reverse SDE as FKC without weights or resampling (equal weights at the end).
 
     Returns a :class:`psample.smc.ParticleAlgorithm`: FKC that never resamples; read its final
@@ -153,7 +162,7 @@ def run_fkc(args) -> int:
         resample=args.resample, noise=args.noise, seed=args.seed, progress=not args.no_progress,
     )  # fmt: skip
     print(f"{args.demo}: {FKC_PROBLEMS[problem.name]}")
-    print(f"FKC ({args.noise} noise, resample={args.resample}), {args.steps} steps, {result.num_replicates} "
+    print(f"FKC (noise={args.noise}, resample={args.resample}), {args.steps} steps, {result.num_replicates} "
           f"replicates x {result.num_particles} particles; ± = standard error over the replicates")  # fmt: skip
     print(f"{'statistic':18s} {'exact':>9s} {'FKC':>19s} {'uncorrected':>19s}")
     for label, (exact, m, se, pm, pse) in table.items():
