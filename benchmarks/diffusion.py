@@ -19,7 +19,9 @@ Methods, at (about) equal target-evaluation budgets for *sampling* (``--budget``
 the log-density with its gradient per replicate; training is reported separately):
 
 - ``DDS`` and ``PIS`` (``psample.diffusion.train_sampler``, KL loss, ``K = 50`` steps, batch
-  128, Adam 1e-3; checkpoints in ``--cache``): ``N = budget / (K + 1)`` particles;
+  128, Adam 1e-3; checkpoints in ``--cache``; the recipe options change the loss, exploration,
+  learning rate, and ``--backward-smc M`` adds backward paths from ``M`` tempered-SMC draws
+  to every batch): ``N = budget / (K + 1)`` particles;
 - ``reverse diffusion`` (``psample.diffusion.reverse_diffusion``, VE schedule, ``K = 25``
   steps, ``M = 16`` importance draws per particle and step, SMC correction):
   ``N = budget / (K (M + 1))``;
@@ -81,9 +83,10 @@ def _recipe(args):
     """Training options and the file-name tag that keeps each recipe's checkpoints apart."""
     recipe = dict(loss=args.loss, num_steps=args.steps, batch_size=args.batch, width=args.width)
     tag = "" if (args.loss, args.steps, args.batch, args.width, args.lr, args.lr_decay, args.exploration,
-                 args.float32) == ("kl", NUM_STEPS, BATCH, 64, 1e-3, 0, 0.0, False) else (
+                 args.float32, args.backward_smc) == ("kl", NUM_STEPS, BATCH, 64, 1e-3, 0, 0.0, False, 0) else (
         f"-{args.loss}-K{args.steps}-b{args.batch}-w{args.width}-lr{args.lr:g}-dec{args.lr_decay}"
-        f"-ex{args.exploration:g}-{args.exploration_decay}{'-f32' if args.float32 else ''}")  # fmt: skip
+        f"-ex{args.exploration:g}-{args.exploration_decay}{'-f32' if args.float32 else ''}"
+        f"{f'-bsmc{args.backward_smc}' if args.backward_smc else ''}")  # fmt: skip
     # Learning rate: constant, or cosine-decayed to lr/10 over --lr-decay iterations.
     lr = optax.cosine_decay_schedule(args.lr, args.lr_decay, alpha=0.1) if args.lr_decay else args.lr
     recipe["optimizer"] = optax.adam(lr)
@@ -111,10 +114,15 @@ def _train(args):
             if args.time_limit:
                 timer = threading.Timer(args.time_limit, lambda: os.kill(os.getpid(), signal.SIGINT))
                 timer.start()
+            extra = {}
+            if args.backward_smc:
+                extra["target_samples"], smc_evals = _smc_draws(target, SCALES[name], args.backward_smc)
+                print(f"{name}: backward paths from {args.backward_smc} tempered-SMC draws ({smc_evals:,.0f} "
+                      "target evaluations, not counted in the sampling budget)", flush=True)  # fmt: skip
             try:
                 sampler = train_sampler(
                     target.logdensity_fn, d, method=method, num_iterations=args.iterations, rng_key=jax.random.key(0),
-                    init_std=SCALES[name], checkpoint=path, progress=not args.no_progress, **recipe,
+                    init_std=SCALES[name], checkpoint=path, progress=not args.no_progress, **recipe, **extra,
                 )  # fmt: skip
             finally:
                 if timer is not None:
@@ -127,6 +135,14 @@ def _train(args):
             print(f"{name} {method}{tag}: {sampler.num_iterations} iterations, {spent['seconds']:.0f} s wall "
                   f"({spent['cpu_seconds']:.0f} s CPU) training in all, last losses "
                   f"{np.round(sampler.losses[-3:], 3).tolist()}", flush=True)  # fmt: skip
+
+
+def _smc_draws(target, scale, num):
+    """``num`` resampled draws of psample's tempered SMC (``num`` particles, fixed seed) for
+    ``train_sampler(target_samples=...)``, and the target evaluations they cost."""
+    result = psample.run_particles(_tempered(target, scale, num), jax.random.key(11), num, progress=False)
+    draws = np.asarray(result.resample(jax.random.key(12), num)[0], dtype=np.float64)
+    return draws, float(np.nansum(np.asarray(result.info.num_evals)))
 
 
 def _w2(a, b):
@@ -263,6 +279,8 @@ def main(argv=None):
         ("--exploration", dict(type=float, default=0.0, help="off-policy exploration std (log_variance/TB)")),
         ("--exploration-decay", dict(type=int, default=0, help="linear decay of the exploration to 0 (iterations)")),
         ("--float32", dict(action="store_true", help="train in float32 (evaluation is float64)")),
+        ("--backward-smc", dict(type=int, default=0, help="off-policy losses: backward paths from this many "
+                                "tempered-SMC draws (train_sampler's target_samples; 0: none)")),
     ]  # fmt: skip
     for sub_parser in (train, ev, both):
         for option, kwargs in recipe_options:

@@ -12,6 +12,11 @@ sampler's path law matches the target's extended-space law (notes §2.2):
   ``log Z_φ`` (GFlowNet trajectory balance, Malkin et al. [4]; Sendera et al. [5]), on-policy
   paths with frozen parameters.
 
+The two off-policy losses accept paths from any law: ``exploration`` widens the sampler's own
+paths, and ``target_samples`` adds paths of the backward (noising) process started at rough
+target draws, which is how a sampler learns modes its own paths never visit (Sendera et al.
+[5] take them from a replay buffer filled by local search; any MCMC or SMC population will do).
+
 Every pair of ``method`` and ``loss`` is supported. One jitted optax step per iteration; the
 chunk driver (:func:`psample.driver.drive`) runs ``lax.scan`` chunks of iterations, shows the
 loss on a tqdm bar, turns Ctrl-C into "return the parameters trained so far", and, with
@@ -36,6 +41,7 @@ References
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -62,7 +68,7 @@ from psample.diffusion.trained import (
     _unflatten,
 )
 from psample.diffusion.validation import check_logdensity, check_reference_finite
-from psample.errors import CheckpointError, InvalidTuningError, check_positive, check_positive_int
+from psample.errors import CheckpointError, InvalidTuningError, ShapeError, check_positive, check_positive_int
 
 __all__ = ["train_sampler", "LOSSES", "TrainRecord"]
 
@@ -79,9 +85,26 @@ class TrainRecord(NamedTuple):
     log_Z: jax.Array
 
 
-def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
+class _TargetSamples:
+    """Approximate target draws ``(M, d)`` for backward training paths, hashable by content so
+    that the jitted chunk is cached per set of draws."""
+
+    def __init__(self, samples: np.ndarray, num_backward: int):
+        self.samples = samples
+        self.num_backward = num_backward
+        self.digest = hashlib.sha1(samples.tobytes() + str(samples.shape).encode()).hexdigest()
+
+    def __hash__(self):
+        return hash((self.digest, self.num_backward))
+
+    def __eq__(self, other):
+        return isinstance(other, _TargetSamples) and (self.digest, self.num_backward) == (other.digest, other.num_backward)
+
+
+def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int, target_samples=None):
     rollout = jax.vmap(process.rollout, in_axes=(None, 0, 0, None, None))
     path_log_weight = jax.vmap(process.path_log_weight, in_axes=(None, 0, None))
+    backward_path = jax.vmap(process.backward_path)
 
     def fn(params, rng_key, exploration):
         init_key, path_key = jax.random.split(rng_key)
@@ -96,12 +119,21 @@ def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
             # with extra noise; their log w is recomputed under the current kernels.
             frozen = jax.lax.stop_gradient(params["net"])
             _, _, paths = rollout(frozen, keys, x0, logdensity_fn, exploration)
+            if target_samples is not None:
+                # Backward (noising) paths from approximate target draws: they show the loss
+                # the modes the sampler's own paths miss, and change nothing else (any path law
+                # is valid for these losses).
+                pick_key, noise_key = jax.random.split(jax.random.fold_in(rng_key, 1))
+                draws = jnp.asarray(target_samples.samples, dtype)
+                rows = jax.random.randint(pick_key, (target_samples.num_backward,), 0, draws.shape[0])
+                back = backward_path(jax.random.split(noise_key, target_samples.num_backward), draws[rows])
+                paths = jnp.concatenate([paths, back])
             log_w = path_log_weight(params["net"], jax.lax.stop_gradient(paths), logdensity_fn)
             if loss == "log_variance":
                 value = jnp.var(log_w, ddof=1)
             else:
                 value = jnp.mean((params["log_Z"] - log_w) ** 2)
-        log_w = jax.lax.stop_gradient(log_w)
+        log_w = jax.lax.stop_gradient(log_w)[:batch_size]  # the forward paths
         return value, TrainRecord(value, jnp.mean(log_w), logsumexp(log_w) - jnp.log(batch_size))
 
     return fn
@@ -110,10 +142,10 @@ def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int):
 _CHUNKS: dict = {}
 
 
-def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration):
+def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration, target_samples=None):
     """The jitted chunk of training iterations, one per set of arguments, so that a training
     resumed in the same process (more iterations, a checkpoint) does not compile again."""
-    key = (process, logdensity_fn, loss, batch_size, optimizer, exploration)
+    key = (process, logdensity_fn, loss, batch_size, optimizer, exploration, target_samples)
     try:
         hash(key)
     except TypeError:  # an unhashable optimizer or schedule: build afresh
@@ -125,8 +157,9 @@ def _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploratio
     return _CHUNKS[key]
 
 
-def _make_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration):
-    value_and_grad = jax.value_and_grad(_loss_fn(process, logdensity_fn, loss, batch_size), has_aux=True)
+def _make_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration, target_samples=None):
+    value_and_grad = jax.value_and_grad(_loss_fn(process, logdensity_fn, loss, batch_size, target_samples),
+                                        has_aux=True)  # fmt: skip
 
     def one(carry, index):
         params, opt_state, key = carry
@@ -170,6 +203,8 @@ def train_sampler(
     chunk_length: int | None = None,
     max_nonfinite_fraction: float = 0.0,
     exploration=0.0,
+    target_samples=None,
+    num_backward: int | None = None,
 ) -> TrainedSampler:
     """Train a DDS or PIS sampler of the unnormalised density ``exp(logdensity_fn)``.
 
@@ -230,6 +265,17 @@ def train_sampler(
         either a float ``>= 0`` or a function of the iteration index (an optax schedule, e.g.
         ``optax.linear_schedule(0.2, 0.0, 5000)``, Sendera et al.'s decaying exploration). The
         trained sampler's own kernels, and so its weights, are unaffected.
+    target_samples
+        Optional ``(M, dim)`` approximate draws from the target (an MCMC or SMC population,
+        points found by a search; exact draws are not needed) for the off-policy losses: every
+        batch also holds ``num_backward`` paths of the backward (noising) process started at
+        uniformly chosen rows (Sendera et al.'s backward paths from a buffer). They teach the
+        sampler modes that its own paths miss, which the reverse-KL-like on-policy signal
+        cannot (BENCHMARKS.md: on many-well, whose light wells an on-policy sampler drops);
+        the losses are valid under any path law, so the draws need not be exact and the
+        sampler's weights stay exact.
+    num_backward
+        Backward paths per batch (default ``batch_size // 2``); only with ``target_samples``.
 
     Returns
     -------
@@ -240,9 +286,12 @@ def train_sampler(
     Raises
     ------
     InvalidTuningError
-        An unknown method or loss, ``num_steps < 1``, ``batch_size < 2``, bad values.
+        An unknown method or loss, ``num_steps < 1``, ``batch_size < 2``, bad values,
+        ``target_samples`` with the KL loss or with non-finite rows, ``num_backward`` without
+        ``target_samples``.
     ShapeError
-        ``logdensity_fn`` does not map a ``(dim,)`` vector to a scalar.
+        ``logdensity_fn`` does not map a ``(dim,)`` vector to a scalar; ``target_samples`` not
+        shaped ``(M, dim)``.
     ModelError
         ``logdensity_fn`` or its gradient is not finite at too many reference draws (the
         message gives the fraction).
@@ -281,6 +330,7 @@ def train_sampler(
             raise InvalidTuningError(f"exploration={exploration} needs an off-policy loss ('log_variance' or "
                                      "'trajectory_balance'), got loss='kl'")  # fmt: skip
     dim = check_logdensity(logdensity_fn, dim)
+    target_samples = _check_target_samples(target_samples, num_backward, dim, loss, batch_size)
     network = DriftNetwork(dim, width=check_positive_int("width", width), depth=check_positive_int("depth", depth),
                            grad_clip=check_positive("grad_clip", grad_clip))  # fmt: skip
     process = Process(method, dim, num_steps, init_std, horizon, schedule, network)
@@ -295,6 +345,8 @@ def train_sampler(
     config.update(loss=loss, batch_size=batch_size, fingerprint=_fingerprint(logdensity_fn, dim).tolist())
     if callable(exploration) or exploration > 0:
         config["exploration"] = "schedule" if callable(exploration) else exploration
+    if target_samples is not None:
+        config.update(target_samples=target_samples.digest, num_backward=target_samples.num_backward)
     if checkpoint is not None and os.path.exists(checkpoint):
         params, opt_state, train_key, start, losses = _resume(checkpoint, config, params, opt_state)
     carry = (params, opt_state, train_key)
@@ -312,7 +364,8 @@ def train_sampler(
 
     began = time.perf_counter()
     if start < num_iterations:
-        result = driver.drive(_build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration), carry, start,
+        chunk = _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration, target_samples)
+        result = driver.drive(chunk, carry, start,
                               num_iterations, chunk_length=chunk_length, bytes_per_step=3 * 8, progress=progress, desc="training",
                               unit="it", on_chunk=on_chunk, postfix=postfix)  # fmt: skip
         params = result.carry[0]
@@ -329,6 +382,25 @@ def train_sampler(
     return TrainedSampler(logdensity_fn, process, jax.device_get(params), losses[:, 0], loss,
                           interrupted=interrupted, train_seconds=seconds,
                           history={"elbo": losses[:, 1], "log_Z": losses[:, 2]})  # fmt: skip
+
+
+def _check_target_samples(target_samples, num_backward, dim: int, loss: str, batch_size: int):
+    """Validate ``target_samples``/``num_backward``; returns a :class:`_TargetSamples` or None."""
+    if target_samples is None:
+        if num_backward is not None:
+            raise InvalidTuningError(f"num_backward={num_backward!r} needs target_samples, got target_samples=None")
+        return None
+    if loss == "kl":
+        raise InvalidTuningError("target_samples needs an off-policy loss ('log_variance' or 'trajectory_balance'), "
+                                 "got loss='kl'")  # fmt: skip
+    samples = np.asarray(target_samples, dtype=np.float64)
+    if samples.ndim != 2 or samples.shape[1] != dim or samples.shape[0] < 1:
+        raise ShapeError(f"target_samples must have shape (M, dim={dim}) with M >= 1, got {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        bad = int(np.sum(~np.all(np.isfinite(samples), axis=1)))
+        raise InvalidTuningError(f"target_samples must be finite, got {bad} rows with NaN or inf")
+    num_backward = max(batch_size // 2, 1) if num_backward is None else check_positive_int("num_backward", num_backward)
+    return _TargetSamples(samples, num_backward)
 
 
 def _record_array(records: TrainRecord) -> np.ndarray:
