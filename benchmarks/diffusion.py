@@ -83,10 +83,10 @@ def _recipe(args):
     """Training options and the file-name tag that keeps each recipe's checkpoints apart."""
     recipe = dict(loss=args.loss, num_steps=args.steps, batch_size=args.batch, width=args.width)
     tag = "" if (args.loss, args.steps, args.batch, args.width, args.lr, args.lr_decay, args.exploration,
-                 args.float32, args.backward_smc) == ("kl", NUM_STEPS, BATCH, 64, 1e-3, 0, 0.0, False, 0) else (
+                 args.float32, args.backward_smc, args.init_std) == ("kl", NUM_STEPS, BATCH, 64, 1e-3, 0, 0.0, False, 0, 0.0) else (
         f"-{args.loss}-K{args.steps}-b{args.batch}-w{args.width}-lr{args.lr:g}-dec{args.lr_decay}"
         f"-ex{args.exploration:g}-{args.exploration_decay}{'-f32' if args.float32 else ''}"
-        f"{f'-bsmc{args.backward_smc}' if args.backward_smc else ''}")  # fmt: skip
+        f"{f'-bsmc{args.backward_smc}' if args.backward_smc else ''}{f'-s{args.init_std:g}' if args.init_std else ''}")  # fmt: skip
     # Learning rate: constant, or cosine-decayed to lr/10 over --lr-decay iterations.
     lr = optax.cosine_decay_schedule(args.lr, args.lr_decay, alpha=0.1) if args.lr_decay else args.lr
     recipe["optimizer"] = optax.adam(lr)
@@ -115,14 +115,15 @@ def _train(args):
                 timer = threading.Timer(args.time_limit, lambda: os.kill(os.getpid(), signal.SIGINT))
                 timer.start()
             extra = {}
+            scale = args.init_std or SCALES[name]
             if args.backward_smc:
-                extra["target_samples"], smc_evals = _smc_draws(target, SCALES[name], args.backward_smc)
+                extra["target_samples"], smc_evals = _smc_draws(target, scale, args.backward_smc)
                 print(f"{name}: backward paths from {args.backward_smc} tempered-SMC draws ({smc_evals:,.0f} "
                       "target evaluations, not counted in the sampling budget)", flush=True)  # fmt: skip
             try:
                 sampler = train_sampler(
                     target.logdensity_fn, d, method=method, num_iterations=args.iterations, rng_key=jax.random.key(0),
-                    init_std=SCALES[name], checkpoint=path, progress=not args.no_progress, **recipe, **extra,
+                    init_std=scale, checkpoint=path, progress=not args.no_progress, **recipe, **extra,
                 )  # fmt: skip
             finally:
                 if timer is not None:
@@ -279,6 +280,8 @@ def main(argv=None):
         ("--exploration", dict(type=float, default=0.0, help="off-policy exploration std (log_variance/TB)")),
         ("--exploration-decay", dict(type=int, default=0, help="linear decay of the exploration to 0 (iterations)")),
         ("--float32", dict(action="store_true", help="train in float32 (evaluation is float64)")),
+        ("--init-std", dict(type=float, default=0.0, help="the learned samplers' reference scale (and the "
+                            "backward-SMC prior's); default: the target's scale in SCALES")),
         ("--backward-smc", dict(type=int, default=0, help="off-policy losses: backward paths from this many "
                                 "tempered-SMC draws (train_sampler's target_samples; 0: none)")),
     ]  # fmt: skip
