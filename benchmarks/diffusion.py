@@ -102,6 +102,12 @@ def _train(args):
     for name in args.targets:
         target = TARGETS[name]()
         d = target.exact["mean"].shape[0] if "mean" in target.exact else None
+        scale = args.init_std or SCALES[name]
+        extra = {}
+        if args.backward_smc:  # once per target, outside the training clock
+            extra["target_samples"], smc_evals = _smc_draws(target, scale, args.backward_smc)
+            print(f"{name}: backward paths from {args.backward_smc} tempered-SMC draws ({smc_evals:,.0f} "
+                  "target evaluations, not counted in the sampling budget)", flush=True)  # fmt: skip
         for method in args.methods:
             path = os.path.join(args.cache, f"{name}-{method}{tag}.npz")
             times_path = path + ".json"
@@ -114,12 +120,6 @@ def _train(args):
             if args.time_limit:
                 timer = threading.Timer(args.time_limit, lambda: os.kill(os.getpid(), signal.SIGINT))
                 timer.start()
-            extra = {}
-            scale = args.init_std or SCALES[name]
-            if args.backward_smc:
-                extra["target_samples"], smc_evals = _smc_draws(target, scale, args.backward_smc)
-                print(f"{name}: backward paths from {args.backward_smc} tempered-SMC draws ({smc_evals:,.0f} "
-                      "target evaluations, not counted in the sampling budget)", flush=True)  # fmt: skip
             try:
                 sampler = train_sampler(
                     target.logdensity_fn, d, method=method, num_iterations=args.iterations, rng_key=jax.random.key(0),
