@@ -19,7 +19,9 @@ evaluations and score + log-density evaluations (times the number of models):
   **FKC quad**: the same with ``time_grid="quadratic"``; **FKC quad ess**: the same, resampling
   when the ESS falls below half the particles; **FKC quad langevin**: FKC quad with the noise
   ``c_t^2 = r g_t^2``, ``r = --langevin`` (default 2: a Langevin corrector inside every step,
-  no extra evaluation, same weights);
+  no extra evaluation, same weights); **FKC quad stein**, **FKC quad langevin stein**: the
+  same with ``weights="stein"`` (divergences estimated from each step's own noise; ``k + 1``
+  score evaluations, the initial population's scores included);
 - **uncorrected**, **uncorrected quad**, **uncorrected quad langevin**: the same SDEs with no
   weights and no resampling (annealed drift / naive product / naive CFG);
 - **SMC-MALA**: SMC over the levels ``pi_j ∝ prod_i q_{t_j}^(i)^b_i`` (``k/2`` levels from
@@ -33,13 +35,14 @@ evaluations and score + log-density evaluations (times the number of models):
 
 Errors (root mean square over the replicates, so Monte Carlo noise is included): 40-mode:
 total variation between the particles' weighted nearest-mode histogram and that of 2·10^6
-exact draws ("mode TV"; the column "TV of mean" compares the replicates' averaged histogram,
+exact draws ("mode TV", with its standard error over the replicates "± se", delta method;
+the column "TV of mean" compares the replicates' averaged histogram,
 which isolates the bias), and the relative error of the mean within-mode squared distance
 ``E|x - nearest mean|^2``; product: ``E[x_0]``, ``Var[x_0]``, ``P(|x-(2,0)|<1)``; guidance:
 ``E[x]``, ``Var[x]``; "wall s": seconds per row, compilation included. Cost (skipped with
 ``--no-cost``): microseconds per particle per score evaluation, steady state (the best of two
 identical runs of ``--replicates`` x 4096 particles x 100 evaluations per particle, after one
-that compiles). ``--throughput N`` times FKC on the 40-mode problem with ``N``
+that compiles). ``--throughput N`` times FKC (score and Stein weights) on the 40-mode problem with ``N``
 particles, 10 steps (a rate, not a converged run), one replicate: particle-steps per second.
 """
 
@@ -150,7 +153,9 @@ def _errors_forty(problem, particles, weights, exact_hist, exact_spread):
         hists.append(hist)
         tv.append(0.5 * np.abs(hist - exact_hist).sum())
         rel.append(np.sum(weights[r] * spread[r]) / exact_spread - 1.0)
-    return {"mode TV": float(np.sqrt(np.mean(np.square(tv)))),
+    rms = float(np.sqrt(np.mean(np.square(tv))))
+    se = float(np.std(np.square(tv), ddof=1) / (2 * rms * np.sqrt(len(tv))))  # delta method
+    return {"mode TV": rms, "± se": se,
             "TV of mean": float(0.5 * np.abs(np.mean(hists, axis=0) - exact_hist).sum()),
             "rel. err E|x-mode|^2": float(np.sqrt(np.mean(np.square(rel))))}  # fmt: skip
 
@@ -175,6 +180,8 @@ METHODS = {
     "FKC quad": "the same on time_grid='quadratic' (steps equally spaced in sqrt(t))",
     "FKC quad ess": "the same, resampling when the ESS < N/2",
     "FKC quad langevin": "FKC quad with noise c_t^2 = r g_t^2, r = --langevin (a Langevin corrector in every step)",
+    "FKC quad stein": "FKC quad with weights='stein' (divergences from each step's own noise)",
+    "FKC quad langevin stein": "FKC quad langevin with weights='stein'",
     "uncorrected": "the same SDE without weights or resampling, uniform grid",
     "uncorrected quad": "the same on the quadratic grid",
     "uncorrected quad langevin": "the same with noise c_t^2 = r g_t^2, r = --langevin",
@@ -188,12 +195,15 @@ def _methods(problem, k, labels, langevin=2.0):
     m = len(problem.models)
     out = {}
     for label in labels:
-        noise = langevin if label.endswith("langevin") else "standard"
+        noise = langevin if "langevin" in label else "standard"
         if label.startswith("FKC"):
             options = {"time_grid": "quadratic" if "quad" in label else "uniform", "noise": noise}
+            if label.endswith("stein"):
+                options["weights"] = "stein"
             if label.endswith("ess"):
                 options["resample"] = "ess"
-            out[label] = (_fkc(problem, k, **options), True, k * m, k * m)
+            evals = (k + 1) * m if label.endswith("stein") else k * m  # stein: + the initial scores
+            out[label] = (_fkc(problem, k, **options), True, evals, evals)
         elif label.startswith("uncorrected"):
             grid = "quadratic" if "quad" in label else "uniform"
             out[label] = (uncorrected(problem, num_steps=k, time_grid=grid, noise=noise), False, k * m, k * m)
@@ -269,14 +279,15 @@ def main(argv=None):
 
     if args.throughput:
         problem = psample.models.fkc_problem("forty_mode", psample.diffusion.VP())
-        algorithm = _fkc(problem, 10)
-        psample.run_particles(algorithm, jax.random.key(6), args.throughput, progress=False)
-        start = time.perf_counter()
-        result = psample.run_particles(algorithm, jax.random.key(7), args.throughput, progress=False)
-        wall = time.perf_counter() - start
-        rate = args.throughput * 10 / wall
-        print(f"\nthroughput: FKC on forty_mode, {args.throughput} particles x 10 steps, 1 replicate: "
-              f"{wall:.2f} s, {rate:.3g} particle-steps/s")
+        for weights in ("score", "stein"):
+            algorithm = _fkc(problem, 10, weights=weights)
+            psample.run_particles(algorithm, jax.random.key(6), args.throughput, progress=False)
+            start = time.perf_counter()
+            psample.run_particles(algorithm, jax.random.key(7), args.throughput, progress=False)
+            wall = time.perf_counter() - start
+            rate = args.throughput * 10 / wall
+            print(f"\nthroughput: FKC ({weights} weights) on forty_mode, {args.throughput} particles x 10 steps, "
+                  f"1 replicate: {wall:.2f} s, {rate:.3g} particle-steps/s")
 
 
 if __name__ == "__main__":

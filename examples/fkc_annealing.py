@@ -11,7 +11,8 @@
 
 Writes ``fkc_annealing.png`` (or ``--out``). About a minute on two CPU cores with the defaults.
 
-    python examples/fkc_annealing.py [--train-steps 3000] [--particles 4096] [--out fkc_annealing.png]
+    python examples/fkc_annealing.py [--train-steps 3000] [--particles 4096] [--weights score|stein]
+                                     [--out fkc_annealing.png]
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=3000)
     parser.add_argument("--particles", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=500, help="FKC Euler-Maruyama steps")
+    parser.add_argument("--weights", default="score", choices=["score", "stein"], help="FKC weights for the annealing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="fkc_annealing.png")
     args = parser.parse_args(argv)
@@ -124,7 +126,8 @@ def main(argv=None):
     score = network_score(params)
 
     beta = 3
-    anneal = psample.smc.fkc_anneal(score, beta, schedule=SCHEDULE, num_steps=args.steps, shape=(2,))
+    anneal = psample.smc.fkc_anneal(score, beta, schedule=SCHEDULE, num_steps=args.steps, shape=(2,),
+                                    weights=args.weights)  # fmt: skip
     annealed = psample.run_particles(anneal, k_anneal, args.particles, num_replicates=1, progress=False)
     plain_alg = psample.smc.fkc([score], [beta], schedule=SCHEDULE, num_steps=args.steps, shape=(2,), resample="ess",
                                 start_resampling_step=args.steps)  # fmt: skip

@@ -28,6 +28,8 @@ def add_fkc_parser(sub) -> None:
     p.add_argument("--resample", default="every_step", choices=["every_step", "ess"], help="resampling (default every_step)")
     p.add_argument("--noise", default="standard", type=_noise,
                    help="standard, tempered, or a number r > 0 for c_t^2 = r g_t^2 (r > 1: Langevin noise; default standard)")
+    p.add_argument("--weights", default="score", choices=["score", "stein"],
+                   help="FKC log-weights: score (the paper's) or stein (lower variance, psample.smc.fkc; default score)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="write the exact density and both samplers' particles here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -75,7 +77,7 @@ def _statistics(problem):
 
 
 def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, resample="every_step",
-             noise="standard", seed=0, progress=False):
+             noise="standard", weights="score", seed=0, progress=False):
     """Run one demo; returns ``(problem, fkc_result, uncorrected_result, table)``.
 
     ``table`` maps each statistic to ``(exact, fkc mean, fkc se, uncorrected mean,
@@ -90,7 +92,8 @@ def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, 
     problem = psample.models.fkc_problem(DEMOS[demo], psample.diffusion.VP())
     algorithm = psample.smc.fkc(
         [m.score for m in problem.models], problem.exponents, schedule=problem.models[0].schedule,
-        num_steps=num_steps, t_min=problem.t_min, noise=noise, resample=resample, shape=problem.models[0].shape,
+        num_steps=num_steps, t_min=problem.t_min, noise=noise, weights=weights, resample=resample,
+        shape=problem.models[0].shape,
     )  # fmt: skip
     key_fkc, key_plain = jax.random.split(jax.random.PRNGKey(seed))
     result = psample.run_particles(algorithm, key_fkc, num_particles, num_replicates=num_replicates, progress=progress)
@@ -159,10 +162,10 @@ def run_fkc(args) -> int:
 
     problem, result, plain, table = run_demo(
         args.demo, num_particles=args.particles, num_replicates=args.replicates, num_steps=args.steps,
-        resample=args.resample, noise=args.noise, seed=args.seed, progress=not args.no_progress,
+        resample=args.resample, noise=args.noise, weights=args.weights, seed=args.seed, progress=not args.no_progress,
     )  # fmt: skip
     print(f"{args.demo}: {FKC_PROBLEMS[problem.name]}")
-    print(f"FKC (noise={args.noise}, resample={args.resample}), {args.steps} steps, {result.num_replicates} "
+    print(f"FKC (noise={args.noise}, weights={args.weights}, resample={args.resample}), {args.steps} steps, {result.num_replicates} "
           f"replicates x {result.num_particles} particles; ± = standard error over the replicates")  # fmt: skip
     print(f"{'statistic':18s} {'exact':>9s} {'FKC':>19s} {'uncorrected':>19s}")
     for label, (exact, m, se, pm, pse) in table.items():
