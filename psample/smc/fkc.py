@@ -397,24 +397,32 @@ def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], sche
         eps = jax.random.normal(noise_key, x.shape, x.dtype)
         x = x + h * drift + jnp.sqrt(c2 * h) * eps
 
-        new_state = FKCState(
-            particles=x,
-            log_weights=log_weights,
-            log_Z=state.log_Z + new.log_Z_increment,
-            step=state.step + 1,
-            eve=eve,
-            num_resampled=state.num_resampled + do_resample.astype(jnp.int32),
-        )
-        info = FKCInfo(
-            ess=new.ess,
-            log_Z_increment=new.log_Z_increment,
-            is_resampled=do_resample,
-            time=t - h,
-            num_score_evals=jnp.asarray(num_particles * len(score_fns), jnp.int32),
-        )
-        return new_state, info
+        return _advance(state, x, log_weights, eve, new, do_resample, t - h, len(score_fns))
 
     return kernel
+
+
+def _advance(state: FKCState, particles, log_weights, eve, new, do_resample, time, num_models: int, scores=()):
+    """The step's new :class:`FKCState` and its :class:`FKCInfo` (``new`` the step's
+    :class:`psample.smc.base.Reweighted`)."""
+    num_particles = particles.shape[0]
+    new_state = FKCState(
+        particles=particles,
+        log_weights=log_weights,
+        log_Z=state.log_Z + new.log_Z_increment,
+        step=state.step + 1,
+        eve=eve,
+        num_resampled=state.num_resampled + do_resample.astype(jnp.int32),
+        scores=scores,
+    )
+    info = FKCInfo(
+        ess=new.ess,
+        log_Z_increment=new.log_Z_increment,
+        is_resampled=do_resample,
+        time=time,
+        num_score_evals=jnp.asarray(num_particles * num_models, jnp.int32),
+    )
+    return new_state, info
 
 
 def stein_fraction(exponents: Sequence[float]) -> float:
@@ -472,23 +480,7 @@ def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float]
         (moved, new_scores), log_weights, eve = resample_if(
             resample_key, do_resample, (moved, new_scores), new.log_weights, state.eve, resample
         )
-        new_state = FKCState(
-            particles=moved,
-            log_weights=log_weights,
-            log_Z=state.log_Z + new.log_Z_increment,
-            step=state.step + 1,
-            eve=eve,
-            num_resampled=state.num_resampled + do_resample.astype(jnp.int32),
-            scores=new_scores,
-        )
-        info = FKCInfo(
-            ess=new.ess,
-            log_Z_increment=new.log_Z_increment,
-            is_resampled=do_resample,
-            time=t - h,
-            num_score_evals=jnp.asarray(num_particles * len(score_fns), jnp.int32),
-        )
-        return new_state, info
+        return _advance(state, moved, log_weights, eve, new, do_resample, t - h, len(score_fns), new_scores)
 
     return kernel
 
