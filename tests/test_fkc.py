@@ -242,6 +242,12 @@ def test_stein_weights_keep_scores_with_their_particles_and_beta_one():
     result = psample.run_particles(flat, jax.random.key(2), 128, num_replicates=2, progress=False)
     assert np.all(result.log_weights == result.log_weights[:, :1])
     np.testing.assert_allclose(result.log_Z, 0.0, atol=1e-12)
+    # guidance (B = 1) runs the score weights' step, bit for bit
+    problem = fkc_problem("guidance", VP())
+    runs = [psample.run_particles(_algorithm(problem, 8, weights=w), jax.random.key(3), 64, progress=False)
+            for w in ("score", "stein")]  # fmt: skip
+    np.testing.assert_array_equal(runs[0].particles, runs[1].particles)
+    np.testing.assert_array_equal(runs[0].log_weights, runs[1].log_weights)
 
 
 def test_time_grids():
