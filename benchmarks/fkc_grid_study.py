@@ -11,7 +11,10 @@ the library does not offer: ``kind`` the time grid (``"uniform"``, ``"powR"``: e
 ``t**(1/R)``, ``pow2`` being ``time_grid="quadratic"``; ``"logsigma"``: equally spaced in
 ``log sigma_t``), ``rule`` the weight quadrature (``"left"``: ``h G_t(x_t)``, the library's;
 ``"trap"``: ``h (G_t(x_t) + G_{t-h}(x_{t-h})) / 2``, no extra score evaluation; ``"none"``: no
-weights and no resampling, the uncorrected SDE), ``resample`` (``"every"`` or ``"ess"`` at N/2),
+weights and no resampling, the uncorrected SDE; ``"stein"``: the library's ``weights="stein"``
+with a fraction ``lam`` (default 1) of its drift change moved into the weights, and its control
+variate when ``cv=1`` (default) or the raw divergence estimate when ``cv=0``), ``order``
+(``"hilbert"``: the particles sorted along a Hilbert curve before each systematic resampling), ``resample`` (``"every"`` or ``"ess"`` at N/2),
 ``start`` (no resampling before that step), ``noise`` (``"standard"``, ``"tempered"`` or a number
 ``r``: ``c_t^2 = r g_t^2``, as in the library), ``mala`` (``m > 0``: after every step one MALA
 move on the exact ``beta log q_t`` with step size ``m sigma_t^2 / beta``, which needs the
@@ -33,7 +36,7 @@ import numpy as np  # noqa: E402
 import psample  # noqa: E402
 import psample.models  # noqa: E402
 from psample.smc.base import resample_if, resampling_fn, reweight  # noqa: E402
-from psample.smc.fkc import log_weight_rate, noise_ratio  # noqa: E402
+from psample.smc.fkc import log_weight_rate, noise_ratio, stein_divergence  # noqa: E402
 
 VP = psample.diffusion.VP()
 problem = psample.models.fkc_problem("forty_mode", VP)
@@ -76,7 +79,34 @@ def _mala_move(key, x, t, step_size):
     return jnp.where(accept[:, None], proposal, x)
 
 
-def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="standard", start=0, mala=0.0):
+def hilbert_index(x, bits=15):
+    """``(N,)`` position of each 2-D point of ``x`` ``(N, 2)`` along a Hilbert curve over the
+    points' bounding box (``2^bits`` cells a side): nearby points get nearby indices."""
+    lo, hi = x.min(0), x.max(0)
+    n = 1 << bits
+    cells = jnp.clip(((x - lo) / (hi - lo + 1e-300) * (n - 1)).astype(jnp.int64), 0, n - 1)
+
+    def body(i, carry):  # the classic xy -> d loop, one bit per iteration, vectorised
+        xi, yi, d = carry
+        s = jnp.int64(1) << (bits - 1 - i)
+        rx, ry = ((xi & s) > 0).astype(jnp.int64), ((yi & s) > 0).astype(jnp.int64)
+        d = d + s * s * ((3 * rx) ^ ry)
+        flip = (ry == 0) & (rx == 1)
+        xf, yf = jnp.where(flip, n - 1 - xi, xi), jnp.where(flip, n - 1 - yi, yi)
+        swap = ry == 0
+        return jnp.where(swap, yf, xf), jnp.where(swap, xf, yf), d
+
+    return jax.lax.fori_loop(0, bits, body, (cells[:, 0], cells[:, 1], jnp.zeros(x.shape[0], jnp.int64)))[2]
+
+
+def _hilbert_sorted(x, others, new):
+    """Reorder the particles (and what travels with them) along the Hilbert curve."""
+    perm = jnp.argsort(hilbert_index(x))
+    return x[perm], tuple(o[perm] for o in others), new._replace(log_weights=new.log_weights[perm])
+
+
+def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="standard", start=0, mala=0.0,
+        order="none", lam=1.0, cv=1):
     times = jnp.asarray(grid(kind, K))
     rs = resampling_fn("systematic")
     score = jax.vmap(model.score, (None, 0))
@@ -91,9 +121,31 @@ def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="s
             key, kr, kn = jax.random.split(key, 3)
             t, tn = times[j], times[j + 1]
             h = t - tn
+            if rule == "stein":  # the library's weights="stein" with a fraction lam of its drift change
+                g2 = VP.g2(t)
+                c2 = g2 * noise_ratio(noise, beta)
+                eps = jax.random.normal(kn, x.shape)
+                drift = -VP.drift_coef(t) * x + 0.5 * (g2 + c2) * beta * s - lam * 0.5 * g2 * (beta - 1) * s
+                x_new = x + h * drift + jnp.sqrt(c2 * h) * eps
+                s_new = score(tn, x_new)
+                if cv:
+                    divergence = stein_divergence(eps, s, s_new, jnp.sqrt(c2 * h))
+                else:
+                    divergence = jnp.sum(eps * (s_new - s), -1) / jnp.sqrt(c2 * h)
+                rate = ((beta - 1) * VP.divergence(t, 2) - lam * 0.5 * g2 * (beta - 1) * divergence
+                        + (1 - lam) * 0.5 * g2 * beta * (beta - 1) * jnp.sum(s * s, -1))  # fmt: skip
+                new = reweight(lw, h * rate)
+                do = (j >= start) & ((new.ess < 0.5 * N) if resample == "ess" else True)
+                if order == "hilbert":
+                    x_new, (s_new,), new = _hilbert_sorted(x_new, (s_new,), new)
+                (x_new, s_new), lw2, _ = resample_if(kr, do, (x_new, s_new), new.log_weights,
+                                                     jnp.zeros(N, jnp.int32), rs)  # fmt: skip
+                return (x_new, lw2, s_new, G, key), new.ess
             inc = {"left": h * G, "trap": 0.5 * h * G, "none": 0.0 * G}[rule]
             new = reweight(lw, inc)
             do = (j >= start) & (rule != "none") & ((new.ess < 0.5 * N) if resample == "ess" else True)
+            if order == "hilbert":
+                x, (s, G), new = _hilbert_sorted(x, (s, G), new)
             (x, s, G), lw2, _ = resample_if(kr, do, (x, s, G), new.log_weights, jnp.zeros(N, jnp.int32), rs)
             g2 = VP.g2(t)
             c2 = g2 * noise_ratio(noise, beta)
@@ -125,9 +177,9 @@ def _parse(text):
     out = {}
     for item in text.split(","):
         key, value = item.split("=")
-        if key in ("N", "K", "start", "seed"):
+        if key in ("N", "K", "start", "seed", "cv"):
             value = int(value)
-        elif key == "mala" or (key == "noise" and value not in ("standard", "tempered")):
+        elif key in ("mala", "lam") or (key == "noise" and value not in ("standard", "tempered")):
             value = float(value)
         out[key] = value
     return out
