@@ -429,6 +429,10 @@ def test_cli_samplers_and_fkc_demo(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "E[x_0]" in text and "1.0511" in text
     assert out.stat().st_size > 1000
+    assert main(["fkc", "--demo", "anneal", "--weights", "stein", "--particles", "128", "--replicates", "2",
+                 "--steps", "20", "--no-progress"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "weights=stein" in text and "0.8448" in text
 
 
 @pytest.mark.slow
