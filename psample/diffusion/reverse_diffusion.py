@@ -397,7 +397,7 @@ def reverse_diffusion(
             log_g = (log_target + gaussian_logpdf(x, a * x_next, v)
                      - state.log_target - gaussian_logpdf(x_next, mean, var))  # fmt: skip
             new = reweight(state.log_weights, log_g)
-            do_resample = ((new.ess < resample_ess * num_particles) | (resample_ess >= 1.0)) & ~last
+            do_resample = new.ess_below(resample_ess) & ~last
             (x_next, log_target, score), log_weights, eve = resample_if(
                 resample_key, do_resample, (x_next, log_target, est.score), new.log_weights, state.eve, resample
             )

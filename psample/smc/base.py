@@ -119,6 +119,11 @@ class Reweighted(NamedTuple):
     log_Z_increment: Array  # ()
     ess: Array  # ()
 
+    def ess_below(self, threshold) -> Array:
+        """Whether to resample at an ESS threshold (a fraction of ``N``, possibly traced):
+        the ESS is below ``threshold * N``, or ``threshold >= 1`` (every step)."""
+        return (self.ess < threshold * self.log_weights.shape[0]) | (threshold >= 1.0)
+
 
 def reweight(log_weights: Array, log_increments: Array) -> Reweighted:
     """Multiply normalised weights by incremental weights ``exp(log_increments)``.

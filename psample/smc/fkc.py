@@ -389,7 +389,6 @@ def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], sche
     def kernel(rng_key, state: FKCState, t, h, may_resample, ess_threshold):
         resample_key, noise_key = jax.random.split(rng_key)
         x = state.particles
-        num_particles = x.shape[0]
         dim = math.prod(x.shape[1:])
         t = jnp.asarray(t, x.dtype)
         h = jnp.asarray(h, x.dtype)
@@ -397,7 +396,7 @@ def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], sche
         rate = log_weight_rate(schedule, t, scores, exponents, dim)
         new = reweight(state.log_weights, h * rate)
 
-        do_resample = may_resample & ((new.ess < ess_threshold * num_particles) | (ess_threshold >= 1.0))
+        do_resample = may_resample & new.ess_below(ess_threshold)
         combined = sum(b * s for b, s in zip(exponents, scores))
         (x, combined), log_weights, eve = resample_if(
             resample_key, do_resample, (x, combined), new.log_weights, state.eve, resample
@@ -468,7 +467,6 @@ def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float]
     def kernel(rng_key, state: FKCState, t, h, may_resample, ess_threshold):
         resample_key, noise_key = jax.random.split(rng_key)
         x, scores = state.particles, state.scores
-        num_particles = x.shape[0]
         dim = math.prod(x.shape[1:])
         t = jnp.asarray(t, x.dtype)
         h = jnp.asarray(h, x.dtype)
@@ -487,7 +485,7 @@ def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float]
         rate = rate - 0.5 * gamma * g2 * (divergence + _sq_norm(combined))
         new = reweight(state.log_weights, h * rate)
 
-        do_resample = may_resample & ((new.ess < ess_threshold * num_particles) | (ess_threshold >= 1.0))
+        do_resample = may_resample & new.ess_below(ess_threshold)
         (moved, new_scores), log_weights, eve = resample_if(
             resample_key, do_resample, (moved, new_scores), new.log_weights, state.eve, resample
         )

@@ -468,7 +468,7 @@ def build_kernel(
         log_g = jnp.where(jnp.isneginf(loglik), -jnp.inf, delta * loglik)
         new = reweight(state.log_weights, log_g)
 
-        do_resample = (new.ess < resample_ess * num_particles) | (resample_ess >= 1.0)
+        do_resample = new.ess_below(resample_ess)
         particles, log_weights, eve = resample_if(
             resample_key, do_resample, state.particles, new.log_weights, state.eve, resample
         )
