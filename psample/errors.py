@@ -22,8 +22,10 @@ __all__ = [
     "NetworkError",
     "MotifError",
     "RunError",
+    "NonFiniteError",
     "NumericalWarning",
     "UnreliableErrorWarning",
+    "ConvergenceWarning",
     "check_positive",
     "check_positive_int",
 ]
@@ -79,12 +81,28 @@ class RunError(PsampleError, RuntimeError):
         self.trace = trace
 
 
+class NonFiniteError(RunError, FloatingPointError):
+    """A run met non-finite values where no answer can stand (e.g. every weight of a population).
+
+    Raised at the end of a run, with what was computed attached (``error.result``), so nothing
+    is lost; the message names the function that returned the values and how many there were.
+    """
+
+
 class NumericalWarning(UserWarning):
     """A run finished, but some steps met NaN log-densities (or similar numerical trouble)."""
 
 
 class UnreliableErrorWarning(UserWarning):
     """A Monte Carlo standard error is unreliable (e.g. heavy-tailed terms: Pareto k-hat too high)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """Chains have not mixed: rank-normalised R-hat above 1.01 or bulk/tail ESS below 100 per chain.
+
+    Raised once at the end of a chain run (as Stan, NumPyro and PyMC warn), naming the
+    variables and ArviZ's numbers.
+    """
 
 
 def check_positive(name: str, value, *, error=InvalidTuningError) -> float:

@@ -441,7 +441,7 @@ def _run(
     finally:
         if writer is not None:
             writer.close()
-    _warn_nan_steps(trace)
+    _warn_nonfinite_steps(trace)
     return trace
 
 
@@ -474,16 +474,16 @@ def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, in
     )
 
 
-def _warn_nan_steps(trace: Trace) -> None:
+def _warn_nonfinite_steps(trace: Trace) -> None:
     """Warn when the log-density returned NaN during the run (those chains may have frozen)."""
-    counts = trace.nan_steps
+    counts = trace.nonfinite_steps
     if counts is None or not counts.any():
         return
     chains = np.flatnonzero(counts).tolist()
     warnings.warn(
         f"the log-density returned NaN in {int(counts.sum())} recorded step(s) of {len(chains)} "
         f"chain(s) {chains if len(chains) <= 20 else chains[:20] + ['...']}; NaN counts as zero "
-        "density, so those chains may have stopped moving. sample_stats.num_nan_evals has the "
+        "density, so those chains may have stopped moving. sample_stats.num_nonfinite has the "
         "counts per draw: check the model for overflow or invalid parameter values.",
         NumericalWarning,
         stacklevel=3,

@@ -13,12 +13,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Trace", "Draw", "named_leaves", "NAN_EVALS_FIELD"]
+__all__ = ["Trace", "Draw", "named_leaves", "NONFINITE_FIELD"]
 
 #: The ``Info`` field in which a sampler counts the log-density evaluations of a step that
-#: returned NaN (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
+#: returned NaN or +inf (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
 #: positive anywhere, and it lands in ``sample_stats`` like every other info field.
-NAN_EVALS_FIELD = "num_nan_evals"
+NONFINITE_FIELD = "num_nonfinite"
 
 
 def _key_name(entry) -> str:
@@ -123,12 +123,12 @@ class Trace:
         return int(jax.tree.leaves(self.positions)[0].shape[1])
 
     @property
-    def nan_steps(self) -> np.ndarray | None:
+    def nonfinite_steps(self) -> np.ndarray | None:
         """``(chain,)`` number of recorded steps with at least one NaN log-density evaluation.
 
-        ``None`` when the sampler's ``Info`` has no ``num_nan_evals`` field.
+        ``None`` when the sampler's ``Info`` has no ``num_nonfinite`` field.
         """
-        counts = getattr(self.info, NAN_EVALS_FIELD, None)
+        counts = getattr(self.info, NONFINITE_FIELD, None)
         if counts is None:
             return None
         return (np.asarray(counts) > 0).sum(axis=1)

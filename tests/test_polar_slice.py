@@ -589,15 +589,15 @@ def test_nan_log_density_mid_run_is_counted_and_warned():
     x0 = 0.3 * jnp.ones((4, 3))
     with pytest.warns(NumericalWarning, match=r"NaN in \d+ recorded step\(s\) of 4 chain"):
         trace = psample.sample(algorithm, x0, jax.random.PRNGKey(0), 200, progress=False)
-    counts = trace.sample_stats()["num_nan_evals"]
+    counts = trace.sample_stats()["num_nonfinite"]
     assert counts.shape == (4, 200) and counts.sum() > 0
-    np.testing.assert_array_equal(trace.nan_steps, (counts > 0).sum(axis=1))
-    assert "num_nan_evals" in trace.to_datatree()["sample_stats"]
+    np.testing.assert_array_equal(trace.nonfinite_steps, (counts > 0).sum(axis=1))
+    assert "num_nonfinite" in trace.to_datatree()["sample_stats"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", NumericalWarning)
         clean = psample.sample(polar_slice.as_top_level_api(gaussian_logdensity), x0, jax.random.PRNGKey(0), 50,
                                progress=False)
-    assert clean.nan_steps.sum() == 0
+    assert clean.nonfinite_steps.sum() == 0
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ class PolarSliceInfo(NamedTuple):
         ``True`` if a shrinkage loop (angle or radius) reached ``max_proposals``
         evaluations; the coordinate it was updating then keeps its old value, which
         lies in the slice.
-    num_nan_evals
+    num_nonfinite
         Evaluations this step at which ``logdensity_fn`` returned NaN (counted as outside
         the slice). A chain whose density is NaN everywhere nearby stops moving; the runner
         warns when any step has one.
@@ -160,7 +160,7 @@ class PolarSliceInfo(NamedTuple):
     num_radius_expansions: Array
     num_radius_shrinks: Array
     hit_max_proposals: Array
-    num_nan_evals: Array
+    num_nonfinite: Array
 
 
 def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
@@ -452,7 +452,7 @@ class _LoopCarry(NamedTuple):
     num_radius_expansions: Array
     num_radius_shrinks: Array
     hit_max_proposals: Array
-    num_nan_evals: Array
+    num_nonfinite: Array
 
 
 def _skip_empty_phases(phase, lower, steps_down_left, steps_up_left):
@@ -598,7 +598,7 @@ def _gibbs_polar_update(
             num_radius_expansions=c.num_radius_expansions + ((in_down | in_up) & inside),
             num_radius_shrinks=c.num_radius_shrinks + (in_shrink & rejected),
             hit_max_proposals=c.hit_max_proposals | ((in_direction | in_shrink) & capped),
-            num_nan_evals=c.num_nan_evals + is_nan,
+            num_nonfinite=c.num_nonfinite + is_nan,
         )
 
     return jax.lax.while_loop(cond, body, carry)
@@ -621,7 +621,7 @@ def _transition(rng_key, state, logdensity_fn, w, max_proposals, first_phase, la
         num_radius_expansions=out.num_radius_expansions,
         num_radius_shrinks=out.num_radius_shrinks,
         hit_max_proposals=out.hit_max_proposals,
-        num_nan_evals=out.num_nan_evals,
+        num_nonfinite=out.num_nonfinite,
     )
     return new_state, info
 
