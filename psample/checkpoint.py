@@ -17,10 +17,12 @@ What makes it safe:
   slot not in use (``state_a``/``state_b``); the attributes naming the live slot, the draws
   done and the checksums are written last. A crash at any point leaves the previous attributes
   in force, and loading cuts every group back to the draws they record.
-* **Checksummed.** The attributes keep a CRC-32 of every array written (per array, and per
-  chunk over all arrays) and of the state. Zarr reads a deleted chunk file back as fill
-  values; loading recomputes the checksums and refuses a store that does not match, naming the
-  arrays and the first damaged chunk.
+* **Checksummed.** The attributes keep a CRC-32 of every array written: the draws (per array,
+  and per chunk over all arrays), the state, the adapted parameters and the random key; the
+  ``chain`` and ``draw`` coordinates must read back as ``0, 1, ...``. Zarr reads a deleted
+  chunk file back as fill values and fails to decode a truncated one; loading recomputes the
+  checksums and refuses a store that does not match (or cannot be read) with
+  :class:`~psample.errors.CheckpointError`, naming the arrays and the first damaged chunk.
 """
 
 from __future__ import annotations
@@ -200,6 +202,7 @@ class CheckpointWriter:
             _write_array(state_group, "rng_key", key_data)
             state_group.attrs.update(
                 {
+                    "rng_key_crc": _crc(key_data),
                     "run_id": uuid.uuid4().hex,
                     "plan": _encode(plan),
                     "state_treedef": _encode(jax.tree.structure(states)),
@@ -371,22 +374,22 @@ class CheckpointWriter:
 
         state_group = root[_STATE]
         slot = attrs["state_slot"]
-        leaves = [np.asarray(state_group[f"state_{slot}_{i}"][...]) for i in range(attrs["num_state_leaves"])]
-        if [_crc(leaf) for leaf in leaves] != list(attrs["state_crcs"]):
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} is damaged: the saved sampler state differs from what was "
-                "written (a file under psample_state is missing or truncated); it cannot be resumed"
-            )
+        leaves = [
+            _read_verified(state_group, f"state_{slot}_{i}", crc, path, "the saved sampler state")
+            for i, crc in enumerate(attrs["state_crcs"])
+        ]
+        if len(leaves) != attrs["num_state_leaves"]:
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its state has no checksum for every array")
         states = jax.tree.unflatten(_decode(attrs["state_treedef"]), [jnp.asarray(x) for x in leaves])
         parameters = None
         if attrs.get("parameters_treedef"):
-            crcs = list(attrs["parameter_crcs"])
-            values = [np.asarray(state_group[f"parameter_{i}"][...]) for i in range(len(crcs))]
-            if [_crc(v) for v in values] != crcs:
-                raise CheckpointError(
-                    f"checkpoint {str(path)!r} is damaged: the adapted parameters differ from what was written"
-                )
+            values = [
+                _read_verified(state_group, f"parameter_{i}", crc, path, "the adapted parameters")
+                for i, crc in enumerate(attrs["parameter_crcs"])
+            ]
             parameters = jax.tree.unflatten(_decode(attrs["parameters_treedef"]), values)
+        # Stores written before the key had a checksum are read as they are.
+        key_data = _read_verified(state_group, "rng_key", attrs.get("rng_key_crc"), path, "the run's random key")
         records = None
         if draws_done:
             raw = sorted((k for k in arrays if k.startswith(_RAW + "/")), key=lambda k: int(k.rsplit("_", 1)[1]))
@@ -394,7 +397,7 @@ class CheckpointWriter:
         return Checkpoint(
             path=path,
             states=states,
-            rng_key=_key_from_host(state_group["rng_key"][...], attrs["key_impl"]),
+            rng_key=_key_from_host(key_data, attrs["key_impl"]),
             plan=_decode(attrs["plan"]),
             draws_done=draws_done,
             steps_done=steps_done,
@@ -409,6 +412,27 @@ class CheckpointWriter:
         )
 
 
+def _read_verified(group, name: str, crc, path: Path, what: str) -> np.ndarray:
+    """Read array ``name`` of ``group`` and compare it with its checksum ``crc`` (``None``: none kept).
+
+    Zarr reads a missing chunk file back as fill values and fails to decode a truncated or
+    altered one; both are refused here as damage, naming ``what``.
+    """
+    try:
+        value = np.asarray(group[name][...])
+    except Exception as exc:  # a missing array's metadata, or a chunk file that fails to decode
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is damaged: {what} (psample_state/{name}) cannot be read "
+            f"({type(exc).__name__}: {exc}); it cannot be resumed"
+        ) from None
+    if crc is not None and _crc(value) != crc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is damaged: {what} (psample_state/{name}) differs from what was "
+            "written (a chunk file is missing, truncated or altered); it cannot be resumed"
+        )
+    return value
+
+
 def _read_cut_back(root, draws_done: int, path: Path) -> dict[str, np.ndarray]:
     """Every data array, cut back to ``draws_done`` draws (a crash may have left more)."""
     out = {}
@@ -420,15 +444,22 @@ def _read_cut_back(root, draws_done: int, path: Path) -> dict[str, np.ndarray]:
                 array.resize((draws_done,))
             elif name != "chain" and array.ndim >= 2 and array.shape[1] > draws_done:
                 array.resize((array.shape[0], draws_done) + array.shape[2:])
-            if name in ("chain", "draw"):
-                continue
             try:
-                out[f"{group}/{name}"] = np.asarray(array[...])
+                value = np.asarray(array[...])
             except Exception as exc:  # a truncated chunk file fails to decode
                 raise CheckpointError(
                     f"checkpoint {str(path)!r} is damaged: {group}/{name} cannot be read ({exc}); "
                     "a chunk file is truncated"
                 ) from None
+            if name in ("chain", "draw"):
+                # The coordinates are 0, 1, ... by construction: that is their checksum.
+                if not np.array_equal(value, np.arange(value.shape[0])):
+                    raise CheckpointError(
+                        f"checkpoint {str(path)!r} is damaged: the {name!r} coordinate of {group} is not "
+                        f"0, 1, ..., {value.shape[0] - 1} (a chunk file is missing or altered)"
+                    )
+                continue
+            out[f"{group}/{name}"] = value
     return out
 
 

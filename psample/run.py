@@ -27,7 +27,7 @@ from psample import adaptation, checks
 from psample.driver import concatenate, drive
 from psample.errors import CheckpointError, InvalidTuningError, NumericalWarning, RunError, ShapeError
 from psample.errors import check_positive_int
-from psample.trace import Draw, Trace
+from psample.trace import NONFINITE_FIELD, Draw, Trace
 
 __all__ = ["sample", "resume", "RunPlan"]
 
@@ -232,6 +232,7 @@ def sample(
     mesh: Mesh | None = None,
     devices=None,
     adapt: bool = True,
+    compute_convergence_checks: bool = True,
 ) -> Trace:
     """Run many chains of ``algorithm`` and return their draws.
 
@@ -276,6 +277,12 @@ def sample(
         Let an adaptive algorithm tune itself during warm-up (default); ``False`` keeps its
         given parameters and makes the warm-up plain burn-in. The adapted parameters are in
         ``trace.parameters``, the DataTree's attributes and the checkpoint.
+    compute_convergence_checks
+        At the end of the run (interrupted or not), warn with
+        :class:`~psample.errors.ConvergenceWarning` if a posterior component's rank-normalised
+        R-hat exceeds 1.01 or its bulk or tail ESS is below 100 per chain (ArviZ's numbers; see
+        :func:`psample.diagnostics.check_convergence`, which bounds its cost on long runs).
+        ``False`` skips the check (PyMC's name for it).
 
     Returns
     -------
@@ -293,6 +300,13 @@ def sample(
         ``error.trace`` holds the draws completed before the failure.
     KeyboardInterrupt
         On Ctrl-C before the first chunk (of warm-up steps or of draws) was completed.
+
+    Warns
+    -----
+    NumericalWarning
+        If the log-density returned NaN or +inf in recorded steps (``info.num_nonfinite``).
+    ConvergenceWarning
+        If the chains have not mixed (``compute_convergence_checks``).
     """
     num_draws = check_positive_int("num_draws", num_draws)
     num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
@@ -350,8 +364,10 @@ def sample(
             if writer is not None:
                 writer.close()
             return _warmup_trace(functions, states, rng_key, plan, target, steps_done, parameters)
-    return _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done,
-                parameters=parameters)
+    trace = _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done,
+                 parameters=parameters)
+    return _finish(trace, compute_convergence_checks, "Draw more (num_draws), warm up longer (num_warmup) "
+                   "or reparametrise the model; compute_convergence_checks=False skips this check")
 
 
 def _adapt(algorithm, positions, rng_key, plan: RunPlan, progress, writer, carry=None, steps_done=0):
@@ -441,7 +457,29 @@ def _run(
     finally:
         if writer is not None:
             writer.close()
+    return trace
+
+
+def _finish(trace: Trace, convergence_checks: bool, advice: str) -> Trace:
+    """The end of a run with draws: the non-finite count's warning and the convergence check.
+
+    A Ctrl-C during the check (a second one, after the run was interrupted) skips it with a
+    word instead of losing the trace.
+    """
+    if trace.num_draws == 0:  # stopped during warm-up: nothing to check
+        return trace
     _warn_nonfinite_steps(trace)
+    if convergence_checks:
+        from psample.diagnostics import check_convergence
+        from psample.errors import ConvergenceWarning
+
+        try:
+            check_convergence(trace, advice=advice, stacklevel=4)
+        except KeyboardInterrupt:
+            warnings.warn(
+                "convergence not checked: interrupted during the check (the draws are all returned)",
+                ConvergenceWarning, stacklevel=3,
+            )  # fmt: skip
     return trace
 
 
@@ -475,18 +513,20 @@ def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, in
 
 
 def _warn_nonfinite_steps(trace: Trace) -> None:
-    """Warn when the log-density returned NaN during the run (those chains may have frozen)."""
+    """Warn when the log-density returned NaN or +inf during the run (those chains may have frozen)."""
     counts = trace.nonfinite_steps
     if counts is None or not counts.any():
         return
     chains = np.flatnonzero(counts).tolist()
+    evaluations = int(np.asarray(getattr(trace.info, NONFINITE_FIELD)).sum())
     warnings.warn(
-        f"the log-density returned NaN in {int(counts.sum())} recorded step(s) of {len(chains)} "
-        f"chain(s) {chains if len(chains) <= 20 else chains[:20] + ['...']}; NaN counts as zero "
-        "density, so those chains may have stopped moving. sample_stats.num_nonfinite has the "
-        "counts per draw: check the model for overflow or invalid parameter values.",
+        f"the log-density returned NaN or +inf {evaluations} time(s), in {int(counts.sum())} recorded "
+        f"step(s) of {len(chains)} chain(s) {chains if len(chains) <= 20 else chains[:20] + ['...']}; "
+        "such a value is rejected like zero density, so those chains may have stopped moving. "
+        f"sample_stats.{NONFINITE_FIELD} has the counts per draw: check the model for overflow or "
+        "invalid parameter values.",
         NumericalWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
@@ -500,6 +540,7 @@ def resume(
     chunk_size: int | None = None,
     progress: bool = True,
     mesh: Mesh | None = None,
+    compute_convergence_checks: bool = True,
 ) -> Trace:
     """Continue a checkpointed run from its saved state and key.
 
@@ -521,6 +562,8 @@ def resume(
         As in :func:`sample` (default: the run's own chunk size).
     mesh
         Where to shard the chains; default: the devices the run was sharded over.
+    compute_convergence_checks
+        As in :func:`sample`, over the whole run.
 
     Returns
     -------
@@ -547,10 +590,6 @@ def resume(
                     f"the run in {str(checkpoint)!r} was made with target {saved.target_name!r}, "
                     f"resume got target {target.name!r}: pass the run's own target"
                 )
-            checks.check_target_shapes(
-                checks.state_position(saved.states), target,
-                f"the positions saved in {str(checkpoint)!r}", CheckpointError,
-            )  # fmt: skip
         observables = dict(observables or {})
         saved_names = set(saved.observable_names)
         if set(observables) != saved_names:
@@ -568,8 +607,15 @@ def resume(
                 f"the run in {str(checkpoint)!r} was stopped during its warm-up adaptation, and this algorithm "
                 "has no step-wise adaptation to continue it: resume with the sampler the run was started with"
             )
+        # A warm-up stopped during adaptation saved the adaptation's carry: the chains' states
+        # (and so their positions) are what its final() makes of it.
         carry = saved.states if saved.adapting else None
         saved_states = algorithm.adaptation.final(carry)[0] if saved.adapting else saved.states
+        if target is not None:
+            checks.check_target_shapes(
+                checks.state_position(saved_states), target,
+                f"the positions saved in {str(checkpoint)!r}", CheckpointError,
+            )  # fmt: skip
         expected = jax.eval_shape(jax.vmap(algorithm.init), checks.state_position(saved_states))
         if jax.tree.structure(expected) != jax.tree.structure(saved_states):
             raise CheckpointError(
@@ -606,7 +652,9 @@ def resume(
         writer.close()
         raise
     drawn = _Drawn(saved.records, saved.draws_done) if saved.draws_done else None
-    return _run(
+    trace = _run(
         functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, steps_done, drawn,
         parameters=parameters,
     )
+    return _finish(trace, compute_convergence_checks, "Draw more (num_draws), or reparametrise the model; "
+                   "compute_convergence_checks=False skips this check")

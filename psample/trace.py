@@ -124,7 +124,7 @@ class Trace:
 
     @property
     def nonfinite_steps(self) -> np.ndarray | None:
-        """``(chain,)`` number of recorded steps with at least one NaN log-density evaluation.
+        """``(chain,)`` number of recorded steps with at least one NaN or +inf log-density evaluation.
 
         ``None`` when the sampler's ``Info`` has no ``num_nonfinite`` field.
         """
