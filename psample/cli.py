@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Callable, NamedTuple
 
 from psample.evidence import add_evidence_parser
 from psample.fkc_demo import add_fkc_parser
 from psample.graphs.cli import add_graph_parser
 
-__all__ = ["main", "SAMPLERS"]
+__all__ = ["main", "SAMPLERS", "check_plot_path", "PLOT_FORMATS"]
+
+#: Image formats ``--plot`` writes (matplotlib's, without those needing LaTeX or raw buffers).
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff")
+#: Values (chains x draws x scalar components) the printed summary reads at most: a longer run
+#: is summarised on every k-th draw, so the summary takes seconds whatever the run's length.
+SUMMARY_VALUES = 1_000_000
 
 
 class SamplerEntry(NamedTuple):
@@ -113,7 +120,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", default=None, help="Zarr store to write every chunk to")
     run.add_argument(
         "--plot", default=None, metavar="FILE.png",
-        help="write an ArviZ trace plot here, and rank plots to FILE_rank.png",
+        help=f"write an ArviZ trace plot here, and rank plots to FILE_rank.png ({', '.join(PLOT_FORMATS)})",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument(
@@ -155,8 +162,8 @@ def _cmd_run(args) -> int:
         print(f"psample: unknown sampler {args.sampler!r}; known: {', '.join(SAMPLERS)}", file=sys.stderr)
         return 2
     if args.plot:
-        check_writable_file(args.plot, "--plot")
-        check_writable_file(_suffixed(args.plot, "_rank"), "--plot (rank plots)")
+        check_plot_path(args.plot, "--plot")
+        check_plot_path(_suffixed(args.plot, "_rank"), "--plot (rank plots)")
     target = psample.models.get(args.model)
     algorithm = SAMPLERS[args.sampler].build(target)
     thin, draws, warmup = args.thin, args.draws, args.warmup
@@ -179,6 +186,7 @@ def _cmd_run(args) -> int:
             progress=not args.no_progress,
             checkpoint=args.checkpoint,
             adapt=not args.no_adapt,
+            compute_convergence_checks=False,  # checked below, with this command's options as advice
         )
     except KeyboardInterrupt:
         print("interrupted before the first draw", file=sys.stderr)
@@ -187,26 +195,87 @@ def _cmd_run(args) -> int:
         where = f"; the checkpoint {args.checkpoint} holds it (psample.resume continues)" if args.checkpoint else ""
         print(f"interrupted during warm-up after {trace.num_steps} of {warmup} steps: no draws{where}", file=sys.stderr)
         return 130
-    status = "interrupted" if trace.interrupted else "done"
-    print(
-        f"{target.name}: {args.sampler}, {trace.num_chains} chains x {trace.num_draws} draws ({status})",
-        flush=True,
-    )
-    if trace.interrupted:
-        where = f"; the checkpoint {args.checkpoint} holds them" if args.checkpoint else ""
-        print(f"interrupted: {trace.num_draws} draws per chain kept{where} (Ctrl-C again skips the summary)", flush=True)
+    code = 130 if trace.interrupted else 0
+    kept = f"{trace.num_chains} chains x {trace.num_draws:,} draws"
+    where = f"; the checkpoint {args.checkpoint} holds them" if args.checkpoint else ""
     try:
-        with _pandas_display():
-            print(_rounded(psample.diagnostics.summary(trace, round_to="none")))
-        if args.plot:
-            rank_path = _suffixed(args.plot, "_rank")
-            psample.diagnostics.plot_trace(trace, args.plot, kind="trace")
-            psample.diagnostics.plot_trace(trace, rank_path, kind="rank")
-            print(f"trace plot written to {args.plot}, rank plots to {rank_path}")
+        status = "interrupted" if trace.interrupted else "done"
+        print(f"{target.name}: {args.sampler}, {trace.num_chains} chains x {trace.num_draws} draws ({status})", flush=True)
+        if trace.interrupted:
+            print(f"interrupted: {trace.num_draws:,} draws per chain kept{where} (Ctrl-C again skips the summary)",
+                  flush=True)
+        _print_summary(trace, args)
     except KeyboardInterrupt:
         print("summary skipped", file=sys.stderr)
         return 130
-    return 130 if trace.interrupted else 0
+    except BrokenPipeError:
+        # The reader went away (`psample run | head`, or Ctrl-C reaching the whole pipeline):
+        # report on stderr what was kept, and let nothing more reach the closed pipe.
+        _silence_stdout()
+        print(f"psample: stdout was closed (broken pipe): {kept} kept{where}", file=sys.stderr)
+        return code or 1
+    return code
+
+
+def _print_summary(trace, args) -> None:
+    """The ArviZ summary (of every k-th draw on long runs), the convergence check and the plots."""
+    import psample.diagnostics
+
+    shown, step = psample.diagnostics.thinned(trace, SUMMARY_VALUES)
+    if step > 1:
+        print(f"summary of every {step}th draw ({shown.num_draws:,} per chain), to keep it fast", flush=True)
+    with _pandas_display():
+        print(_rounded(psample.diagnostics.summary(shown, round_to="none")), flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        psample.diagnostics.check_convergence(
+            trace, advice="Draw more (--draws) or warm up longer (--warmup)." if args.sampler != "logconcave_chain"
+            else "Draw more (--draws) or thin more (--thin).",
+        )  # fmt: skip
+    for warning in caught:
+        print(f"psample: warning: {warning.message}", file=sys.stderr)
+    if args.plot:
+        rank_path = _suffixed(args.plot, "_rank")
+        psample.diagnostics.plot_trace(shown, args.plot, kind="trace")
+        psample.diagnostics.plot_trace(shown, rank_path, kind="rank")
+        print(f"trace plot written to {args.plot}, rank plots to {rank_path}", flush=True)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush raises nothing more."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind sys.stdout
+        pass
+
+
+def check_plot_path(path: str, option: str, formats=PLOT_FORMATS) -> None:
+    """Fail before any work unless ``path`` names an image file of ``formats`` that can be written.
+
+    Raises
+    ------
+    psample.errors.InvalidTuningError
+        Naming ``option`` and ``path``: an unknown or missing file extension, matplotlib not
+        installed, or a directory that is missing or read-only.
+    """
+    from pathlib import Path
+
+    from psample.errors import InvalidTuningError
+
+    extension = Path(path).suffix.lower().lstrip(".")
+    if extension not in formats:
+        raise InvalidTuningError(
+            f"{option} {path!r}: the file name must end in one of "
+            f"{', '.join('.' + f for f in formats)} (the image format), got {('.' + extension) if extension else 'none'}"
+        )
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InvalidTuningError(f"{option} {path!r} needs matplotlib: pip install matplotlib") from None
+    check_writable_file(path, option)
 
 
 def check_writable_file(path: str, option: str) -> None:
@@ -268,15 +337,17 @@ def main(argv=None) -> int:
     if args.command == "graph":
         from psample.graphs.cli import run_graph
 
-        return run_graph(args)
+        commands["graph"] = run_graph
     if args.command == "fkc":
         from psample.fkc_demo import run_fkc
 
         commands["fkc"] = run_fkc
+    from psample.driver import interactive
     from psample.errors import PsampleError
 
     try:
-        return commands[args.command](args)
+        with interactive():  # chunks sized in time even with --no-progress: Ctrl-C answers at once
+            return commands[args.command](args)
     except (PsampleError, ValueError) as exc:
         print(f"psample: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ states, a particle population, network parameters). The driver knows nothing of 
 carry is. It owns what every run needs around that function:
 
 * **chunk lengths** bounded in host memory (``bytes_per_step``) and, when someone watches (a
-  progress bar or an ``on_chunk`` consumer such as a checkpoint), in time: the first chunk is
+  progress bar, an ``on_chunk`` consumer such as a checkpoint, or a person at a command line:
+  :func:`interactive`), in time: the first chunk is
   one step, timed without its compilation, and the next ones are sized to take about
   :data:`TARGET_CHUNK_SECONDS` (re-measured once at full speed). Ctrl-C is then answered and a
   kill loses at most a few seconds of work.
@@ -23,6 +24,8 @@ carry is. It owns what every run needs around that function:
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import math
 import signal
 import sys
@@ -36,7 +39,7 @@ import numpy as np
 
 from psample.errors import PsampleError, RunError
 
-__all__ = ["drive", "DriveResult", "concatenate", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["drive", "DriveResult", "concatenate", "interactive", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
 
 #: Wall time a watched chunk should take (device work, and separately its host work: the copy
 #: and ``on_chunk``, which a Ctrl-C waits for).
@@ -45,6 +48,26 @@ TARGET_CHUNK_SECONDS = 1.0
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 #: How often the driver looks at the chunk in flight (and at the Ctrl-C flag), in seconds.
 _POLL_SECONDS = 0.002
+
+
+#: Set inside :func:`interactive`: every run sizes its chunks in time, bar or not.
+_INTERACTIVE = contextvars.ContextVar("psample_interactive", default=False)
+
+
+@contextlib.contextmanager
+def interactive():
+    """Size every run's chunks in time inside this block, even without a bar or a checkpoint.
+
+    A command line is watched even with ``--no-progress``: a Ctrl-C must keep the work done and
+    let the process exit at once. Untimed chunks are as long as memory allows (a whole warm-up,
+    say), so a Ctrl-C would drop them and the process would wait for the abandoned one to finish
+    before it could exit. The ``psample`` command runs inside this block.
+    """
+    token = _INTERACTIVE.set(True)
+    try:
+        yield
+    finally:
+        _INTERACTIVE.reset(token)
 
 
 class DriveResult(NamedTuple):
@@ -231,8 +254,8 @@ def drive(
         Global step indices; ``stop=None`` runs until ``until(carry)`` is true.
     chunk_length
         Steps per chunk. Default: bounded by :data:`DEFAULT_CHUNK_BYTES` of records
-        (``bytes_per_step`` bytes a step) and, when a bar is shown or ``on_chunk`` is given, by
-        time (about :data:`TARGET_CHUNK_SECONDS` a chunk).
+        (``bytes_per_step`` bytes a step) and, when a bar is shown, ``on_chunk`` is given or
+        inside :func:`interactive`, by time (about :data:`TARGET_CHUNK_SECONDS` a chunk).
     bytes_per_step
         Host bytes one step records (all of ``records``' leaves).
     until
@@ -260,7 +283,8 @@ def drive(
     """
     if stop is None and until is None:
         raise ValueError("drive needs stop or until")
-    planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=progress or on_chunk is not None)
+    watched = progress or on_chunk is not None or _INTERACTIVE.get()
+    planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=watched)
     bar = _progress_bar(None if stop is None else stop - start, progress, desc, unit)
     records_out: list = []
     done, launched, launched_carry = start, start, carry

@@ -44,3 +44,38 @@ def ctrl_c_after(monkeypatch):
         monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
 
     return install
+
+
+@pytest.fixture
+def sigint_at_update(monkeypatch):
+    """Send a real SIGINT to this process at the runner's ``n``-th progress-bar update.
+
+    Unlike :func:`ctrl_c_after`, this goes through the driver's signal handler (the path of a
+    single Ctrl-C), deterministically: ``os.kill`` of the own process runs the Python handler
+    before it returns, so the flag is set at exactly that point of the run, whatever the load.
+    """
+    import signal
+
+    import psample.driver
+
+    def install(n: int):
+        updates = []
+
+        class Bar:
+            def __init__(self, *args, **kwargs):
+                pass
+
+            def update(self, _):
+                updates.append(1)
+                if len(updates) == n:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            def set_postfix(self, *args, **kwargs):
+                pass
+
+            def close(self):
+                pass
+
+        monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
+
+    return install

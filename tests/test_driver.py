@@ -1,12 +1,13 @@
 """The chunk driver (psample/driver.py): chunk lengths, Ctrl-C, failures, open-ended runs.
 
-The chunk function here is a counter whose steps can be slowed down by a host callback, so
-the tests control how long a chunk takes and can press a real Ctrl-C (SIGINT) mid-chunk.
+The chunk function here is a counter whose steps can be slowed down by a host callback. Ctrl-C
+is pressed deterministically, never on a timer: a real SIGINT sent from inside the run at a
+chosen chunk (``os.kill`` of the own process runs the handler before it returns), and the
+readiness of the chunk in flight is decided by the test (``psample.driver._is_ready``).
 """
 
 import os
 import signal
-import threading
 import time
 
 import jax
@@ -81,53 +82,75 @@ def test_on_chunk_sees_every_completed_chunk_in_order():
     assert seen == [(8, 8), (16, 16), (24, 24), (30, 30)]
 
 
-def _press_ctrl_c_after(seconds: float):
-    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    return timer
+def _press_ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)  # the handler has run when this returns
 
 
 def test_real_ctrl_c_keeps_exactly_the_completed_chunks():
+    """SIGINT while the 3rd chunk completes: every chunk on the host is kept, in order."""
     done_chunks = []
-    timer = _press_ctrl_c_after(1.3)
-    result = run(counter(step_seconds=0.05), 200, chunk_length=10, on_chunk=lambda c, r, n: done_chunks.append(n))
-    timer.join()
+
+    def on_chunk(carry, records, num_done):
+        done_chunks.append(num_done)
+        if len(done_chunks) == 3:
+            _press_ctrl_c()
+
+    result = run(counter(), 200, chunk_length=10, on_chunk=on_chunk)
     assert result.interrupted
-    assert result.num_done == done_chunks[-1] == 10 * len(result.records)
+    # The chunk already dispatched behind the 3rd may have finished too, and is then kept.
+    assert result.num_done == done_chunks[-1] == 10 * len(result.records) and 30 <= result.num_done <= 40
     assert int(result.carry) == result.num_done
     np.testing.assert_array_equal(concatenate(result.records)["index"], np.arange(result.num_done))
 
 
-def test_real_ctrl_c_is_answered_without_waiting_for_the_chunk_in_flight():
-    """Compute-bound chunks of about a second (no host callback: those run synchronously on CPU)."""
+def _chunks_that_never_finish_after(monkeypatch, completed: list, after: int):
+    """Patch the driver's readiness test: once ``after`` chunks completed, the chunk in flight
+    never finishes, and the first look at it presses Ctrl-C. Returns the looks after the press
+    (a driver that waited for the chunk would look again and again; after 1,000 looks the
+    chunk is let through so that such a driver fails the test instead of hanging)."""
+    looks = []
 
-    @jax.jit
-    def run_chunk(carry, indices):
-        def one(x, i):
-            x = jax.lax.fori_loop(0, 1000, lambda _, y: jnp.sin(y) @ y * 1e-3, x)
-            return x, i
+    def is_ready(tree):
+        if len(completed) < after:
+            jax.block_until_ready(tree)
+            return True
+        looks.append(1)
+        if len(looks) == 1:
+            _press_ctrl_c()
+        if len(looks) > 1000:
+            jax.block_until_ready(tree)
+            return True
+        return False
 
-        return jax.lax.scan(one, carry, indices)
-
-    pressed, timers = [], []
-
-    def press_soon(*_):  # 0.3 s into the next chunk, once
-        if not timers:
-            timers.append(threading.Timer(0.3, lambda: (pressed.append(time.perf_counter()), os.kill(os.getpid(), signal.SIGINT))))
-            timers[0].start()
-
-    result = drive(run_chunk, jnp.ones((200, 200)), 0, 100, chunk_length=5, progress=False, on_chunk=press_soon)
-    answered = time.perf_counter() - pressed[0]
-    timers[0].join()
-    assert result.interrupted and 0 < result.num_done < 100
-    assert answered < 0.3, answered  # a chunk takes ~1 s; the driver polls every 2 ms
+    monkeypatch.setattr(psample.driver, "_is_ready", is_ready)
+    return looks
 
 
-def test_ctrl_c_before_the_first_chunk_raises():
-    timer = _press_ctrl_c_after(0.3)
+def test_real_ctrl_c_is_answered_without_waiting_for_the_chunk_in_flight(monkeypatch):
+    completed = []
+    looks = _chunks_that_never_finish_after(monkeypatch, completed, after=2)
+    result = run(counter(), 100, chunk_length=5, on_chunk=lambda c, r, n: completed.append(n))
+    assert result.interrupted and result.num_done == 10 and completed == [5, 10]
+    assert len(looks) <= 2, len(looks)  # the press, and the last look for finished chunks
+
+
+def test_ctrl_c_before_the_first_chunk_raises(monkeypatch):
+    _chunks_that_never_finish_after(monkeypatch, [], after=0)
     with pytest.raises(KeyboardInterrupt, match="before the first chunk"):
-        run(counter(step_seconds=0.05), 100, chunk_length=100)
-    timer.join()
+        run(counter(), 100, chunk_length=100)
+
+
+def test_interactive_runs_size_chunks_in_time_without_a_bar(monkeypatch):
+    """Inside interactive() (the command line, --no-progress included) a run nobody watches
+    still starts with the one-step probe and continues in chunks of about the target time,
+    so a Ctrl-C keeps what was done instead of dropping one chunk as long as the whole run."""
+    monkeypatch.setattr(psample.driver, "TARGET_CHUNK_SECONDS", 0.2)
+    with psample.driver.interactive():
+        result = run(counter(step_seconds=0.01), 80)
+    lengths = [len(r["index"]) for r in result.records]
+    assert lengths[0] == 1 and sum(lengths) == 80 and len(lengths) > 2, lengths
+    untimed = run(counter(step_seconds=0.01), 80)  # outside: one chunk, as memory allows
+    assert [len(r["index"]) for r in untimed.records] == [80]
 
 
 def test_failure_at_run_time_keeps_what_completed():

@@ -212,8 +212,10 @@ def _run(args) -> int:
     burn_in = steps // 4 if args.burn_in is None else check_positive_int("--burn-in", args.burn_in, minimum=0)
     if args.plot is not None and args.observable == "density":
         raise InvalidTuningError("--plot needs --observable macc or chd, got --observable density")
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
-        raise InvalidTuningError(f"--plot must name a .png file, got {args.plot!r}")
+    if args.plot is not None:  # before any work: the format, matplotlib, a writable directory
+        from psample.cli import check_plot_path
+
+        check_plot_path(args.plot, "--plot", formats=("png",))
     motif = as_motif(args.motif)
     if args.sampler == "pivot":
         motif.require_tree(f"--sampler pivot (--motif {args.motif})", instead="use --sampler glauber")
