@@ -1,6 +1,7 @@
 """Checkpoints: Zarr store readable by ArviZ, bit-for-bit resume, crash recovery, errors."""
 
 import dataclasses
+from typing import NamedTuple
 import subprocess
 import sys
 import textwrap
@@ -259,3 +260,116 @@ def test_a_damaged_state_is_refused(alg, x0, tmp_path):
         chunk.unlink()
     with pytest.raises(CheckpointError, match="saved sampler state differs"):
         psample.resume(path, alg, 10, progress=False)
+
+
+# ----------------------------------------------------------------------------- every array checked (issue 23)
+
+
+def _damage(path, array: str, how: str):
+    files = sorted(p for p in (path / array).rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert files, array
+    if how == "delete":
+        files[-1].unlink()
+    elif how == "truncate":
+        files[-1].write_bytes(files[-1].read_bytes()[:5])
+    else:  # flip one bit of the compressed chunk
+        data = bytearray(files[-1].read_bytes())
+        data[-1] ^= 1
+        files[-1].write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "array, named, how",
+    [
+        ("psample_state/rng_key", "the run's random key", "delete"),
+        ("psample_state/rng_key", "the run's random key", "truncate"),
+        ("psample_state/rng_key", "the run's random key", "flip"),
+        ("posterior/draw", "'draw' coordinate", "delete"),
+        ("posterior/draw", "posterior/draw cannot be read", "truncate"),
+        ("psample_state/state_{slot}_0", "the saved sampler state", "truncate"),
+        ("psample_state/state_{slot}_0", "the saved sampler state", "flip"),
+    ],
+)
+def test_every_damaged_array_is_refused_with_a_checkpoint_error(alg, x0, tmp_path, array, named, how):
+    """A missing key used to resume with other draws in silence, a truncated one raised Zstd's
+    RuntimeError: every array of the store is checked and damage is a CheckpointError."""
+    path = tmp_path / "run.zarr"
+    sample(alg, x0, 20, chunk_size=10, checkpoint=path, compute_convergence_checks=False)
+    slot = zarr.open_group(str(path), mode="r")["psample_state"].attrs["state_slot"]
+    _damage(path, array.format(slot=slot), how)
+    with pytest.raises(CheckpointError, match=f"damaged: .*{named}"):
+        psample.resume(path, alg, 10, progress=False)
+
+
+# ----------------------------------------------------------------------------- interrupted anywhere (issue 23)
+
+
+class _ScaleCarry(NamedTuple):
+    states: object  # the chains' RMH states: the carry has no .position of its own
+    log_scale: jax.Array
+
+
+def _adaptive_rmh(logdensity_fn):
+    """A random walk whose step size a step-wise adaptation tunes towards 40% acceptance."""
+    from psample.adaptation import AdaptiveSamplingAlgorithm
+
+    def build(scale):
+        rmh = blackjax.additive_step_random_walk.normal_random_walk(logdensity_fn, scale)
+
+        def init(positions, num_steps):
+            return _ScaleCarry(jax.vmap(rmh.init)(positions), jnp.log(jnp.asarray(scale, float)))
+
+        def step(key, carry, num_steps):
+            walk = blackjax.additive_step_random_walk.normal_random_walk(logdensity_fn, jnp.exp(carry.log_scale))
+            keys = jax.random.split(key, jax.tree.leaves(carry.states)[0].shape[0])
+            states, info = jax.vmap(walk.step)(keys, carry.states)
+            return _ScaleCarry(states, carry.log_scale + (info.acceptance_rate.mean() - 0.4) / 4), info
+
+        def final(carry):
+            return carry.states, {"scale": jnp.exp(carry.log_scale)}
+
+        def run(key, positions, num_steps):
+            carry = init(positions, num_steps)
+            carry = jax.lax.fori_loop(0, num_steps, lambda t, c: step(jax.random.fold_in(key, t), c, num_steps)[0],
+                                      carry)
+            return final(carry), None
+
+        adaptation = type("Adaptation", (), {"init": staticmethod(init), "step": staticmethod(step),
+                                             "final": staticmethod(final), "run": staticmethod(run)})()
+        return AdaptiveSamplingAlgorithm(rmh.init, rmh.step, adaptation, lambda p: build(p["scale"]))
+
+    return build(0.3)
+
+
+@pytest.fixture(scope="module")
+def target_and_adaptive():
+    target = psample.from_logdensity(logdensity, jnp.zeros(2))
+    return target, _adaptive_rmh(target.logdensity_fn)
+
+
+@pytest.mark.parametrize(
+    "where, adapt, presses",
+    [
+        ("adaptation", True, 2),  # the 2nd adaptation chunk
+        ("burn-in", False, 2),  # the 2nd burn-in chunk
+        ("draws", True, 5),  # 4 adaptation chunks, then the 1st chunk of draws
+    ],
+)
+def test_a_run_interrupted_anywhere_resumes_bit_for_bit(target_and_adaptive, x0, tmp_path, ctrl_c_after,
+                                                        where, adapt, presses):
+    """Ctrl-C during the warm-up (adaptation or burn-in) or the draws of a run with a target:
+    resume(path, algorithm, target=target) finishes it with exactly the uninterrupted run's draws.
+    (A checkpoint stopped during adaptation used to be refused: its carry was checked as positions.)"""
+    target, algorithm = target_and_adaptive
+    kwargs = dict(num_warmup=20, target=target, adapt=adapt, chunk_size=5, compute_convergence_checks=False)
+    whole = sample(algorithm, x0, 30, **kwargs)
+    path = tmp_path / "run.zarr"
+    ctrl_c_after(presses)
+    stopped = psample.sample(algorithm, x0, jax.random.PRNGKey(5), 30, progress=True, checkpoint=path, **kwargs)
+    assert stopped.interrupted
+    assert (stopped.num_draws == 0) == (where != "draws") and stopped.num_steps == (10 if where != "draws" else 25)
+    resumed = psample.resume(path, algorithm, target=target, progress=False, compute_convergence_checks=False)
+    assert not resumed.interrupted and resumed.num_draws == 30
+    np.testing.assert_array_equal(resumed.positions, whole.positions)
+    if adapt:
+        np.testing.assert_array_equal(resumed.parameters["scale"], whole.parameters["scale"])

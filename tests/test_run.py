@@ -277,34 +277,100 @@ def test_resume_restores_the_sharding_over_4_devices(tmp_path):
     assert "OK" in out.stdout
 
 
-def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, monkeypatch):
+def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, sigint_at_update):
     """progress=True with stderr not a TTY (as under pytest), no checkpoint: nothing is lost.
 
-    A real SIGINT is sent 0.2 s after the first chunk completed (the bar's first update).
+    A real SIGINT arrives as the first chunk completes (the bar's first update).
     """
-    import signal
-    import threading
-
-    import psample.driver
-
-    timers = []
-
-    class Bar:
-        def __init__(self, *args):
-            pass
-
-        def update(self, _):
-            if not timers:
-                timers.append(threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)))
-                timers[0].start()
-
-        def close(self):
-            pass
-
     reference = run(rmh, x0, 3000)
-    monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
-    trace = psample.sample(rmh, x0, jax.random.PRNGKey(7), 10**7, chunk_size=1000, progress=True)
-    timers[0].join()
-    assert trace.interrupted and trace.num_draws % 1000 == 0 and 1000 <= trace.num_draws < 10**7
-    n = min(trace.num_draws, 3000)
-    np.testing.assert_array_equal(trace.positions[:, :n], reference.positions[:, :n])
+    sigint_at_update(1)
+    trace = psample.sample(rmh, x0, jax.random.PRNGKey(7), 10**7, chunk_size=1000, progress=True,
+                           compute_convergence_checks=False)
+    # The chunk dispatched behind the first may have finished too, and is then kept.
+    assert trace.interrupted and trace.num_draws in (1000, 2000)
+    np.testing.assert_array_equal(trace.positions, reference.positions[:, : trace.num_draws])
+
+
+# ----------------------------------------------------------------------------- the end of a run (issue 23)
+
+
+def test_a_run_that_has_not_mixed_warns_once_with_arviz_numbers(x0):
+    """Random-walk steps of 0.05 from starts ~3 apart: after 200 draws the chains are nowhere
+    near each other (R-hat ~3, ESS ~5); the warning names every component and ArviZ's values."""
+    import arviz as az
+
+    from psample.errors import ConvergenceWarning
+
+    sticky = blackjax.additive_step_random_walk.normal_random_walk(gaussian_logdensity, 0.05 * jnp.ones(3))
+    with pytest.warns(ConvergenceWarning) as caught:
+        trace = run(sticky, 3 * x0, 200)
+    assert len([w for w in caught if w.category is ConvergenceWarning]) == 1
+    message = str(caught[0].message)
+    rhat = np.asarray(az.rhat(trace.positions, chain_axis=0, draw_axis=1))
+    for i in range(3):
+        assert f"x[{i}] {rhat[i]:.3g}" in message  # ArviZ's own R-hat, as printed
+    assert "R-hat > 1.01" in message and "bulk ESS < 400" in message and "num_draws" in message
+    assert caught[0].filename == __file__  # points at the caller's line
+
+
+def test_a_run_that_has_mixed_does_not_warn_and_the_check_can_be_switched_off(rmh, x0):
+    import warnings
+
+    from psample.errors import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        run(rmh, x0, 4000)  # ESS ~1,500 per component for 4 x 4,000 draws: far above 400
+        run(rmh, 3 * x0, 20, compute_convergence_checks=False)
+
+
+def test_an_interrupted_run_is_checked_and_says_so(rmh, x0, ctrl_c_after):
+    from psample.errors import ConvergenceWarning
+
+    ctrl_c_after(2)
+    with pytest.warns(ConvergenceWarning, match=r"4 chains x 20 draws \(interrupted\)"):
+        trace = run(rmh, x0, 40, chunk_size=10)
+    assert trace.interrupted
+
+
+def test_a_long_run_is_checked_on_every_kth_draw(monkeypatch, x0):
+    """The check reads at most CHECK_VALUES values (at least 1,000 draws per chain)."""
+    import psample.diagnostics
+    from psample.errors import ConvergenceWarning
+
+    trace = psample.Trace(positions=np.cumsum(np.ones((4, 5000, 3)), axis=1) * np.arange(1, 5)[:, None, None],
+                          info=None, logdensity=None, observables={}, final_state=None)
+    thin, step = psample.diagnostics.thinned(trace, 4 * 3 * 1000)
+    assert step == 5 and thin.num_draws == 1000
+    np.testing.assert_array_equal(thin.positions[:, -1], trace.positions[:, -1])  # the last draw is kept
+    seen = []
+    original = psample.diagnostics.thinned
+    monkeypatch.setattr(psample.diagnostics, "thinned", lambda t, n: seen.append(n) or original(t, n))
+    with pytest.warns(ConvergenceWarning, match="checked on every 5th draw"):
+        psample.diagnostics.check_convergence(trace, advice="", max_values=1000)
+    assert seen == [4 * 3 * 1000]  # the floor of 1,000 draws per chain
+
+
+def test_non_finite_log_densities_are_reported_as_nan_or_inf(x0):
+    """The warning counts the evaluations that returned NaN or +inf (info.num_nonfinite)."""
+    from blackjax.base import SamplingAlgorithm
+
+    from psample.errors import NumericalWarning
+
+    class State(NamedTuple):
+        position: jax.Array
+        logdensity: jax.Array
+
+    class Info(NamedTuple):
+        num_nonfinite: jax.Array
+
+    def step(key, state):  # a random walk whose every other step met two +inf evaluations
+        position = state.position + 0.5 * jax.random.normal(key, state.position.shape)
+        odd = (jax.random.uniform(key) < 0.5).astype(jnp.int32)
+        return State(position, gaussian_logdensity(position)), Info(2 * odd)
+
+    walk = SamplingAlgorithm(lambda x: State(x, gaussian_logdensity(x)), step)
+    with pytest.warns(NumericalWarning, match=r"returned NaN or \+inf (\d+) time\(s\)") as caught:
+        trace = run(walk, x0, 50, compute_convergence_checks=False)
+    count = int(np.asarray(trace.info.num_nonfinite).sum())
+    assert count > 0 and f"NaN or +inf {count} time(s), in {count // 2} recorded step(s)" in str(caught[0].message)
