@@ -49,9 +49,9 @@ def test_run_writes_a_checkpoint(capsys, tmp_path):
 
 
 def test_run_reports_interruption(capsys, ctrl_c_after):
-    ctrl_c_after(2)  # after the warm-up and one chunk of draws
-    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "100", "--warmup", "10",
-                 "--no-progress", "--no-adapt"])  # burn-in runs through the bar (adaptation does not)
+    ctrl_c_after(2)  # the one-draw probe, then one chunk of draws (chunks are sized in time)
+    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "100", "--warmup", "0",
+                 "--no-progress"])
     out = capsys.readouterr().out
     assert code == 130
     assert "(interrupted)" in out and "draws per chain kept" in out
@@ -147,9 +147,8 @@ def _wait_for_draws(path, at_least: int, timeout: float = 240.0) -> int:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_long_run_within_seconds_with_trace_and_checkpoint_equal(tmp_path):
+def test_ctrl_c_stops_a_long_run_with_trace_and_checkpoint_equal(tmp_path):
     import signal
-    import time
 
     from psample.checkpoint import load_checkpoint
 
@@ -157,15 +156,13 @@ def test_ctrl_c_stops_a_long_run_within_seconds_with_trace_and_checkpoint_equal(
     proc = _start_long_run(path)
     try:
         _wait_for_draws(path, 2)  # past the one-draw probe: time-bounded chunks are running
-        time.sleep(1.0)
-        pressed = time.monotonic()
         proc.send_signal(signal.SIGINT)
         header = proc.stdout.readline()
-        answered = time.monotonic() - pressed
         out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert answered < 8.0, (answered, header)  # ~2 s on an idle 2-core machine
+    # How fast it answers is checked in-process without a clock (test_driver.py); here, that
+    # the trace reported and the checkpoint hold the same draws.
     match = re.search(r"4 chains x (\d+) draws \(interrupted\)", header)
     assert match, header + err[-2000:]
     assert proc.returncode == 130
@@ -210,10 +207,78 @@ def test_a_second_ctrl_c_skips_the_summary(capsys, monkeypatch, ctrl_c_after):
     def interrupted_summary(*args, **kwargs):
         raise KeyboardInterrupt
 
-    ctrl_c_after(2)
+    ctrl_c_after(2)  # the one-draw probe, then one chunk of draws (chunks are sized in time)
     monkeypatch.setattr(psample.diagnostics, "summary", interrupted_summary)
-    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "100", "--warmup", "10", "--no-progress",
-                 "--no-adapt"])  # burn-in through the bar: the 2nd update is the first chunk of draws
+    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "100", "--warmup", "0", "--no-progress"])
     captured = capsys.readouterr()
     assert code == 130
     assert "(interrupted)" in captured.out and "summary skipped" in captured.err
+
+
+# ----------------------------------------------------------------------------- issue 23
+
+
+def test_a_plot_format_matplotlib_cannot_write_fails_before_sampling(capsys):
+    code = main(["run", "--model", "gaussian", "--draws", "100000000", "--no-progress", "--plot", "t.xyz"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--plot 't.xyz'" in err and ".png" in err and "got .xyz" in err
+
+
+def test_ctrl_c_during_warm_up_without_a_bar_keeps_the_steps_done(capsys, ctrl_c_after):
+    """--no-progress used to run the whole warm-up as one chunk: a Ctrl-C dropped it and the
+    process waited for it to finish before it could exit. Chunks are sized in time now, so the
+    stop comes after the one-step probe."""
+    ctrl_c_after(1)
+    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "10", "--warmup", "200", "--no-progress"])
+    assert code == 130
+    assert "interrupted during warm-up after 1 of 200 steps" in capsys.readouterr().err
+
+
+def test_a_run_that_has_not_converged_says_so_with_the_commands_options(capsys):
+    assert main(["run", "--model", "gaussian", "--chains", "2", "--draws", "30", "--warmup", "10", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("psample: warning: the chains have not converged (2 chains x 30 draws)") == 1
+    assert "R-hat > 1.01" in err and "--draws" in err and "num_draws" not in err
+
+
+def test_a_long_run_is_summarised_on_every_kth_draw(capsys, monkeypatch):
+    import psample.cli
+
+    monkeypatch.setattr(psample.cli, "SUMMARY_VALUES", 2 * 10 * 50)  # 2 chains x 10 sites x 50 draws
+    assert main(["run", "--model", "gaussian", "--chains", "2", "--draws", "200", "--warmup", "10",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "summary of every 4th draw (50 per chain), to keep it fast" in out
+    assert re.search(r"x\[9\]\s+-?\d", out)
+
+
+class _ClosedPipe:
+    """sys.stdout of a reader that went away (`psample run | head`, or Ctrl-C on the pipeline)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_after_ctrl_c_reports_what_was_kept_on_stderr(capsys, monkeypatch, ctrl_c_after):
+    ctrl_c_after(1)  # the first chunk of draws (the one-draw probe)
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    code = main(["run", "--model", "gaussian", "--chains", "2", "--draws", "100", "--warmup", "0",
+                 "--no-progress"])
+    assert code == 130
+    assert re.search(r"psample: stdout was closed \(broken pipe\): 2 chains x \d+ draws kept", capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_a_pipe_closed_by_the_reader_ends_without_a_traceback():
+    argv = [sys.executable, "-m", "psample.cli", "run", "--model", "gaussian", "--chains", "2", "--draws", "20",
+            "--warmup", "0", "--no-progress"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "stdout was closed (broken pipe): 2 chains x 20 draws kept" in err

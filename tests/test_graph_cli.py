@@ -46,6 +46,7 @@ def test_graph_command_macc_with_plot(tmp_path, capsys):
         (["--network", "karate", "--steps", "0"], "--steps"),
         (["--network", "karate", "--observable", "density", "--plot", "x.png"], "--plot"),
         (["--network", "karate", "--plot", "x.pdf"], "--plot"),
+        (["--network", "karate", "--plot", "/proc/nowhere/x.png"], "--plot '/proc/nowhere/x.png' cannot be written"),
         (["--network", "karate", "--motif", "star4", "--observable", "chd"], "edge"),
     ],
 )
