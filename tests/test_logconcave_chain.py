@@ -207,6 +207,8 @@ def _one_conditional(inner, step_sizes, num_steps=300, num_chains=4000, seed=0):
         mean=jnp.asarray(PREVIOUS_MEAN),
         num_measurements=jnp.asarray(2, jnp.int32),
         logdensity_grad=jnp.zeros(d),
+        chain_num_nonfinite=jnp.asarray(0, jnp.int32),
+        first_score_ess=jnp.asarray(1.0),
     )
     states = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains,) + x.shape), state)
 
@@ -471,7 +473,7 @@ def test_importance_sampling_score_error_shrinks_like_inverse_sqrt_n(d):
         for n in (100, 10_000):
             source = lc.importance_smoothed_score(lambda x: smoothed.logdensity(x, 0.0), n, estimator)
             keys = jax.random.split(jax.random.PRNGKey(d), batch)
-            est, ess = jax.jit(jax.vmap(lambda k: source.score(k, y, s)))(keys)  # noqa: B023
+            est, ess, _ = jax.jit(jax.vmap(lambda k: source.score(k, y, s)))(keys)  # noqa: B023
             err2 = np.sum((np.asarray(est) - exact) ** 2, axis=1) / np.sum(exact**2)
             rmse[estimator, n] = math.sqrt(err2.mean())
             assert 0 < float(np.mean(ess)) <= 1
@@ -494,7 +496,7 @@ def test_importance_sampling_degrades_with_dimension():
         smoothed = models.smoothed_gaussian(np.zeros(d), lam)
         source = lc.importance_smoothed_score(lambda x: smoothed.logdensity(x, 0.0), 1000, "tweedie")  # noqa: B023
         y = jnp.full(d, 1.0)
-        est, ess = jax.jit(jax.vmap(lambda k: source.score(k, y, 1.0)))(jax.random.split(jax.random.PRNGKey(0), 100))  # noqa: B023
+        est, ess, _ = jax.jit(jax.vmap(lambda k: source.score(k, y, 1.0)))(jax.random.split(jax.random.PRNGKey(0), 100))  # noqa: B023
         exact = np.asarray(smoothed.score(y, 1.0))
         out[d] = (float(np.mean(ess)), math.sqrt(np.mean(np.sum((np.asarray(est) - exact) ** 2, 1)) / np.sum(exact**2)))
     assert out[2][0] > out[8][0] > out[32][0]
