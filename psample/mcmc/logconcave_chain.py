@@ -329,11 +329,12 @@ def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = DEFAUL
     * a proposal whose log-density is NaN or ``+inf``, or (``"identity"``, ``"mixed"``) whose
       gradient is not finite where its density is positive, is dropped and counted (``-inf``
       is zero density, neither dropped nor counted);
-    * the denoiser ``y + s² ĝ`` is projected (clipped) into the bounding box of the proposals
-      with weight at least :data:`SUPPORT_RELATIVE_WEIGHT` times the largest. The Tweedie form
-      is a convex combination of the proposals and barely moves; the identity and mixed forms
-      add ``s²`` times a gradient, which with degenerate weights can throw the jump and the
-      walk far outside the target's mass;
+    * the denoiser ``y + s² ĝ`` is projected (clipped, per coordinate) into the bounding box of
+      the proposals with weight at least :data:`SUPPORT_RELATIVE_WEIGHT` times the largest,
+      intersected with one weighted standard deviation of the proposals around the Tweedie
+      estimate ``Σ w_i x_i``. The Tweedie form is a convex combination of the proposals and
+      barely moves; the identity and mixed forms add ``s²`` times a gradient, which with
+      degenerate weights threw the jump and the walk far outside the target's mass;
     * if no proposal has positive density the estimate is ``0`` (``E[X | y] = y``: no
       information) with relative ESS ``0``.
 
@@ -399,9 +400,14 @@ def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = DEFAUL
                 den = jnp.sum(w2 * jnp.sum(diff**2, axis=1))
                 a = jnp.clip(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.5), 0.0, 1.0)
                 g = a * tweedie + (1.0 - a) * identity
+        # Trust region of E[X | y]: the box of the supported proposals, and within one weighted
+        # standard deviation of the Tweedie (convex-combination) estimate, the spread the weights
+        # resolve; a well-resolved gradient correction is far smaller than that.
         support = (rel >= log_support)[:, None]
-        lower = jnp.min(jnp.where(support, xs, jnp.inf), axis=0)
-        upper = jnp.max(jnp.where(support, xs, -jnp.inf), axis=0)
+        centre = flat + s * (w @ eps)
+        spread = jnp.sqrt(w @ (xs - centre) ** 2)
+        lower = jnp.maximum(jnp.min(jnp.where(support, xs, jnp.inf), axis=0), centre - spread)
+        upper = jnp.minimum(jnp.max(jnp.where(support, xs, -jnp.inf), axis=0), centre + spread)
         denoised = jnp.clip(flat + s**2 * g, lower, upper)
         g = jnp.where(has_mass, (denoised - flat) / s**2, 0.0)
         return unravel(g), ess, num_nonfinite
