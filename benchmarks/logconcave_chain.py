@@ -316,7 +316,7 @@ def section_importance(seed):
                 for est in lc.SCORE_ESTIMATORS:
                     source = lc.importance_smoothed_score(lambda x: smoothed.logdensity(x, 0.0), n, est)  # noqa: B023
                     fn = jax.jit(jax.vmap(lambda k: source.score(k, y, s)))  # noqa: B023
-                    (out, ess), seconds = _timed(fn, jax.random.split(jax.random.PRNGKey(seed), 200))
+                    (out, ess, _), seconds = _timed(fn, jax.random.split(jax.random.PRNGKey(seed), 200))
                     err = np.linalg.norm(np.asarray(out) - exact, axis=1) / np.linalg.norm(exact)
                     rmse[est], times[est], ess_value = float(np.sqrt(np.mean(err**2))), seconds, float(np.mean(ess))
                 print(f"| {d} | {s} | {n} | {ess_value:.3f} | {rmse['tweedie']:.4f} | {rmse['identity']:.4f} | "

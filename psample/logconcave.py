@@ -15,12 +15,29 @@ idiom by hand::
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
+import numpy as np
+
+from psample.errors import NumericalWarning
+from psample.mcmc.logconcave_chain import DEFAULT_NUM_SCORE_SAMPLES
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.run import sample
 
-__all__ = ["logconcave_chain_samples"]
+__all__ = ["logconcave_chain_samples", "MIN_EFFECTIVE_SCORE_SAMPLES"]
+
+#: Below this many effective proposals (``num_score_samples`` times the mean relative ESS of
+#: the first measurement's score estimates, averaged over the samples) the importance-sampling
+#: score cannot weigh the modes right: measured in BENCHMARKS.md ("mode weights with the
+#: importance-sampling score").
+MIN_EFFECTIVE_SCORE_SAMPLES = 8.0
+
+#: Recorded with every sample (``observables``): what happened over its chain of measurements.
+_OBSERVABLES = {
+    "num_nonfinite": lambda state: state.chain_num_nonfinite,
+    "first_score_ess": lambda state: state.first_score_ess,
+}
 
 
 def logconcave_chain_samples(
@@ -63,7 +80,17 @@ def logconcave_chain_samples(
     xarray.DataTree
         ``posterior`` with dims ``(chain, draw, ...)``: draw ``j`` of chain ``c`` is the jump
         after the ``m``-th measurement of that chain's ``j``-th chain of measurements;
-        ``sample_stats`` holds the last measurement's info (evaluation counts, score ESS).
+        ``sample_stats`` holds the last measurement's info (evaluation counts, score ESS);
+        ``observables`` holds, per sample, ``num_nonfinite`` (non-finite evaluations over its
+        ``m`` measurements) and ``first_score_ess`` (mean relative ESS of the importance weights
+        on its first measurement, 1 for a given score).
+
+    Warns
+    -----
+    NumericalWarning
+        If any evaluation was not finite (with the count), or if the importance-sampling score
+        rested on fewer than :data:`MIN_EFFECTIVE_SCORE_SAMPLES` effective proposals on the first
+        measurement, where the mode weights are decided: they are then biased.
     """
     if logdensity_fn is None and target is not None and not (
         "smoothed_score" in tuning or "smoothed_logdensity" in tuning
@@ -71,13 +98,60 @@ def logconcave_chain_samples(
         logdensity_fn = target.logdensity_fn
     algorithm = logconcave_chain(logdensity_fn, **tuning)
     m = int(tuning["num_measurements"])
-    trace = sample(
-        algorithm,
-        initial_positions,
-        rng_key,
-        num_samples,
-        thin=m,
-        target=target,
-        progress=progress,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = sample(
+            algorithm,
+            initial_positions,
+            rng_key,
+            num_samples,
+            thin=m,
+            target=target,
+            observables=_OBSERVABLES,
+            progress=progress,
+        )
+    nonfinite = np.asarray(trace.observables["num_nonfinite"])
+    for w in caught:
+        # The runner sees only every m-th step's info; the count below covers all of them.
+        if not (issubclass(w.category, NumericalWarning) and nonfinite.any()):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _warn(nonfinite, np.asarray(trace.observables["first_score_ess"]), tuning)
     return trace if return_trace else trace.to_datatree()
+
+
+def _warn(nonfinite, first_score_ess, tuning):
+    if nonfinite.any():
+        bad = int((nonfinite > 0).sum())
+        what = "logdensity_fn" if not ("smoothed_score" in tuning or "smoothed_logdensity" in tuning) else (
+            "smoothed_score" if "smoothed_score" in tuning else "smoothed_logdensity"
+        )
+        warnings.warn(
+            f"{what} returned non-finite values {int(nonfinite.sum())} times, in the chains of "
+            f"measurements of {bad} of {nonfinite.size} samples (observables.num_nonfinite has the "
+            "counts per sample); the walk did not move on them and the importance weights dropped "
+            f"them, so those samples treat the places concerned as zero density: check {what} "
+            "for overflow or invalid values",
+            NumericalWarning,
+            stacklevel=3,
+        )
+    if "smoothed_score" in tuning or "smoothed_logdensity" in tuning:
+        return
+    num = int(tuning.get("num_score_samples", DEFAULT_NUM_SCORE_SAMPLES))
+    effective = float(np.mean(first_score_ess)) * num
+    if effective < MIN_EFFECTIVE_SCORE_SAMPLES:
+        warnings.warn(
+            f"the importance-sampling smoothed score rested on {effective:.2g} effective proposals "
+            f"(mean score_ess {effective / num:.2g} of num_score_samples={num}) on the first "
+            "measurement, where the mode weights are decided: below "
+            f"{MIN_EFFECTIVE_SCORE_SAMPLES:g} they are biased (towards wide modes). Increase "
+            f"num_score_samples (to about {_suggest(num, effective)}), or pass smoothed_score "
+            "(an exact or learned smoothed score)",
+            NumericalWarning,
+            stacklevel=3,
+        )
+
+
+def _suggest(num, effective):
+    """Proposals that would give MIN_EFFECTIVE_SCORE_SAMPLES if the ESS fraction stayed put."""
+    target = num * MIN_EFFECTIVE_SCORE_SAMPLES / max(effective, 1e-12)
+    return int(2 ** np.ceil(np.log2(target)))

@@ -63,7 +63,13 @@ The smoothed score :math:`\\nabla \\log p_s` comes from one of
   :math:`y` in high dimension, or narrow, separated modes in low dimension), reported per step
   as ``info.score_ess``. Measured (BENCHMARKS.md): on a 0.3/0.7 mixture of variance-0.1 modes
   in d = 2 it puts 0.45 of the chains in the light mode with 64 proposals and 0.38 with 512;
-  use an exact or learned smoothed score there.
+  use an exact or learned smoothed score there. On a 0.7/0.3 mixture of variances 1 and 0.25
+  the mode weights are right in d = 2 and lean to the wide mode from d = 3 on at 256-1,024
+  proposals; :func:`psample.logconcave_chain_samples` warns when the first measurement rests on
+  fewer than 8 effective proposals (``state.first_score_ess`` times ``num_score_samples``).
+  Non-finite evaluations are dropped and counted (``info.num_nonfinite``), and the denoiser is
+  kept among the proposals (:func:`importance_smoothed_score`), so no jump is ever NaN or thrown
+  far from the walk.
 
 Inner kernels (the step size is relative: time is measured in units of :math:`\\sigma^2`, the
 inverse of the smoothness bound, so that every conditional has curvature at most 1):
@@ -117,6 +123,7 @@ from psample.errors import (
     InitialPointError,
     InvalidTuningError,
     ModelError,
+    ShapeError,
     check_positive,
     check_positive_int,
 )
@@ -128,6 +135,8 @@ __all__ = [
     "INNER_KERNELS",
     "SCORE_ESTIMATORS",
     "MAX_STEP_SIZE",
+    "DEFAULT_NUM_SCORE_SAMPLES",
+    "SUPPORT_RELATIVE_WEIGHT",
     "exact_smoothed_score",
     "importance_smoothed_score",
     "default_steps_schedule",
@@ -146,6 +155,8 @@ SCORE_ESTIMATORS = ("tweedie", "identity", "mixed")
 #: conditional has curvature at most 1, and the Euler (ULA/MALA drift) and leapfrog
 #: (underdamped) steps are unstable on a curvature-1 direction from ``h = 2`` on.
 MAX_STEP_SIZE = 2.0
+#: Default proposals per importance-sampling score estimate.
+DEFAULT_NUM_SCORE_SAMPLES = 256
 
 
 class LogConcaveChainState(NamedTuple):
@@ -165,6 +176,14 @@ class LogConcaveChainState(NamedTuple):
         The smoothed score ``∇ log p_{σ/√k}(ȳ_k)`` the jump used, shape ``(d,)``; at ``k = 0``
         ``∇ log p_σ`` at the initial position. (Named as in BlackJAX's Langevin states, so that
         ``psample.sample`` checks that it is finite at every chain's initial point.)
+    chain_num_nonfinite
+        int32 scalar: non-finite evaluations (as ``LogConcaveChainInfo.num_nonfinite``) over the
+        measurements ``1..k`` of the current chain of measurements (0 at ``k = 0``), so that a
+        run keeping only every ``m``-th draw still sees them.
+    first_score_ess
+        Mean relative ESS of the importance weights over the score estimates of the first
+        measurement of the current chain of measurements (the one that decides the mode); 1 for
+        a given score and at ``k = 0``.
     """
 
     position: ArrayTree
@@ -172,6 +191,8 @@ class LogConcaveChainState(NamedTuple):
     mean: Array
     num_measurements: Array
     logdensity_grad: Array
+    chain_num_nonfinite: Array
+    first_score_ess: Array
 
 
 class LogConcaveChainInfo(NamedTuple):
@@ -194,6 +215,13 @@ class LogConcaveChainInfo(NamedTuple):
         Smallest relative effective sample size ``(Σ w_i)² / (N Σ w_i²)`` of the importance
         weights over this step's score estimates (1 is ideal; near ``1/N`` the estimate rests
         on one sample); NaN when the score is given.
+    num_nonfinite
+        int32: evaluations this step that were not finite. For a given score: score
+        evaluations with a NaN or infinite entry (the inner chain does not move on one, the
+        jump falls back to ``x̂_k = ȳ_k``), and for ``inner="mala"`` proposals whose acceptance
+        ratio is NaN (rejected). For the importance-sampling estimator: proposals whose
+        log-density was NaN or ``+inf``, or whose gradient was not finite (dropped from the
+        weights). The runner warns when any is positive.
     """
 
     measurement: Array
@@ -202,14 +230,16 @@ class LogConcaveChainInfo(NamedTuple):
     num_density_evals: Array
     acceptance_rate: Array
     score_ess: Array
+    num_nonfinite: Array
 
 
 class SmoothedScore(NamedTuple):
     """A source of smoothed scores on flat vectors (the ``logdensity_fn`` slot of the kernel).
 
     score
-        ``(rng_key, y, s) -> (∇ log p_s(y), relative ESS)`` on pytree ``y``; the ESS is NaN for
-        exact scores.
+        ``(rng_key, y, s) -> (∇ log p_s(y), relative ESS, num_nonfinite)`` on pytree ``y``; the
+        ESS is NaN for exact scores; ``num_nonfinite`` (int32) counts the non-finite evaluations
+        behind the estimate (for an exact score, 1 if the score itself is not finite).
     logdensity
         ``(y, s) -> log p_s(y)`` up to a constant in ``y``, or ``None`` when unknown.
     cost
@@ -225,31 +255,94 @@ def exact_smoothed_score(smoothed_score: Callable | None = None, smoothed_logden
     """A :class:`SmoothedScore` from a given ``smoothed_score(y, s)`` and/or ``smoothed_logdensity(y, s)``.
 
     Without ``smoothed_score`` the score is the autodiff gradient of ``smoothed_logdensity``.
+    The output's shape is checked against ``y`` whenever the function is traced (so at ``init``,
+    before any long work): a score must have the structure and shapes of the position, a
+    log-density must be a scalar. A non-finite score is returned as is and counted (the kernel
+    refuses to move on it).
+
+    Raises
+    ------
+    ShapeError
+        When the functions are first traced (``init``), if ``smoothed_score`` returns another
+        structure or shape than the position, or ``smoothed_logdensity`` a non-scalar.
     """
     if smoothed_score is None:
         if smoothed_logdensity is None:
             raise ModelError("give smoothed_score or smoothed_logdensity")
         grad = jax.grad(smoothed_logdensity)
+        name = "the gradient of smoothed_logdensity"
 
         def smoothed_score(y, s):
             return grad(y, s)
 
+    else:
+        name = "smoothed_score"
+
     def score(rng_key, y, s):
         del rng_key
+        if smoothed_logdensity is not None:
+            _check_scalar_output(smoothed_logdensity, y, s)
+        # Shapes are static: a mismatch (e.g. a () or (1,) score broadcast against a (d,)
+        # position) is refused at trace time, before any draw.
+        _check_score_output(name, smoothed_score, y, s)
         out = smoothed_score(y, s)
-        return out, jnp.asarray(jnp.nan, dtype=jax.flatten_util.ravel_pytree(out)[0].dtype)
+        flat = _flat(out)
+        nonfinite = jnp.logical_not(jnp.all(jnp.isfinite(flat))).astype(jnp.int32)
+        return out, jnp.asarray(jnp.nan, dtype=flat.dtype), nonfinite
 
     return SmoothedScore(score, smoothed_logdensity, 1)
 
 
-def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = 256, estimator: str = "mixed"):
+def _check_score_output(name, fn, y, s):
+    expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), y)
+    got = jax.eval_shape(fn, y, s)
+    want_shapes = jax.tree.map(lambda x: x.shape, expected)
+    got_shapes = jax.tree.map(lambda x: tuple(jnp.shape(x)), got)
+    if jax.tree.structure(got) != jax.tree.structure(expected) or jax.tree.leaves(
+        got_shapes, is_leaf=lambda x: isinstance(x, tuple)
+    ) != jax.tree.leaves(want_shapes, is_leaf=lambda x: isinstance(x, tuple)):
+        raise ShapeError(
+            f"{name} returned shape {got_shapes} for a position of shape {want_shapes}: the smoothed "
+            f"score must have the position's shape {want_shapes} (one partial derivative per coordinate)"
+        )
+
+
+def _check_scalar_output(fn, y, s):
+    got = jax.eval_shape(fn, y, s)
+    if not (hasattr(got, "shape") and tuple(got.shape) == ()):
+        shape = jax.tree.map(lambda x: tuple(jnp.shape(x)), got)
+        raise ShapeError(f"smoothed_logdensity returned shape {shape}; it must return a scalar, shape ()")
+
+
+#: An importance-sampling estimate of ``E[X | y]`` is confined to the bounding box of the
+#: proposals whose weight is at least this fraction of the largest: the proposals the weighted
+#: mean actually rests on (module docstring).
+SUPPORT_RELATIVE_WEIGHT = 1e-6
+
+
+def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = DEFAULT_NUM_SCORE_SAMPLES, estimator: str = "mixed"):
     """Self-normalised importance-sampling estimate of ``∇ log p_s`` from ``logdensity_fn`` alone.
 
-    Proposal ``N(y, s² I)``, weights ``w_i ∝ p(y + s ε_i)`` in log space (NaN counts as zero
-    density). Estimators (module docstring): ``"tweedie"`` ``Σ w_i ε_i / s`` ([1], eq. 4.8);
-    ``"identity"`` ``Σ w_i ∇log p(y + s ε_i)``; ``"mixed"`` ``a·tweedie + (1-a)·identity`` with
-    ``a ∈ [0, 1]`` minimising ``Σ w_i² ‖a(t_i - T) + (1-a)(g_i - G)‖²``, the delta-method
-    variance of a self-normalised estimate (its plug-in ``a`` adds an ``O(1/N)`` bias).
+    Proposal ``N(y, s² I)``, weights ``w_i ∝ p(y + s ε_i)`` in log space. Estimators (module
+    docstring): ``"tweedie"`` ``Σ w_i ε_i / s`` ([1], eq. 4.8); ``"identity"``
+    ``Σ w_i ∇log p(y + s ε_i)``; ``"mixed"`` ``a·tweedie + (1-a)·identity`` with ``a ∈ [0, 1]``
+    minimising ``Σ w_i² ‖a(t_i - T) + (1-a)(g_i - G)‖²``, the delta-method variance of a
+    self-normalised estimate (its plug-in ``a`` adds an ``O(1/N)`` bias).
+
+    Safeguards, since the score is ``(E[X | y] - y)/s²`` and ``E[X | y]`` lies in the convex hull
+    of the target's mass:
+
+    * a proposal whose log-density is NaN or ``+inf``, or (``"identity"``, ``"mixed"``) whose
+      gradient is not finite where its density is positive, is dropped and counted (``-inf``
+      is zero density, neither dropped nor counted);
+    * the denoiser ``y + s² ĝ`` is projected (clipped, per coordinate) into the bounding box of
+      the proposals with weight at least :data:`SUPPORT_RELATIVE_WEIGHT` times the largest,
+      intersected with one weighted standard deviation of the proposals around the Tweedie
+      estimate ``Σ w_i x_i``. The Tweedie form is a convex combination of the proposals and
+      barely moves; the identity and mixed forms add ``s²`` times a gradient, which with
+      degenerate weights threw the jump and the walk far outside the target's mass;
+    * if no proposal has positive density the estimate is ``0`` (``E[X | y] = y``: no
+      information) with relative ESS ``0``.
 
     Parameters
     ----------
@@ -264,11 +357,12 @@ def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = 256, e
     -------
     SmoothedScore
         Without a log-density (``logdensity=None``), costing ``num_samples`` target evaluations
-        per score.
+        per score; its ``score`` returns ``(score, relative ESS, number of dropped proposals)``.
     """
     num_samples = check_positive_int("num_score_samples", num_samples, minimum=2)
     if estimator not in SCORE_ESTIMATORS:
         raise InvalidTuningError(f"score_estimator must be one of {SCORE_ESTIMATORS}, got {estimator!r}")
+    log_support = float(np.log(SUPPORT_RELATIVE_WEIGHT))
 
     def score(rng_key, y, s):
         flat, unravel = jax.flatten_util.ravel_pytree(y)
@@ -281,27 +375,48 @@ def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = 256, e
 
         if estimator == "tweedie":
             logw = jax.vmap(flat_logdensity)(xs)
+            bad = jnp.isnan(logw) | (logw == jnp.inf)
         else:
             logw, grads = jax.vmap(jax.value_and_grad(flat_logdensity))(xs)
-        logw = jnp.where(jnp.isnan(logw), -jnp.inf, logw)
-        w = jax.nn.softmax(logw)
-        ess = 1.0 / (num_samples * jnp.sum(w**2))
+            bad = jnp.isnan(logw) | (logw == jnp.inf)
+            bad = bad | (jnp.isfinite(logw) & ~jnp.all(jnp.isfinite(grads), axis=1))
+        logw = jnp.where(bad, -jnp.inf, logw)
+        num_nonfinite = jnp.sum(bad).astype(jnp.int32)
+        top = jnp.max(logw)
+        has_mass = top > -jnp.inf
+        rel = jnp.where(has_mass, logw - jnp.where(has_mass, top, 0.0), -jnp.inf)
+        w = jnp.exp(rel)
+        w = w / jnp.where(has_mass, jnp.sum(w), 1.0)
+        ess = jnp.where(has_mass, 1.0 / (num_samples * jnp.sum(w**2)), 0.0)
         t = eps / s
         tweedie = w @ t
         if estimator == "tweedie":
-            return unravel(tweedie), ess
-        # Zero-weight samples may carry non-finite gradients: keep 0 * nan out of the sums.
-        grads = jnp.where((w > 0)[:, None] & jnp.isfinite(grads), grads, 0.0)
-        identity = w @ grads
-        if estimator == "identity":
-            return unravel(identity), ess
-        b = grads - identity
-        diff = (t - tweedie) - b
-        w2 = w**2
-        num = -jnp.sum(w2 * jnp.sum(diff * b, axis=1))
-        den = jnp.sum(w2 * jnp.sum(diff**2, axis=1))
-        a = jnp.clip(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.5), 0.0, 1.0)
-        return unravel(a * tweedie + (1.0 - a) * identity), ess
+            g = tweedie
+        else:
+            # Zero-weight samples may carry non-finite gradients: keep 0 * nan out of the sums.
+            grads = jnp.where((w > 0)[:, None] & jnp.isfinite(grads), grads, 0.0)
+            identity = w @ grads
+            if estimator == "identity":
+                g = identity
+            else:
+                b = grads - identity
+                diff = (t - tweedie) - b
+                w2 = w**2
+                num = -jnp.sum(w2 * jnp.sum(diff * b, axis=1))
+                den = jnp.sum(w2 * jnp.sum(diff**2, axis=1))
+                a = jnp.clip(jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.5), 0.0, 1.0)
+                g = a * tweedie + (1.0 - a) * identity
+        # Trust region of E[X | y]: the box of the supported proposals, and within one weighted
+        # standard deviation of the Tweedie (convex-combination) estimate, the spread the weights
+        # resolve; a well-resolved gradient correction is far smaller than that.
+        support = (rel >= log_support)[:, None]
+        centre = flat + s * (w @ eps)
+        spread = jnp.sqrt(w @ (xs - centre) ** 2)
+        lower = jnp.maximum(jnp.min(jnp.where(support, xs, jnp.inf), axis=0), centre - spread)
+        upper = jnp.minimum(jnp.max(jnp.where(support, xs, -jnp.inf), axis=0), centre + spread)
+        denoised = jnp.clip(flat + s**2 * g, lower, upper)
+        g = jnp.where(has_mass, (denoised - flat) / s**2, 0.0)
+        return unravel(g), ess, num_nonfinite
 
     return SmoothedScore(score, None, num_samples)
 
@@ -383,7 +498,8 @@ def init(position: ArrayLikeTree, source: SmoothedScore, sigma: float) -> LogCon
     -------
     LogConcaveChainState
         With ``logdensity_grad = ∇ log p_σ(position)`` (an importance-sampling source uses the
-        fixed key ``PRNGKey(0)`` here: the value only serves the finiteness check).
+        fixed key ``PRNGKey(0)`` here: the value only serves the finiteness check; it is NaN when
+        no proposal has positive density).
 
     Raises
     ------
@@ -391,8 +507,10 @@ def init(position: ArrayLikeTree, source: SmoothedScore, sigma: float) -> LogCon
         If the position is concrete and the smoothed score is not finite there.
     """
     flat, unravel = jax.flatten_util.ravel_pytree(position)
-    score, _ = source.score(jax.random.PRNGKey(0), position, jnp.asarray(sigma, flat.dtype))
-    score = _flat(score).astype(flat.dtype)
+    score, ess, _ = source.score(jax.random.PRNGKey(0), position, jnp.asarray(sigma, flat.dtype))
+    # An importance-sampling estimate with no proposal of positive density (ESS 0) is undefined:
+    # NaN here, so that the runner's check of the initial states names the chain.
+    score = jnp.where(ess == 0, jnp.nan, _flat(score).astype(flat.dtype))
     if not isinstance(score, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(score))):
         raise InitialPointError(
             f"the smoothed score at scale sigma={float(sigma)!r} is not finite at the initial position "
@@ -404,11 +522,21 @@ def init(position: ArrayLikeTree, source: SmoothedScore, sigma: float) -> LogCon
         mean=jnp.zeros_like(flat),
         num_measurements=jnp.asarray(0, jnp.int32),
         logdensity_grad=score,
+        chain_num_nonfinite=jnp.asarray(0, jnp.int32),
+        first_score_ess=jnp.asarray(1.0, flat.dtype),
     )
 
 
+def _finite(x):
+    return jnp.all(jnp.isfinite(x))
+
+
 def _underdamped_walk(rng_key, y, cond_score, num_steps, h, friction, u):
-    """``num_steps`` steps of the Sachs-Leimkuhler-Danos splitting, velocity drawn from ``N(0, uI)``."""
+    """``num_steps`` steps of the Sachs-Leimkuhler-Danos splitting, velocity drawn from ``N(0, uI)``.
+
+    A step whose score is not finite is undone (position kept, velocity refreshed) and counted.
+    Returns ``(y, min ESS, sum of ESS, score evaluations, NaN acceptance, num_nonfinite)``.
+    """
     dtype = y.dtype
     zeta = jnp.exp(-friction * h)
     noise_scale = jnp.sqrt(u * (1.0 - zeta**2))
@@ -416,49 +544,82 @@ def _underdamped_walk(rng_key, y, cond_score, num_steps, h, friction, u):
     v = jnp.sqrt(u) * jax.random.normal(v_key, y.shape, dtype)
 
     def body(i, carry):
-        y, v, ess = carry
+        y_old, v_old, ess_min, ess_sum, bad = carry
         score_key, noise_key = jax.random.split(jax.random.fold_in(loop_key, i))
+        xi = jax.random.normal(noise_key, y_old.shape, dtype)
+        y = y_old + 0.5 * h * v_old
+        psi, e, nf = cond_score(score_key, y)
+        ok = _finite(psi)
+        psi = jnp.where(ok, psi, 0.0)
+        v = v_old + 0.5 * u * h * psi
+        v = zeta * v + 0.5 * u * h * psi + noise_scale * xi
         y = y + 0.5 * h * v
-        psi, e = cond_score(score_key, y)
-        v = v + 0.5 * u * h * psi
-        v = zeta * v + 0.5 * u * h * psi + noise_scale * jax.random.normal(noise_key, y.shape, dtype)
-        y = y + 0.5 * h * v
-        return y, v, jnp.fmin(ess, e)
+        y = jnp.where(ok, y, y_old)
+        v = jnp.where(ok, v, jnp.sqrt(u) * xi)
+        return y, v, jnp.fmin(ess_min, e), ess_sum + e, bad + nf
 
-    y, _, ess = jax.lax.fori_loop(0, num_steps, body, (y, v, jnp.asarray(jnp.nan, dtype)))
-    return y, ess, num_steps, jnp.asarray(jnp.nan, dtype)
+    zero = jnp.zeros((), dtype)
+    carry = (y, v, jnp.asarray(jnp.nan, dtype), zero, jnp.zeros((), jnp.int32))
+    y, _, ess_min, ess_sum, bad = jax.lax.fori_loop(0, num_steps, body, carry)
+    return y, ess_min, ess_sum, num_steps, jnp.asarray(jnp.nan, dtype), bad
 
 
 def _ula_walk(rng_key, y, cond_score, num_steps, h, u):
-    """``num_steps`` Euler-Maruyama steps ``y += hu g(y) + sqrt(2hu) ξ`` (BlackJAX's SGLD step)."""
+    """``num_steps`` Euler-Maruyama steps ``y += hu g(y) + sqrt(2hu) ξ`` (BlackJAX's SGLD step).
+
+    A move to a point whose score is not finite is undone and counted (as is a non-finite
+    score at the start, where the chain then waits with a zero drift).
+    """
     euler = sgmcmc_diffusions.overdamped_langevin()
     first_key, loop_key = jax.random.split(rng_key)
-    g, ess = cond_score(first_key, y)
+    g, ess, bad = cond_score(first_key, y)
+    g = jnp.where(_finite(g), g, 0.0)
 
     def body(i, carry):
-        y, g, ess = carry
+        y_old, g_old, ess_min, ess_sum, bad = carry
         step_key, score_key = jax.random.split(jax.random.fold_in(loop_key, i))
-        y = euler(step_key, y, g, h * u)
-        g, e = cond_score(score_key, y)
-        return y, g, jnp.fmin(ess, e)
+        y = euler(step_key, y_old, g_old, h * u)
+        g, e, nf = cond_score(score_key, y)
+        ok = _finite(g)
+        return (
+            jnp.where(ok, y, y_old),
+            jnp.where(ok, g, g_old),
+            jnp.fmin(ess_min, e),
+            ess_sum + e,
+            bad + nf,
+        )
 
-    y, _, ess = jax.lax.fori_loop(0, num_steps, body, (y, g, ess))
-    return y, ess, num_steps + 1, jnp.asarray(jnp.nan, y.dtype)
+    y, _, ess_min, ess_sum, bad = jax.lax.fori_loop(0, num_steps, body, (y, g, ess, ess, bad))
+    return y, ess_min, ess_sum, num_steps + 1, jnp.asarray(jnp.nan, y.dtype), bad
 
 
 def _mala_walk(rng_key, y, cond_logdensity, num_steps, h, u):
-    """``num_steps`` steps of BlackJAX's MALA kernel with step size ``hu``."""
+    """``num_steps`` steps of BlackJAX's MALA kernel with step size ``hu``.
+
+    ``+inf`` log-densities are turned into NaN, so that a proposal with a NaN or ``+inf``
+    log-density (or a non-finite gradient) gets a NaN acceptance ratio, which BlackJAX rejects;
+    those are counted. (A smoothed density ``p_s``, ``s > 0``, is positive everywhere, so a
+    legitimate ``-inf`` does not occur.)
+    """
     kernel = blackjax_mala.build_kernel()
-    state = blackjax_mala.init(y, cond_logdensity)
+
+    def logdensity(y):
+        value = cond_logdensity(y)
+        return jnp.where(value == jnp.inf, jnp.nan, value)
+
+    state = blackjax_mala.init(y, logdensity)
 
     def body(i, carry):
-        state, acc = carry
-        state, info = kernel(jax.random.fold_in(rng_key, i), state, cond_logdensity, h * u)
-        return state, acc + info.acceptance_rate
+        state, acc, bad = carry
+        state, info = kernel(jax.random.fold_in(rng_key, i), state, logdensity, h * u)
+        nan = jnp.isnan(info.acceptance_rate)
+        return state, acc + jnp.where(nan, 0.0, info.acceptance_rate), bad + nan
 
-    state, acc = jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((), y.dtype)))
+    carry = (state, jnp.zeros((), y.dtype), jnp.zeros((), jnp.int32))
+    state, acc, bad = jax.lax.fori_loop(0, num_steps, body, carry)
     mean_acc = acc / jnp.maximum(num_steps, 1).astype(y.dtype)
-    return state.position, jnp.asarray(jnp.nan, y.dtype), num_steps + 1, mean_acc
+    nan = jnp.asarray(jnp.nan, y.dtype)
+    return state.position, nan, nan, num_steps + 1, mean_acc, bad
 
 
 def build_kernel(inner: str = "underdamped") -> Callable:
@@ -496,26 +657,26 @@ def build_kernel(inner: str = "underdamped") -> Callable:
         s = sigma / jnp.sqrt(kf)
 
         def flat_score(key, ybar):
-            score, ess = source.score(key, unravel(ybar), s)
-            return _flat(score).astype(dtype), jnp.asarray(ess, dtype)
+            score, ess, nf = source.score(key, unravel(ybar), s)
+            return _flat(score).astype(dtype), jnp.asarray(ess, dtype), jnp.asarray(nf, jnp.int32)
 
         def running_mean(y):
             return previous_mean + (y - previous_mean) / kf
 
         def cond_score(key, y):
-            score, ess = flat_score(key, running_mean(y))
-            return conditional_score(y, previous_mean, k, sigma, score), ess
+            score, ess, nf = flat_score(key, running_mean(y))
+            return conditional_score(y, previous_mean, k, sigma, score), ess, nf
 
         init_key, walk_key, jump_key = jax.random.split(rng_key, 3)
         # Start at the re-noised jump x̂_{k-1} + σ ξ (x̂_0 = the initial position).
         y0 = x_hat + sigma * jax.random.normal(init_key, x_hat.shape, dtype)
         num_steps = jnp.asarray(schedule, jnp.int32)[k - 1]
         if inner == "underdamped":
-            y, ess, evals, acc = _underdamped_walk(
+            y, ess, ess_sum, evals, acc, walk_nonfinite = _underdamped_walk(
                 walk_key, y0, cond_score, num_steps, h, jnp.asarray(friction, dtype), var
             )
         elif inner == "ula":
-            y, ess, evals, acc = _ula_walk(walk_key, y0, cond_score, num_steps, h, var)
+            y, ess, ess_sum, evals, acc, walk_nonfinite = _ula_walk(walk_key, y0, cond_score, num_steps, h, var)
         else:
 
             def cond_logdensity(y):
@@ -523,18 +684,28 @@ def build_kernel(inner: str = "underdamped") -> Callable:
                     y, previous_mean, k, sigma, lambda ybar, s: source.logdensity(unravel(ybar), s)
                 )
 
-            y, ess, evals, acc = _mala_walk(walk_key, y0, cond_logdensity, num_steps, h, var)
+            y, ess, ess_sum, evals, acc, walk_nonfinite = _mala_walk(
+                walk_key, y0, cond_logdensity, num_steps, h, var
+            )
 
         ybar = running_mean(y)
-        score, jump_ess = flat_score(jump_key, ybar)
+        score, jump_ess, jump_nonfinite = flat_score(jump_key, ybar)
+        # No jump on a non-finite score: fall back to the running mean (counted).
+        score = jnp.where(_finite(score), score, 0.0)
         new_x_hat = ybar + (var / kf) * score
         num_score_evals = jnp.asarray(evals, jnp.int32) + 1
+        num_nonfinite = walk_nonfinite + jump_nonfinite
+        previous_nonfinite = jnp.where(restart, 0, state.chain_num_nonfinite)
+        mean_ess = (ess_sum + jump_ess) / num_score_evals.astype(dtype)
+        mean_ess = jnp.where(jnp.isnan(mean_ess), 1.0, mean_ess)  # a given score
         new_state = LogConcaveChainState(
             position=unravel(new_x_hat),
             measurement=y,
             mean=ybar,
             num_measurements=k.astype(jnp.int32),
             logdensity_grad=score,
+            chain_num_nonfinite=previous_nonfinite + num_nonfinite,
+            first_score_ess=jnp.where(k == 1, mean_ess, state.first_score_ess),
         )
         info = LogConcaveChainInfo(
             measurement=k.astype(jnp.int32),
@@ -543,6 +714,7 @@ def build_kernel(inner: str = "underdamped") -> Callable:
             num_density_evals=num_score_evals * source.cost,
             acceptance_rate=acc,
             score_ess=jnp.fmin(ess, jump_ess),
+            num_nonfinite=num_nonfinite,
         )
         return new_state, info
 
@@ -671,6 +843,9 @@ def as_top_level_api(
         If neither a log-density nor a smoothed score (or smoothed log-density) is given.
     InitialPointError
         From ``init``, if the smoothed score is not finite at the initial position.
+    ShapeError
+        From ``init`` (before any draw), if ``smoothed_score`` returns another shape than the
+        position, or ``smoothed_logdensity`` a non-scalar.
     """
     sigma = check_positive("sigma", sigma)
     num_measurements = check_positive_int("num_measurements", num_measurements)
