@@ -297,8 +297,10 @@ def train_sampler(
         Iterations per jitted chunk (default: the driver's, about a second each when watched).
     max_nonfinite_fraction
         Largest fraction of the reference process's draws at which ``logdensity_fn`` (or its
-        gradient) may be non-finite (default 0: any is refused, since one NaN path poisons the
-        gradient).
+        gradient) may be non-finite before training starts (default 0: any is refused). During
+        training, an iteration whose batch meets a NaN or ``+inf`` (its loss or gradient is not
+        finite) is skipped: parameters and optimizer state stay as they were, since its
+        gradient would be that of the target truncated to where it is finite.
     exploration
         Off-policy exploration of the ``"log_variance"`` and ``"trajectory_balance"`` losses:
         a standard deviation added (in quadrature) to every step's noise of the training paths,
@@ -321,7 +323,16 @@ def train_sampler(
     -------
     TrainedSampler
         ``sample(rng_key, num)``, ``save(path)``, ``TrainedSampler.load(path)``; ``interrupted``
-        when Ctrl-C stopped training (the parameters are those trained so far).
+        when Ctrl-C stopped training (the parameters are those trained so far);
+        ``history["num_nonfinite"]`` and ``history["skipped"]`` per iteration
+        (:class:`TrainRecord`).
+
+    Warns
+    -----
+    NumericalWarning
+        Some iterations were skipped or some target evaluations were NaN or ``+inf`` (a
+        non-finite gradient at a finite value too): both counts. Paths ending where the target
+        is ``-inf`` (zero density) are legitimate: they leave the loss and are not counted.
 
     Raises
     ------
@@ -336,7 +347,9 @@ def train_sampler(
         ``logdensity_fn`` or its gradient is not finite at too many reference draws (the
         message gives the fraction).
     CheckpointError
-        ``checkpoint`` holds another run.
+        ``checkpoint`` holds another run, or is damaged.
+    NonFiniteError
+        No iteration had a finite loss (``error.result`` is the untrained sampler).
     """
     logdensity_fn = getattr(logdensity_fn, "logdensity_fn", logdensity_fn)
     method = _check_choice("method", method, METHODS)

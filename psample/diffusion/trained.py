@@ -222,7 +222,22 @@ class TrainedSampler:
         -------
         SamplerResult
             A :class:`psample.ParticleResult` (``log_Z``, ``log_Z_se``, weights, ESS per step,
-            ``to_datatree()``) with ``log_w``, ``elbo``, ``eubo``, ``final_ess``.
+            ``info.num_nonfinite``, ``to_datatree()``) with ``log_w``, ``elbo``, ``eubo``,
+            ``final_ess``, ``khat``.
+
+        Warns
+        -----
+        UnreliableErrorWarning
+            The weights' Pareto k-hat exceeds ``min(1 - 1/log10(num), 0.7)``: ``log_Z_se`` and
+            the weighted means' errors cannot be trusted (k-hat and the final ESS are given).
+        NumericalWarning
+            The target's log-density was NaN or ``+inf`` (or its gradient non-finite) at some
+            evaluations; final particles where it was get weight zero.
+
+        Raises
+        ------
+        NonFiniteError
+            A replicate has no particle with a finite weight (``error.result`` holds the run).
         """
         num = check_positive_int("num", num, minimum=2)
         with warnings.catch_warnings(record=True) as caught:
