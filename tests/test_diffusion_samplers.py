@@ -8,6 +8,7 @@ exact importance weights, so there is no bias budget (b = 0).
 """
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -317,3 +318,142 @@ def test_backward_paths_from_rough_target_draws_recover_a_dropped_mode():
     assert within(fixed.log_Z_mean, log_z, fixed.log_Z_se)
     share, se = fixed.weighted_mean(lambda x: (x[0] > 0) * 1.0)
     assert se < 0.02 and within(share, exact_share, se)
+
+
+# --- numbers users can trust: non-finite values, unreliable errors, damaged files ------------
+
+
+def _untrained(logdensity_fn, d=2, num_steps=5):
+    """A DDS sampler at its zero-initialised network (its reference process), no training."""
+    process = Process("dds", d, num_steps, 1.0, 1.0, VP(), DriftNetwork(d, width=8, depth=1, harmonics=2))
+    params = {"net": process.network.init(jax.random.key(0), jnp.float64), "log_Z": jnp.zeros(())}
+    return TrainedSampler(logdensity_fn, process, params, np.arange(3.0), "kl")
+
+
+def test_sample_warns_when_the_weights_cannot_carry_an_error_bar():
+    # The reference N(0, I) against N(3, 0.3² I): a handful of particles carry all the weight.
+    # sample() says so (k-hat, ESS) with advice naming only its num and train_sampler's
+    # num_iterations, and the printed error bar never advises an argument sample() lacks.
+    sampler = _untrained(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2) / 0.09)
+    with pytest.warns(psample.errors.UnreliableErrorWarning) as record:
+        result = sampler.sample(jax.random.key(1), 500)
+    (message,) = [str(w.message) for w in record if w.category is psample.errors.UnreliableErrorWarning]
+    assert "k-hat" in message and "final ESS" in message and "num=500" in message and "num_iterations" in message
+    assert result.unreliable and result.khat > result.khat_threshold
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "unreliable" in repr(result) and np.isfinite(result.log_Z_se)
+
+
+def test_single_run_log_z_se_matches_the_spread_of_seeds():
+    # N(0, I) reference against N(0.5, 0.8² I): moderate weights, no warning. Each of 200
+    # replicates' own (single-run) standard error of log Z is compared with the spread of the
+    # 200 log Z: the mean single-run variance is within 4 standard errors of the replicates'
+    # variance (its standard error sqrt(2/(R-1)) relative, that of the mean single-run
+    # variance from their spread, combined in quadrature).
+    sampler = _untrained(lambda x: -0.5 * jnp.sum((x - 0.5) ** 2) / 0.64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UnreliableErrorWarning, no advice about resampling
+        result = sampler.sample(jax.random.key(2), 200, num_replicates=200)
+        one = sampler.sample(jax.random.key(3), 200)
+        assert np.isfinite(one.log_Z_se) and one.log_Z_se_method == "lee-whiteley"
+    assert not result.unreliable
+    r = result.num_replicates
+    spread = np.var(result.log_Z, ddof=1)
+    single = result.log_Z_se_single_run**2
+    se = math.sqrt((spread * math.sqrt(2 / (r - 1))) ** 2 + np.var(single, ddof=1) / r)
+    assert abs(single.mean() - spread) <= 4 * se
+
+
+def test_sample_counts_nan_target_values_and_refuses_when_nothing_is_finite():
+    # NaN beyond x_0 = 1.5 is not zero density: counted per step, warned about with the count;
+    # log Z is then that of the truncated target, and the warning says so.
+    sampler = _untrained(lambda x: jnp.where(x[0] < 1.5, -0.5 * jnp.sum(x**2), jnp.nan))
+    with pytest.warns(psample.errors.NumericalWarning, match=r"NaN or \+inf .* at \d+ evaluations") as record:
+        result = sampler.sample(jax.random.key(4), 400)
+    counts = np.asarray(result.info.num_nonfinite)
+    final_nan = int(np.sum(~np.isfinite(result.log_w)))
+    assert counts.shape == (1, 5) and counts[0, -1] >= final_nan > 0
+    assert any(f"{int(counts.sum())} evaluations" in str(w.message) for w in record)
+    nowhere = _untrained(lambda x: jnp.nan * jnp.sum(x))
+    with pytest.raises(psample.errors.NonFiniteError) as info:
+        nowhere.sample(jax.random.key(5), 50)
+    assert info.value.result is not None
+
+
+def test_train_sampler_skips_nan_losses_warns_and_refuses():
+    # NaN beyond x_0 = 2 (2% of the reference's end points, allowed by max_nonfinite_fraction):
+    # batches that meet it are skipped, not trained on (parameters stay finite), and the end of
+    # training warns with both counts.
+    kwargs = dict(method="dds", loss="log_variance", num_steps=4, batch_size=16, num_iterations=20, width=8, depth=1,
+                  rng_key=jax.random.key(6), progress=False)  # fmt: skip
+    nan_far = lambda x: jnp.where(x[0] < 2.0, -0.5 * jnp.sum(x**2), jnp.nan)
+    with pytest.warns(psample.errors.NumericalWarning, match=r"(\d+) of 20 iterations .* skipped") as record:
+        sampler = train_sampler(nan_far, 2, max_nonfinite_fraction=0.1, **kwargs)
+    skipped = sampler.history["skipped"]
+    assert 0 < skipped.sum() < 20
+    assert np.array_equal(skipped, ~np.isfinite(sampler.losses))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(sampler.params))
+    assert any(f"at {int(sampler.history['num_nonfinite'].sum())} evaluations" in str(w.message) for w in record)
+    # NaN beyond x_0 = 0.5: every batch meets it, no update is possible.
+    with pytest.raises(psample.errors.NonFiniteError, match="no iteration had a finite loss") as info:
+        train_sampler(lambda x: jnp.where(x[0] < 0.5, -0.5 * jnp.sum(x**2), jnp.nan), 2,
+                      max_nonfinite_fraction=0.5, **kwargs)  # fmt: skip
+    assert isinstance(info.value.result, TrainedSampler)
+
+
+def test_train_sampler_zero_density_is_legitimate():
+    # -inf (zero density) beyond x_0 = 2: the paths ending there leave the losses, nothing is
+    # skipped or warned about, and the parameters stay finite.
+    zero_far = lambda x: jnp.where(x[0] < 2.0, -0.5 * jnp.sum(x**2), -jnp.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", psample.errors.NumericalWarning)
+        sampler = train_sampler(zero_far, 2, method="dds", loss="log_variance", num_steps=4, batch_size=16,
+                                num_iterations=20, width=8, depth=1, max_nonfinite_fraction=0.1,
+                                rng_key=jax.random.key(6), progress=False)  # fmt: skip
+    assert not sampler.history["skipped"].any() and sampler.history["num_nonfinite"].sum() == 0
+    assert np.all(np.isfinite(sampler.losses))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(sampler.params))
+
+
+def test_reverse_diffusion_counts_nonfinite_target_values():
+    kwargs = dict(dim=2, schedule=VP(), num_steps=4, num_score_samples=4)
+    nan_far = lambda x: jnp.where(x[0] < 1.0, shifted_gaussian(x), jnp.nan)
+    zero_far = lambda x: jnp.where(x[0] < 1.0, shifted_gaussian(x), -jnp.inf)
+    counts = {}
+    for name, fn in (("nan", nan_far), ("zero", zero_far)):
+        result = psample.run_particles(reverse_diffusion(fn, max_nonfinite_fraction=0.5, **kwargs),
+                                       jax.random.key(12), 100, progress=False)  # fmt: skip
+        counts[name] = np.asarray(result.info.num_nonfinite)
+        assert counts[name].shape == (1, 4)
+    assert counts["nan"].sum() > 0 and counts["nan"][0, 0] > 0
+    assert counts["zero"].sum() == 0  # -inf is zero density, not counted
+    assert result.resampling == "systematic"
+
+
+def test_load_refuses_damaged_files(tmp_path):
+    sampler = _untrained(lambda x: -0.5 * jnp.sum(x**2))
+    path = tmp_path / "sampler.npz"
+    sampler.save(path)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.npz"
+    for content in (b"", data[: len(data) // 2], data[:-1], b"\x93NUMPY garbage" * 50):
+        bad.write_bytes(content)
+        with pytest.raises(CheckpointError, match="bad.npz"):
+            TrainedSampler.load(bad)
+    # A flipped bit anywhere: CheckpointError (every member is checked against its CRC-32), or,
+    # where the byte is zip bookkeeping no array depends on (a timestamp), the same sampler.
+    caught = 0
+    for position in range(0, len(data), 97):
+        flipped = bytearray(data)
+        flipped[position] ^= 0x10
+        bad.write_bytes(bytes(flipped))
+        try:
+            loaded = TrainedSampler.load(bad)
+        except CheckpointError:
+            caught += 1
+            continue
+        assert loaded.process == sampler.process and np.array_equal(loaded.losses, sampler.losses)
+        for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(sampler.params), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert caught > 0.8 * (len(data) // 97)

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.schedules import VP
 
-__all__ = ["Process", "METHODS", "gaussian_logpdf"]
+__all__ = ["Process", "METHODS", "gaussian_logpdf", "nonfinite_value", "nonfinite_evaluation"]
 
 METHODS = ("dds", "pis")
 
@@ -54,6 +54,19 @@ METHODS = ("dds", "pis")
 def _as_float(n):
     # A traced int32 step index divided by an int gives float32 even with x64 on.
     return jnp.asarray(n, jnp.zeros(()).dtype)
+
+
+def nonfinite_value(log_density):
+    """Whether a log-density value is NaN or ``+inf`` (``-inf``, zero density, is legitimate)."""
+    return jnp.isnan(log_density) | (log_density == jnp.inf)
+
+
+def nonfinite_evaluation(log_density, grad):
+    """Whether one evaluation ``(value, gradient)`` of a log-density counts as non-finite: the
+    value is NaN or ``+inf``, or it is finite and some gradient entry is not (at ``-inf``, zero
+    density, a gradient means nothing and is not counted)."""
+    bad_grad = jnp.isfinite(log_density) & ~jnp.all(jnp.isfinite(grad))
+    return nonfinite_value(log_density) | bad_grad
 
 
 def gaussian_logpdf(x, mean, var):
@@ -147,46 +160,65 @@ class Process:
     # --- paths ---------------------------------------------------------------------------------
 
     def drift(self, params, n, x, logdensity_fn: Callable):
-        grad = jax.grad(logdensity_fn)(x)
-        return self.network(params, self.time_feature(n), x, grad)
+        """The drift ``f_θ`` ``(d,)`` at step ``n`` and state ``x`` ``(d,)``."""
+        return self.drift_and_check(params, n, x, logdensity_fn)[0]
+
+    def drift_and_check(self, params, n, x, logdensity_fn: Callable):
+        """The drift and, as int32 0 or 1, whether the target's evaluation at ``x`` was
+        non-finite (:func:`nonfinite_evaluation`; the network zeroes such a gradient input)."""
+        value, grad = jax.value_and_grad(logdensity_fn)(x)
+        bad = nonfinite_evaluation(value, grad).astype(jnp.int32)
+        return self.network(params, self.time_feature(n), x, grad), bad
 
     def rollout(self, params, rng_key, x0, logdensity_fn, exploration=0.0):
         """Simulate one forward path from ``x_0``.
 
-        Returns ``(x_K, log_w, path)``: the end point, the exact log-weight and the path
-        ``(K + 1, d)``. Gradients (for the KL loss) flow through the reparameterised steps.
+        Returns ``(x_K, log_w, path, num_nonfinite)``: the end point, the exact log-weight, the
+        path ``(K + 1, d)`` and the number of the path's target evaluations (``K`` with
+        gradient, one value at ``x_K``) that were non-finite. Gradients (for the KL loss) flow through the reparameterised steps.
         ``exploration > 0`` adds that standard deviation (in quadrature) to every step's noise:
         an off-policy path for the off-policy losses, whose ``log_w`` is then not the weight
         of the path (recompute it with :meth:`path_log_weight`).
         """
 
         def one(carry, n):
-            x, acc = carry
-            mean, var = self.forward(n, x, self.drift(params, n, x, logdensity_fn))
+            x, acc, bad = carry
+            drift, bad_here = self.drift_and_check(params, n, x, logdensity_fn)
+            mean, var = self.forward(n, x, drift)
             eps = jax.random.normal(jax.random.fold_in(rng_key, n), x.shape, x.dtype)
             x_next = mean + jnp.sqrt(var + exploration**2) * eps
             # log F_n at the reparameterised point: -|eps|^2/2 - d/2 log(2 pi var).
             log_f = -0.5 * (jnp.sum(eps**2) + x.shape[0] * jnp.log(2 * math.pi * var))
             acc = acc + self.log_backward(n, x, x_next) - log_f
-            return (x_next, acc), x_next
+            return (x_next, acc, bad + bad_here), x_next
 
         steps = jnp.arange(self.num_steps)
-        (x_k, acc), path = jax.lax.scan(one, (x0, jnp.zeros((), x0.dtype)), steps)
-        log_w = logdensity_fn(x_k) + acc - self.log_initial(x0)
-        return x_k, log_w, jnp.concatenate([x0[None], path])
+        start = (x0, jnp.zeros((), x0.dtype), jnp.zeros((), jnp.int32))
+        (x_k, acc, bad), path = jax.lax.scan(one, start, steps)
+        log_target = logdensity_fn(x_k)
+        log_w = log_target + acc - self.log_initial(x0)
+        bad = bad + nonfinite_value(log_target).astype(jnp.int32)
+        return x_k, log_w, jnp.concatenate([x0[None], path]), bad
 
-    def path_log_weight(self, params, path, logdensity_fn):
+    def path_log_weight(self, params, path, logdensity_fn, *, count: bool = False):
         """Exact ``log w`` of a given path ``(K + 1, d)`` (differentiable in ``params`` only
-        through ``log F``: the off-policy losses and the EUBO)."""
+        through ``log F``: the off-policy losses and the EUBO). With ``count=True``, the pair
+        ``(log_w, num_nonfinite)``: also the number of the ``K + 1`` target evaluations that
+        were non-finite (as in :meth:`rollout`)."""
         steps = jnp.arange(self.num_steps)
         x, x_next = path[:-1], path[1:]
 
         def terms(n, a, b):
-            mean, var = self.forward(n, a, self.drift(params, n, a, logdensity_fn))
-            return self.log_backward(n, a, b) - gaussian_logpdf(b, mean, var)
+            drift, bad = self.drift_and_check(params, n, a, logdensity_fn)
+            mean, var = self.forward(n, a, drift)
+            return self.log_backward(n, a, b) - gaussian_logpdf(b, mean, var), bad
 
-        acc = jnp.sum(jax.vmap(terms)(steps, x, x_next))
-        return logdensity_fn(path[-1]) + acc - self.log_initial(path[0])
+        acc, bad = jax.vmap(terms)(steps, x, x_next)
+        log_target = logdensity_fn(path[-1])
+        log_w = log_target + jnp.sum(acc) - self.log_initial(path[0])
+        if count:
+            return log_w, jnp.sum(bad) + nonfinite_value(log_target).astype(jnp.int32)
+        return log_w
 
     def backward_path(self, rng_key, x_k):
         """A path ``(K + 1, d)`` of the backward process started at ``x_K`` (for the EUBO)."""

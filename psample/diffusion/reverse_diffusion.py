@@ -81,7 +81,7 @@ import numpy as np
 from blackjax.types import Array
 from jax.scipy.special import logsumexp
 
-from psample.diffusion.processes import gaussian_logpdf
+from psample.diffusion.processes import gaussian_logpdf, nonfinite_evaluation, nonfinite_value
 from psample.diffusion.schedules import Schedule
 from psample.diffusion.validation import check_logdensity, check_reference_finite, check_time
 from psample.errors import InvalidTuningError, ModelError, check_positive, check_positive_int
@@ -110,6 +110,9 @@ class ReverseDiffusionState(NamedTuple):
         ``()`` int32, ``n``.
     eve, num_resampled
         ``(N,)`` initial ancestors and ``()`` resampling count (single-run error of log Z).
+    pending_nonfinite
+        ``()`` int32: non-finite evaluations of the initial population's estimates, reported
+        in the first step's info (0 after it).
     """
 
     particles: Array
@@ -120,25 +123,33 @@ class ReverseDiffusionState(NamedTuple):
     step: Array
     eve: Array
     num_resampled: Array
+    pending_nonfinite: Array
 
 
 class ReverseDiffusionInfo(NamedTuple):
     """Per step: ``ess`` ``()`` after reweighting, ``log_Z_increment`` ``()``, ``is_resampled``
     ``()``, ``time`` ``()`` (``t_{n+1}``), ``num_evals`` ``()`` target evaluations (with
-    gradient) this step, all particles together."""
+    gradient) this step, all particles together, and ``num_nonfinite`` ``()`` int32: how many
+    of them returned NaN or ``+inf``, or a non-finite gradient at a finite value (the first
+    step also counts the initial population's). Such a draw gets weight zero in the
+    estimates; ``-inf`` (zero density) is not counted."""
 
     ess: Array
     log_Z_increment: Array
     is_resampled: Array
     time: Array
     num_evals: Array
+    num_nonfinite: Array
 
 
 class ScoreEstimate(NamedTuple):
-    """``log_density`` ``()``: ``log q̂_t(x)``; ``score`` ``(d,)``: ``ŝ_t(x)``."""
+    """``log_density`` ``()``: ``log q̂_t(x)``; ``score`` ``(d,)``: ``ŝ_t(x)``;
+    ``num_nonfinite`` ``()`` int32: the estimate's target evaluations that were non-finite
+    (:func:`psample.diffusion.processes.nonfinite_evaluation`)."""
 
     log_density: Array
     score: Array
+    num_nonfinite: Array
 
 
 def time_grid(schedule: Schedule, num_steps: int, t_min: float) -> np.ndarray:
@@ -167,7 +178,9 @@ def estimate_score(rng_key, logdensity_fn, schedule: Schedule, t, x, num_samples
     z = jax.random.normal(is_key, (num_samples, d), x.dtype)
     x0 = alpha * tau2 * x / c + jnp.sqrt(tau2 * sigma**2 / c) * z
     log_gamma, grads = jax.vmap(jax.value_and_grad(logdensity_fn))(x0)
-    log_gamma = jnp.where(jnp.isnan(log_gamma), -jnp.inf, log_gamma)
+    bad = jnp.sum(jax.vmap(nonfinite_evaluation)(log_gamma, grads))
+    # NaN or +inf is not a density: the draw gets weight zero, and is counted.
+    log_gamma = jnp.where(nonfinite_value(log_gamma), -jnp.inf, log_gamma)
     log_u = log_gamma - gaussian_logpdf(x0, 0.0, tau2)
     log_sum = logsumexp(log_u)
     log_density = gaussian_logpdf(x, 0.0, c) + log_sum - math.log(num_samples)
@@ -189,24 +202,28 @@ def estimate_score(rng_key, logdensity_fn, schedule: Schedule, t, x, num_samples
         score = combined(x0, grads, weights)
     else:
         indices = jax.random.choice(jax.random.fold_in(mcmc_key, 0), num_samples, (num_samples,), p=weights)
-        score = _langevin_score(mcmc_key, logdensity_fn, x, alpha, sigma, x0[indices], num_langevin_steps,
-                                langevin_step_size * tau2 * sigma**2 / c, combined)  # fmt: skip
-    return ScoreEstimate(log_density, score)
+        score, bad_mcmc = _langevin_score(mcmc_key, logdensity_fn, x, alpha, sigma, x0[indices], num_langevin_steps,
+                                          langevin_step_size * tau2 * sigma**2 / c, combined)  # fmt: skip
+        bad = bad + bad_mcmc
+    return ScoreEstimate(log_density, score, bad.astype(jnp.int32))
 
 
 def _langevin_score(rng_key, logdensity_fn, x, alpha, sigma, x0, num_steps, step_size, combined):
-    """MALA on ``p(x_0 | x_t = x)`` from ``x0`` ``(M, d)``; the combined score at the end."""
+    """MALA on ``p(x_0 | x_t = x)`` from ``x0`` ``(M, d)``: ``(score, num_nonfinite)``, the
+    combined score at the end and the non-finite target evaluations of the chains."""
 
     def log_post(y):
         return logdensity_fn(y) - jnp.sum((x - alpha * y) ** 2) / (2 * sigma**2)
 
     value_grad = jax.vmap(jax.value_and_grad(log_post))
+    count = lambda lp, g: jnp.sum(jax.vmap(nonfinite_evaluation)(lp, g))
 
     def one(carry, key):
-        y, lp, g = carry
+        y, lp, g, bad = carry
         k1, k2 = jax.random.split(key)
         prop = y + step_size * g + jnp.sqrt(2 * step_size) * jax.random.normal(k1, y.shape, y.dtype)
         lp_new, g_new = value_grad(prop)
+        bad = bad + count(lp_new, g_new)
 
         def log_q(to, frm, g_frm):
             return -jnp.sum((to - frm - step_size * g_frm) ** 2, axis=1) / (4 * step_size)
@@ -215,13 +232,15 @@ def _langevin_score(rng_key, logdensity_fn, x, alpha, sigma, x0, num_steps, step
         log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
         accept = jnp.log(jax.random.uniform(k2, lp.shape, y.dtype)) < log_ratio
         y = jnp.where(accept[:, None], prop, y)
-        return (y, jnp.where(accept, lp_new, lp), jnp.where(accept[:, None], g_new, g)), None
+        return (y, jnp.where(accept, lp_new, lp), jnp.where(accept[:, None], g_new, g), bad), None
 
     lp, g = value_grad(x0)
-    (y, _, _), _ = jax.lax.scan(one, (x0, lp, g), jax.random.split(rng_key, num_steps))
-    target_grads = jax.vmap(jax.grad(logdensity_fn))(y)
+    start = (x0, lp, g, count(lp, g))
+    (y, _, _, bad), _ = jax.lax.scan(one, start, jax.random.split(rng_key, num_steps))
+    values, target_grads = jax.vmap(jax.value_and_grad(logdensity_fn))(y)
+    bad = bad + count(values, target_grads)
     target_grads = jnp.where(jnp.isfinite(target_grads), target_grads, 0.0)
-    return combined(y, target_grads, jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype))
+    return combined(y, target_grads, jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype)), bad
 
 
 def reverse_diffusion(
@@ -372,6 +391,7 @@ def reverse_diffusion(
             step=jnp.zeros((), jnp.int32),
             eve=jnp.arange(num_particles, dtype=jnp.int32),
             num_resampled=jnp.zeros((), jnp.int32),
+            pending_nonfinite=jnp.sum(est.num_nonfinite).astype(jnp.int32),
         )
 
     def step(rng_key, state):
@@ -390,8 +410,13 @@ def reverse_diffusion(
         x_next = mean + jnp.sqrt(var) * jax.random.normal(move_key, x.shape, x.dtype)
         last = n + 1 == num_steps
         est = estimate_all(score_key, t_next, x_next)
-        log_target = jnp.where(last, jax.vmap(logdensity_fn)(x_next), est.log_density)
-        log_target = jnp.where(jnp.isnan(log_target), -jnp.inf, log_target)
+        final = jax.vmap(logdensity_fn)(x_next)
+        bad_final = last & nonfinite_value(final)
+        log_target = jnp.where(last, final, est.log_density)
+        # NaN or +inf is not a density: weight zero, counted (a NaN estimate q̂ cannot arise:
+        # the estimate already counted and dropped its non-finite draws).
+        log_target = jnp.where(nonfinite_value(log_target), -jnp.inf, log_target)
+        num_nonfinite = state.pending_nonfinite + jnp.sum(est.num_nonfinite) + jnp.sum(bad_final)
         num_particles = x.shape[0]
         if correction:
             log_g = (log_target + gaussian_logpdf(x, a * x_next, v)
@@ -408,9 +433,12 @@ def reverse_diffusion(
             log_Z, increment = state.log_Z, jnp.asarray(jnp.nan, x.dtype)
             ess = jnp.asarray(num_particles, x.dtype)
         new_state = ReverseDiffusionState(x_next, log_weights, log_Z, log_target, score, n + 1, eve,
-                                          state.num_resampled + do_resample.astype(jnp.int32))  # fmt: skip
+                                          state.num_resampled + do_resample.astype(jnp.int32),
+                                          jnp.zeros((), jnp.int32))  # fmt: skip
         info = ReverseDiffusionInfo(ess, increment, do_resample, t_next,
-                                    jnp.asarray(num_particles * (evals_per_estimate + 1), jnp.int32))  # fmt: skip
+                                    jnp.asarray(num_particles * (evals_per_estimate + 1), jnp.int32),
+                                    num_nonfinite.astype(jnp.int32))  # fmt: skip
         return new_state, info
 
-    return ParticleAlgorithm(init=init, step=step, num_steps=num_steps)
+    return ParticleAlgorithm(init=init, step=step, num_steps=num_steps,
+                             resampling=resampling if isinstance(resampling, str) else None)  # fmt: skip

@@ -68,7 +68,15 @@ from psample.diffusion.trained import (
     _unflatten,
 )
 from psample.diffusion.validation import check_logdensity, check_reference_finite
-from psample.errors import CheckpointError, InvalidTuningError, ShapeError, check_positive, check_positive_int
+from psample.errors import (
+    CheckpointError,
+    InvalidTuningError,
+    NonFiniteError,
+    NumericalWarning,
+    ShapeError,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = ["train_sampler", "LOSSES", "TrainRecord"]
 
@@ -77,12 +85,16 @@ _FORMAT = "psample.diffusion.train_checkpoint/1"
 
 
 class TrainRecord(NamedTuple):
-    """Per iteration: ``loss``, ``elbo`` (batch mean of ``log w``) and ``log_Z`` (batch
-    log-mean-exp of ``log w``)."""
+    """Per iteration: ``loss``, ``elbo`` (batch mean of ``log w``), ``log_Z`` (batch
+    log-mean-exp of ``log w``), ``num_nonfinite`` (int32: the batch's target evaluations,
+    value or gradient, that were NaN or ``+inf`` / non-finite) and ``skipped`` (bool: the loss
+    or its gradient was not finite, so the update was not applied)."""
 
     loss: jax.Array
     elbo: jax.Array
     log_Z: jax.Array
+    num_nonfinite: jax.Array
+    skipped: jax.Array
 
 
 class _TargetSamples:
@@ -101,9 +113,23 @@ class _TargetSamples:
         return isinstance(other, _TargetSamples) and (self.digest, self.num_backward) == (other.digest, other.num_backward)
 
 
+def _outside_support(log_w):
+    """``(keep, safe, kept)``: the paths whose ``log w`` is not ``-inf``, ``log w`` with 0 at the
+    others, and their number.
+
+    A path that ends where the target is zero (``log γ = -inf``, a legitimate value) has an
+    infinite reverse KL and no gradient, and would make the variance and trajectory-balance
+    losses NaN: the losses average over the other paths (any path law is valid for the
+    off-policy ones). A NaN ``log w`` stays in and makes the loss NaN, so the iteration is
+    skipped (see :func:`_make_chunk`)."""
+    keep = log_w != -jnp.inf
+    return keep, jnp.where(keep, log_w, 0.0), jnp.sum(keep)
+
+
 def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int, target_samples=None):
     rollout = jax.vmap(process.rollout, in_axes=(None, 0, 0, None, None))
-    path_log_weight = jax.vmap(process.path_log_weight, in_axes=(None, 0, None))
+    path_log_weight = jax.vmap(lambda p, path, f: process.path_log_weight(p, path, f, count=True),
+                               in_axes=(None, 0, None))
     backward_path = jax.vmap(process.backward_path)
 
     def fn(params, rng_key, exploration):
@@ -112,13 +138,14 @@ def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int, target
         x0 = process.sample_initial(init_key, batch_size, dtype)
         keys = jax.random.split(path_key, batch_size)
         if loss == "kl":
-            _, log_w, _ = rollout(params["net"], keys, x0, logdensity_fn, 0.0)
-            value = -jnp.mean(log_w)
+            _, log_w, _, bad = rollout(params["net"], keys, x0, logdensity_fn, 0.0)
+            keep, safe, kept = _outside_support(log_w)
+            value = -jnp.sum(safe) / kept
         else:
             # Off-policy: any path law is valid for these losses, so the paths may explore
             # with extra noise; their log w is recomputed under the current kernels.
             frozen = jax.lax.stop_gradient(params["net"])
-            _, _, paths = rollout(frozen, keys, x0, logdensity_fn, exploration)
+            _, _, paths, bad = rollout(frozen, keys, x0, logdensity_fn, exploration)
             if target_samples is not None:
                 # Backward (noising) paths from approximate target draws: they show the loss
                 # the modes the sampler's own paths miss, and change nothing else (any path law
@@ -128,13 +155,19 @@ def _loss_fn(process: Process, logdensity_fn, loss: str, batch_size: int, target
                 rows = jax.random.randint(pick_key, (target_samples.num_backward,), 0, draws.shape[0])
                 back = backward_path(jax.random.split(noise_key, target_samples.num_backward), draws[rows])
                 paths = jnp.concatenate([paths, back])
-            log_w = path_log_weight(params["net"], jax.lax.stop_gradient(paths), logdensity_fn)
+            log_w, bad_again = path_log_weight(params["net"], jax.lax.stop_gradient(paths), logdensity_fn)
+            # The simulation's evaluations and the recomputation's (at the same points for
+            # the sampler's own paths) are counted alike: each one is an evaluation.
+            bad = jnp.sum(bad) + jnp.sum(bad_again)
+            keep, safe, kept = _outside_support(log_w)
             if loss == "log_variance":
-                value = jnp.var(log_w, ddof=1)
+                value = jnp.sum(jnp.where(keep, safe - jnp.sum(safe) / kept, 0.0) ** 2) / (kept - 1)
             else:
-                value = jnp.mean((params["log_Z"] - log_w) ** 2)
+                value = jnp.sum(jnp.where(keep, params["log_Z"] - safe, 0.0) ** 2) / kept
         log_w = jax.lax.stop_gradient(log_w)[:batch_size]  # the forward paths
-        return value, TrainRecord(value, jnp.mean(log_w), logsumexp(log_w) - jnp.log(batch_size))
+        record = TrainRecord(value, jnp.mean(log_w), logsumexp(log_w) - jnp.log(batch_size),
+                             jnp.sum(bad).astype(jnp.int32), jnp.zeros((), bool))  # fmt: skip
+        return value, record
 
     return fn
 
@@ -164,10 +197,17 @@ def _make_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration
     def one(carry, index):
         params, opt_state, key = carry
         explore = exploration(index) if callable(exploration) else exploration
-        (_, record), grads = value_and_grad(params, jax.random.fold_in(key, index), explore)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state, key), record
+        (value, record), grads = value_and_grad(params, jax.random.fold_in(key, index), explore)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        # A non-finite loss (a path through a NaN of the target: its gradient is that of the
+        # target truncated to where it is finite) or gradient leaves parameters and optimizer
+        # state as they were: no step toward a truncated target, no NaN in Adam's moments.
+        finite = jnp.isfinite(value) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        keep = lambda new, old: jnp.where(finite, new, old)
+        params = jax.tree.map(keep, new_params, params)
+        opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+        return (params, opt_state, key), record._replace(skipped=~finite)
 
     def run_chunk(carry, indices):
         return jax.lax.scan(one, carry, indices)
@@ -257,8 +297,10 @@ def train_sampler(
         Iterations per jitted chunk (default: the driver's, about a second each when watched).
     max_nonfinite_fraction
         Largest fraction of the reference process's draws at which ``logdensity_fn`` (or its
-        gradient) may be non-finite (default 0: any is refused, since one NaN path poisons the
-        gradient).
+        gradient) may be non-finite before training starts (default 0: any is refused). During
+        training, an iteration whose batch meets a NaN or ``+inf`` (its loss or gradient is not
+        finite) is skipped: parameters and optimizer state stay as they were, since its
+        gradient would be that of the target truncated to where it is finite.
     exploration
         Off-policy exploration of the ``"log_variance"`` and ``"trajectory_balance"`` losses:
         a standard deviation added (in quadrature) to every step's noise of the training paths,
@@ -281,7 +323,16 @@ def train_sampler(
     -------
     TrainedSampler
         ``sample(rng_key, num)``, ``save(path)``, ``TrainedSampler.load(path)``; ``interrupted``
-        when Ctrl-C stopped training (the parameters are those trained so far).
+        when Ctrl-C stopped training (the parameters are those trained so far);
+        ``history["num_nonfinite"]`` and ``history["skipped"]`` per iteration
+        (:class:`TrainRecord`).
+
+    Warns
+    -----
+    NumericalWarning
+        Some iterations were skipped or some target evaluations were NaN or ``+inf`` (a
+        non-finite gradient at a finite value too): both counts. Paths ending where the target
+        is ``-inf`` (zero density) are legitimate: they leave the loss and are not counted.
 
     Raises
     ------
@@ -296,7 +347,9 @@ def train_sampler(
         ``logdensity_fn`` or its gradient is not finite at too many reference draws (the
         message gives the fraction).
     CheckpointError
-        ``checkpoint`` holds another run.
+        ``checkpoint`` holds another run, or is damaged.
+    NonFiniteError
+        No iteration had a finite loss (``error.result`` is the untrained sampler).
     """
     logdensity_fn = getattr(logdensity_fn, "logdensity_fn", logdensity_fn)
     method = _check_choice("method", method, METHODS)
@@ -340,7 +393,7 @@ def train_sampler(
     init_key, train_key = jax.random.split(rng_key)
     params = _init_params(process, loss, init_key)
     opt_state = optimizer.init(params)
-    start, losses = 0, np.zeros((0, 3))
+    start, losses = 0, np.zeros((0, len(TrainRecord._fields)))
     config = _process_config(process)
     config.update(loss=loss, batch_size=batch_size, fingerprint=_fingerprint(logdensity_fn, dim).tolist())
     if callable(exploration) or exploration > 0:
@@ -366,7 +419,7 @@ def train_sampler(
     if start < num_iterations:
         chunk = _build_chunk(process, logdensity_fn, loss, batch_size, optimizer, exploration, target_samples)
         result = driver.drive(chunk, carry, start,
-                              num_iterations, chunk_length=chunk_length, bytes_per_step=3 * 8, progress=progress, desc="training",
+                              num_iterations, chunk_length=chunk_length, bytes_per_step=8 * len(TrainRecord._fields), progress=progress, desc="training",
                               unit="it", on_chunk=on_chunk, postfix=postfix)  # fmt: skip
         params = result.carry[0]
         new = [_record_array(r) for r in result.records]
@@ -379,9 +432,35 @@ def train_sampler(
         warnings.warn(f"training interrupted after {len(losses)} of {num_iterations} iterations: the "
                       "sampler has the parameters trained so far (its weights stay exact)", RuntimeWarning,
                       stacklevel=2)  # fmt: skip
-    return TrainedSampler(logdensity_fn, process, jax.device_get(params), losses[:, 0], loss,
-                          interrupted=interrupted, train_seconds=seconds,
-                          history={"elbo": losses[:, 1], "log_Z": losses[:, 2]})  # fmt: skip
+    sampler = TrainedSampler(logdensity_fn, process, jax.device_get(params), losses[:, 0], loss,
+                             interrupted=interrupted, train_seconds=seconds,
+                             history={"elbo": losses[:, 1], "log_Z": losses[:, 2], "num_nonfinite": losses[:, 3],
+                                      "skipped": losses[:, 4].astype(bool)})  # fmt: skip
+    _check_nonfinite(sampler)
+    return sampler
+
+
+def _check_nonfinite(sampler: TrainedSampler) -> None:
+    """Warn (:class:`NumericalWarning`) when training met non-finite losses or target values;
+    refuse (:class:`NonFiniteError`, the sampler attached) when no iteration had a finite loss."""
+    skipped = sampler.history["skipped"]
+    count = sampler.history["num_nonfinite"]
+    num_skipped, num_bad = int(np.sum(skipped)), int(np.nansum(count))
+    if num_skipped == 0 and num_bad == 0:
+        return
+    total = len(skipped)
+    what = (f"{num_skipped} of {total} iterations had a non-finite loss or gradient (their updates were "
+            f"skipped: parameters and optimizer state left as they were); logdensity_fn returned NaN or "
+            f"+inf, or a non-finite gradient at a finite value, at {num_bad} evaluations along the training "
+            "paths (a batch whose paths all end where logdensity_fn is -inf, zero density, has no finite loss either)")  # fmt: skip
+    if num_skipped == total:
+        raise NonFiniteError(f"train_sampler: no iteration had a finite loss: {what}. NaN is not zero density: "
+                             "make logdensity_fn finite where the paths go (-inf for zero density is fine for the "
+                             "off-policy losses), or lower the learning rate of optimizer", result=sampler)  # fmt: skip
+    warnings.warn(f"train_sampler: {what}. The sampler trained on the other iterations, and its weights stay "
+                  "exact where logdensity_fn is finite; a NaN is not zero density, so make logdensity_fn finite "
+                  "where the paths go (-inf where the density is zero), or, if it is, lower the learning rate of "
+                  "optimizer", NumericalWarning, stacklevel=3)  # fmt: skip
 
 
 def _check_target_samples(target_samples, num_backward, dim: int, loss: str, batch_size: int):
@@ -404,7 +483,8 @@ def _check_target_samples(target_samples, num_backward, dim: int, loss: str, bat
 
 
 def _record_array(records: TrainRecord) -> np.ndarray:
-    return np.stack([np.asarray(records.loss), np.asarray(records.elbo), np.asarray(records.log_Z)], axis=1)
+    """``(iterations, 5)`` float64: the :class:`TrainRecord` fields as columns."""
+    return np.stack([np.asarray(x, dtype=np.float64) for x in records], axis=1)
 
 
 def _write_checkpoint(path, config, carry, iteration: int, losses) -> None:
@@ -425,4 +505,10 @@ def _resume(path, config, params, opt_state):
         raise CheckpointError(f"checkpoint {str(path)!r} holds another training run ({what})")
     params, opt_state = _unflatten((params, opt_state), arrays, path)
     key = jax.random.wrap_key_data(jnp.asarray(arrays["key"]))
-    return params, opt_state, key, int(saved["iteration"]), np.asarray(arrays["losses"]).reshape(-1, 3)
+    losses = np.asarray(arrays["losses"], dtype=np.float64)
+    columns = len(TrainRecord._fields)
+    if losses.ndim == 2 and losses.shape[1] == 3:
+        # A checkpoint written before the counts were recorded: unknown counts (NaN), and an
+        # iteration with a non-finite loss was not skipped then, but is marked as such.
+        losses = np.concatenate([losses, np.full((len(losses), 1), np.nan), ~np.isfinite(losses[:, :1])], axis=1)
+    return params, opt_state, key, int(saved["iteration"]), losses.reshape(-1, columns)

@@ -22,9 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from psample.diffusion.networks import DriftNetwork
-from psample.diffusion.processes import Process
+from psample.diffusion.processes import Process, nonfinite_value
 from psample.diffusion.schedules import VP
-from psample.errors import CheckpointError, ModelError, ShapeError, check_positive_int
+from psample.errors import (
+    CheckpointError,
+    ModelError,
+    NonFiniteError,
+    NumericalWarning,
+    ShapeError,
+    UnreliableErrorWarning,
+    check_positive_int,
+)
 from psample.particles import ParticleResult, run_particles
 from psample.smc.base import ParticleAlgorithm, reweight
 
@@ -66,11 +74,15 @@ class SamplerState(NamedTuple):
 
 class SamplerInfo(NamedTuple):
     """Per step: ``ess`` ``()`` of the weights so far, ``log_Z_increment`` ``()``,
-    ``is_resampled`` ``()`` (always False)."""
+    ``is_resampled`` ``()`` (always False), ``num_nonfinite`` ``()`` int32: the step's target
+    evaluations (the gradient at every particle, and the log-density at the final particles on
+    the last step) that were NaN or ``+inf``, or a non-finite gradient at a finite value; a
+    particle whose final log-density is NaN or ``+inf`` gets weight zero."""
 
     ess: Any
     log_Z_increment: Any
     is_resampled: Any
+    num_nonfinite: Any
 
 
 @dataclasses.dataclass(repr=False)
@@ -86,6 +98,10 @@ class SamplerResult(ParticleResult):
     eubo, eubo_se
         ``mean(log w)`` over backward paths from exact target draws (``>= log Z``), or NaN
         when no exact draws were given.
+    khat
+        Pareto k-hat of the right tail of the importance weights ``w`` (all replicates
+        pooled; ``arviz_stats``); above :attr:`khat_threshold` ``log_Z_se`` and the weighted
+        means' errors cannot be trusted (:meth:`TrainedSampler.sample` warns).
     """
 
     log_w: np.ndarray | None = None
@@ -93,10 +109,31 @@ class SamplerResult(ParticleResult):
     elbo_se: float = float("nan")
     eubo: float = float("nan")
     eubo_se: float = float("nan")
+    khat: float = float("nan")
 
     def __repr__(self) -> str:
+        flag = f" (unreliable: k-hat {self.khat:.2f})" if self.unreliable else ""
         return (f"SamplerResult(replicates={self.num_replicates}, particles={self.num_particles}, "
-                f"log_Z={self.log_Z_mean:.4f} ± {self.log_Z_se:.4f}, ELBO={self.elbo:.4f}, EUBO={self.eubo:.4f})")
+                f"log_Z={self.log_Z_mean:.4f} ± {self.log_Z_se:.4f}{flag}, ELBO={self.elbo:.4f}, EUBO={self.eubo:.4f})")
+
+    @property
+    def khat_threshold(self) -> float:
+        """``min(1 - 1/log10(N), 0.7)`` (Vehtari et al., PSIS): the k-hat above which ``N``
+        importance weights give an estimate whose error is unreliable."""
+        from psample.diagnostics.batch_means import khat_threshold
+
+        return khat_threshold(self.num_particles)
+
+    @property
+    def unreliable(self) -> bool:
+        """The weights are too heavy-tailed for the standard errors (``khat > khat_threshold``)."""
+        return bool(self.khat > self.khat_threshold)
+
+    def _warn_single_run(self, what: str) -> None:
+        # A learned sampler never resamples: its single-run error is the importance-sampling
+        # delta-method one, which needs no resampling scheme (ParticleResult's caveat is about
+        # resampling); the tails of its weights are checked by TrainedSampler.sample instead.
+        return None
 
     @property
     def final_ess(self) -> np.ndarray:
@@ -185,14 +222,38 @@ class TrainedSampler:
         -------
         SamplerResult
             A :class:`psample.ParticleResult` (``log_Z``, ``log_Z_se``, weights, ESS per step,
-            ``to_datatree()``) with ``log_w``, ``elbo``, ``eubo``, ``final_ess``.
+            ``info.num_nonfinite``, ``to_datatree()``) with ``log_w``, ``elbo``, ``eubo``,
+            ``final_ess``, ``khat``.
+
+        Warns
+        -----
+        UnreliableErrorWarning
+            The weights' Pareto k-hat exceeds ``min(1 - 1/log10(num), 0.7)``: ``log_Z_se`` and
+            the weighted means' errors cannot be trusted (k-hat and the final ESS are given).
+        NumericalWarning
+            The target's log-density was NaN or ``+inf`` (or its gradient non-finite) at some
+            evaluations; final particles where it was get weight zero.
+
+        Raises
+        ------
+        NonFiniteError
+            A replicate has no particle with a finite weight (``error.result`` holds the run).
         """
         num = check_positive_int("num", num, minimum=2)
-        result = run_particles(self.algorithm(), rng_key, num, num_replicates=num_replicates, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_particles(self.algorithm(), rng_key, num, num_replicates=num_replicates, progress=progress)
+        for w in caught:
+            # The runner's own warning about non-finite values is replaced by the one below,
+            # which speaks of this call; the others (Ctrl-C) pass through.
+            if not issubclass(w.category, NumericalWarning):
+                warnings.warn(w.message, w.category, stacklevel=2)
         fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(ParticleResult)}
         log_w = np.asarray(result.final_state.log_w)
-        out = SamplerResult(**fields, log_w=log_w, elbo=float(log_w.mean()),
-                            elbo_se=float(log_w.std(ddof=1) / math.sqrt(log_w.size)))  # fmt: skip
+        with np.errstate(invalid="ignore"):  # a weight-zero particle: ELBO -inf, its error NaN
+            elbo_se = float(log_w.std(ddof=1) / math.sqrt(log_w.size))
+        out = SamplerResult(**fields, log_w=log_w, elbo=float(log_w.mean()), elbo_se=elbo_se, khat=_khat(log_w))
+        _check_result(out)
         if exact_samples is not None:
             values = self.eubo_terms(jax.random.fold_in(rng_key, 1), exact_samples)
             out.eubo = float(values.mean())
@@ -242,33 +303,46 @@ class TrainedSampler:
         Raises
         ------
         CheckpointError
-            ``path`` is not a saved sampler.
+            ``path`` is missing, empty, truncated, corrupted (every array and the config are
+            checked against the CRC-32 the file holds for them) or not a saved sampler; the
+            message names the file.
         ModelError
             ``logdensity_fn`` differs from the one trained on, or is missing when the file
             holds no exported target.
         """
         config, arrays = _read(path)
-        process = _process_from_config(config)
+        try:
+            process = _process_from_config(config)
+            loss, losses = config["loss"], np.asarray(arrays["losses"], dtype=np.float64)
+            interrupted, train_seconds = bool(config["interrupted"]), float(config["train_seconds"])
+            recorded = np.asarray(config["fingerprint"], dtype=np.float64).reshape(_FINGERPRINT_POINTS)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{str(path)!r} is not a complete saved sampler ({type(exc).__name__}: {exc})") from None
         if logdensity_fn is None:
             if "logdensity_value" not in arrays:
                 raise ModelError(
                     f"TrainedSampler.load({str(path)!r}) needs logdensity_fn, the target it was trained "
                     "on: this file holds no exported log-density (it could not be exported when saved)"
                 )
-            logdensity_fn = _import_logdensity(arrays["logdensity_value"].tobytes(), arrays["logdensity_grad"].tobytes())
+            try:
+                logdensity_fn = _import_logdensity(arrays["logdensity_value"].tobytes(),
+                                                   arrays["logdensity_grad"].tobytes())  # fmt: skip
+            except ModelError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the exported module does not deserialise
+                raise CheckpointError(f"{str(path)!r}: its saved log-density cannot be read ({type(exc).__name__}: "
+                                      f"{exc}); load it with logdensity_fn given") from None  # fmt: skip
         else:
             logdensity_fn = getattr(logdensity_fn, "logdensity_fn", logdensity_fn)
-            recorded = np.asarray(config["fingerprint"])
             now = _fingerprint(logdensity_fn, process.dim)
             if not np.allclose(recorded, now, rtol=1e-5, atol=1e-6, equal_nan=True):
                 raise ModelError(
                     f"logdensity_fn differs from the target saved in {str(path)!r}: log-densities "
                     f"{now.tolist()} at the check points, saved {recorded.tolist()}"
                 )
-        template = _init_params(process, config["loss"], jax.random.key(0))
+        template = _init_params(process, loss, jax.random.key(0))
         params = _unflatten(template, arrays, path)
-        return cls(logdensity_fn, process, params, np.asarray(arrays["losses"]), config["loss"],
-                   interrupted=bool(config["interrupted"]), train_seconds=float(config["train_seconds"]))  # fmt: skip
+        return cls(logdensity_fn, process, params, losses, loss, interrupted=interrupted, train_seconds=train_seconds)
 
     def __repr__(self) -> str:
         state = ", interrupted" if self.interrupted else ""
@@ -277,6 +351,52 @@ class TrainedSampler:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def _khat(log_w: np.ndarray) -> float:
+    """Pareto k-hat of the right tail of ``exp(log_w)``, all replicates pooled (the tail's
+    shape is the sampler's, the same in every replicate); NaN when no tail can be fitted
+    (equal weights)."""
+    from psample.diagnostics.batch_means import tail_shape
+
+    finite = log_w[np.isfinite(log_w)]
+    if finite.size < 2:
+        return float("nan")
+    return tail_shape(np.exp(log_w - finite.max()).ravel())
+
+
+def _check_result(result: SamplerResult) -> None:
+    """Refuse populations with no finite weight, and warn (once each) about non-finite target
+    values and about weights too heavy-tailed for their standard errors."""
+    counts = np.asarray(result.info.num_nonfinite)
+    num_bad = int(counts.sum())
+    finite = np.isfinite(result.log_w)
+    empty = np.flatnonzero(~finite.any(axis=1))
+    if empty.size:
+        raise NonFiniteError(
+            f"TrainedSampler.sample: replicate(s) {empty.tolist()} have no particle with a finite weight "
+            f"(logdensity_fn was NaN or +inf at {num_bad} evaluations, -inf at the others): no log_Z can stand",
+            result=result,
+        )
+    if num_bad:
+        final = int(counts[:, -1].sum())
+        warnings.warn(
+            f"TrainedSampler.sample: the target's log-density was NaN or +inf (or its gradient non-finite) at "
+            f"{num_bad} evaluations ({final} of them at the {result.num_replicates * result.num_particles} "
+            "final particles, which get weight zero): log_Z and the weights are those of the target restricted "
+            "to where it is finite, not of the target; info.num_nonfinite counts them per step",
+            NumericalWarning, stacklevel=3,
+        )  # fmt: skip
+    if result.unreliable:
+        ess = float(np.min(result.final_ess))
+        warnings.warn(
+            f"TrainedSampler.sample: the importance weights are too heavy-tailed for log_Z_se (or any weighted "
+            f"mean's error) to hold: Pareto k-hat {result.khat:.2f} > {result.khat_threshold:.2f}, final ESS "
+            f"{ess:.1f} of num={result.num_particles} particles (smallest over the replicates); log_Z is then "
+            "likely below the truth by more than its error bar. Raise num, or train the sampler longer "
+            "(train_sampler's num_iterations)",
+            UnreliableErrorWarning, stacklevel=3,
+        )  # fmt: skip
 
 
 def _init_params(process: Process, loss: str, rng_key):
@@ -389,11 +509,17 @@ def _read(path, expected_format: str = _FORMAT, what: str = "a saved psample dif
     """``(config, arrays)`` of an ``.npz`` written with :func:`_atomic_savez` and a JSON
     ``config`` whose ``format`` is ``expected_format``; ``CheckpointError`` naming ``what`` else."""
     try:
+        # Reading every member in full checks its CRC-32 (zipfile), so a flipped byte in any
+        # array or in the config is caught here, before anything is deserialised.
         with np.load(os.fspath(path), allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         config = json.loads(str(arrays.pop("config")))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not {what} ({exc})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"its config is a {type(config).__name__}, not a dict")
+    except Exception as exc:  # noqa: BLE001 - truncated, empty, garbage or corrupted: all mean "not a file of ours"
+        # NumPy's refusal of pickled data advises an argument of np.load: say what it means.
+        reason = "not a NumPy .npz archive" if "allow_pickle" in str(exc) else str(exc)
+        raise CheckpointError(f"{str(path)!r} is not {what}, or is damaged ({type(exc).__name__}: {reason})") from None
     if config.get("format") != expected_format:
         raise CheckpointError(f"{str(path)!r} is not {what} (format {config.get('format')!r})")
     return config, arrays
@@ -460,7 +586,7 @@ def _algorithm(process: Process, logdensity_fn, params) -> ParticleAlgorithm:
     def step(rng_key, state):
         n = state.step
         x = state.particles
-        drift = jax.vmap(lambda xi: process.drift(params["net"], n, xi, logdensity_fn))(x)
+        drift, bad = jax.vmap(lambda xi: process.drift_and_check(params["net"], n, xi, logdensity_fn))(x)
         mean, var = process.forward(n, x, drift)
         eps = jax.random.normal(rng_key, x.shape, x.dtype)
         x_next = mean + jnp.sqrt(var) * eps
@@ -468,12 +594,17 @@ def _algorithm(process: Process, logdensity_fn, params) -> ParticleAlgorithm:
         increment = jax.vmap(lambda a, b: process.log_backward(n, a, b))(x, x_next) - log_f
         # The first step carries 1 / p_0(x_0) (in log_w from init), the last one γ(x_K).
         last = n == k - 1
-        increment = increment + jnp.where(last, jax.vmap(logdensity_fn)(x_next), 0.0)
+        log_target = jax.vmap(logdensity_fn)(x_next)
+        bad_target = last & nonfinite_value(log_target)
+        # NaN or +inf is not a density: the particle gets weight zero, counted in the info.
+        log_target = jnp.where(bad_target, -jnp.inf, log_target)
+        increment = increment + jnp.where(last, log_target, 0.0)
         increment = increment + jnp.where(n == 0, state.log_w, 0.0)
         new = reweight(state.log_weights, increment)
         log_w = jnp.where(n == 0, 0.0, state.log_w) + increment
         new_state = state._replace(particles=x_next, log_weights=new.log_weights, log_Z=state.log_Z + new.log_Z_increment,
                                    log_w=log_w, step=n + 1)  # fmt: skip
-        return new_state, SamplerInfo(new.ess, new.log_Z_increment, jnp.zeros((), bool))
+        num_nonfinite = (jnp.sum(bad) + jnp.sum(bad_target)).astype(jnp.int32)
+        return new_state, SamplerInfo(new.ess, new.log_Z_increment, jnp.zeros((), bool), num_nonfinite)
 
     return ParticleAlgorithm(init=init, step=step, num_steps=k)
