@@ -166,7 +166,7 @@ class ADMMState(NamedTuple):
 
 
 class ADMMInfo(NamedTuple):
-    """Diagnostics of one D-ADMMS iteration (all scalars, so every process can read them).
+    """Diagnostics of one D-ADMMS iteration (replicated, so every process can read them).
 
     prox_residual
         Largest max-norm, over agents, of the gradient of the proximal objective at the new
@@ -177,12 +177,23 @@ class ADMMInfo(NamedTuple):
         ``max_i ||x_i - x̄||`` after the step: the spread of the agents around the average.
     dual_sum
         ``max |sum_i p_i|``: 0 up to round-off (a conserved direction of the recursion).
+    average_score
+        ``sum_i grad log p_i(x̄)``, shape ``(d,)``: the posterior's score (gradient of the
+        log-density, prior included) at the new network average ``x̄``, one gradient per agent
+        and one sum over agents. Its mean over the draws is 0 when the agents' gradients act as
+        one gradient at ``x̄``; :func:`check_mean_offset` tests it.
+    num_nonfinite
+        How many of this step's gradient evaluations of the user's functions were not finite:
+        agents whose prox ended at a non-finite gradient, plus agents whose gradient at ``x̄``
+        is not finite (int32).
     """
 
     prox_residual: Array
     prox_iterations: Array
     consensus_distance: Array
     dual_sum: Array
+    average_score: Array
+    num_nonfinite: Array
 
 
 class ShardedTarget(NamedTuple):
@@ -552,10 +563,20 @@ def _batched_with_rule(axis_size, in_batched, tree, like):
     return _batched_with(out, like), jax.tree.map(lambda _: True, tree)
 
 
+def _local_logdensity(target: ShardedTarget, unravel, num_agents: int):
+    """``-f_i``: agent ``i``'s log-likelihood plus its ``1/N`` share of the log-prior, at a flat ``y``."""
+
+    def local(y, shard):
+        return target.loglik_fn(unravel(y), shard) + target.logprior_fn(unravel(y)) / num_agents
+
+    return local
+
+
 def _prox_objective(target: ShardedTarget, unravel, num_agents: int):
+    local = _local_logdensity(target, unravel, num_agents)
+
     def objective(y, shard, dual, centre, penalty):
-        local = target.loglik_fn(unravel(y), shard) + target.logprior_fn(unravel(y)) / num_agents
-        return -local + dual @ y + penalty * jnp.sum((y - centre) ** 2)
+        return -local(y, shard) + dual @ y + penalty * jnp.sum((y - centre) ** 2)
 
     return objective
 
@@ -640,8 +661,8 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
     Returns
     -------
     kernel(rng_key, state, target, data, network, rho, prox_factors=None) -> (state, info)
-        ``prox_factors`` is ``(g0, M)`` for ``"quadratic"``: ``g0_i = grad f_i(0)`` ``(N, d)``
-        and ``M_i = (H_i + 2 rho deg_i I)^{-1}`` ``(N, d, d)``.
+        ``prox_factors`` is ``(g0, M, H)`` for ``"quadratic"``: ``g0_i = grad f_i(0)`` ``(N, d)``,
+        ``M_i = (H_i + 2 rho deg_i I)^{-1}`` and ``H_i`` ``(N, d, d)``.
     """
     steps = _DEFAULT_PROX_STEPS[prox] if prox_steps is None else prox_steps
 
@@ -669,7 +690,7 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             def solve(xi_, pi, ci, shard_i, pen, fac):
                 args = (shard_i, pi, ci, pen)
                 if prox == "quadratic":
-                    g0, inverse = fac
+                    g0, inverse, _ = fac
                     y, it = inverse @ (-g0 - pi + 2.0 * pen * ci), jnp.int32(1)
                 elif prox == "newton":
                     y, it = _newton(objective, xi_, args, steps, prox_tol)
@@ -683,11 +704,23 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             p_new = p + rho * (deg * x_new - nsum_new)
             mean = total(x_new) / n
             spread = jnp.sqrt(jnp.sum((x_new - mean) ** 2, axis=1)).max()
+            # Every agent's gradient at the network average: their sum is the posterior's score
+            # there, whose stationary mean is 0 when the agents' gradients at their own x_i
+            # (which drive the average) act as one gradient at x̄ (check_mean_offset).
+            if prox == "quadratic":
+                g0, _, hessians = factors
+                local_scores = -(g0 + hessians @ mean)
+            else:
+                local_scores = jax.vmap(jax.grad(_local_logdensity(target, unravel, n)), (None, 0))(mean, shard)
+            score = total(local_scores)
+            bad = (~jnp.isfinite(residual)).astype(jnp.int32).sum()
+            bad = bad + (~jnp.all(jnp.isfinite(local_scores), axis=1)).astype(jnp.int32).sum()
             stats = jnp.stack([residual.max(), spread, iters.max().astype(x.dtype)])
             if network.mesh is not None:
                 stats = lax.pmax(stats, SHARD_AXIS)
+                bad = lax.psum(bad, SHARD_AXIS)
             dual_sum = jnp.max(jnp.abs(total(p_new)))
-            return x_new, p_new, nsum_new, mean, stats, dual_sum
+            return x_new, p_new, nsum_new, mean, stats, dual_sum, score, bad
 
         factors = prox_factors if prox == "quadratic" else jnp.zeros((n, 0), x0.dtype)
         args = (x0, state.duals, state.neighbour_sums, data, network.degrees.astype(x0.dtype),
@@ -698,10 +731,10 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             spec = PartitionSpec(SHARD_AXIS)
             out = jax.shard_map(
                 block_step, mesh=network.mesh, in_specs=(spec,) * len(args) + (PartitionSpec(),),
-                out_specs=(spec, spec, spec, PartitionSpec(), PartitionSpec(), PartitionSpec()), check_vma=False,
+                out_specs=(spec, spec, spec) + (PartitionSpec(),) * 5, check_vma=False,
             )(*args, rng_key)  # fmt: skip
-        x_new, p_new, nsum_new, mean, stats, dual_sum = out
-        info = ADMMInfo(stats[0], stats[2].astype(jnp.int32), stats[1], dual_sum)
+        x_new, p_new, nsum_new, mean, stats, dual_sum, score, bad = out
+        info = ADMMInfo(stats[0], stats[2].astype(jnp.int32), stats[1], dual_sum, score, bad)
         return ADMMState(unravel(mean), x_new, p_new, nsum_new), info
 
     return kernel
@@ -798,7 +831,7 @@ def load_shards(loader: Callable, num_agents: int, mesh: Mesh | None = None):
 
 
 def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float, unravel, d: int, dtype):
-    """``grad f_i(0)`` and ``(H_i + 2 rho deg_i I)^{-1}``, checking that every ``f_i`` is quadratic."""
+    """``grad f_i(0)``, ``(H_i + 2 rho deg_i I)^{-1}`` and ``H_i``, checking that every ``f_i`` is quadratic."""
     n = network.num_agents
 
     def f(y, shard):
@@ -822,7 +855,7 @@ def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float
             "prox='quadratic' needs Gaussian (quadratic) local log-likelihoods and prior, but the Hessian of "
             "some agent's potential changes with the position: use prox='newton' or 'lbfgs'"
         )
-    return g0, inverse
+    return g0, inverse, hessians
 
 
 def as_top_level_api(
