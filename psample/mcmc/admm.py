@@ -187,9 +187,9 @@ class ADMMInfo(NamedTuple):
         and one sum over agents. Its mean over the draws is 0 when the agents' gradients act as
         one gradient at ``x̄``; :func:`check_mean_offset` tests it.
     num_nonfinite
-        How many of this step's gradient evaluations of the user's functions were not finite:
-        agents whose prox ended at a non-finite gradient, plus agents whose gradient at ``x̄``
-        is not finite (int32).
+        How many of this step's evaluations of the user's functions were not finite (int32):
+        agents whose prox ended where their log-density is NaN or +inf or its gradient is not
+        finite, plus agents whose gradient at ``x̄`` is not finite.
     """
 
     prox_residual: Array
@@ -700,10 +700,13 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
                     y, it = _newton(objective, xi_, args, steps, prox_tol)
                 else:
                     y, it = _lbfgs(objective, xi_, args, steps, prox_tol)
-                residual = jnp.max(jnp.abs(jax.grad(objective)(y, *args)))
-                return y, residual, it
+                value, gradient = jax.value_and_grad(objective)(y, *args)
+                residual = jnp.max(jnp.abs(gradient))
+                # NaN, or a log-density of +inf (the objective's -inf), or a non-finite gradient.
+                bad = jnp.isnan(value) | (value == -jnp.inf) | ~jnp.isfinite(residual)
+                return y, residual, it, bad
 
-            x_new, residual, iters = jax.vmap(solve)(x, p, centre, shard, penalty, factors)
+            x_new, residual, iters, bad_prox = jax.vmap(solve)(x, p, centre, shard, penalty, factors)
             nsum_new = neighbour_sums(x_new, neighbour_rows)
             p_new = p + rho * (deg * x_new - nsum_new)
             mean = total(x_new) / n
@@ -717,7 +720,7 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             else:
                 local_scores = jax.vmap(jax.grad(_local_logdensity(target, unravel, n)), (None, 0))(mean, shard)
             score = total(local_scores)
-            bad = (~jnp.isfinite(residual)).astype(jnp.int32).sum()
+            bad = bad_prox.astype(jnp.int32).sum()
             bad = bad + (~jnp.all(jnp.isfinite(local_scores), axis=1)).astype(jnp.int32).sum()
             stats = jnp.stack([residual.max(), spread, iters.max().astype(x.dtype)])
             if network.mesh is not None:
