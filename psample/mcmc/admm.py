@@ -45,14 +45,14 @@ gives the network average's update exactly:
 
 .. math::
 
-    \bar x^{k+1} = \bar x^k - \eta \sum_i \nabla f_i(x_i^{k+1})
-                    - \bar\xi, \qquad \eta = \frac{1}{2\rho D N}, \quad
-                    \bar\xi \sim N\big(0, \tfrac{1}{2\rho^2 N} I\big),
+    \\bar x^{k+1} = \\bar x^k - \\eta \\sum_i \\nabla f_i(x_i^{k+1})
+                    - \\bar\\xi, \\qquad \\eta = \\frac{1}{2\\rho D N}, \\quad
+                    \\bar\\xi \\sim N\\big(0, \\tfrac{1}{2\\rho^2 N} I\\big),
 
 an implicit Langevin step on the posterior potential (when the agents' gradients act as one
-gradient at the average) at temperature :math:`T = D/(2\rho)`: the noise variance is
-:math:`2\eta T`. For a Gaussian posterior of precision ``H`` its stationary covariance is
-:math:`T H^{-1} (I + \eta H / 2)^{-1}`: exact when every shard has the same curvature, 0-7%
+gradient at the average) at temperature :math:`T = D/(2\\rho)`: the noise variance is
+:math:`2\\eta T`. For a Gaussian posterior of precision ``H`` its stationary covariance is
+:math:`T H^{-1} (I + \\eta H / 2)^{-1}`: exact when every shard has the same curvature, 0-7%
 below the exact law on the reference linear regression and 3-26% below it at precision ~3,000
 with unequal shards (``tests/test_admm.py``), within 6% on the logistic regression of
 BENCHMARKS.md. So the variance is ``T`` times the posterior's only while
