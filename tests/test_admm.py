@@ -517,3 +517,152 @@ def test_two_processes_joined_by_jax_distributed_match_one_process(tmp_path):
         out = np.load(tmp_path / f"out{i}.npz")
         np.testing.assert_array_equal(out["local"], np.asarray(ref.final_state.local_positions))
         np.testing.assert_array_equal(out["positions"], np.asarray(ref.positions))
+
+
+# ----------------------------------------------------------------------------- rho: the rules and the bias check
+
+
+def stationary_average_cov(X, y, graph, rho):
+    """Exact stationary covariance of the network average (the recursion iterated by doubling)."""
+    A, _, BQB = recursion(X, y, graph, rho)
+    S, Ak = BQB.copy(), A.copy()
+    for _ in range(24):  # S_{2k} = S_k + A^k S_k A^kT: 2^24 iterations
+        S, Ak = S + Ak @ S @ Ak.T, Ak @ Ak
+    num_agents = X.shape[0]
+    average = np.kron(np.ones((1, num_agents)) / num_agents, np.eye(d))
+    Nd = num_agents * d
+    return average @ S[:Nd, :Nd] @ average.T
+
+
+def rule_cov(post_cov, graph, rho, num_agents):
+    """The README's rule: an implicit Langevin step eta = 1/(2 rho deg N) at temperature deg/(2 rho)."""
+    degree = num_agents - 1 if graph == "complete" else 2
+    temperature, eta = degree / (2 * rho), 1 / (2 * rho * degree * num_agents)
+    return temperature * np.linalg.inv(np.linalg.inv(post_cov) + 0.5 * eta * np.linalg.inv(post_cov) @ np.linalg.inv(post_cov))
+
+
+@pytest.mark.parametrize("graph", ["complete", "ring"])
+def test_the_readme_rule_for_the_network_average_covariance_holds(graph):
+    """README: covariance T H^-1 (I + eta H / 2)^-1, T = deg/(2 rho), eta = 1/(2 rho deg N).
+
+    Exact (to the recursion's round-off) when every shard has the same curvature; within 7% on
+    the reference data, whose shards differ (measured: 0-6.3%, largest on the ring at rho = 1).
+    Where eta * lambda is not small (noise sd 0.4: posterior precision about 3,000 on 10
+    agents) the old rule "rho = (N - 1) / 2 gives the posterior's variance" is far off (ratio
+    0.36-0.41: the (I + eta H / 2)^-1 factor); this one is a lower bound within 30% there
+    (measured 3-26% above it, unequal shards). Deterministic: the exact law of the recursion.
+    """
+    X, y = regression_data()
+    equal = np.broadcast_to(X[:1], X.shape).copy()
+    for rho in (1.0, RHO, 9.5, 20.0):
+        for design, tol in ((equal, 1e-5), (X, 0.07)):
+            _, post_cov = posterior(design, y)
+            exact = stationary_average_cov(design, y, graph, rho)
+            rule = rule_cov(post_cov, graph, rho, N)
+            assert np.abs(np.diag(exact) / np.diag(rule) - 1).max() < tol, (rho, tol, np.diag(exact), np.diag(rule))
+    # High precision: 10 agents x 50 rows, noise sd 0.4 instead of 4 (lambda ~ 100x larger).
+    global SD
+    saved, SD = SD, 0.4
+    try:
+        X10, y10 = regression_data(num_agents=10)
+        _, post_cov = posterior(X10, y10)
+        exact = stationary_average_cov(X10, y10, graph, 4.5)
+        rule = rule_cov(post_cov, graph, 4.5, 10)
+    finally:
+        SD = saved
+    excess = np.diag(exact) / np.diag(rule) - 1
+    assert np.all((excess > 0) & (excess < 0.3)), (np.diag(exact), np.diag(rule))
+    if graph == "complete":  # the old rule: rho = (N - 1) / 2 = 4.5 "gives the posterior's variance"
+        assert np.all(np.diag(exact) / np.diag(post_cov) < 0.6), np.diag(exact) / np.diag(post_cov)
+
+
+def skewed_logistic(num_agents=10, rows=20, seed=0):
+    """Intercept-only logistic regression (d = 1, 15% ones, prior N(0, 4)): a skewed posterior.
+
+    Returns the sharded data, log-prior, log-likelihood and the exact posterior mean and sd
+    (quadrature on a fine grid).
+    """
+    rng = np.random.default_rng(seed)
+    y = (rng.random(num_agents * rows) < 0.15).astype(float)
+    grid = np.linspace(-8.0, 4.0, 40001)
+    logpost = -0.125 * grid**2 + y.sum() * grid - y.size * np.logaddexp(0.0, grid)
+    w = np.exp(logpost - logpost.max())
+    w /= w.sum()
+    mean = float(w @ grid)
+    sd = float(np.sqrt(w @ (grid - mean) ** 2))
+
+    def logprior_b(b):
+        return -0.125 * jnp.sum(b**2)
+
+    def loglik_b(b, ys):
+        return jnp.sum(ys * b[0] - jnp.logaddexp(0.0, b[0]))
+
+    return admm.shard(jnp.asarray(y), num_agents), logprior_b, loglik_b, mean, sd
+
+
+def test_mean_offset_check_fires_on_a_biased_run_and_names_rho():
+    """Ring, rho = 0.5 on a skewed posterior: the network average's mean is 0.9 posterior sd off.
+
+    check_mean_offset sees it from the run alone (the posterior score's mean at the average,
+    against the spread of the 20 chains' means): measured z 14 against a threshold of 4, and
+    an offset estimate within 0.05 sd of the offset measured against the exact mean. The
+    tolerance, 0.25 sd, is 4 Monte Carlo errors of the measured offset (0.05 sd each, from the
+    chain means) plus 0.05 for the Gaussian approximation behind the estimate.
+    """
+    from psample.errors import NumericalWarning
+
+    data, lp, ll, mean, sd = skewed_logistic()
+    alg = psample.admm(lp, ll, data, rho=0.5, graph="ring", prox="newton")
+    trace = psample.sample(alg, jnp.full((20, 1), mean), jax.random.PRNGKey(1), 100, num_warmup=50, progress=False)
+    with pytest.warns(NumericalWarning, match=r"rho=0\.5.*larger rho in psample\.admm"):
+        found = alg.step.check_trace(trace)
+    draws = np.asarray(trace.positions)[..., 0]
+    measured = (draws.mean() - mean) / sd
+    assert found.biased and abs(found.z[0]) > found.threshold
+    assert measured < -0.5 and abs(found.offset_sd[0] - measured) < 0.25, (found.offset_sd, measured)
+
+
+def test_mean_offset_check_is_quiet_on_a_gaussian_posterior():
+    """Gaussian shards: the network average's stationary mean is the posterior mean (exactly)
+    and so is the score's mean 0; the check's false-alarm rate is 1e-3 by construction (a t-test
+    of 40 independent chains' means), and its offset estimate is within 4 Monte Carlo errors of 0.
+    """
+    import warnings
+
+    X, y = regression_data()
+    mu, _ = posterior(X, y)
+    alg = psample.admm(logprior, loglik, (jnp.asarray(X), jnp.asarray(y)), graph="ring", prox="quadratic")
+    trace = psample.sample(alg, jnp.broadcast_to(jnp.asarray(mu), (40, d)), jax.random.PRNGKey(5), 200,
+                           num_warmup=200, progress=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = admm.check_mean_offset(trace, rho=RHO)
+    assert not found.biased and found.num_groups == 40
+    # offset_sd is the score's mean mapped through the fitted precision: its error is the z's.
+    assert np.all(np.abs(found.z) < found.threshold)
+    assert np.all(np.isfinite(found.offset_sd)) and np.all(np.abs(found.offset_sd) < 0.2)
+
+
+def test_mean_offset_check_refuses_a_trace_without_scores():
+    trace = psample.sample(psample.polar_slice(lambda x: -0.5 * jnp.sum(x**2)), jnp.ones((2, 2)),
+                           jax.random.PRNGKey(0), 5, progress=False)  # fmt: skip
+    with pytest.raises(ShapeError, match="average_score"):
+        admm.check_mean_offset(trace)
+
+
+def test_non_finite_gradients_are_counted_and_warned():
+    """A log-likelihood that is NaN beyond x > 0.3 on agent 0 (its gradient stays finite): the
+    agents whose prox ends at a NaN value are counted in info.num_nonfinite, and the runner
+    warns with the count."""
+    from psample.errors import NumericalWarning
+
+    flags = jnp.zeros((4, 1)).at[0].set(1.0)
+
+    def ll(x, flag):
+        value = -0.5 * jnp.sum((x - 0.2) ** 2)
+        return jnp.where((flag[0] > 0) & (x[0] > 0.3), jnp.nan, value)
+
+    alg = psample.admm(lambda x: -0.5 * jnp.sum(x**2), ll, flags, rho=0.5, graph="complete", prox="newton")
+    with pytest.warns(NumericalWarning, match="num_nonfinite"):
+        trace = psample.sample(alg, jnp.zeros((4, 1)), jax.random.PRNGKey(0), 20, progress=False)
+    assert int(np.asarray(trace.info.num_nonfinite).sum()) > 0

@@ -39,25 +39,43 @@ the 20-agent cycle with ``rho = 5`` and at 0.164 on the complete graph). Noise-f
 (``noise=False``) converges to the posterior mode with the agents in consensus. A graph without
 edges leaves every agent at its local MAP (no noise enters: the noise only acts through edges).
 
-**rho on the complete graph.** Summing the agents' prox optimality conditions (``sum_i p_i = 0``
-and ``sum_i c_i = N x̄``) gives the network average's update exactly:
+**rho on a regular graph** (degree ``D``: ``N - 1`` for the complete graph, 2 for the ring).
+Summing the agents' prox optimality conditions (``sum_i p_i = 0`` and ``sum_i c_i = N x̄``)
+gives the network average's update exactly:
 
 .. math::
 
     \\bar x^{k+1} = \\bar x^k - \\eta \\sum_i \\nabla f_i(x_i^{k+1})
-                    - \\bar\\xi, \\qquad \\eta = \\frac{1}{2\\rho N (N-1)}, \\quad
+                    - \\bar\\xi, \\qquad \\eta = \\frac{1}{2\\rho D N}, \\quad
                     \\bar\\xi \\sim N\\big(0, \\tfrac{1}{2\\rho^2 N} I\\big),
 
-an implicit Langevin step on the posterior potential (when the agents are near consensus) at
-temperature :math:`T = (N-1)/(2\\rho)`: the noise variance is :math:`2\\eta T`. So the average's
-stationary covariance is about ``T`` times the posterior's and it relaxes in about
-``2 rho N (N - 1) / lambda`` iterations along a posterior precision eigenvalue ``lambda``.
-``rho = (N - 1) / 2`` gives the right variance (20 agents, ``rho = 9.5``: 0.996 of the
-posterior's by the exact recursion; 1.88 at the paper's ``rho = 5``); a smaller ``rho`` mixes
-faster but hotter, and (relaxation time) x (temperature) ``= N (N - 1)^2 / lambda`` does not
-depend on ``rho``. With many agents no ``rho`` is both fast and accurate on the complete graph
-(1,000 agents, d = 100: BENCHMARKS.md); sparse graphs (the ring) are the method's strength.
-The default stays the paper's ``rho = 5``.
+an implicit Langevin step on the posterior potential (when the agents' gradients act as one
+gradient at the average) at temperature :math:`T = D/(2\\rho)`: the noise variance is
+:math:`2\\eta T`. For a Gaussian posterior of precision ``H`` its stationary covariance is
+:math:`T H^{-1} (I + \\eta H / 2)^{-1}`: exact when every shard has the same curvature, 0-7%
+below the exact law on the reference linear regression and 3-26% below it at precision ~3,000
+with unequal shards (``tests/test_admm.py``), within 6% on the logistic regression of
+BENCHMARKS.md. So the variance is ``T`` times the posterior's only while
+``eta lambda << 1`` (``lambda`` a posterior precision eigenvalue); ``rho = D / 2`` gives
+``T = 1`` but not the posterior's variance when ``lambda`` is comparable to ``2 rho D N``. The
+average relaxes in about ``2 rho D N / lambda`` iterations; with many agents no ``rho`` is both
+fast and accurate on the complete graph (1,000 agents, d = 100: BENCHMARKS.md).
+
+**rho and the mean.** For a non-Gaussian posterior the gradients at the agents' own positions
+(spread around the average by the noise, sd ``1 / (sqrt(2) rho)`` per agent and step) do not
+act as one gradient at the average, and the average's mean moves off the posterior's. On the
+logistic regression of BENCHMARKS.md (``benchmarks/admm_rho.py``, 10 agents) the offset is
+0.42 posterior sd at ``rho = 2.5`` and 0.14 at 5 on the complete graph, within Monte Carlo
+error at 10 and 20, where the variance ratio has fallen to 0.42 and 0.21. The default stays
+``rho = 5``: of the values measured it has the smallest error overall on the complete graph
+(variance ratio 0.76-0.82, offset 0.14 sd), and the offset is flagged at the end of the run:
+:func:`check_mean_offset` tests the mean of the posterior's score at the network average
+(``info.average_score``; 0 when the gradients act as one) against its Monte Carlo error and
+warns naming ``rho``. It sees the offset that the agents' disagreement causes, not the shift of
+a too-narrow law's mean towards the posterior's mode (the ring at ``rho = 20`` was 0.04 sd off,
+unflagged): the variance error of the rule above remains the method's, by design.
+The parameters' scale matters: the noise is fixed in the parameters' units, so the method is not
+invariant to rescaling them.
 
 Devices: with a mesh whose ``"shards"`` axis has several devices, each device holds a block of
 ``N / S`` consecutive agents through ``jax.shard_map``. The complete graph communicates with one
@@ -99,6 +117,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -115,6 +134,7 @@ from psample.errors import (
     InitialPointError,
     InvalidTuningError,
     NetworkError,
+    NumericalWarning,
     ShapeError,
     check_positive,
     check_positive_int,
@@ -134,6 +154,8 @@ __all__ = [
     "ShardedModel",
     "SHARD_AXIS",
     "load_shards",
+    "MeanOffset",
+    "check_mean_offset",
 ]
 
 #: The mesh axis agents (data shards) are laid out along.
@@ -166,7 +188,7 @@ class ADMMState(NamedTuple):
 
 
 class ADMMInfo(NamedTuple):
-    """Diagnostics of one D-ADMMS iteration (all scalars, so every process can read them).
+    """Diagnostics of one D-ADMMS iteration (replicated, so every process can read them).
 
     prox_residual
         Largest max-norm, over agents, of the gradient of the proximal objective at the new
@@ -177,12 +199,23 @@ class ADMMInfo(NamedTuple):
         ``max_i ||x_i - x̄||`` after the step: the spread of the agents around the average.
     dual_sum
         ``max |sum_i p_i|``: 0 up to round-off (a conserved direction of the recursion).
+    average_score
+        ``sum_i grad log p_i(x̄)``, shape ``(d,)``: the posterior's score (gradient of the
+        log-density, prior included) at the new network average ``x̄``, one gradient per agent
+        and one sum over agents. Its mean over the draws is 0 when the agents' gradients act as
+        one gradient at ``x̄``; :func:`check_mean_offset` tests it.
+    num_nonfinite
+        How many of this step's evaluations of the user's functions were not finite (int32):
+        agents whose prox ended where their log-density is NaN or +inf or its gradient is not
+        finite, plus agents whose gradient at ``x̄`` is not finite.
     """
 
     prox_residual: Array
     prox_iterations: Array
     consensus_distance: Array
     dual_sum: Array
+    average_score: Array
+    num_nonfinite: Array
 
 
 class ShardedTarget(NamedTuple):
@@ -552,10 +585,20 @@ def _batched_with_rule(axis_size, in_batched, tree, like):
     return _batched_with(out, like), jax.tree.map(lambda _: True, tree)
 
 
+def _local_logdensity(target: ShardedTarget, unravel, num_agents: int):
+    """``-f_i``: agent ``i``'s log-likelihood plus its ``1/N`` share of the log-prior, at a flat ``y``."""
+
+    def local(y, shard):
+        return target.loglik_fn(unravel(y), shard) + target.logprior_fn(unravel(y)) / num_agents
+
+    return local
+
+
 def _prox_objective(target: ShardedTarget, unravel, num_agents: int):
+    local = _local_logdensity(target, unravel, num_agents)
+
     def objective(y, shard, dual, centre, penalty):
-        local = target.loglik_fn(unravel(y), shard) + target.logprior_fn(unravel(y)) / num_agents
-        return -local + dual @ y + penalty * jnp.sum((y - centre) ** 2)
+        return -local(y, shard) + dual @ y + penalty * jnp.sum((y - centre) ** 2)
 
     return objective
 
@@ -640,8 +683,8 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
     Returns
     -------
     kernel(rng_key, state, target, data, network, rho, prox_factors=None) -> (state, info)
-        ``prox_factors`` is ``(g0, M)`` for ``"quadratic"``: ``g0_i = grad f_i(0)`` ``(N, d)``
-        and ``M_i = (H_i + 2 rho deg_i I)^{-1}`` ``(N, d, d)``.
+        ``prox_factors`` is ``(g0, M, H)`` for ``"quadratic"``: ``g0_i = grad f_i(0)`` ``(N, d)``,
+        ``M_i = (H_i + 2 rho deg_i I)^{-1}`` and ``H_i`` ``(N, d, d)``.
     """
     steps = _DEFAULT_PROX_STEPS[prox] if prox_steps is None else prox_steps
 
@@ -669,25 +712,40 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             def solve(xi_, pi, ci, shard_i, pen, fac):
                 args = (shard_i, pi, ci, pen)
                 if prox == "quadratic":
-                    g0, inverse = fac
+                    g0, inverse, _ = fac
                     y, it = inverse @ (-g0 - pi + 2.0 * pen * ci), jnp.int32(1)
                 elif prox == "newton":
                     y, it = _newton(objective, xi_, args, steps, prox_tol)
                 else:
                     y, it = _lbfgs(objective, xi_, args, steps, prox_tol)
-                residual = jnp.max(jnp.abs(jax.grad(objective)(y, *args)))
-                return y, residual, it
+                value, gradient = jax.value_and_grad(objective)(y, *args)
+                residual = jnp.max(jnp.abs(gradient))
+                # NaN, or a log-density of +inf (the objective's -inf), or a non-finite gradient.
+                bad = jnp.isnan(value) | (value == -jnp.inf) | ~jnp.isfinite(residual)
+                return y, residual, it, bad
 
-            x_new, residual, iters = jax.vmap(solve)(x, p, centre, shard, penalty, factors)
+            x_new, residual, iters, bad_prox = jax.vmap(solve)(x, p, centre, shard, penalty, factors)
             nsum_new = neighbour_sums(x_new, neighbour_rows)
             p_new = p + rho * (deg * x_new - nsum_new)
             mean = total(x_new) / n
             spread = jnp.sqrt(jnp.sum((x_new - mean) ** 2, axis=1)).max()
+            # Every agent's gradient at the network average: their sum is the posterior's score
+            # there, whose stationary mean is 0 when the agents' gradients at their own x_i
+            # (which drive the average) act as one gradient at x̄ (check_mean_offset).
+            if prox == "quadratic":
+                g0, _, hessians = factors
+                local_scores = -(g0 + hessians @ mean)
+            else:
+                local_scores = jax.vmap(jax.grad(_local_logdensity(target, unravel, n)), (None, 0))(mean, shard)
+            score = total(local_scores)
+            bad = bad_prox.astype(jnp.int32).sum()
+            bad = bad + (~jnp.all(jnp.isfinite(local_scores), axis=1)).astype(jnp.int32).sum()
             stats = jnp.stack([residual.max(), spread, iters.max().astype(x.dtype)])
             if network.mesh is not None:
                 stats = lax.pmax(stats, SHARD_AXIS)
+                bad = lax.psum(bad, SHARD_AXIS)
             dual_sum = jnp.max(jnp.abs(total(p_new)))
-            return x_new, p_new, nsum_new, mean, stats, dual_sum
+            return x_new, p_new, nsum_new, mean, stats, dual_sum, score, bad
 
         factors = prox_factors if prox == "quadratic" else jnp.zeros((n, 0), x0.dtype)
         args = (x0, state.duals, state.neighbour_sums, data, network.degrees.astype(x0.dtype),
@@ -698,10 +756,10 @@ def build_kernel(prox: str = "newton", prox_steps: int | None = None, prox_tol: 
             spec = PartitionSpec(SHARD_AXIS)
             out = jax.shard_map(
                 block_step, mesh=network.mesh, in_specs=(spec,) * len(args) + (PartitionSpec(),),
-                out_specs=(spec, spec, spec, PartitionSpec(), PartitionSpec(), PartitionSpec()), check_vma=False,
+                out_specs=(spec, spec, spec) + (PartitionSpec(),) * 5, check_vma=False,
             )(*args, rng_key)  # fmt: skip
-        x_new, p_new, nsum_new, mean, stats, dual_sum = out
-        info = ADMMInfo(stats[0], stats[2].astype(jnp.int32), stats[1], dual_sum)
+        x_new, p_new, nsum_new, mean, stats, dual_sum, score, bad = out
+        info = ADMMInfo(stats[0], stats[2].astype(jnp.int32), stats[1], dual_sum, score, bad)
         return ADMMState(unravel(mean), x_new, p_new, nsum_new), info
 
     return kernel
@@ -798,7 +856,7 @@ def load_shards(loader: Callable, num_agents: int, mesh: Mesh | None = None):
 
 
 def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float, unravel, d: int, dtype):
-    """``grad f_i(0)`` and ``(H_i + 2 rho deg_i I)^{-1}``, checking that every ``f_i`` is quadratic."""
+    """``grad f_i(0)``, ``(H_i + 2 rho deg_i I)^{-1}`` and ``H_i``, checking that every ``f_i`` is quadratic."""
     n = network.num_agents
 
     def f(y, shard):
@@ -822,7 +880,7 @@ def _quadratic_factors(target: ShardedTarget, data, network: Network, rho: float
             "prox='quadratic' needs Gaussian (quadratic) local log-likelihoods and prior, but the Hessian of "
             "some agent's potential changes with the position: use prox='newton' or 'lbfgs'"
         )
-    return g0, inverse
+    return g0, inverse, hessians
 
 
 def as_top_level_api(
@@ -852,12 +910,15 @@ def as_top_level_api(
         Pytree whose leaves have a leading agent axis ``(N, ...)``: one equal-size shard per
         agent (:func:`shard` splits an array).
     rho
-        ADMM penalty (> 0); it also sets the noise, ``sigma^2 = 1 / (2 rho^2)``. The paper's 5.
-        On the complete graph of ``N`` agents the network average samples at temperature
-        ``(N - 1) / (2 rho)`` (variance that many times the posterior's, for Gaussian targets)
-        and relaxes in about ``2 rho N (N - 1) / lambda`` iterations (``lambda`` a posterior
-        precision eigenvalue): ``rho = (N - 1) / 2`` for the right variance, smaller for speed;
-        see the module notes. With hundreds of agents prefer a sparse graph.
+        ADMM penalty (> 0); it also sets the noise, ``sigma^2 = 1 / (2 rho^2)``. The paper's 5,
+        kept on measured evidence (module notes). On a regular graph of degree ``D`` the
+        network average is an implicit Langevin chain at temperature ``D / (2 rho)`` with step
+        ``eta = 1 / (2 rho D N)``: covariance ``T H^-1 (I + eta H / 2)^-1`` for a Gaussian
+        posterior of precision ``H``, relaxation in about ``2 rho D N / lambda`` iterations.
+        A larger ``rho`` shrinks the mean offset on non-Gaussian posteriors (3x from 2.5 to
+        5 in BENCHMARKS.md) and the variance with it; :func:`check_mean_offset` (also
+        ``step.check_trace(trace)``, for a runner to call at the end of a run) warns when the offset exceeds its Monte Carlo
+        error. With hundreds of agents prefer a sparse graph.
     graph
         ``"complete"``, ``"ring"``, or a networkx graph over the agents ``0 .. N-1``.
     prox
@@ -958,11 +1019,155 @@ def as_top_level_api(
     # prox matrices built so far: the runner traces a step before it compiles), and the
     # algorithm rebuilt on them.
     sampling.step.hoisted_arguments = lambda: ((data, dict(factors)), lambda arguments: algorithm(*arguments))
+    # The end-of-run check a runner may call on the finished trace (it warns; see check_mean_offset).
+    sampling.step.check_trace = lambda trace: check_mean_offset(trace, rho=rho)
     return sampling
 
 
 def _structure_key(position) -> str:
     return str(jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), position))
+
+
+# ----------------------------------------------------------------------------- bias check
+
+
+class MeanOffset(NamedTuple):
+    """What :func:`check_mean_offset` found, per flattened coordinate (``d`` of them).
+
+    score_mean
+        ``(d,)`` mean of ``info.average_score`` (the posterior's score at the network average)
+        over every chain and draw.
+    score_se
+        ``(d,)`` its Monte Carlo standard error: the spread of ``num_groups`` group means
+        (whole chains, or equal consecutive blocks of them when there are fewer than 20 chains).
+    z
+        ``(d,)`` ``score_mean / score_se``.
+    threshold
+        The ``|z|`` beyond which the mean is called off: the Student-t quantile with
+        ``num_groups - 1`` degrees of freedom of a 1e-3 false-alarm rate over all ``d``
+        coordinates (Bonferroni).
+    offset_sd
+        ``(d,)`` the network average's mean minus the posterior's, in posterior sds, by a
+        Gaussian approximation fitted to the draws (NaN where it cannot be fitted).
+    biased
+        ``max |z| > threshold``.
+    num_groups
+        The number of group means behind ``score_se``.
+    """
+
+    score_mean: np.ndarray
+    score_se: np.ndarray
+    z: np.ndarray
+    threshold: float
+    offset_sd: np.ndarray
+    biased: bool
+    num_groups: int
+
+
+def check_mean_offset(trace, *, rho: float | None = None, warn: bool = True) -> MeanOffset:
+    """Test a D-ADMMS run for a mean offset beyond its Monte Carlo error; warn if there is one.
+
+    At stationarity the network average moves by ``-eta sum_i grad f_i(x_i) - noise`` with the
+    gradients taken at the agents' own positions ``x_i`` (module notes), so the mean of
+    ``sum_i grad f_i(x_i)`` is 0. If the agents' gradients acted as one gradient at the average
+    (agents in consensus, or Gaussian shards of equal curvature), the posterior's score at the
+    average, ``info.average_score``, would have mean 0 as well, and for a near-Gaussian
+    posterior ``E[score] = -H (mean - posterior mean)`` (``H`` its precision): a nonzero mean is
+    an offset of the network average's mean. Tempering the posterior (the method's variance
+    error) leaves the score's mean at 0, so this checks the mean alone. It needs no reference
+    run: the group means of the recorded scores give the Monte Carlo error (chains are
+    independent; with fewer than 20 chains each is cut into consecutive blocks, which assumes
+    the blocks are longer than the autocorrelation time). The warm-up's draws are not in the
+    trace; a run that has not reached stationarity can be flagged too.
+
+    Parameters
+    ----------
+    trace
+        A :class:`psample.Trace` of a ``psample.admm`` run: ``trace.info.average_score`` of
+        shape ``(chains, draws, d)`` and ``trace.positions`` (the network average).
+    rho
+        The ``rho`` of the run, quoted in the warning (``psample.admm`` passes its own).
+    warn
+        ``False``: return the result without warning.
+
+    Returns
+    -------
+    MeanOffset
+
+    Warns
+    -----
+    NumericalWarning
+        When ``max |z|`` exceeds the threshold, with the offset in posterior sds and what to
+        change in ``psample.admm``.
+    """
+    from scipy import stats
+
+    score = np.asarray(getattr(trace.info, "average_score", None) if trace.info is not None else None)
+    if score.ndim != 3:
+        raise ShapeError(
+            f"trace.info.average_score must have shape (chains, draws, d) (a psample.admm run), got {score.shape}"
+        )
+    num_chains, num_draws, d = score.shape
+    positions = jax.vmap(jax.vmap(lambda x: jax.flatten_util.ravel_pytree(x)[0]))(trace.positions)
+    positions = np.asarray(positions)
+    blocks = min(num_draws, -(-20 // num_chains))
+    length = num_draws // blocks
+    # Group means over the last blocks * length draws (the first draws of a short remainder go).
+    groups = score[:, num_draws - blocks * length :].reshape(num_chains, blocks, length, d).mean(axis=2)
+    groups = groups.reshape(num_chains * blocks, d)
+    k = groups.shape[0]
+    mean = score.reshape(-1, d).mean(axis=0)
+    se = groups.std(axis=0, ddof=1) / np.sqrt(k) if k > 1 else np.full(d, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.inf))
+    threshold = float(stats.t.ppf(1 - 0.5e-3 / d, max(k - 1, 1)))
+    biased = bool(np.nanmax(np.abs(z)) > threshold) if k > 1 else False
+    offset = _gaussian_offset(positions.reshape(-1, d), score.reshape(-1, d), mean)
+    result = MeanOffset(mean, se, z, threshold, offset, biased, k)
+    if biased and warn:
+        worst = int(np.nanargmax(np.abs(z)))
+        size = (
+            f"about {abs(offset[worst]):.2g} posterior sd by a Gaussian approximation"
+            if np.isfinite(offset[worst]) else "its size in posterior sds could not be estimated"
+        )  # fmt: skip
+        said = "" if rho is None else f" (rho={rho:g}: agents' noise sd 1/(sqrt(2) rho) = {np.sqrt(0.5) / rho:.3g})"
+        warnings.warn(
+            f"the D-ADMMS network average's mean is off the posterior's beyond its Monte Carlo error: the "
+            f"posterior's score at the average has mean {mean[worst]:.3g} +- {se[worst]:.2g} in coordinate "
+            f"{worst} (z = {z[worst]:.1f}, threshold {threshold:.1f}), an offset of {size}. The agents' noise"
+            f"{said} spreads them around their average and their gradients at their own positions pull it off "
+            "the posterior's mean. A larger rho in psample.admm shrinks the offset (twice rho: about a third), at a "
+            "cost: the average's variance shrinks too (its temperature is deg / (2 rho) on a regular graph of "
+            "degree deg) and it relaxes more slowly; or keep rho and read the means as biased by this much.",
+            NumericalWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+def _gaussian_offset(x: np.ndarray, g: np.ndarray, g_mean: np.ndarray) -> np.ndarray:
+    """Mean offset in posterior sds from draws ``x`` and scores ``g`` (both ``(M, d)``).
+
+    For a Gaussian posterior of precision ``H`` the score is ``-H (x - mu)``, so the draws'
+    cross-covariance is ``Cov(x, g) = -Cov(x) H`` whatever the draws' own covariance (which
+    D-ADMMS gets wrong): ``H = -Cov(x)^{-1} Cov(x, g)``, the offset ``-H^{-1} E[g]`` and the
+    posterior sds ``sqrt(diag H^{-1})``.
+    """
+    d = x.shape[1]
+    nan = np.full(d, np.nan)
+    if x.shape[0] <= d + 1:
+        return nan
+    xc, gc = x - x.mean(axis=0), g - g.mean(axis=0)
+    cov, cross = xc.T @ xc, xc.T @ gc
+    try:
+        precision = -np.linalg.solve(cov, cross)
+        precision = 0.5 * (precision + precision.T)
+        if not np.all(np.isfinite(precision)) or np.linalg.eigvalsh(precision).min() <= 0:
+            return nan
+        covariance = np.linalg.inv(precision)
+    except np.linalg.LinAlgError:
+        return nan
+    return -(covariance @ g_mean) / np.sqrt(np.diag(covariance))
 
 
 # ----------------------------------------------------------------------------- NumPyro
