@@ -366,7 +366,7 @@ def sample(
             return _warmup_trace(functions, states, rng_key, plan, target, steps_done, parameters)
     trace = _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done,
                  parameters=parameters)
-    return _finish(trace, compute_convergence_checks, "Draw more (num_draws), warm up longer (num_warmup) "
+    return _finish(trace, algorithm, compute_convergence_checks, "Draw more (num_draws), warm up longer (num_warmup) "
                    "or reparametrise the model; compute_convergence_checks=False skips this check")
 
 
@@ -460,8 +460,10 @@ def _run(
     return trace
 
 
-def _finish(trace: Trace, convergence_checks: bool, advice: str) -> Trace:
-    """The end of a run with draws: the non-finite count's warning and the convergence check.
+def _finish(trace: Trace, algorithm, convergence_checks: bool, advice: str) -> Trace:
+    """The end of a run with draws: the non-finite count's warning, the algorithm's own check of
+    its draws (``step.check_trace(trace)`` where the sampler offers one, e.g. ADMM's mean-offset
+    check) and the convergence check.
 
     A Ctrl-C during the check (a second one, after the run was interrupted) skips it with a
     word instead of losing the trace.
@@ -469,6 +471,9 @@ def _finish(trace: Trace, convergence_checks: bool, advice: str) -> Trace:
     if trace.num_draws == 0:  # stopped during warm-up: nothing to check
         return trace
     _warn_nonfinite_steps(trace)
+    check_trace = getattr(algorithm.step, "check_trace", None)
+    if check_trace is not None and not trace.interrupted:
+        check_trace(trace)
     if convergence_checks:
         from psample.diagnostics import check_convergence
         from psample.errors import ConvergenceWarning
@@ -656,5 +661,5 @@ def resume(
         functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, steps_done, drawn,
         parameters=parameters,
     )
-    return _finish(trace, compute_convergence_checks, "Draw more (num_draws), or reparametrise the model; "
+    return _finish(trace, algorithm, compute_convergence_checks, "Draw more (num_draws), or reparametrise the model; "
                    "compute_convergence_checks=False skips this check")

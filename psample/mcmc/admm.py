@@ -916,9 +916,9 @@ def as_top_level_api(
         ``eta = 1 / (2 rho D N)``: covariance ``T H^-1 (I + eta H / 2)^-1`` for a Gaussian
         posterior of precision ``H``, relaxation in about ``2 rho D N / lambda`` iterations.
         A larger ``rho`` shrinks the mean offset on non-Gaussian posteriors (3x from 2.5 to
-        5 in BENCHMARKS.md) and the variance with it; :func:`check_mean_offset` (also
-        ``step.check_trace(trace)``, for a runner to call at the end of a run) warns when the offset exceeds its Monte Carlo
-        error. With hundreds of agents prefer a sparse graph.
+        5 in BENCHMARKS.md) and the variance with it; :func:`check_mean_offset`, which
+        ``psample.sample`` runs at the end of every run (``step.check_trace``), warns when the
+        offset exceeds its Monte Carlo error. With hundreds of agents prefer a sparse graph.
     graph
         ``"complete"``, ``"ring"``, or a networkx graph over the agents ``0 .. N-1``.
     prox
