@@ -229,16 +229,31 @@ def _run_chain(kernel_step, state, key, num_steps):
 
 
 def _rwm_move(key, x, logdensity, tuned, num_steps):
-    kernel = blackjax.additive_step_random_walk.build_kernel()
+    # BlackJAX's additive-step random walk (build_rmh's proposal, energy and acceptance, the
+    # same keys), written out because its info reports the accepted state as the "proposal":
+    # the proposal's log-density is needed to count NaN and +inf values.
+    acceptance_ratio = blackjax.mcmc.proposal.compute_asymmetric_acceptance_ratio(
+        blackjax.mcmc.random_walk.build_rmh_transition_energy(None)
+    )
 
     def random_step(k, position):
         noise = jax.random.normal(k, position.shape, dtype=position.dtype)
         return tuned.scale * (tuned.chol * noise if tuned.chol.ndim == 1 else tuned.chol @ noise)
 
+    def rw_step(k, state):
+        key_proposal, key_accept = jax.random.split(k, 2)
+        position = state.position + random_step(key_proposal, state.position)
+        proposed = blackjax.mcmc.random_walk.RWState(position, logdensity(position))
+        log_p_accept = acceptance_ratio(state, proposed)
+        state, (_, p_accept, _) = blackjax.mcmc.proposal.static_binomial_sampling(
+            key_accept, log_p_accept, state, proposed
+        )
+        return state, (p_accept, proposed.logdensity)
+
     state = blackjax.additive_step_random_walk.init(x, logdensity)
-    state, info = _run_chain(lambda k, s: kernel(k, s, logdensity, random_step), state, key, num_steps)
-    nonfinite = count_nonfinite_logdensity(info.proposal.logdensity)
-    return state.position, jnp.mean(info.acceptance_rate), jnp.asarray(num_steps, jnp.int32), nonfinite
+    state, (acceptance, proposed) = _run_chain(rw_step, state, key, num_steps)
+    nonfinite = count_nonfinite_logdensity(proposed)
+    return state.position, jnp.mean(acceptance), jnp.asarray(num_steps, jnp.int32), nonfinite
 
 
 def _hmc_move(num_integration_steps):
