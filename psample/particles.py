@@ -12,9 +12,11 @@ Randomness depends on the step index alone (``fold_in(rng_key, step)``, then one
 replicate), so the result does not depend on the chunking.
 
 :class:`ParticleResult` holds the final populations with their weights and the evidence
-estimates, with weighted estimates and their Monte Carlo errors, equal-weight resampling and
-the ArviZ DataTree. ArviZ's ESS and R-hat are never computed along the particle axis: particles
-are not a Markov chain.
+estimates, with weighted estimates and their Monte Carlo errors (on the constrained scale for
+NumPyro targets), equal-weight resampling and the ArviZ DataTree, laid out as PyMC's
+``sample_smc`` (chain = independent replicate, draws at equal weights). Non-finite values of the
+user's function (``info.num_nonfinite``) end the run with a warning, or an error when a
+population has no finite weight left.
 
 References
 ----------
@@ -267,8 +269,9 @@ def run_particles(
         until = lambda c: bool(done_fn(c[0]))
 
     def postfix(records):
-        info = records[0]
-        return {"ess": f"{float(np.nanmean(info.ess[-1])):.0f}"}
+        ess = np.asarray(records[0].ess[-1])
+        finite = ess[np.isfinite(ess)]
+        return {"ess": f"{float(finite.mean()):.0f}" if finite.size else "nan"}
 
     result = driver.drive(
         run_chunk, carry, 0, algorithm.num_steps, chunk_length=chunk_length,

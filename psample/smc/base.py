@@ -148,9 +148,10 @@ def reweight(log_weights: Array, log_increments: Array) -> Reweighted:
     log_weights
         ``(N,)`` normalised log-weights the population carries into the step.
     log_increments
-        ``(N,)`` incremental log-weights ``log g_i``; NaN counts as ``-inf`` (weight zero). The
-        caller counts the user-function values behind them (``info.num_nonfinite``), so that
-        the runner warns: a NaN is never a silent zero.
+        ``(N,)`` incremental log-weights ``log g_i``; NaN and ``+inf`` count as ``-inf``
+        (weight zero: an infinite weight would make every other weight NaN). Both come from
+        non-finite user-function values, which the caller counts (``info.num_nonfinite``) so
+        that the runner warns: they are never a silent zero.
 
     Returns
     -------
@@ -159,7 +160,7 @@ def reweight(log_weights: Array, log_increments: Array) -> Reweighted:
         right whatever the previous step's resampling) and the ESS of the new weights
         (``blackjax.smc.ess``).
     """
-    log_increments = jnp.where(jnp.isnan(log_increments), -jnp.inf, log_increments)
+    log_increments = jnp.where(jnp.isnan(log_increments) | jnp.isposinf(log_increments), -jnp.inf, log_increments)
     unnormalised = log_weights + log_increments
     increment = logsumexp(unnormalised)
     new = unnormalised - increment

@@ -534,10 +534,14 @@ def stein_divergence(eps: Array, score: Array, moved_score: Array, noise_scale) 
     -------
     ``(N,)`` divergence estimates.
     """
-    num_particles = eps.shape[0]
     dim = math.prod(eps.shape[1:])
     raw = _dot(eps, moved_score - score) / noise_scale
-    slope = (jnp.sum(raw) - raw) / ((num_particles - 1) * dim)
+    # The slope pools the other particles: a non-finite score (NaN, counted by the kernel) must
+    # not poison every particle's estimate through it, so it pools the finite ones only.
+    finite = jnp.isfinite(raw)
+    pooled = jnp.where(finite, raw, 0.0)
+    others = jnp.sum(finite) - finite
+    slope = (jnp.sum(pooled) - pooled) / (jnp.maximum(others, 1) * dim)
     return raw - slope * (_dot(eps, eps) - dim)
 
 
