@@ -242,13 +242,14 @@ def _beta_bernoulli_model(y):
 def test_weighted_mean_is_on_the_constrained_scale_by_default():
     """As NumPyro's get_samples(): a Beta site's mean in (0, 1), a 3-simplex with 3 entries,
     deterministic sites; unconstrained=True gives the sampler's space (logit, 2 entries)."""
-    y = jnp.array([1.0] * 14 + [0.0] * 6)
+    y = jnp.array([1.0] * 16 + [0.0] * 4)
     target = psample.from_numpyro(_beta_bernoulli_model, y)
     alg = psample.smc.tempered(target, mcmc="rwm", num_mcmc_steps=5)
     result = run(alg, num_replicates=4)
     mean, se = result.weighted_mean(lambda s: s["p"])
-    # Exact posterior Beta(16, 8): mean 2/3. Tolerance: 4 standard errors (replicates' spread).
-    assert 0 < se < 0.03 and abs(mean - 16 / 24) < 4 * se
+    # Exact posterior Beta(18, 6): mean 3/4 (E[logit p] = 1.12). Tolerance: 4 standard errors
+    # (replicates' spread).
+    assert 0 < se < 0.03 and abs(mean - 18 / 24) < 4 * se
     sites = result.posterior()
     weights = np.exp(result.log_weights)
     np.testing.assert_allclose(mean, np.mean(np.sum(weights * sites["p"], axis=1)), rtol=1e-12)
