@@ -182,7 +182,8 @@ def _tempered(target, scale, num_particles):
     loglik = lambda x: target.logdensity_fn(x) - logprior(x)
     sampler = lambda key, n: scale * jax.random.normal(key, (n, d))
     return psample.smc.tempered(logprior, loglik, initial_sampler=sampler, mcmc="hmc", num_mcmc_steps=2,
-                                mcmc_parameters={"num_integration_steps": 5})  # fmt: skip
+                                mcmc_parameters={"num_integration_steps": 5},
+                                resampling="systematic")  # as in the BENCHMARKS.md rows  # fmt: skip
 
 
 def _row(method, name, target, result, draws, evals, train_s, sample_s, elbo=None):

@@ -139,6 +139,9 @@ def psample_run(target, mcmc, num_particles, num_replicates, **options):
     ``mcmc_parameters``."""
     metric = options.pop("metric", None)
     parameters = {} if metric is None else {"metric": metric}
+    # Systematic, as BlackJAX's peer above: the BENCHMARKS.md rows were measured with it (the
+    # library's default became multinomial, whose single-run log_Z_se is valid).
+    options.setdefault("resampling", "systematic")
     algorithm = psample.smc.tempered(target, mcmc=mcmc, mcmc_parameters=parameters, **options)
 
     def run(key):

@@ -3,8 +3,8 @@
 Runs :func:`psample.smc.tempered` on a model of :mod:`psample.models` through
 :func:`psample.run_particles`, prints ``log Z`` with its Monte Carlo error (and the exact value
 when the model knows it), then the ArviZ summary (statistics only: means, standard deviations,
-intervals) of equal-weight draws resampled from the final populations. ArviZ's ESS and R-hat
-are not printed: particles are not a Markov chain.
+intervals) of the final populations at equal weights (:meth:`ParticleResult.to_datatree`). ArviZ's
+ESS and R-hat are not printed: resampled particles are not a Markov chain.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def run_evidence(args) -> int:
 
     import arviz as az
     import jax
+    import numpy as np
     import pandas as pd
 
     import psample
@@ -59,7 +60,7 @@ def run_evidence(args) -> int:
         result = psample.run_particles(
             algorithm, run_key, args.particles, num_replicates=args.replicates, progress=not args.no_progress
         )
-    status = "interrupted" if result.interrupted else "done"
+    status = "interrupted" if result.interrupted else ("done" if result.complete.all() else "incomplete")
     steps = result.num_steps
     print(
         f"{target.name}: tempered SMC ({args.mcmc} moves), {result.num_replicates} replicates x "
@@ -76,7 +77,11 @@ def run_evidence(args) -> int:
         temperature = getattr(result.final_state, "temperature", None)
         reached = "" if temperature is None else f" (temperature {float(min(temperature)):.3g})"
         print(f"interrupted: log Z and the summary below are those of an intermediate distribution{reached}")
-    tree = result.to_datatree(resampled_key=resample_key)
+    if not result.interrupted and not result.complete.all():
+        reached = np.asarray(result.final_state.temperature)[~result.complete]
+        print(f"incomplete: {int((~result.complete).sum())} replicate(s) stopped at max_steps below temperature 1 "
+              f"(reached {np.round(reached, 4).tolist()}): log Z and the summary below are not the posterior's")
+    tree = result.to_datatree(rng_key=resample_key)
     summary = az.summary(tree, kind="stats", round_to="none")
     with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 200):
         print("posterior (resampled particles, all replicates):")

@@ -76,7 +76,7 @@ def test_trained_dds_log_z_within_4se_and_elbo_below_eubo_above(trained_dds):
     assert result.elbo < result.eubo
     assert np.all(result.final_ess > 100)
     tree = result.to_datatree()
-    assert tree["sample_stats"]["log_weight"].shape == (4, 1000)
+    assert tree["particles"]["log_weight"].shape == (4, 1000)
 
 
 def test_pis_weights_stay_exact_when_training_stops_early():

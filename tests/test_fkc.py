@@ -19,7 +19,7 @@ from jax.scipy.special import logsumexp
 
 import psample
 from psample.diffusion import VE, VP
-from psample.errors import InvalidTuningError, ModelError, ShapeError
+from psample.errors import InvalidTuningError, ModelError, NonFiniteError, NumericalWarning, ShapeError
 from psample.fkc_demo import uncorrected
 from psample.models import diffusion_mixture, fkc_problem, mixture_power, mixture_product
 from psample.smc.fkc import log_weight_rate, noise_ratio, stein_divergence, time_grid
@@ -151,6 +151,40 @@ def test_beta_one_gives_identically_zero_log_weights():
     assert np.all(np.asarray(result.info.is_resampled) == 0)
     np.testing.assert_allclose(result.ess, 128.0, rtol=1e-12)
     np.testing.assert_allclose(result.log_Z, 0.0, atol=1e-12)
+
+
+def _nan_where(score, where, value=jnp.nan):
+    return lambda t, x: jnp.where(where(x), value, score(t, x))
+
+
+@pytest.mark.parametrize("weights", ["score", "stein"])
+@pytest.mark.parametrize("value", [jnp.nan, jnp.inf])
+def test_non_finite_score_on_one_mode_is_counted_and_warned(weights, value):
+    """A score that is NaN (or +inf) on the left mode kills the particles there (their weight
+    is zero), which makes P(left) 0 instead of 0.845: never in silence."""
+    problem = fkc_problem("anneal_bimodal", VP())
+    model = problem.models[0]
+    score = _nan_where(model.score, lambda x: x[0] < -1.0, value)
+    algorithm = psample.smc.fkc_anneal(score, problem.exponents[0], schedule=model.schedule, num_steps=20,
+                                       t_min=problem.t_min, weights=weights, shape=(2,))  # fmt: skip
+    with pytest.warns(NumericalWarning, match=r"score_fns returned a non-finite value .* at \d+ evaluation"):
+        result = psample.run_particles(algorithm, jax.random.key(0), 128, num_replicates=2, progress=False)
+    counts = np.asarray(result.info.num_nonfinite)
+    assert counts.shape == (2, 20) and counts.sum() > 0
+
+
+def test_score_non_finite_everywhere_is_refused():
+    """NaN scores everywhere: no weight is finite, so no estimate can stand (it was a weighted
+    mean of 0.000 +- 0.000 beside log_Z = -inf)."""
+    problem = fkc_problem("anneal_bimodal", VP())
+    model = problem.models[0]
+    score = _nan_where(model.score, lambda x: jnp.ones((), bool))
+    algorithm = psample.smc.fkc_anneal(score, 2.0, schedule=model.schedule, num_steps=5, shape=(2,))
+    with pytest.raises(NonFiniteError, match=r"2 of 2 replicate\(s\) \[0, 1\] ended with no finite weight") as err:
+        psample.run_particles(algorithm, jax.random.key(0), 64, num_replicates=2, progress=False)
+    result = err.value.result
+    assert isinstance(result, psample.ParticleResult)
+    assert np.all(np.asarray(result.info.num_nonfinite) == 64)
 
 
 def test_weight_rates_of_the_special_cases():

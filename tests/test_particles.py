@@ -123,17 +123,44 @@ def test_ctrl_c_before_any_step_raises(monkeypatch):
         run(FIXED)
 
 
-def test_datatree_groups_and_dims(fixed_result):
+def test_datatree_follows_pymc_smc_layout(fixed_result):
+    """PyMC's sample_smc layout: posterior = each replicate at equal weights (chain = replicate),
+    sample_stats.log_marginal_likelihood per replicate, the weighted population on its own."""
+    import arviz as az
+
     result = fixed_result
     tree = result.to_datatree()
     assert tree["posterior"]["x"].dims == ("chain", "draw", "x_dim_0")
     assert tree["posterior"]["x"].shape == (3, 64, 2)
-    assert tree["sample_stats"]["log_weight"].dims == ("chain", "draw")
+    stats = tree["sample_stats"]["log_marginal_likelihood"]
+    assert stats.dims == ("chain",)
+    np.testing.assert_array_equal(stats.values, result.log_Z)
+    assert tree["particles"]["log_weight"].dims == ("chain", "particle")
+    np.testing.assert_array_equal(tree["particles"]["x"].values, result.particles)
     steps = tree["particle_steps"]
     assert steps["ess"].dims == ("chain", "step") and steps["log_Z"].dims == ("chain",)
-    assert {"log_Z_increment", "is_resampled", "temperature", "valid"} <= set(steps.data_vars)
-    resampled = result.to_datatree(resampled_key=jax.random.PRNGKey(1))
-    assert "sample_stats" not in resampled.children
+    assert {"log_Z_increment", "is_resampled", "temperature", "valid", "complete", "num_nonfinite"} <= set(steps.data_vars)
+    # The draws are the replicate's particles at equal weights: every draw is a particle, and
+    # their mean is the weighted mean up to systematic resampling's error (< 2 spread / N).
+    draws = tree["posterior"]["x"].values
+    weighted = np.sum(np.exp(result.log_weights)[..., None] * result.particles, axis=1)
+    assert not np.allclose(np.exp(result.log_weights), 1 / 64)  # really weighted
+    for r in range(3):
+        assert np.all(np.any(np.all(draws[r][:, None] == result.particles[r][None], -1), -1))
+    assert np.all(np.abs(draws.mean(1) - weighted) <= 2 * np.ptp(result.particles, axis=1) / 64)
+    # Reproducible from the run's key; another key gives other draws.
+    np.testing.assert_array_equal(result.to_datatree()["posterior"]["x"].values, draws)
+    other = result.to_datatree(rng_key=jax.random.PRNGKey(1))["posterior"]["x"].values
+    assert not np.array_equal(other, draws)
+    assert az.summary(tree, kind="stats").shape[0] == 2
+
+
+def test_equal_weight_draws_keep_an_equally_weighted_population():
+    result = run(ADAPTIVE)  # resamples every level: the final weights are equal
+    np.testing.assert_allclose(np.exp(result.log_weights), 1 / 64, rtol=1e-10)
+    draws = result.equal_weight_draws()
+    for r in range(3):  # a permutation of the particles, nothing duplicated or dropped
+        np.testing.assert_array_equal(np.sort(draws[r], axis=0), np.sort(result.particles[r], axis=0))
 
 
 def test_resample_draws_equal_weight_particles(fixed_result):
@@ -199,3 +226,44 @@ def test_replicates_are_placed_over_devices_with_the_same_result():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+def _beta_bernoulli_model(y):
+    import numpyro
+    import numpyro.distributions as dist
+
+    p = numpyro.sample("p", dist.Beta(2.0, 2.0))
+    numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+    numpyro.deterministic("odds", p / (1 - p))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(p), obs=y)
+
+
+def test_weighted_mean_is_on_the_constrained_scale_by_default():
+    """As NumPyro's get_samples(): a Beta site's mean in (0, 1), a 3-simplex with 3 entries,
+    deterministic sites; unconstrained=True gives the sampler's space (logit, 2 entries)."""
+    y = jnp.array([1.0] * 16 + [0.0] * 4)
+    target = psample.from_numpyro(_beta_bernoulli_model, y)
+    alg = psample.smc.tempered(target, mcmc="rwm", num_mcmc_steps=5)
+    result = run(alg, num_replicates=4)
+    mean, se = result.weighted_mean(lambda s: s["p"])
+    # Exact posterior Beta(18, 6): mean 3/4 (E[logit p] = 1.12). Tolerance: 4 standard errors
+    # (replicates' spread).
+    assert 0 < se < 0.03 and abs(mean - 18 / 24) < 4 * se
+    sites = result.posterior()
+    weights = np.exp(result.log_weights)
+    np.testing.assert_allclose(mean, np.mean(np.sum(weights * sites["p"], axis=1)), rtol=1e-12)
+    simplex, _ = result.weighted_mean(lambda s: s["w"])
+    assert simplex.shape == (3,)
+    np.testing.assert_allclose(simplex.sum(), 1.0, rtol=1e-10)
+    odds, _ = result.weighted_mean(lambda s: s["odds"])
+    assert odds > 1
+    everything, _ = result.weighted_mean()
+    assert set(everything) == {"p", "w", "odds"}
+    logit, _ = result.weighted_mean(lambda z: z["p"], unconstrained=True)
+    np.testing.assert_allclose(logit, np.mean(np.sum(weights * result.particles["p"], axis=1)), rtol=1e-12)
+    assert result.weighted_mean(lambda z: z["w"], unconstrained=True)[0].shape == (2,)
+    # The DataTree's posterior is on the same scale.
+    tree = result.to_datatree()
+    assert tree["posterior"]["w"].shape == (4, 64, 3)
+    assert abs(float(tree["posterior"]["p"].mean()) - mean) < 4 * se

@@ -129,12 +129,6 @@ class SamplerResult(ParticleResult):
         """The weights are too heavy-tailed for the standard errors (``khat > khat_threshold``)."""
         return bool(self.khat > self.khat_threshold)
 
-    def _warn_single_run(self, what: str) -> None:
-        # A learned sampler never resamples: its single-run error is the importance-sampling
-        # delta-method one, which needs no resampling scheme (ParticleResult's caveat is about
-        # resampling); the tails of its weights are checked by TrainedSampler.sample instead.
-        return None
-
     @property
     def final_ess(self) -> np.ndarray:
         """``(replicate,)`` ESS of the final importance weights."""

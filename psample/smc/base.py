@@ -16,7 +16,9 @@ State contract (field names, like ``position``/``logdensity`` for chains):
   single-run variance estimator of Lee and Whiteley [2].
 
 Info contract: ``ess`` (effective sample size after reweighting, before resampling),
-``log_Z_increment`` and ``is_resampled``.
+``log_Z_increment`` and ``is_resampled``; optionally ``num_nonfinite`` (int: evaluations of the
+user's function this step that returned NaN or ``+inf`` for a log-density, or any non-finite
+entry for a score), which :func:`psample.run_particles` sums into an end-of-run warning.
 
 The log-normaliser increment is ``log sum_i W_i g_i`` with the *normalised* weights ``W`` the
 population carries into the step and the incremental weights ``g``: it is right whether or not
@@ -54,6 +56,8 @@ __all__ = [
     "Reweighted",
     "reweight",
     "resample_if",
+    "count_nonfinite_logdensity",
+    "count_nonfinite_score",
 ]
 
 #: Resampling schemes by name (all from ``blackjax.smc.resampling``).
@@ -89,6 +93,15 @@ class ParticleAlgorithm(NamedTuple):
         Name of the resampling scheme (a key of :data:`RESAMPLING`), or ``None`` when unknown
         (a custom function). The single-run error estimators of :class:`psample.ParticleResult`
         are calibrated for ``"multinomial"`` and warn otherwise.
+    check_final
+        ``check_final(states) -> (complete, message)``: host-side test of the final populations
+        of all replicates (leading replicate axis): ``complete`` ``(replicate,)`` bool, whether
+        each reached the algorithm's target (e.g. temperature 1), and the warning the runner
+        issues when some did not (naming the setting that stopped them and how far they got);
+        ``None``: a population that took all its steps is complete.
+    nonfinite_source
+        Name of the user function(s) whose non-finite values ``info.num_nonfinite`` counts
+        (e.g. ``"loglikelihood_fn"``), for the runner's warning and error messages.
     """
 
     init: Callable
@@ -98,6 +111,8 @@ class ParticleAlgorithm(NamedTuple):
     check_initial: Callable | None = None
     postprocess_fn: Callable | None = None
     resampling: str | None = None
+    check_final: Callable | None = None
+    nonfinite_source: str | None = None
 
 
 def resampling_fn(resampling_name) -> Callable:
@@ -133,7 +148,10 @@ def reweight(log_weights: Array, log_increments: Array) -> Reweighted:
     log_weights
         ``(N,)`` normalised log-weights the population carries into the step.
     log_increments
-        ``(N,)`` incremental log-weights ``log g_i``; NaN counts as ``-inf`` (weight zero).
+        ``(N,)`` incremental log-weights ``log g_i``; NaN and ``+inf`` count as ``-inf``
+        (weight zero: an infinite weight would make every other weight NaN). Both come from
+        non-finite user-function values, which the caller counts (``info.num_nonfinite``) so
+        that the runner warns: they are never a silent zero.
 
     Returns
     -------
@@ -142,7 +160,7 @@ def reweight(log_weights: Array, log_increments: Array) -> Reweighted:
         right whatever the previous step's resampling) and the ESS of the new weights
         (``blackjax.smc.ess``).
     """
-    log_increments = jnp.where(jnp.isnan(log_increments), -jnp.inf, log_increments)
+    log_increments = jnp.where(jnp.isnan(log_increments) | jnp.isposinf(log_increments), -jnp.inf, log_increments)
     unnormalised = log_weights + log_increments
     increment = logsumexp(unnormalised)
     new = unnormalised - increment
@@ -171,3 +189,16 @@ def resample_if(
     particles = jax.tree.map(lambda x: x[indices], particles)
     uniform = jnp.full_like(log_weights, -jnp.log(num_particles))
     return particles, jnp.where(do_resample, uniform, log_weights), eve[indices]
+
+
+def count_nonfinite_logdensity(values: Array) -> Array:
+    """Number of NaN or ``+inf`` entries of log-density values (``-inf``, zero density, is
+    legitimate and not counted), as ``int32``."""
+    return jnp.sum(jnp.isnan(values) | jnp.isposinf(values)).astype(jnp.int32)
+
+
+def count_nonfinite_score(values: Array) -> Array:
+    """Number of particles (rows of the leading axis) whose score has any non-finite entry, as
+    ``int32``."""
+    bad = ~jnp.isfinite(jnp.reshape(values, (values.shape[0], -1)))
+    return jnp.sum(jnp.any(bad, axis=1)).astype(jnp.int32)

@@ -149,7 +149,7 @@ from blackjax.types import Array, PRNGKey
 
 from psample.diffusion.schedules import Schedule
 from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
-from psample.smc.base import ParticleAlgorithm, resample_if, resampling_fn, reweight
+from psample.smc.base import ParticleAlgorithm, count_nonfinite_score, resample_if, resampling_fn, reweight
 
 __all__ = [
     "FKCState",
@@ -261,6 +261,12 @@ class FKCInfo(NamedTuple):
         Time ``t`` reached by the step (``t_min`` after the last one).
     num_score_evals
         Score evaluations this step, summed over particles and models (``N * len(score_fns)``).
+    num_nonfinite
+        ``int32``: score evaluations this step (one per particle and model; with
+        ``weights="stein"`` the first step also counts the initial population's) that returned
+        any non-finite entry. Such a particle's weight rate is NaN, which counts as weight
+        zero; :func:`psample.run_particles` warns with the total, and refuses a population
+        left with no finite weight.
     """
 
     ess: Array
@@ -268,6 +274,7 @@ class FKCInfo(NamedTuple):
     is_resampled: Array
     time: Array
     num_score_evals: Array
+    num_nonfinite: Array
 
 
 def time_grid(num_steps: int, t_min: float, kind: str = "uniform") -> np.ndarray:
@@ -408,12 +415,14 @@ def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], sche
         eps = jax.random.normal(noise_key, x.shape, x.dtype)
         x = x + h * drift + jnp.sqrt(c2 * h) * eps
 
-        return _advance(state, x, log_weights, eve, new, do_resample, t - h, len(score_fns))
+        nonfinite = sum(count_nonfinite_score(s) for s in scores)
+        return _advance(state, x, log_weights, eve, new, do_resample, t - h, len(score_fns), nonfinite)
 
     return kernel
 
 
-def _advance(state: FKCState, particles, log_weights, eve, new, do_resample, time, num_models: int, scores=()):
+def _advance(state: FKCState, particles, log_weights, eve, new, do_resample, time, num_models: int, nonfinite,
+             scores=()):
     """The step's new :class:`FKCState` and its :class:`FKCInfo` (``new`` the step's
     :class:`psample.smc.base.Reweighted`)."""
     num_particles = particles.shape[0]
@@ -432,6 +441,7 @@ def _advance(state: FKCState, particles, log_weights, eve, new, do_resample, tim
         is_resampled=do_resample,
         time=time,
         num_score_evals=jnp.asarray(num_particles * num_models, jnp.int32),
+        num_nonfinite=jnp.asarray(nonfinite, jnp.int32),
     )
     return new_state, info
 
@@ -486,10 +496,16 @@ def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float]
         new = reweight(state.log_weights, h * rate)
 
         do_resample = may_resample & new.ess_below(ess_threshold)
+        # The scores are counted where they were evaluated: the moved particles' here, the
+        # initial population's (evaluated by init) at the first step.
+        nonfinite = sum(count_nonfinite_score(s) for s in new_scores) + jnp.where(
+            state.step == 0, sum(count_nonfinite_score(s) for s in scores), 0
+        )
         (moved, new_scores), log_weights, eve = resample_if(
             resample_key, do_resample, (moved, new_scores), new.log_weights, state.eve, resample
         )
-        return _advance(state, moved, log_weights, eve, new, do_resample, t - h, len(score_fns), new_scores)
+        return _advance(state, moved, log_weights, eve, new, do_resample, t - h, len(score_fns), nonfinite,
+                        new_scores)  # fmt: skip
 
     return kernel
 
@@ -518,10 +534,14 @@ def stein_divergence(eps: Array, score: Array, moved_score: Array, noise_scale) 
     -------
     ``(N,)`` divergence estimates.
     """
-    num_particles = eps.shape[0]
     dim = math.prod(eps.shape[1:])
     raw = _dot(eps, moved_score - score) / noise_scale
-    slope = (jnp.sum(raw) - raw) / ((num_particles - 1) * dim)
+    # The slope pools the other particles: a non-finite score (NaN, counted by the kernel) must
+    # not poison every particle's estimate through it, so it pools the finite ones only.
+    finite = jnp.isfinite(raw)
+    pooled = jnp.where(finite, raw, 0.0)
+    others = jnp.sum(finite) - finite
+    slope = (jnp.sum(pooled) - pooled) / (jnp.maximum(others, 1) * dim)
     return raw - slope * (_dot(eps, eps) - dim)
 
 
@@ -735,7 +755,13 @@ def as_top_level_api(
             state = state._replace(scores=_scores_at(score_fns, t, state.particles))
         return state
 
-    return ParticleAlgorithm(init=init_fn, step=step, num_steps=num_steps)
+    return ParticleAlgorithm(
+        init=init_fn,
+        step=step,
+        num_steps=num_steps,
+        resampling=resampler if isinstance(resampler, str) else None,
+        nonfinite_source="score_fns",
+    )
 
 
 def _check_exponent(name: str, value, *, positive: bool = True) -> float:

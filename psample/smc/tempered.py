@@ -74,9 +74,15 @@ from blackjax.smc import solver
 from blackjax.types import Array, ArrayTree, PRNGKey
 from jax.scipy.special import logsumexp
 
-from psample.errors import InvalidTuningError, ModelError, check_positive, check_positive_int
+from psample.errors import DtypeError, InvalidTuningError, ModelError, ShapeError, check_positive, check_positive_int
 from psample.mcmc import polar_slice
-from psample.smc.base import ParticleAlgorithm, resample_if, resampling_fn, reweight
+from psample.smc.base import (
+    ParticleAlgorithm,
+    count_nonfinite_logdensity,
+    resample_if,
+    resampling_fn,
+    reweight,
+)
 
 __all__ = [
     "TemperedState",
@@ -88,8 +94,8 @@ __all__ = [
     "as_top_level_api",
 ]
 
-#: Prior draws with a non-finite log-likelihood are given weight zero; more than this fraction
-#: of them is an error (the model or the prior sampler is wrong).
+#: Prior draws with a NaN or ``+inf`` log-likelihood are given weight zero; more than this
+#: fraction of them is an error (the model or the prior sampler is wrong).
 MAX_NONFINITE_FRACTION = 0.1
 
 
@@ -105,8 +111,8 @@ class TemperedState(NamedTuple):
     temperature
         ``()`` current ``lambda`` in ``[0, 1]``.
     loglikelihood
-        ``(N,)`` log-likelihood of each particle (as computed: non-finite values are given
-        weight zero at the first reweighting).
+        ``(N,)`` log-likelihood of each particle, as computed: NaN and ``+inf`` (counted in
+        ``num_nonfinite``) are given weight zero at the next reweighting, like ``-inf``.
     eve
         ``(N,)`` int32: index of each particle's ancestor in the initial population.
     num_resampled
@@ -147,6 +153,14 @@ class TemperedInfo(NamedTuple):
     num_evals
         Log-density evaluations this step, summed over particles: mutation evaluations (HMC:
         gradient evaluations) plus one log-likelihood evaluation per particle after the moves.
+    num_nonfinite
+        ``int32``: evaluations this step at which the user's functions returned NaN or
+        ``+inf``: the log-likelihood of every particle after the moves (and, at the first
+        step, of the initial prior draws), and the tempered log-density at the mutation
+        kernel's proposals (random walk: every proposal; HMC: every trajectory's end point,
+        where a NaN met inside the trajectory ends up; polar slice: every evaluation). They
+        count as zero density (weight zero, moves into them rejected), and
+        :func:`psample.run_particles` warns with their total.
     """
 
     ess: Array
@@ -156,6 +170,7 @@ class TemperedInfo(NamedTuple):
     acceptance_rate: Array
     scale: Array
     num_evals: Array
+    num_nonfinite: Array
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,7 +200,7 @@ class _Mutation(NamedTuple):
     initial_scale: Callable  # d -> float
     level_scale: Callable  # (carried scale, flat, weights, chol) -> scale used at this level
     adapt: Callable  # (scale used, mean acceptance) -> scale carried to the next level
-    move: Callable  # (key, x, logdensity, tuned, num_steps) -> (x, acceptance, num_evals)
+    move: Callable  # (key, x, logdensity, tuned, num_steps) -> (x, acceptance, num_evals, num_nonfinite)
     metric: str = "dense"  # "dense" (full covariance of the particles) or "diagonal" (variances)
 
 
@@ -214,15 +229,31 @@ def _run_chain(kernel_step, state, key, num_steps):
 
 
 def _rwm_move(key, x, logdensity, tuned, num_steps):
-    kernel = blackjax.additive_step_random_walk.build_kernel()
+    # BlackJAX's additive-step random walk (build_rmh's proposal, energy and acceptance, the
+    # same keys), written out because its info reports the accepted state as the "proposal":
+    # the proposal's log-density is needed to count NaN and +inf values.
+    acceptance_ratio = blackjax.mcmc.proposal.compute_asymmetric_acceptance_ratio(
+        blackjax.mcmc.random_walk.build_rmh_transition_energy(None)
+    )
 
     def random_step(k, position):
         noise = jax.random.normal(k, position.shape, dtype=position.dtype)
         return tuned.scale * (tuned.chol * noise if tuned.chol.ndim == 1 else tuned.chol @ noise)
 
+    def rw_step(k, state):
+        key_proposal, key_accept = jax.random.split(k, 2)
+        position = state.position + random_step(key_proposal, state.position)
+        proposed = blackjax.mcmc.random_walk.RWState(position, logdensity(position))
+        log_p_accept = acceptance_ratio(state, proposed)
+        state, (_, p_accept, _) = blackjax.mcmc.proposal.static_binomial_sampling(
+            key_accept, log_p_accept, state, proposed
+        )
+        return state, (p_accept, proposed.logdensity)
+
     state = blackjax.additive_step_random_walk.init(x, logdensity)
-    state, info = _run_chain(lambda k, s: kernel(k, s, logdensity, random_step), state, key, num_steps)
-    return state.position, jnp.mean(info.acceptance_rate), jnp.asarray(num_steps, jnp.int32)
+    state, (acceptance, proposed) = _run_chain(rw_step, state, key, num_steps)
+    nonfinite = count_nonfinite_logdensity(proposed)
+    return state.position, jnp.mean(acceptance), jnp.asarray(num_steps, jnp.int32), nonfinite
 
 
 def _hmc_move(num_integration_steps):
@@ -253,7 +284,8 @@ def _hmc_move(num_integration_steps):
             )  # fmt: skip
             position = _from_z(tuned, state.position)
         evals = jnp.sum(info.num_integration_steps).astype(jnp.int32)
-        return position, jnp.mean(info.acceptance_rate), evals
+        nonfinite = count_nonfinite_logdensity(info.proposal.logdensity)
+        return position, jnp.mean(info.acceptance_rate), evals, nonfinite
 
     return move
 
@@ -271,7 +303,8 @@ def _polar_move(max_proposals):
         state = polar_slice.init(_to_z(tuned, x), logdensity_z)
         state, info = _run_chain(lambda k, s: kernel(k, s, logdensity_z, tuned.scale), state, key, num_steps)
         x_new = _from_z(tuned, state.position)
-        return x_new, jnp.ones((), x.dtype), jnp.sum(info.num_evals).astype(jnp.int32)
+        nonfinite = jnp.sum(info.num_nonfinite).astype(jnp.int32)
+        return x_new, jnp.ones((), x.dtype), jnp.sum(info.num_evals).astype(jnp.int32), nonfinite
 
     return move
 
@@ -356,9 +389,10 @@ def _cross_fitted_tuning(flat, weights, carried_scale, mutation):
     invariant (the particle moves its own mass matrix; with HMC's long trajectories we measured
     a 3% variance inflation at N = 100 that did not shrink at N = 400). Cross-fitting removes
     that self-dependence: particles ``i < N/2`` are moved with the statistics of ``i >= N/2``
-    and vice versa. Resampling (systematic, stratified, residual) keeps a particle's copies at
-    neighbouring indices, so copies fall on the same side but for the boundary. A half holding
-    no weight (possible between resamplings) borrows the whole population's statistics.
+    and vice versa. Resampling (every ``blackjax.smc.resampling`` scheme, multinomial included:
+    it draws sorted uniforms) keeps a particle's copies at neighbouring indices, so copies fall
+    on the same side but for the boundary. A half holding no weight (possible between
+    resamplings) borrows the whole population's statistics.
 
     Returns
     -------
@@ -493,7 +527,7 @@ def build_kernel(
             # when the log-density is cheap).
             side = jnp.where(jnp.arange(num_particles) < half, 1, 0)
             rows = jax.tree.map(lambda t: t[side], tuned)
-            flat, acceptance, evals = jax.vmap(
+            flat, acceptance, evals, move_nonfinite = jax.vmap(
                 lambda k, x, t: mutation.move(k, x, logdensity, t, num_mcmc_steps)
             )(keys, flat, rows)
         else:
@@ -507,12 +541,15 @@ def build_kernel(
                 return jax.vmap(lambda k, x: mutation.move(k, x, logdensity, mine, num_mcmc_steps))(keys[rows], flat[rows])
 
             moved = [move_half(slice(0, half), 1), move_half(slice(half, num_particles), 0)]
-            flat, acceptance, evals = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *moved)
+            flat, acceptance, evals, move_nonfinite = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), *moved)
         scale = jnp.mean(tuned.scale).astype(state.scale.dtype)
         acceptance = jnp.mean(acceptance)
         particles = jax.vmap(unravel)(flat)
         loglikelihood = jax.vmap(loglikelihood_fn)(particles).astype(state.log_weights.dtype)
         next_scale = mutation.adapt(scale, acceptance)
+        # The initial draws' log-likelihoods were evaluated by init: count them at the first step.
+        initial_nonfinite = jnp.where(state.num_steps == 0, count_nonfinite_logdensity(state.loglikelihood), 0)
+        nonfinite = jnp.sum(move_nonfinite) + count_nonfinite_logdensity(loglikelihood) + initial_nonfinite
 
         new_state = TemperedState(
             particles=particles,
@@ -533,6 +570,7 @@ def build_kernel(
             acceptance_rate=acceptance,
             scale=scale,
             num_evals=jnp.sum(evals) + num_particles,
+            num_nonfinite=nonfinite.astype(jnp.int32),
         )
         return new_state, info
 
@@ -561,18 +599,50 @@ def _check_fraction(name: str, value) -> float:
 def _nonfinite_check(max_fraction: float) -> Callable:
     def check(states: TemperedState) -> None:
         loglik = np.asarray(states.loglikelihood)
-        bad = ~np.isfinite(loglik)
+        bad = np.isnan(loglik) | np.isposinf(loglik)  # -inf is a legitimate zero likelihood
         fraction = float(bad.mean())
         if fraction > max_fraction:
             examples = np.unique(loglik[bad])[:3].tolist()
             raise ModelError(
-                f"the log-likelihood is not finite at {fraction:.1%} of the prior draws "
+                f"loglikelihood_fn is NaN or +inf at {fraction:.1%} of the prior draws "
                 f"({int(bad.sum())} of {bad.size}; values such as {examples}); at most "
-                f"{max_fraction:.0%} is allowed (they get weight zero): check the model and the "
-                "prior sampler"
+                f"max_nonfinite_fraction={max_fraction:.0%} is allowed (they get weight zero): "
+                "check the model and the prior sampler"
             )
 
     return check
+
+
+def _completion_check(max_steps: int | None) -> Callable:
+    """``check_final`` of :class:`ParticleAlgorithm`: a replicate is complete at temperature 1."""
+
+    def check(states: TemperedState):
+        temperature = np.asarray(states.temperature)
+        complete = temperature >= 1.0
+        stopped = ~complete
+        message = (
+            f"tempered SMC stopped before reaching temperature 1 in {int(stopped.sum())} of "
+            f"{complete.size} replicate(s) (temperatures reached: "
+            f"{np.round(temperature[stopped][:10], 4).tolist()}, after "
+            f"{np.asarray(states.num_steps)[stopped][:10].tolist()} steps; max_steps={max_steps}): "
+            "their log_Z estimates the normaliser of prior x likelihood^temperature and their "
+            "particles follow that intermediate distribution, not the posterior "
+            "(result.complete is False for them). Build the algorithm with a larger max_steps, "
+            "or a smaller target_ess (larger temperature steps), in psample.smc.tempered."
+        )
+        return complete, message
+
+    return check
+
+
+def _check_function_output(name: str, fn: Callable, particle) -> None:
+    """A log-density function must return a real scalar (checked on shapes, before any step)."""
+    out = jax.eval_shape(fn, particle)
+    dtype = getattr(out, "dtype", None)
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise DtypeError(f"{name} must return a real scalar log-density, got dtype {dtype} ({out})")
+    if tuple(out.shape) != ():
+        raise ShapeError(f"{name} must return a scalar log-density for one particle, got shape {tuple(out.shape)}")
 
 
 #: Mutation steps per level when ``num_mcmc_steps`` is not given (measured: BENCHMARKS.md).
@@ -588,7 +658,7 @@ def as_top_level_api(
     num_mcmc_steps: int | None = None,
     target_ess: float = 0.5,
     schedule=None,
-    resampling="systematic",
+    resampling="multinomial",
     resample_ess: float | None = None,
     mcmc_parameters: dict | None = None,
     max_steps: int = 1000,
@@ -632,8 +702,12 @@ def as_top_level_api(
         ``None`` (adaptive) or an increasing sequence of temperatures from 0 to 1; the number of
         steps is then ``len(schedule) - 1``.
     resampling
-        ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``
-        (``blackjax.smc.resampling``) or such a function.
+        ``"multinomial"`` (default), ``"systematic"``, ``"stratified"``, ``"residual"``
+        (``blackjax.smc.resampling``) or such a function. Multinomial is the scheme for which
+        a single replicate's error bars (:attr:`psample.ParticleResult.log_Z_se` with
+        ``num_replicates=1``, Lee and Whiteley's estimator) are valid; on eight schools they
+        were 4x too small with systematic resampling, whose own ``log_Z`` spread over seeds was
+        about the same (0.066 against 0.069 over 64 seeds of 500 particles; BENCHMARKS.md). With several replicates any scheme has valid errors.
     resample_ess
         Resample when the ESS after reweighting falls below ``resample_ess * N``; ``1``
         resamples every step. Default: ``1`` with the adaptive schedule (every step, as
@@ -649,11 +723,14 @@ def as_top_level_api(
         folded into HMC's inverse mass matrix; cheaper per evaluation, and as accurate on the
         benchmark models; prefer ``"dense"`` for strongly correlated posteriors).
     max_steps
-        An adaptive run stops after this many steps even if the temperature has not reached 1
-        (``state.temperature`` then says how far it got).
+        An adaptive run stops after this many steps even if the temperature has not reached 1:
+        :func:`psample.run_particles` then warns (naming the temperature reached) and the
+        result says so (``result.complete`` is False for that replicate,
+        ``final_state.temperature`` how far it got).
     max_nonfinite_fraction
-        Prior draws with a non-finite log-likelihood get weight zero; above this fraction
-        (default 10%), the run is refused before any step.
+        Prior draws with a NaN or ``+inf`` log-likelihood get weight zero (and are counted in
+        ``info.num_nonfinite``, which the runner warns about); above this fraction (default
+        10%), the run is refused before any step.
 
     Returns
     -------
@@ -667,6 +744,19 @@ def as_top_level_api(
         from 0 to 1, an unknown ``mcmc`` or ``resampling``, bad kernel options.
     ModelError
         A Target without the tempering pieces, or missing functions.
+    DtypeError, ShapeError
+        ``logprior_fn`` or ``loglikelihood_fn`` does not return a real scalar (e.g. a complex
+        value), raised when the population is drawn, before any step.
+
+    Notes
+    -----
+    A NaN or ``+inf`` from ``loglikelihood_fn`` (or the tempered log-density at a mutation
+    proposal) counts as zero likelihood, like ``-inf``: the particle gets weight zero at the
+    next reweighting and moves into such points are rejected. The estimates are then those of
+    the model restricted to where the function is finite, which is rarely what was meant: each
+    such value is counted (``info.num_nonfinite``) and :func:`psample.run_particles` warns with
+    the total (``psample.errors.NumericalWarning``); a population left with no finite weight
+    is refused (``psample.errors.NonFiniteError``).
     """
     postprocess_fn = None
     if hasattr(logprior_fn, "logdensity_fn") and hasattr(logprior_fn, "init_fn"):
@@ -736,6 +826,9 @@ def as_top_level_api(
             raise InvalidTuningError(
                 f"mcmc='polar_slice' needs particles with at least 2 entries, these have d={d}; use 'rwm' or 'hmc'"
             )
+        particle = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), particles_example)
+        _check_function_output("loglikelihood_fn", loglikelihood_fn, particle)
+        _check_function_output("logprior_fn", logprior_fn, particle)
         return init(rng_key, num_particles, initial_sampler, loglikelihood_fn, mutation.initial_scale(d))
 
     return ParticleAlgorithm(
@@ -746,6 +839,8 @@ def as_top_level_api(
         check_initial=_nonfinite_check(float(max_nonfinite_fraction)),
         postprocess_fn=postprocess_fn,
         resampling=resampling if isinstance(resampling, str) else None,
+        check_final=_completion_check(max_steps if schedule is None else None),
+        nonfinite_source="loglikelihood_fn (or logprior_fn + temperature x loglikelihood_fn at a move)",
     )
 
 
