@@ -328,7 +328,11 @@ def _check_nonfinite(result: "ParticleResult", raw_log_weights: np.ndarray, sour
     counts = getattr(result.info, NONFINITE_FIELD, None)
     counts = None if counts is None else np.asarray(counts).reshape(result.num_replicates, -1)
     total = 0 if counts is None else int(counts.sum())
-    dead = ~np.isfinite(raw_log_weights).any(axis=1) | ~np.isfinite(result.log_Z)
+    # A NaN log_Z with no non-finite value met is an algorithm's "no estimate" (reverse
+    # diffusion without correction has none); with them, or +-inf, it is a broken estimate.
+    met = np.zeros(result.num_replicates, bool) if counts is None else counts.sum(axis=1) > 0
+    log_Z = np.asarray(result.log_Z)
+    dead = ~np.isfinite(raw_log_weights).any(axis=1) | np.isinf(log_Z) | (np.isnan(log_Z) & met)
     if dead.any():
         replicates = np.flatnonzero(dead).tolist()
         cause = (
