@@ -346,6 +346,8 @@ def main(argv=None) -> int:
     from psample.errors import PsampleError
 
     try:
+        if args.command in ("evidence", "fkc") and args.plot:  # `run` and `graph` check their own
+            check_plot_path(args.plot, "--plot")
         with interactive():  # chunks sized in time even with --no-progress: Ctrl-C answers at once
             return commands[args.command](args)
     except (PsampleError, ValueError) as exc:

@@ -225,6 +225,16 @@ def test_a_plot_format_matplotlib_cannot_write_fails_before_sampling(capsys):
     assert "--plot 't.xyz'" in err and ".png" in err and "got .xyz" in err
 
 
+@pytest.mark.parametrize("command", [
+    ["evidence", "--model", "eight_schools", "--particles", "100000000"],
+    ["fkc", "--demo", "anneal", "--particles", "100000000"],
+])  # fmt: skip
+def test_evidence_and_fkc_check_their_plot_path_before_any_work(capsys, command):
+    """Both used to run the whole method, then fail in matplotlib on the file name."""
+    assert main(command + ["--no-progress", "--plot", "t.xyz"]) == 2
+    assert "--plot 't.xyz'" in capsys.readouterr().err
+
+
 def test_ctrl_c_during_warm_up_without_a_bar_keeps_the_steps_done(capsys, ctrl_c_after):
     """--no-progress used to run the whole warm-up as one chunk: a Ctrl-C dropped it and the
     process waited for it to finish before it could exit. Chunks are sized in time now, so the
