@@ -10,9 +10,6 @@ with homomorphism density ``t(F, G)`` its normaliser (Lyu, Mémoli & Sivakoff 20
 
 * subtree partition functions ``h_j(z) = α(z) Π_{c child of j} (A h_c)(z)`` (one sparse mat-vec
   per motif edge), ``t(F, G) = Σ_z h_root(z)``;
-* the moments under ``π`` of the importance weights ``w(x) = Π_{c ≠ root} 1 / d_c(x_{p(c)})``
-  whose mean is ``1 / t(F, G)`` (what :func:`psample.graphs.hom_density` averages), by the same
-  recursion with the factor ``d_c^{-p}`` on each edge;
 * the path density ``t(P_k, G) = αᵀ (A D_α)^{k−1} 1`` (``n^{−k} 1ᵀ A^{k−1} 1`` for uniform α);
 * the matrix of average clustering coefficients of the k-path,
   ``MACC[i, j] = E_π[A(x_i, x_j)] = L_iᵀ (M_{j−i} ∘ A) D_α R_j / t(P_k, G)`` with left/right
@@ -48,7 +45,6 @@ __all__ = [
     "adjacency_and_weights",
     "subtree_partition_functions",
     "tree_hom_density",
-    "importance_weight_moments",
     "path_hom_density",
     "path_macc",
     "path_edge_expectation",
@@ -143,56 +139,6 @@ def tree_hom_density(network, motif) -> float:
     """
     h = subtree_partition_functions(network, motif)
     return float(h[int(motif.root)].sum())
-
-
-def importance_weight_moments(network, motif, max_power: int = 4) -> np.ndarray:
-    """Standardised moments ``E_π[(w / E_π w)^p]``, ``p = 0..max_power``, of the importance weights.
-
-    ``w(x) = Π_{c ≠ root} 1 / d_c(x_{p(c)})`` with ``d_c`` the out-mass ``Σ_z A(·, z) α(z)`` (the
-    in-mass for a tree edge pointing to the parent) is the term
-    :func:`psample.graphs.hom_density` averages over the chain: ``E_π[w] = 1 / t(F, G)``. Its
-    moments are sums ``S_p = Σ_x h(x) w(x)^p`` over the homomorphisms, i.e. the recursion of
-    :func:`subtree_partition_functions` with each edge's weight divided by ``d_c(x_parent)^p``,
-    and ``E_π[(w / E_π w)^p] = S_p S_0^{p-1} / S_1^p``. The masses are divided by their median
-    first (the ratio is invariant under ``w -> λ w``), which keeps the sums in range for
-    large, sparse networks.
-
-    Parameters
-    ----------
-    network
-        See :func:`adjacency_and_weights`. Every node of positive weight must have a positive
-        mass in the direction each tree edge uses.
-    motif
-        A tree :class:`psample.graphs.motif.Motif`.
-    max_power
-        Highest moment (>= 1).
-
-    Returns
-    -------
-    ndarray, shape (max_power + 1,)
-        ``[1, 1, 1 + ρ, ...]`` with ``ρ = Var_π(w) / E_π(w)²``; ``inf`` where a sum overflows.
-    """
-    max_power = check_positive_int("max_power", max_power)
-    A, alpha = adjacency_and_weights(network)
-    k, parent, order, root = _tree_structure(motif)
-    forward = np.asarray(motif.parent_edge_forward)
-    A_T = sp.csr_array(A.T)
-    masses = {True: A @ alpha, False: A_T @ alpha}
-    for key, mass in masses.items():
-        positive = mass[alpha > 0]
-        masses[key] = mass / (np.median(positive[positive > 0]) if np.any(positive > 0) else 1.0)
-    sums = np.empty(max_power + 1)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        for p in range(max_power + 1):
-            h = np.tile(alpha, (k, 1))
-            for j in order[::-1]:  # bottom-up, as subtree_partition_functions
-                if parent[j] >= 0:
-                    mass = masses[bool(forward[j])]
-                    factor = np.where(alpha > 0, mass ** (-float(p)), 0.0) if p else 1.0
-                    h[parent[j]] *= factor * ((A if forward[j] else A_T) @ h[j])
-            sums[p] = h[root].sum()
-        moments = sums * sums[0] ** (np.arange(max_power + 1) - 1.0) / sums[1] ** np.arange(max_power + 1)
-    return np.where(np.isnan(moments), np.inf, moments)
 
 
 def path_hom_density(network, k: int) -> float:
