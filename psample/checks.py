@@ -26,6 +26,7 @@ __all__ = [
     "WithArguments",
     "init_states",
     "check_initial_states",
+    "check_real_logdensity",
     "check_step_keeps_state",
     "check_run_size",
 ]
@@ -134,6 +135,15 @@ def validate_positions(initial_positions) -> int:
 
 
 def check_target_shapes(initial_positions, target, what: str = "initial_positions", error=ShapeError) -> None:
+    """The positions must have the target's per-chain shapes, and its log-density must be real.
+
+    Raises
+    ------
+    ShapeError (or ``error``)
+        If the per-chain shapes differ from those of ``target.initial_positions``.
+    DtypeError
+        If ``target.logdensity_fn`` returns a complex value (:func:`check_real_logdensity`).
+    """
     expected = jax.eval_shape(lambda k: target.initial_positions(k, 1), jax.random.PRNGKey(0))
     got = jax.tree.map(lambda x: np.shape(x)[1:], initial_positions)
     want = jax.tree.map(lambda x: x.shape[1:], expected)
@@ -142,6 +152,39 @@ def check_target_shapes(initial_positions, target, what: str = "initial_position
             f"{what} do not match target {target.name!r}: per-chain shapes {got}, "
             f"expected {want} (with a leading chain axis)"
         )
+    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), expected)
+    check_real_logdensity(target.logdensity_fn, one, f"the log-density of target {target.name!r}")
+
+
+def check_real_logdensity(logdensity_fn, position, what: str = "logdensity_fn") -> None:
+    """Refuse a log-density that returns a complex value (checked on its traced dtype, no evaluation).
+
+    Casting it to the positions' real dtype would drop the imaginary part with nothing but
+    NumPy's ``ComplexWarning``. ``position`` is one chain's position (arrays or
+    ``jax.ShapeDtypeStruct`` s). A function that cannot be traced here is left to the sampler.
+
+    Raises
+    ------
+    DtypeError
+        Naming ``what`` and the dtype.
+    """
+    try:
+        out = jax.eval_shape(logdensity_fn, position)
+    except PsampleError:
+        raise
+    except Exception:  # not traceable abstractly (e.g. host code): the sampler's own checks apply
+        return
+    dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(out) if jnp.issubdtype(leaf.dtype, jnp.complexfloating)}
+    if dtypes:
+        raise DtypeError(_complex_message(what, ", ".join(sorted(dtypes))))
+
+
+def _complex_message(what: str, dtype) -> str:
+    return (
+        f"{what} returns a complex value (dtype {dtype}): a log-density must be real. Find where it "
+        "turns complex (e.g. jnp.log or a power of a complex or negative input), or return "
+        "jnp.real(...) if the imaginary part is round-off"
+    )
 
 
 def init_states(algorithm, positions):
@@ -160,13 +203,24 @@ def init_states(algorithm, positions):
 
 
 def check_initial_states(algorithm, positions, states) -> None:
-    """Every floating field of every chain's initial state must be finite.
+    """Every floating field of every chain's initial state must be finite, and the log-density real.
 
     A NaN or infinite field means the sampler cannot start there (a non-finite log-density, or
     an undefined coordinate such as the direction at the origin for polar slice). The offending
     chains are named; the sampler's own ``init`` is then run on the first of them outside
     ``jit``, so a sampler that explains the problem for a concrete position gets to say it.
+
+    Raises
+    ------
+    DtypeError
+        If the state's ``logdensity`` is complex (a sampler that stores the user's value as it
+        comes; it would be cast to real, or compared, with the imaginary part dropped).
+    InitialPointError
+        If a floating field is not finite for some chains.
     """
+    logdensity = state_logdensity(states)
+    if logdensity is not None and jnp.issubdtype(jnp.result_type(logdensity), jnp.complexfloating):
+        raise DtypeError(_complex_message("the log-density (the initial state's logdensity)", jnp.result_type(logdensity)))
     bad_fields = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(states)[0]:
         leaf = np.asarray(leaf)
@@ -185,7 +239,6 @@ def check_initial_states(algorithm, positions, states) -> None:
         algorithm.init(first)
     except PsampleError as exc:
         reason = f": {exc}"
-    logdensity = state_logdensity(states)
     values = ""
     if logdensity is not None and "logdensity" in fields:
         values = f" (log-density {np.asarray(logdensity)[chains].tolist()})"

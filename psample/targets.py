@@ -16,6 +16,7 @@ import jax
 import jax.flatten_util
 
 
+from psample.checks import check_real_logdensity
 from psample.errors import ModelError, check_positive_int
 
 __all__ = ["Target", "from_numpyro", "from_logdensity"]
@@ -205,7 +206,14 @@ def from_logdensity(logdensity_fn, initial_position, *, scale: float = 1.0, name
     """A :class:`Target` for a plain JAX log-density, initialised around ``initial_position``.
 
     Chains start at ``initial_position + scale * N(0, I)`` (independently per chain).
+
+    Raises
+    ------
+    DtypeError
+        If ``logdensity_fn`` returns a complex value at ``initial_position`` (checked on the
+        traced dtype, without evaluating it).
     """
+    check_real_logdensity(logdensity_fn, initial_position, "logdensity_fn")
     flat, unravel = jax.flatten_util.ravel_pytree(initial_position)
 
     def init_fn(rng_key, num_chains):

@@ -600,6 +600,56 @@ def test_nan_log_density_mid_run_is_counted_and_warned():
     assert clean.nonfinite_steps.sum() == 0
 
 
+def test_plus_inf_log_density_mid_run_is_counted_warned_and_never_entered():
+    """Issue #23 point 8: a log-density that returns +inf beyond x_0 = 1 (a model that overflows).
+
+    Before, a proposal there was accepted (+inf is above every level), the next level was
+    +inf + log U = +inf and every chain froze for good, with no count and no warning. Now +inf
+    is outside every slice, like NaN: counted in num_nonfinite, warned about, never entered,
+    and the chains keep moving (they sample the Gaussian restricted to x_0 <= 1).
+    """
+    import warnings
+
+    import psample
+    from psample.errors import NumericalWarning
+
+    def plus_inf_beyond_one(x):
+        return jnp.where(x[0] < 1.0, -0.5 * jnp.sum(x**2), jnp.inf)
+
+    algorithm = polar_slice.as_top_level_api(plus_inf_beyond_one, w=1.0)
+    x0 = 0.3 * jnp.ones((4, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = psample.sample(algorithm, x0, jax.random.PRNGKey(0), 400, progress=False)
+    assert any(issubclass(w.category, NumericalWarning) and "recorded step" in str(w.message) for w in caught)
+    counts = trace.sample_stats()["num_nonfinite"]
+    assert counts.shape == (4, 400) and np.all((counts > 0).sum(axis=1) > 10)  # every chain met +inf
+    x, lp = np.asarray(trace.positions), np.asarray(trace.logdensity)
+    assert np.all(np.isfinite(lp)) and np.all(x[..., 0] < 1.0)
+    # Moving: most steps of every chain change the position (a frozen chain changes none).
+    moved = np.mean(np.any(np.diff(x, axis=1) != 0, axis=-1), axis=1)
+    assert np.all(moved > 0.9), moved
+    # P(x_0 > 1) = 0.16 under N(0, 1): chains that visit the boundary region, and stay out.
+    assert np.all(np.max(x[..., 0], axis=1) > 0.5)
+
+
+@pytest.mark.parametrize("value, dtype", [(1j, "complex64"), (1j, "complex128")])
+def test_complex_log_density_is_a_dtype_error_naming_it(value, dtype):
+    """Issue #23 point 9: a complex log-density was cast to real with only NumPy's ComplexWarning
+    (the imaginary part dropped); now init refuses it on its dtype, also under jit and vmap."""
+    from psample.errors import DtypeError
+
+    def complex_logdensity(x):
+        return (-0.5 * jnp.sum(x**2) + value * x[0]).astype(dtype)
+
+    algorithm = polar_slice.as_top_level_api(complex_logdensity)
+    match = rf"logdensity_fn returns a complex value \(dtype {dtype}\)"
+    with pytest.raises(DtypeError, match=match):
+        algorithm.init(jnp.ones(3))
+    with pytest.raises(DtypeError, match=match):
+        jax.jit(jax.vmap(algorithm.init))(jnp.ones((2, 3)))
+
+
 @pytest.mark.parametrize(
     "position, match",
     [

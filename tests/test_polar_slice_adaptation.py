@@ -349,3 +349,41 @@ def test_robust_adaptation_keeps_heavy_tailed_radius_quantiles(df):
     # the Cauchy; the former interquartile-range rule's w ≈ 30 cost 8.0).
     evals = float(np.mean(trace.info.num_evals))
     assert evals < 6.5, f"{evals:.2f} evaluations per step"
+
+
+def test_plus_inf_and_nan_during_warmup_neither_freeze_nor_pass_silently():
+    """Issue #23 point 8: a log-density that is +inf beyond x_0 = 1 and NaN below x_1 = -1.5.
+
+    Before, the first +inf the warm-up accepted froze the chain (every later level was +inf),
+    its window's draws collapsed to one point, and nothing said so. Now the warm-up counts the
+    steps that met NaN or +inf per chain (``num_nonfinite`` of the carry) and warns once at its
+    end; the chains keep moving, the adapted parameters are finite, and no draw enters either
+    region.
+    """
+    import warnings
+
+    from psample.errors import NumericalWarning
+
+    def overflowing(x):
+        value = jnp.where(x[0] < 1.0, -0.5 * jnp.sum(x**2), jnp.inf)
+        return jnp.where(x[1] > -1.5, value, jnp.nan)
+
+    positions = 0.3 * jnp.ones((4, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = psample.sample(psample.polar_slice(overflowing), positions, jax.random.key(0), 300, num_warmup=300,
+                               progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, NumericalWarning)]
+    assert any(m.startswith("during the warm-up adaptation") and "NaN or +inf" in m and "4 chain(s)" in m
+               for m in messages), messages
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(trace.parameters))
+    x = np.asarray(trace.positions)
+    assert np.all(x[..., 0] < 1.0) and np.all(x[..., 1] > -1.5)
+    moved = np.mean(np.any(np.diff(x, axis=1) != 0, axis=-1), axis=1)
+    assert np.all(moved > 0.9), moved
+
+    carry = psample.polar_slice(overflowing).adaptation.init(positions, 50)
+    assert carry.num_nonfinite.shape == (4,) and carry.num_nonfinite.dtype == jnp.int32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumericalWarning)
+        psample.polar_slice(lambda x: -0.5 * jnp.sum(x**2)).adaptation.run(jax.random.key(1), positions, 50)

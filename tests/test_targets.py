@@ -75,3 +75,35 @@ def test_from_logdensity_spreads_chains_around_a_point():
     assert positions.shape == (400, 3)
     np.testing.assert_allclose(positions.mean(0), 1.0, atol=4 * 0.1 / 20)
     np.testing.assert_allclose(target.postprocess(positions[:, None])["x"], positions[:, None])
+
+
+def _complex_logdensity(x):
+    """A log-density gone complex (a log of a negative number in complex arithmetic)."""
+    return jnp.log(jnp.asarray(-1.0 - jnp.sum(x**2), jnp.complex128))
+
+
+def test_from_logdensity_refuses_a_complex_log_density():
+    """Issue #23 point 9: the imaginary part used to be dropped with only a ComplexWarning."""
+    from psample.errors import DtypeError
+
+    with pytest.raises(DtypeError, match=r"logdensity_fn returns a complex value \(dtype complex128\)"):
+        psample.from_logdensity(_complex_logdensity, jnp.zeros(3))
+    psample.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(3))  # real: accepted
+
+
+def test_the_chain_runner_refuses_a_complex_log_density_before_any_step():
+    """The runner's checks: a target's complex log-density, and a sampler (BlackJAX's random
+    walk) whose initial state stores the complex value as it comes, are DtypeErrors naming the
+    log-density and its dtype; before, both ran (the random walk compared complex values)."""
+    import blackjax
+
+    from psample.errors import DtypeError
+
+    positions = jnp.ones((2, 3))
+    target = psample.Target(_complex_logdensity, lambda key, n: jnp.ones((n, 3)), name="complex")
+    real_sampler = psample.polar_slice(lambda x: -0.5 * jnp.sum(x**2))
+    with pytest.raises(DtypeError, match=r"target 'complex' returns a complex value \(dtype complex128\)"):
+        psample.sample(real_sampler, positions, jax.random.key(0), 5, target=target, progress=False)
+    walk = blackjax.additive_step_random_walk(_complex_logdensity, blackjax.mcmc.random_walk.normal(0.5))
+    with pytest.raises(DtypeError, match=r"log-density.*complex value \(dtype complex128\)"):
+        psample.sample(walk, positions, jax.random.key(0), 5, progress=False)

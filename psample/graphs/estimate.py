@@ -16,6 +16,8 @@ therefore refuse a network with more than one component that has an edge (take
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -23,10 +25,11 @@ import numpy as np
 from blackjax.base import SamplingAlgorithm
 
 from psample.diagnostics.batch_means import Estimate, batch_means, check_tails, reciprocal
-from psample.errors import InvalidTuningError, MotifError, NetworkError, check_positive_int
+from psample.errors import InvalidTuningError, MotifError, NetworkError, UnreliableErrorWarning, check_positive_int
 from psample.graphs import observables as obs
 from psample.graphs.embeddings import initial_embeddings
 from psample.graphs.glauber import as_top_level_api as glauber
+from psample.graphs.homomorphism import child_masses
 from psample.graphs.motif import Motif, as_motif
 from psample.graphs.network import Network, as_network, bipartite_components, require_connected
 from psample.graphs.pivot import as_top_level_api as pivot
@@ -187,15 +190,30 @@ def hom_density(network, motif, *, num_chains: int = 1000, num_steps: int = 1000
                 rng_key=None, progress: bool = False) -> Estimate:
     """Homomorphism density ``t(F, G)`` of a tree motif by MCMC (importance identity).
 
-    ``t(F, G) = 1 / E_π[Π_{c ≠ root} 1 / d(x_{p(c)})]`` (see
+    ``t(F, G) = 1 / E_π[w]``, ``w = Π_{c ≠ root} 1 / d(x_{p(c)})`` (see
     :mod:`psample.graphs.observables`); the standard error is the delta method's. The exact
     value is :func:`psample.graphs.exact.tree_hom_density` (exact, linear time); this estimate
-    checks the chain. The terms ``Π 1 / d`` are unbounded and, for motifs with many leaves on
+    checks the chain. The terms ``w`` are unbounded and, for motifs with many leaves on
     networks with low-degree nodes, so heavy-tailed that the standard error misses the error:
-    the Pareto k-hats of their per-chain averages and of their block means are checked
-    (:func:`psample.diagnostics.batch_means.check_tails`). Conditional densities, CHD profiles
-    and MACCs average bounded terms (products of edge weights, indicators) and need no such
-    check.
+    a large share of the mean is carried by terms too rare under ``π`` for the run to draw, so
+    the chains' spread cannot show it, and no batching of the same draws can. Two checks:
+
+    1. before looking at the draws, the share ``F`` of the mean carried by the largest terms
+       whose ``π``-probability together is below ``3 / n``, ``n = num_chains × num_steps`` (so
+       that even ``n`` independent draws would meet them fewer than 3 times on average, most
+       often once or never), against the relative standard error ``s`` of the mean of ``n``
+       independent draws of the other terms.
+       Since ``E_π[w 1_R] / E_π[w] = g(R)`` for the top-down neighbour walk ``g`` (module
+       :mod:`psample.graphs.observables`), ``F`` and ``s`` come from 20,000 exact draws of ``g``
+       (:func:`psample.graphs.embeddings.initial_embeddings`, a fixed key), weighted by ``1 / w``
+       for ``π``. The estimate is then biased low by about ``F`` while its error bar is about
+       ``s``: where ``F > s`` the error bar is unreliable whatever the seed;
+    2. otherwise, the Pareto k-hats of the per-chain averages and of their block means
+       (:func:`psample.diagnostics.batch_means.check_tails`), for chains whose autocorrelation
+       makes their draws worth fewer than independent ones.
+
+    Conditional densities, CHD profiles and MACCs average bounded terms (products of edge
+    weights, indicators) and need no such check.
 
     Parameters
     ----------
@@ -212,7 +230,9 @@ def hom_density(network, motif, *, num_chains: int = 1000, num_steps: int = 1000
     Warns
     -----
     UnreliableErrorWarning
-        The per-chain averages are too heavy-tailed for the error bar to be trusted.
+        The terms the run is unlikely to draw carry more of the mean than its relative standard
+        error (the message gives both, and the draws that would be needed), or else the
+        per-chain averages are too heavy-tailed for the error bar to be trusted.
     """
     network, motif = as_network(network), as_motif(motif)
     motif.require_tree("hom_density (an importance identity over a tree motif)")
@@ -229,10 +249,76 @@ def hom_density(network, motif, *, num_chains: int = 1000, num_steps: int = 1000
     run = run_observables(network, motif, {"w": obs.inverse_out_mass_product(network, motif)},
                           num_chains=num_chains, num_steps=num_steps, burn_in=burn_in,
                           sampler=sampler, lazy=lazy, rng_key=rng_key, progress=progress)
-    check_tails(run.chain_means["w"], f"t(F, G) for {motif!r}",
-                "use more chains, or psample.graphs.exact.tree_hom_density(network, motif), which is "
-                "exact and takes linear time for tree motifs", blocks=run.trace.observables["w"])
-    return reciprocal(run.estimates["w"])
+    estimate = run.estimates["w"]
+    exact_instead = ("psample.graphs.exact.tree_hom_density(network, motif) is exact and takes linear time "
+                     "for tree motifs")
+    num_draws = estimate.num_chains * estimate.num_steps
+    tail = _rare_tail(network, motif)
+    share, relative_se = tail(num_draws)
+    if share > relative_se:
+        needed = _draws_needed(tail, num_draws)
+        warnings.warn(
+            f"the error bar of t(F, G) for {motif!r} is unreliable: the largest importance terms, so rare "
+            f"that num_chains x num_steps = {num_draws} independent draws would meet them fewer than 3 times "
+            f"on average, carry {share:.1%} of the mean, more than its relative standard error "
+            f"{relative_se:.1%}, so the estimate is off by up to about that share and the error bar cannot "
+            f"show it; raise num_chains x num_steps "
+            + (f"to about {needed:.0e}" if needed else "beyond 1e15") + f", or note that {exact_instead}",
+            UnreliableErrorWarning,
+            stacklevel=2,
+        )
+    else:
+        check_tails(run.chain_means["w"], f"t(F, G) for {motif!r}", f"use more chains (num_chains), or note that "
+                    f"{exact_instead}", blocks=run.trace.observables["w"])
+    return reciprocal(estimate)
+
+
+#: Exact draws of the neighbour walk g behind :func:`hom_density`'s check of its error bar.
+_TAIL_DRAWS = 20_000
+#: Terms that ``n`` independent draws meet fewer than this many times in expectation (counting
+#: every larger term too) are "rare" for :func:`hom_density`: their count is then Poisson with a
+#: relative spread above 58 %, and a run most often meets them once or not at all.
+_RARE_COUNT = 3.0
+
+
+def _draws_needed(tail, num_draws: int) -> float | None:
+    """The first power of ten above ``num_draws`` (up to 1e15) at which ``F <= s``, or ``None``."""
+    for exponent in range(1, 16):
+        draws = 10.0**exponent
+        if draws > num_draws:
+            share, relative_se = tail(draws)
+            if share <= relative_se:
+                return draws
+    return None
+
+
+def _rare_tail(network, motif) -> Callable[[float], tuple[float, float]]:
+    """``n -> (F, s)`` for the terms ``w = Π 1 / d`` of :func:`hom_density` (its check 1).
+
+    ``F``: the share of ``E_π[w]`` carried by the terms ``w' >= w`` whose ``π``-probability adds
+    up to less than ``_RARE_COUNT / n``; ``s``: the relative standard error of the mean of ``n``
+    independent ``π``-draws of the remaining terms. Both from ``_TAIL_DRAWS`` exact draws of ``g`` (the
+    top-down walk, whose law is ``π w t``): a draw's share of the mean is ``1 / _TAIL_DRAWS``
+    and its ``π``-weight is proportional to ``1 / w``. Equal terms (ties, e.g. equal degrees)
+    fall on the same side.
+    """
+    positions = initial_embeddings(network, motif, jax.random.PRNGKey(0), _TAIL_DRAWS)
+    log_w = -np.asarray(jax.vmap(lambda x: jax.numpy.sum(jax.numpy.log(child_masses(network, motif, x))))(positions))
+    log_w = np.sort(np.round(log_w, 9))[::-1]  # largest first; round-off ties made exact
+    weights = np.exp(log_w[-1] - log_w)  # π-weights ∝ 1 / w, the largest 1
+    weights /= weights.sum()
+    last_of_tie = np.searchsorted(-log_w, -log_w, side="right") - 1
+    mass_through = np.cumsum(weights)[last_of_tie]  # π-mass of all terms >= this one
+    scaled = np.exp(log_w - log_w[0])  # w / max w
+
+    def tail(num_draws: float) -> tuple[float, float]:
+        rare = num_draws * mass_through < _RARE_COUNT
+        seen = ~rare
+        mean = weights[seen] @ scaled[seen] / weights[seen].sum()
+        variance = weights[seen] @ (scaled[seen] - mean) ** 2 / weights[seen].sum()
+        return float(rare.mean()), float(math.sqrt(variance / num_draws) / mean)
+
+    return tail
 
 
 def conditional_density(network, motif_F, motif_H, *, num_chains: int = 1000,

@@ -28,8 +28,10 @@ The resulting chain mixes in the radius almost independently of the dimension fo
 rotationally (near-)invariant targets, and copes with heavy tails and funnels
 where random-walk, hit-and-run and elliptical slice samplers get stuck.
 
-Everything is computed in log space, :math:`L(0, \\cdot) = -\\infty`, a NaN
-log-density counts as outside the slice, the comparison is strict
+Everything is computed in log space, :math:`L(0, \\cdot) = -\\infty`, a NaN or
+:math:`+\\infty` log-density counts as outside the slice (and in ``num_nonfinite``: an
+accepted :math:`+\\infty` would make every later level :math:`+\\infty` and freeze the chain),
+the comparison is strict
 (:math:`L > \\ell`), and every direction proposal is re-normalised to unit length
 (the authors' code fixed a missing normalisation of the first proposal in 2025).
 
@@ -115,7 +117,7 @@ class PolarSliceState(NamedTuple):
         :func:`init`; it equals ``unravel(center + scale · radius · direction)``
         (``unravel(radius * direction)`` without preconditioning).
     logdensity
-        ``logdensity_fn(position)``, scalar (``-inf`` where the density is zero or NaN).
+        ``logdensity_fn(position)``, scalar (``-inf`` where the density is zero, NaN or ``+inf``).
     radius
         ``||z||`` of the preconditioned position ``z = scale⁻¹ (x - center)`` (``x`` flattened;
         ``z = x`` without preconditioning), scalar ``r > 0``.
@@ -150,9 +152,10 @@ class PolarSliceInfo(NamedTuple):
         evaluations; the coordinate it was updating then keeps its old value, which
         lies in the slice.
     num_nonfinite
-        Evaluations this step at which ``logdensity_fn`` returned NaN (counted as outside
-        the slice). A chain whose density is NaN everywhere nearby stops moving; the runner
-        warns when any step has one.
+        Evaluations this step at which ``logdensity_fn`` returned NaN or ``+inf`` (both count
+        as outside the slice; ``-inf`` is a zero density and is not counted). A chain whose
+        density is non-finite everywhere nearby stops moving; the runner warns when any step
+        has one.
     """
 
     num_evals: Array
@@ -189,7 +192,8 @@ def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
     DtypeError
         If a leaf of the position is not a real floating array of at least 32 bits (integer,
         complex, float16 and bfloat16 positions are refused: the slice arithmetic needs the
-        precision).
+        precision), or ``logdensity_fn`` returns a complex value (checked on the dtype, so
+        also under ``jit``/``vmap``).
     InitialPointError
         If the position is concrete and exactly the origin.
     """
@@ -201,7 +205,7 @@ def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
             f"polar slice sampling needs a position with d >= 2 entries, got d={d} "
             f"(position shapes {jax.tree.map(jnp.shape, position)})"
         )
-    logdensity = jnp.asarray(logdensity_fn(position))
+    logdensity = _real_logdensity(logdensity_fn(position), flat.dtype)
     if logdensity.shape != ():
         raise ShapeError(
             f"logdensity_fn must return a scalar, got an array of shape {logdensity.shape} "
@@ -218,7 +222,7 @@ def init(position: ArrayLikeTree, logdensity_fn: Callable) -> PolarSliceState:
     at_origin = ~(radius > 0)
     radius = jnp.where(at_origin, jnp.nan, radius)
     direction = flat / jnp.where(at_origin, jnp.nan, radius)
-    return PolarSliceState(position, _sanitize(logdensity.astype(flat.dtype)), radius, direction)
+    return PolarSliceState(position, _sanitize(logdensity), radius, direction)
 
 
 def _check_position_dtypes(position) -> None:
@@ -232,6 +236,22 @@ def _check_position_dtypes(position) -> None:
                 f"at {where}: cast the initial positions, e.g. x.astype(jnp.float32)"
                 + (" (float16/bfloat16 give badly wrong variances)" if jnp.issubdtype(dtype, jnp.floating) else "")
             )
+
+
+def _real_logdensity(value, dtype) -> Array:
+    """``value`` as a ``dtype`` array; a complex log-density is refused, not cast.
+
+    Casting would drop the imaginary part with nothing but NumPy's ``ComplexWarning``; the
+    dtype is static, so this raises at trace time, before any step runs.
+    """
+    value = jnp.asarray(value)
+    if jnp.issubdtype(value.dtype, jnp.complexfloating):
+        raise DtypeError(
+            f"logdensity_fn returns a complex value (dtype {value.dtype}): a log-density must be real. "
+            "Find where it turns complex (e.g. jnp.log or a power of a complex or negative input) or "
+            "return jnp.real(...) if the imaginary part is round-off"
+        )
+    return value.astype(dtype)
 
 
 class LowRankScale(NamedTuple):
@@ -393,26 +413,36 @@ def reparametrize(state: PolarSliceState, center=None, scale=None) -> PolarSlice
     return state._replace(radius=radius, direction=direction)
 
 
+def _is_nonfinite(logdensity: Array) -> Array:
+    """NaN or ``+inf``: a log-density no slice can hold (``-inf`` is a legitimate zero density)."""
+    return jnp.isnan(logdensity) | (logdensity == jnp.inf)
+
+
 def _sanitize(logdensity: Array) -> Array:
-    """NaN log-densities count as outside every slice."""
-    return jnp.where(jnp.isnan(logdensity), -jnp.inf, logdensity)
+    """NaN and ``+inf`` log-densities count as outside every slice (``-inf``).
+
+    ``+inf`` cannot be inside a slice either: a chain that accepted it would hold the level
+    ``+inf + log U = +inf`` from then on, above every point, and never move again.
+    """
+    return jnp.where(_is_nonfinite(logdensity), -jnp.inf, logdensity)
 
 
 def _polar_logdensity(logdensity_fn: Callable, unravel_fn: Callable, d: int, center=None) -> Callable:
-    """``(r, S theta) -> (L(r, theta), log rho(c + r S theta), is_nan)`` with ``L(r <= 0) = -inf``.
+    """``(r, S theta) -> (L(r, theta), log rho(c + r S theta), nonfinite)`` with ``L(r <= 0) = -inf``.
 
     The direction is passed already mapped by the scale (``S theta``, see
     :func:`_gibbs_polar_update`), so an evaluation costs ``O(d)`` beyond the target's own.
-    ``is_nan`` flags a NaN log-density (not evaluated at ``r <= 0``, where ``L = -inf``).
+    ``nonfinite`` flags a NaN or ``+inf`` log-density (not evaluated at ``r <= 0``, where
+    ``L = -inf``); both count as outside the slice.
     """
 
     def polar(r, scaled_theta):
         x = r * scaled_theta if center is None else center + r * scaled_theta
-        raw = jnp.asarray(logdensity_fn(unravel_fn(x)), dtype=scaled_theta.dtype)
+        raw = _real_logdensity(logdensity_fn(unravel_fn(x)), scaled_theta.dtype)
         logrho = _sanitize(raw)
         safe_r = jnp.where(r > 0, r, 1.0)
         value = jnp.where(r > 0, (d - 1) * jnp.log(safe_r) + logrho, -jnp.inf)
-        return _sanitize(value), logrho, (r > 0) & jnp.isnan(raw)
+        return _sanitize(value), logrho, (r > 0) & _is_nonfinite(raw)
 
     return polar
 
@@ -547,7 +577,7 @@ def _gibbs_polar_update(
         # Candidate radius: a bracket end while stepping out, uniform in it while shrinking.
         s = jnp.where(in_down, c.lower, jnp.where(in_up, c.upper, c.lower + (c.upper - c.lower) * v))
 
-        value, logrho, is_nan = polar(
+        value, logrho, nonfinite = polar(
             jnp.where(in_direction, radius0, s), jnp.where(in_direction, scaled_candidate, c.scaled_theta)
         )
         inside = value > level
@@ -598,7 +628,7 @@ def _gibbs_polar_update(
             num_radius_expansions=c.num_radius_expansions + ((in_down | in_up) & inside),
             num_radius_shrinks=c.num_radius_shrinks + (in_shrink & rejected),
             hit_max_proposals=c.hit_max_proposals | ((in_direction | in_shrink) & capped),
-            num_nonfinite=c.num_nonfinite + is_nan,
+            num_nonfinite=c.num_nonfinite + nonfinite,
         )
 
     return jax.lax.while_loop(cond, body, carry)
@@ -733,8 +763,9 @@ def as_top_level_api(
     ----------
     logdensity_fn
         ``position -> scalar`` unnormalised log-density; ``position`` is any pytree
-        with ``d >= 2`` floating entries in total. Returning ``-inf`` (or NaN) marks
-        points outside the support.
+        with ``d >= 2`` floating entries in total. Returning ``-inf`` marks points outside
+        the support; NaN and ``+inf`` are treated the same way but counted
+        (``PolarSliceInfo.num_nonfinite``), and the runner warns about them.
     w
         Initial width of the radius bracket (> 0), in the units of ``z`` (of ``x`` without
         ``scale``). The paper uses values of the order of the typical radius scale (e.g.

@@ -47,6 +47,12 @@ Gradients (``jax.grad`` of the log-density) are evaluated only at the windows' t
 log-density that cannot be differentiated is adapted from the draws alone. A non-finite or
 degenerate estimate (chains that did not move) keeps the previous parameters.
 
+Non-finite log-densities. The transitions treat NaN and ``+inf`` as outside every slice (see
+:mod:`psample.mcmc.polar_slice`), so the windows' draws never sit at such points and a chain
+does not freeze on them; gradients that are not finite at a draw leave that draw out of the
+gradient-based estimates. The steps that met one are counted per chain, and ``final`` warns
+(:class:`psample.errors.NumericalWarning`) with the count, as the runner does for the draws.
+
 Dense, low-rank or diagonal (``structure``). A dense scale costs one ``O(d²)`` product per
 transition (``S y`` for the new great circle; each evaluation then costs ``O(d)`` more than the
 target's own), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
@@ -81,6 +87,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -90,7 +97,7 @@ import numpy as np
 import scipy.stats
 from blackjax.types import Array, ArrayTree, PRNGKey
 
-from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
+from psample.errors import InvalidTuningError, NumericalWarning, ShapeError, check_positive, check_positive_int
 from psample.mcmc import polar_slice as ps
 
 __all__ = [
@@ -142,6 +149,10 @@ class PolarSliceAdaptationState(NamedTuple):
     counts
         ``(2,)``: radius stepping-out expansions and shrinkage rejections summed over the
         current window's transitions (all chains), for the choice of ``w``.
+    num_nonfinite
+        ``(C,)`` int32: warm-up steps so far in which the chain's log-density returned NaN or
+        ``+inf`` at least once (``PolarSliceInfo.num_nonfinite > 0``); ``final`` warns when
+        any is positive.
     """
 
     states: ArrayTree
@@ -149,6 +160,7 @@ class PolarSliceAdaptationState(NamedTuple):
     buffer: Array
     step: Array
     counts: Array
+    num_nonfinite: Array
 
 
 class PolarSliceAdaptationInfo(NamedTuple):
@@ -179,7 +191,9 @@ class PolarSliceAdaptation(NamedTuple):
         ``step(rng_key, adaptation_state, num_steps) -> (adaptation_state, PolarSliceAdaptationInfo)``.
     final
         ``final(adaptation_state) -> (states, parameters)``: the structure decision of
-        ``structure="auto"`` (only where the values are concrete), see the module docstring.
+        ``structure="auto"`` (only where the values are concrete), see the module docstring;
+        with a concrete carry it warns (:class:`psample.errors.NumericalWarning`) when some
+        step met a NaN or ``+inf`` log-density.
     """
 
     run: Callable
@@ -620,6 +634,26 @@ def _convert_scale(scale, structure: str, d: int, rank: int, dtype):
 # ----------------------------------------------------------------------------- the adaptation
 
 
+def _warn_nonfinite(carry: PolarSliceAdaptationState) -> None:
+    """Warn once, at the end of the warm-up, when log-densities were NaN or ``+inf`` (concrete carry only)."""
+    if not ps._is_concrete(carry.num_nonfinite):
+        return
+    counts = np.asarray(carry.num_nonfinite)
+    if not counts.any():
+        return
+    chains = np.flatnonzero(counts).tolist()
+    warnings.warn(
+        f"during the warm-up adaptation the log-density returned NaN or +inf in {int(counts.sum())} step(s) "
+        f"of {len(chains)} chain(s) {chains if len(chains) <= 20 else chains[:20] + ['...']} "
+        f"(of {int(carry.step)} steps); such points count as zero density, so those chains may have "
+        "stopped moving and the adapted center, scale and w describe the rest of the support: check "
+        "the model for overflow or invalid parameter values.",
+        NumericalWarning,
+        stacklevel=3,
+    )
+
+
+
 def polar_slice_adaptation(
     logdensity_fn: Callable,
     *,
@@ -705,10 +739,11 @@ def polar_slice_adaptation(
         rows = min(max_draws_per_chain, num_steps)
         buffer = jnp.zeros((num_chains, rows, d), dtype)
         counts = jnp.zeros(2, dtype)
-        return PolarSliceAdaptationState(states, parameters, buffer, jnp.asarray(0, jnp.int32), counts)
+        nonfinite = jnp.zeros(num_chains, jnp.int32)
+        return PolarSliceAdaptationState(states, parameters, buffer, jnp.asarray(0, jnp.int32), counts, nonfinite)
 
     def step(rng_key: PRNGKey, carry: PolarSliceAdaptationState, num_steps: int):
-        states, parameters, buffer, t, counts = carry
+        states, parameters, buffer, t, counts, nonfinite = carry
         num_chains, rows, d = buffer.shape
         form = resolved(d)
         starts, ends, strides, kept = _schedule_arrays(num_steps, rows)
@@ -746,10 +781,12 @@ def polar_slice_adaptation(
 
         states, parameters = jax.lax.cond(window_end, re_estimate, lambda a: a, (states, parameters))
         counts = jnp.where(window_end, 0.0, counts)
-        new_carry = PolarSliceAdaptationState(states, parameters, buffer, t + 1, counts)
+        nonfinite = nonfinite + (info.num_nonfinite > 0)
+        new_carry = PolarSliceAdaptationState(states, parameters, buffer, t + 1, counts, nonfinite)
         return new_carry, PolarSliceAdaptationInfo(info, window_end, parameters["w"])
 
     def final(carry: PolarSliceAdaptationState):
+        _warn_nonfinite(carry)
         states, parameters = carry.states, carry.parameters
         scale = parameters["scale"]
         if structure != "auto" or isinstance(scale, ps.LowRankScale) or not ps._is_concrete(parameters):
