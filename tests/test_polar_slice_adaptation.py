@@ -369,10 +369,10 @@ def test_plus_inf_and_nan_during_warmup_neither_freeze_nor_pass_silently():
         return jnp.where(x[1] > -1.5, value, jnp.nan)
 
     positions = 0.3 * jnp.ones((4, 3))
+    algorithm = psample.polar_slice(overflowing, structure="diagonal")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trace = psample.sample(psample.polar_slice(overflowing), positions, jax.random.key(0), 300, num_warmup=300,
-                               progress=False)
+        trace = psample.sample(algorithm, positions, jax.random.key(0), 200, num_warmup=200, progress=False)
     messages = [str(w.message) for w in caught if issubclass(w.category, NumericalWarning)]
     assert any(m.startswith("during the warm-up adaptation") and "NaN or +inf" in m and "4 chain(s)" in m
                for m in messages), messages
@@ -382,8 +382,10 @@ def test_plus_inf_and_nan_during_warmup_neither_freeze_nor_pass_silently():
     moved = np.mean(np.any(np.diff(x, axis=1) != 0, axis=-1), axis=1)
     assert np.all(moved > 0.9), moved
 
-    carry = psample.polar_slice(overflowing).adaptation.init(positions, 50)
+    carry = algorithm.adaptation.init(positions, 50)
     assert carry.num_nonfinite.shape == (4,) and carry.num_nonfinite.dtype == jnp.int32
     with warnings.catch_warnings():
         warnings.simplefilter("error", NumericalWarning)
-        psample.polar_slice(lambda x: -0.5 * jnp.sum(x**2)).adaptation.run(jax.random.key(1), positions, 50)
+        algorithm.adaptation.final(carry)  # no step met NaN or +inf: no warning
+    with pytest.warns(NumericalWarning, match=r"NaN or \+inf in 3 step\(s\) of 2 chain\(s\) \[1, 3\]"):
+        algorithm.adaptation.final(carry._replace(num_nonfinite=jnp.array([0, 2, 0, 1], jnp.int32)))
