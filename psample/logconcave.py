@@ -21,17 +21,11 @@ from typing import Callable
 import numpy as np
 
 from psample.errors import NumericalWarning
-from psample.mcmc.logconcave_chain import DEFAULT_NUM_SCORE_SAMPLES
+from psample.mcmc.logconcave_chain import DEFAULT_NUM_SCORE_SAMPLES, MIN_EFFECTIVE_SCORE_SAMPLES, check_score_ess
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.run import sample
 
 __all__ = ["logconcave_chain_samples", "MIN_EFFECTIVE_SCORE_SAMPLES"]
-
-#: Below this many effective proposals (``num_score_samples`` times the mean relative ESS of
-#: the first measurement's score estimates, averaged over the samples) the importance-sampling
-#: score cannot weigh the modes right: measured in BENCHMARKS.md ("mode weights with the
-#: importance-sampling score").
-MIN_EFFECTIVE_SCORE_SAMPLES = 8.0
 
 #: Recorded with every sample (``observables``): what happened over its chain of measurements.
 _OBSERVABLES = {
@@ -112,8 +106,9 @@ def logconcave_chain_samples(
         )
     nonfinite = np.asarray(trace.observables["num_nonfinite"])
     for w in caught:
-        # The runner sees only every m-th step's info; the count below covers all of them.
-        if not (issubclass(w.category, NumericalWarning) and nonfinite.any()):
+        # The runner sees only every m-th step's info and final state; _warn's counts and the
+        # score-ESS check below cover every sample, so they replace the runner's.
+        if not issubclass(w.category, NumericalWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     _warn(nonfinite, np.asarray(trace.observables["first_score_ess"]), tuning)
     return trace if return_trace else trace.to_datatree()
@@ -136,22 +131,4 @@ def _warn(nonfinite, first_score_ess, tuning):
         )
     if "smoothed_score" in tuning or "smoothed_logdensity" in tuning:
         return
-    num = int(tuning.get("num_score_samples", DEFAULT_NUM_SCORE_SAMPLES))
-    effective = float(np.mean(first_score_ess)) * num
-    if effective < MIN_EFFECTIVE_SCORE_SAMPLES:
-        warnings.warn(
-            f"the importance-sampling smoothed score rested on {effective:.2g} effective proposals "
-            f"(mean score_ess {effective / num:.2g} of num_score_samples={num}) on the first "
-            "measurement, where the mode weights are decided: below "
-            f"{MIN_EFFECTIVE_SCORE_SAMPLES:g} they are biased (towards wide modes). Increase "
-            f"num_score_samples (to about {_suggest(num, effective)}), or pass smoothed_score "
-            "(an exact or learned smoothed score)",
-            NumericalWarning,
-            stacklevel=3,
-        )
-
-
-def _suggest(num, effective):
-    """Proposals that would give MIN_EFFECTIVE_SCORE_SAMPLES if the ESS fraction stayed put."""
-    target = num * MIN_EFFECTIVE_SCORE_SAMPLES / max(effective, 1e-12)
-    return int(2 ** np.ceil(np.log2(target)))
+    check_score_ess(first_score_ess, int(tuning.get("num_score_samples", DEFAULT_NUM_SCORE_SAMPLES)), stacklevel=4)

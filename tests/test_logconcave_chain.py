@@ -771,6 +771,19 @@ def test_importance_sampling_warns_where_it_cannot_weigh_the_modes(d):
     assert float(tree.observables["first_score_ess"].mean()) * 256 < lc_samples.MIN_EFFECTIVE_SCORE_SAMPLES
 
 
+def test_the_chain_runner_warns_where_the_importance_score_cannot_weigh_the_modes():
+    """The same regime through psample.sample (the sampler's own end-of-run check, read from the
+    chains' final states): the warning names score_ess and num_score_samples."""
+    target = _issue_mixture(4)
+    hints = target.hints["logconcave_chain"]
+    alg = psample.logconcave_chain(target.logdensity_fn, sigma=hints["sigma"], num_measurements=2,
+                                   steps_per_measurement=[50, 5])  # fmt: skip
+    positions = target.initial_positions(jax.random.PRNGKey(0), 4)
+    with pytest.warns(psample.errors.NumericalWarning, match=r"effective proposals \(mean score_ess .* num_score_samples=256\)"):
+        trace = psample.sample(alg, positions, jax.random.PRNGKey(1), 60, progress=False, compute_convergence_checks=False)
+    assert float(np.mean(trace.final_state.first_score_ess)) * 256 < lc_samples.MIN_EFFECTIVE_SCORE_SAMPLES
+
+
 @pytest.mark.slow
 def test_importance_sampling_mode_weights_right_where_no_warning():
     """The issue's mixture in d = 2 with 512 proposals (about 16 effective ones on the first

@@ -108,6 +108,7 @@ References
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Callable, NamedTuple
 
 import blackjax.mcmc.mala as blackjax_mala
@@ -123,6 +124,7 @@ from psample.errors import (
     InitialPointError,
     InvalidTuningError,
     ModelError,
+    NumericalWarning,
     ShapeError,
     check_positive,
     check_positive_int,
@@ -137,6 +139,8 @@ __all__ = [
     "MAX_STEP_SIZE",
     "DEFAULT_NUM_SCORE_SAMPLES",
     "SUPPORT_RELATIVE_WEIGHT",
+    "MIN_EFFECTIVE_SCORE_SAMPLES",
+    "check_score_ess",
     "exact_smoothed_score",
     "importance_smoothed_score",
     "default_steps_schedule",
@@ -157,6 +161,11 @@ SCORE_ESTIMATORS = ("tweedie", "identity", "mixed")
 MAX_STEP_SIZE = 2.0
 #: Default proposals per importance-sampling score estimate.
 DEFAULT_NUM_SCORE_SAMPLES = 256
+
+#: Below this many effective proposals (``num_score_samples`` times the mean relative ESS of
+#: the first measurement's score estimates) the importance-sampling score cannot weigh the
+#: modes right (BENCHMARKS.md, "mode weights with the importance-sampling score").
+MIN_EFFECTIVE_SCORE_SAMPLES = 8.0
 
 
 class LogConcaveChainState(NamedTuple):
@@ -880,10 +889,51 @@ def as_top_level_api(
             "conditional's density): pass smoothed_logdensity, or use inner='underdamped' or 'ula'"
         )
     kernel = build_kernel(inner)
-    return build_sampling_algorithm(
+    algorithm = build_sampling_algorithm(
         kernel,
         init,
         source,
         init_args=(sigma,),
         kernel_args=(sigma, num_measurements, jnp.asarray(schedule), step_size, friction),
     )
+    if smoothed_score is None and smoothed_logdensity is None:
+        # The end-of-run check psample.sample calls: the estimator's regime, from the chains'
+        # final states (each chain's current first measurement).
+        algorithm.step.check_trace = lambda trace: check_score_ess(
+            np.asarray(trace.final_state.first_score_ess), num_score_samples
+        )
+    return algorithm
+
+
+def check_score_ess(first_score_ess, num_score_samples: int, *, stacklevel: int = 3) -> float:
+    """Warn when the importance-sampling score rested on too few effective proposals.
+
+    Parameters
+    ----------
+    first_score_ess
+        Relative ESS of the first measurement's score estimates (``state.first_score_ess``),
+        any shape; their mean is used.
+    num_score_samples
+        The estimator's proposals per estimate.
+
+    Returns
+    -------
+    float
+        The effective number of proposals, ``mean(first_score_ess) * num_score_samples``.
+        Below :data:`MIN_EFFECTIVE_SCORE_SAMPLES` a ``NumericalWarning`` says that the mode
+        weights are biased towards wide modes, and what to pass instead.
+    """
+    effective = float(np.mean(first_score_ess)) * int(num_score_samples)
+    if effective < MIN_EFFECTIVE_SCORE_SAMPLES:
+        target = num_score_samples * MIN_EFFECTIVE_SCORE_SAMPLES / max(effective, 1e-12)
+        warnings.warn(
+            f"the importance-sampling smoothed score rested on {effective:.2g} effective proposals "
+            f"(mean score_ess {effective / num_score_samples:.2g} of num_score_samples={num_score_samples}) "
+            "on the first measurement, where the mode weights are decided: below "
+            f"{MIN_EFFECTIVE_SCORE_SAMPLES:g} they are biased (towards wide modes). Increase "
+            f"num_score_samples (to about {int(2 ** np.ceil(np.log2(target)))}), or pass "
+            "smoothed_score (an exact or learned smoothed score)",
+            NumericalWarning,
+            stacklevel=stacklevel,
+        )
+    return effective
