@@ -29,13 +29,18 @@ __all__ = [
     "check_convergence",
     "RHAT_MAX",
     "MIN_ESS_PER_CHAIN",
+    "MAX_ESS_CHAINS",
     "CHECK_VALUES",
 ]
 
 #: Rank-normalised split R-hat above this fails the convergence check (Vehtari et al. 2021).
 RHAT_MAX = 1.01
-#: Bulk or tail ESS below this many per chain fails the convergence check (Stan, PyMC).
+#: Bulk or tail ESS below this many per chain fails the convergence check (Stan, PyMC)...
 MIN_ESS_PER_CHAIN = 100
+#: ... counted over at most this many chains: 400 in all, Vehtari et al. (2021)'s threshold for
+#: four chains. Thousands of short chains (psample's many-chain regime) would otherwise need
+#: more ESS per chain than a chain has draws, and warn however well they mix.
+MAX_ESS_CHAINS = 4
 #: Values (chains x draws x scalar components) the convergence check reads at most; longer runs
 #: are checked on every k-th draw, which keeps it well under a second.
 CHECK_VALUES = 1_000_000
@@ -145,7 +150,8 @@ def check_convergence(trace, *, advice: str, max_values: int = CHECK_VALUES, sta
     """Warn once if the chains of ``trace`` have not mixed, with ArviZ's numbers.
 
     Rank-normalised split R-hat above :data:`RHAT_MAX` (1.01), or bulk or tail ESS below
-    :data:`MIN_ESS_PER_CHAIN` (100) per chain, for any scalar component of the posterior
+    :data:`MIN_ESS_PER_CHAIN` (100) per chain (over at most :data:`MAX_ESS_CHAINS` chains: 400
+    in all for many chains), for any scalar component of the posterior
     (constrained sites when the trace has a target) fails the check, as in Stan, NumPyro and
     PyMC. The numbers are :mod:`arviz_stats`' (``ess`` tail at ArviZ's default ``ci_prob``, as
     :func:`arviz.summary` computes it). A run longer than ``max_values`` values is checked on
@@ -213,7 +219,7 @@ def check_convergence(trace, *, advice: str, max_values: int = CHECK_VALUES, sta
             ]
             for j, component in enumerate(_component_names(name, values.shape[2:])):
                 table[component] = tuple(float(np.ravel(s)[j]) for s in stats)
-    min_ess = MIN_ESS_PER_CHAIN * num_chains
+    min_ess = MIN_ESS_PER_CHAIN * min(num_chains, MAX_ESS_CHAINS)
     failures = []
     for label, column, bad in (
         (f"R-hat > {RHAT_MAX}", 0, lambda v: v > RHAT_MAX),
@@ -231,7 +237,8 @@ def check_convergence(trace, *, advice: str, max_values: int = CHECK_VALUES, sta
         warnings.warn(
             f"the chains have not converged ({where}{thin_note}): {'; '.join(failures)} "
             f"(ArviZ's rank-normalised R-hat, bulk and tail ESS; the thresholds are 1.01 and "
-            f"{MIN_ESS_PER_CHAIN} per chain). {advice}",
+            f"{MIN_ESS_PER_CHAIN} per chain, {MIN_ESS_PER_CHAIN * MAX_ESS_CHAINS} in all beyond "
+            f"{MAX_ESS_CHAINS} chains). {advice}",
             ConvergenceWarning, stacklevel=stacklevel,
         )  # fmt: skip
     return table

@@ -587,7 +587,7 @@ def test_nan_log_density_mid_run_is_counted_and_warned():
 
     algorithm = polar_slice.as_top_level_api(nan_outside_ball, w=1.0)
     x0 = 0.3 * jnp.ones((4, 3))
-    with pytest.warns(NumericalWarning, match=r"NaN in \d+ recorded step\(s\) of 4 chain"):
+    with pytest.warns(NumericalWarning, match=r"NaN or \+inf \d+ time\(s\), in \d+ recorded step\(s\) of 4 chain"):
         trace = psample.sample(algorithm, x0, jax.random.PRNGKey(0), 200, progress=False)
     counts = trace.sample_stats()["num_nonfinite"]
     assert counts.shape == (4, 200) and counts.sum() > 0
