@@ -11,6 +11,29 @@ jax.config.update("jax_enable_x64", True)
 import pytest  # noqa: E402
 
 
+def _bar_acting_at_update(n: int, act):
+    """A stand-in for the driver's progress bar that calls ``act()`` once, at its ``n``-th update
+    (counted over every bar of the run: warm-up, then draws)."""
+    updates = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, _):
+            updates.append(1)
+            if len(updates) == n:
+                act()
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    return Bar
+
+
 @pytest.fixture
 def ctrl_c_after(monkeypatch):
     """Make the runner's progress bar press Ctrl-C once, at its ``n``-th update.
@@ -20,28 +43,11 @@ def ctrl_c_after(monkeypatch):
     """
     import psample.driver
 
+    def press():
+        raise KeyboardInterrupt
+
     def install(n: int):
-        pressed = []
-
-        updates = []  # counted over every bar of the run (warm-up, then draws)
-
-        class Bar:
-            def __init__(self, *args):
-                pass
-
-            def update(self, _):
-                updates.append(1)
-                if len(updates) == n and not pressed:
-                    pressed.append(True)
-                    raise KeyboardInterrupt
-
-            def set_postfix(self, *args, **kwargs):
-                pass
-
-            def close(self):
-                pass
-
-        monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
+        monkeypatch.setattr(psample.driver, "_progress_bar", _bar_acting_at_update(n, press))
 
     return install
 
@@ -59,23 +65,7 @@ def sigint_at_update(monkeypatch):
     import psample.driver
 
     def install(n: int):
-        updates = []
-
-        class Bar:
-            def __init__(self, *args, **kwargs):
-                pass
-
-            def update(self, _):
-                updates.append(1)
-                if len(updates) == n:
-                    os.kill(os.getpid(), signal.SIGINT)
-
-            def set_postfix(self, *args, **kwargs):
-                pass
-
-            def close(self):
-                pass
-
-        monkeypatch.setattr(psample.driver, "_progress_bar", Bar)
+        send = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+        monkeypatch.setattr(psample.driver, "_progress_bar", _bar_acting_at_update(n, send))
 
     return install
