@@ -406,13 +406,16 @@ for graph, prox, meshes in GRAPHS:
     for mesh in meshes:
         got = run(graph, prox, mesh, mesh)
         # Bit for bit: exact sums over agents, neighbour sums in a fixed order, per-chain shard
-        # copies for the iterative prox. Only the quadratic prox's residual (a diagnostic,
-        # computed on the shared shard) may round differently with fewer chains per device.
+        # copies for the iterative prox. Only two diagnostics may round differently with fewer
+        # chains per device: the quadratic prox's residual (computed on the shared shard) and the
+        # consensus distance (a float reduction; seen 1 ulp apart on the ring with L-BFGS). The
+        # draws, the agents' positions and the duals stay bit for bit.
         pairs = {"positions": (got.positions, ref.positions), **{k: (got.observables[k], ref.observables[k]) for k in obs},
                  **{k: (getattr(got.info, k), getattr(ref.info, k)) for k in got.info._fields}}
         for name, (a, b) in pairs.items():
             a, b = np.asarray(a), np.asarray(b)
-            if name == "prox_residual" and prox == "quadratic" and "chains" in mesh.axis_names:
+            diagnostic = (name == "prox_residual" and prox == "quadratic") or name == "consensus_distance"
+            if diagnostic and "chains" in mesh.axis_names:
                 assert np.abs(a - b).max() < 1e-12
             else:
                 assert np.array_equal(a, b), (str(graph), prox, name, np.abs(a - b).max())
