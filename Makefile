@@ -21,9 +21,10 @@ run: $(STAMP)
 # Every test draws from its own fixed seed, so results do not depend on which worker runs it.
 PYTEST := $(VENV)/bin/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
+# One session for fast and slow tests, so that work stealing packs the long statistical tests
+# beside the short ones; the slowest durations are printed for whoever shortens the suite.
 test: $(STAMP)
-	$(PYTEST) -m "not slow"
-	$(PYTEST) -m slow
+	$(PYTEST) -m "slow or not slow" --durations=25
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
