@@ -25,7 +25,7 @@ the log-density with its gradient per replicate; training is reported separately
 - ``reverse diffusion`` (``psample.diffusion.reverse_diffusion``, VE schedule, ``K = 25``
   steps, ``M = 16`` importance draws per particle and step, SMC correction):
   ``N = budget / (K (M + 1))``;
-- ``tempered SMC`` (``psample.smc.tempered``, adaptive, HMC with 5 integration steps, 2 moves
+- ``tempered SMC`` (``psample.smc.tempered_smc``, adaptive, HMC with 5 integration steps, 2 moves
   per level, prior ``N(0, s² I)``): a calibration run of ``--smc-particles`` particles gives
   its evaluations per particle, then ``N = budget / that`` (the count it really spent is
   printed; adaptive schedules vary).
@@ -181,7 +181,7 @@ def _tempered(target, scale, num_particles):
     logprior = lambda x: -0.5 * jnp.sum(x**2) / scale**2 - 0.5 * d * jnp.log(2 * jnp.pi * scale**2)
     loglik = lambda x: target.logdensity_fn(x) - logprior(x)
     sampler = lambda key, n: scale * jax.random.normal(key, (n, d))
-    return psample.smc.tempered(logprior, loglik, initial_sampler=sampler, mcmc="hmc", num_mcmc_steps=2,
+    return psample.smc.tempered_smc(logprior, loglik, initial_sampler=sampler, mcmc="hmc", num_mcmc_steps=2,
                                 mcmc_parameters={"num_integration_steps": 5},
                                 resampling="systematic")  # as in the BENCHMARKS.md rows  # fmt: skip
 

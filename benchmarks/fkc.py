@@ -14,7 +14,7 @@ mixtures, and 1-D guidance at ``w = 3`` (quadrature).
 Methods (:data:`METHODS`) at ``k = --steps``; every row prints both budgets per particle, score
 evaluations and score + log-density evaluations (times the number of models):
 
-- **FKC**: ``psample.smc.fkc`` with ``k`` uniform Euler–Maruyama steps, systematic resampling
+- **FKC**: ``psample.smc.fkc_smc`` with ``k`` uniform Euler–Maruyama steps, systematic resampling
   every step (the paper's setting): ``k`` score evaluations, no log-density;
   **FKC quad**: the same with ``time_grid="quadratic"``; **FKC quad ess**: the same, resampling
   when the ESS falls below half the particles; **FKC quad langevin**: FKC quad with the noise
@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 
 import psample  # noqa: E402
 import psample.models  # noqa: E402
-from psample.fkc_demo import uncorrected  # noqa: E402
+from psample.cli.fkc import uncorrected  # noqa: E402
 from psample.smc.base import ParticleAlgorithm, resample_if, resampling_fn, reweight  # noqa: E402
 
 
@@ -137,7 +137,7 @@ class _Info(NamedTuple):
 
 
 def _fkc(problem, num_steps, **options):
-    return psample.smc.fkc([m.score for m in problem.models], problem.exponents,
+    return psample.smc.fkc_smc([m.score for m in problem.models], problem.exponents,
                            schedule=problem.models[0].schedule, num_steps=num_steps, t_min=problem.t_min,
                            shape=problem.models[0].shape, **options)  # fmt: skip
 

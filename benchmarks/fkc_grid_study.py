@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/fkc_grid_study.py N=1024,K=100,kind=pow2 N=4096,K=400,rule=trap ...
 
-Each config runs ``R = 8`` replicates of an FKC loop that is :func:`psample.smc.fkc`'s kernel
+Each config runs ``R = 8`` replicates of an FKC loop that is :func:`psample.smc.fkc_smc`'s kernel
 (``log_weight_rate``, ``reweight``, ``resample_if``, the same Euler–Maruyama move) with options
 the library does not offer: ``kind`` the time grid (``"uniform"``, ``"powR"``: equally spaced in
 ``t**(1/R)``, ``pow2`` being ``time_grid="quadratic"``; ``"logsigma"``: equally spaced in

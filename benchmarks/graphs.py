@@ -3,7 +3,7 @@
 Same path motif, same graphs, same kind of chain (pivot, Glauber), MACC of the k-path as the
 observable:
 
-* **psample**: ``num_chains`` chains vmapped and jitted (:func:`psample.observables.block_averaged`
+* **psample**: ``num_chains`` chains vmapped and jitted (:func:`psample.runtime.observables.block_averaged`
   over :func:`psample.graphs.pivot` / ``glauber``, patches ``A[x, x]`` averaged inside
   the scan); compiled ahead of time, so the time is sampling only (compile time reported apart);
 * **NNetwork** (``pip install NNetwork``, Lyu et al.; pure Python, one chain): ``get_patches``
@@ -52,7 +52,7 @@ from psample.graphs.estimate import SAMPLERS, homomorphism_chain
 from psample.graphs.motif import Motif
 from psample.graphs.network import Network
 from psample.models import graphs as zoo
-from psample.observables import block_averaged
+from psample.runtime.observables import block_averaged
 
 BURN_IN_FRACTION = 0.2
 NUM_BATCHES = 20  # batch means for NNetwork's single chain

@@ -23,7 +23,7 @@ identity inverse mass matrix and 10 integration steps, ``--mcmc-steps`` moves pe
 systematic resampling, driven by ``lax.while_loop`` until the temperature reaches 1; ``log Z``
 is the sum of ``info.log_likelihood_increment``. Its evaluations are counted as BlackJAX spends
 them: per level ``N`` log-likelihoods for the ESS bisection, ``N`` for the weights and
-``N * steps * 10`` gradients. psample's rows use ``psample.smc.tempered``'s defaults but for
+``N * steps * 10`` gradients. psample's rows use ``psample.smc.tempered_smc``'s defaults but for
 what the row names (``--sweep`` adds HMC rows at other ``target_ess`` and moves per level);
 psample tunes the step size and the metric from the particles, BlackJAX keeps them fixed (as
 its docs do). Errors pool the replicates of all ``--repeats`` timed runs. The row "same
@@ -135,14 +135,14 @@ def blackjax_through_runner(target, num_particles, num_replicates, num_mcmc_step
 
 def psample_run(target, mcmc, num_particles, num_replicates, **options):
     """psample's tempered SMC run by ``psample.run_particles``; ``options`` are keyword arguments
-    of ``psample.smc.tempered`` (its defaults otherwise), ``metric`` goes to
+    of ``psample.smc.tempered_smc`` (its defaults otherwise), ``metric`` goes to
     ``mcmc_parameters``."""
     metric = options.pop("metric", None)
     parameters = {} if metric is None else {"metric": metric}
     # Systematic, as BlackJAX's peer above: the BENCHMARKS.md rows were measured with it (the
     # library's default became multinomial, whose single-run log_Z_se is valid).
     options.setdefault("resampling", "systematic")
-    algorithm = psample.smc.tempered(target, mcmc=mcmc, mcmc_parameters=parameters, **options)
+    algorithm = psample.smc.tempered_smc(target, mcmc=mcmc, mcmc_parameters=parameters, **options)
 
     def run(key):
         result = psample.run_particles(algorithm, key, num_particles, num_replicates=num_replicates, progress=False)

@@ -55,7 +55,7 @@ def main(argv=None):
         # Rough target draws: tempered SMC from N(0, s^2 I) (HMC moves), resampled.
         prior_scale = args.init_std
         logprior = lambda x: -0.5 * jnp.sum(x**2) / prior_scale**2
-        smc = psample.smc.tempered(logprior, lambda x: target.logdensity_fn(x) - logprior(x), mcmc="hmc",
+        smc = psample.smc.tempered_smc(logprior, lambda x: target.logdensity_fn(x) - logprior(x), mcmc="hmc",
                                    initial_sampler=lambda key, n: prior_scale * jax.random.normal(key, (n, 32)))  # fmt: skip
         population = psample.run_particles(smc, jax.random.key(11), args.backward_smc, progress=False)
         options = {"loss": "log_variance", "target_samples": population.resample(jax.random.key(12))[0]}

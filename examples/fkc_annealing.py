@@ -31,7 +31,7 @@ import optax  # noqa: E402
 import psample  # noqa: E402
 import psample.models  # noqa: E402
 from psample.diffusion import VP  # noqa: E402
-from psample.fkc_demo import uncorrected  # noqa: E402
+from psample.cli.fkc import uncorrected  # noqa: E402
 
 SCHEDULE = VP()
 T_MIN = 1e-3
@@ -62,7 +62,7 @@ def network_score(params):
     """``s(t, x) = -eps_hat(t, x) / sigma_t`` (noise-prediction parametrisation)."""
 
     def score(t, x):
-        return psample.diffusion.schedules.score_from_noise(SCHEDULE, t, mlp(params, features(t, x)))
+        return psample.schedules.score_from_noise(SCHEDULE, t, mlp(params, features(t, x)))
 
     return score
 
@@ -129,7 +129,7 @@ def main(argv=None):
     anneal = psample.smc.fkc_anneal(score, beta, schedule=SCHEDULE, num_steps=args.steps, shape=(2,),
                                     weights=args.weights)  # fmt: skip
     annealed = psample.run_particles(anneal, k_anneal, args.particles, num_replicates=1, progress=False)
-    plain_alg = psample.smc.fkc([score], [beta], schedule=SCHEDULE, num_steps=args.steps, shape=(2,), resample="ess",
+    plain_alg = psample.smc.fkc_smc([score], [beta], schedule=SCHEDULE, num_steps=args.steps, shape=(2,), resample="ess",
                                 start_resampling_step=args.steps)  # fmt: skip
     plain = psample.run_particles(plain_alg, k_plain, args.particles, progress=False)
     exact_annealed = psample.models.mixture_power(data_model.mixture, beta)

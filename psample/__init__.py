@@ -2,39 +2,48 @@
 
 Public API
 ----------
-- :func:`from_numpyro`, :class:`Target`: targets from NumPyro models or plain log-densities.
-- :func:`sample`, :func:`resume`, :class:`Trace`: the runner (many chains, chunks, checkpoints).
-- :func:`polar_slice`: Gibbsian polar slice sampling (``psample.mcmc.polar_slice``), with an
-  affine preconditioner adapted during warm-up (``psample.mcmc.polar_slice_adaptation``).
-- :mod:`psample.adaptation`: the warm-up adaptation protocol any sampler can implement.
-- :mod:`psample.numpyro`: psample samplers as NumPyro ``MCMCKernel`` s (``PolarSlice``, ``kernel``).
+- :func:`from_numpyro`, :func:`from_logdensity`, :class:`Target`: targets from NumPyro models
+  or plain log-densities.
+- :func:`sample`, :func:`resume`, :class:`Trace`: the chain runner (many chains, chunks,
+  checkpoints); :func:`run_particles`, :class:`ParticleResult`: the particle runner.
+- :func:`polar_slice`: Gibbsian polar slice sampling, with an affine preconditioner adapted
+  during warm-up (:mod:`psample.mcmc.polar_slice`).
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
-  (``psample.mcmc.logconcave_chain``); :func:`logconcave_chain_samples` returns its final jumps.
+  (:mod:`psample.mcmc.logconcave_chain`); :func:`logconcave_chain_samples` runs it in one call.
 - :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
-  a mesh's ``"shards"`` axis (``psample.mcmc.admm``; Tzikas et al. 2024).
-- :func:`run_particles`, :class:`ParticleResult`: the particle runner (weighted populations);
-  :mod:`psample.smc` (tempered SMC with model evidence).
-- :mod:`psample.diffusion`: noise schedules (``VP``, ``VE``) shared by the diffusion samplers and FKC;
-  ``reverse_diffusion`` (training-free, SMC-corrected) and ``train_sampler`` (DDS/PIS) with exact
-  importance weights and log Z.
+  a mesh's ``"shards"`` axis (:mod:`psample.mcmc.admm`; Tzikas et al. 2024).
+- :mod:`psample.smc`: tempered SMC with model evidence (:func:`psample.smc.tempered_smc`) and
+  Feynman–Kac correctors over score models (:func:`psample.smc.fkc_smc`).
+- :mod:`psample.diffusion`: diffusion samplers for unnormalized densities
+  (``reverse_diffusion``, ``train_sampler``); noise schedules in :mod:`psample.schedules`.
+- :mod:`psample.graphs`: graph-homomorphism chains and network observables.
+- :mod:`psample.base`: every contract the runners consume; :mod:`psample.errors`.
 - :mod:`psample.diagnostics` (ArviZ summaries and plots), :mod:`psample.models` (the model zoo),
-  :mod:`psample.graphs` (graph-homomorphism chains and network observables).
+  :mod:`psample.numpyro` (psample samplers as NumPyro ``MCMCKernel`` s).
+
+Layers
+------
+``base``, ``errors``, ``rng`` (ground floor) < ``targets``, ``schedules`` < the samplers
+(``mcmc``, ``smc``, ``diffusion``, ``graphs``) and the runtime (``runtime``) < one-call
+conveniences < ``cli``. A module imports only from its own floor or below.
 """
 
-from psample import adaptation, diagnostics, diffusion, errors, smc
-from psample.logconcave import logconcave_chain_samples
+from psample import _deprecated, base, diagnostics, diffusion, errors, smc
 from psample.mcmc.admm import as_top_level_api as admm
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
+from psample.mcmc.logconcave_samples import logconcave_chain_samples
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
-from psample.particles import ParticleResult, run_particles
-from psample.run import resume, sample
+from psample.runtime.chains import resume, sample
+from psample.runtime.particles import ParticleResult, run_particles
+from psample.runtime.trace import Trace
 from psample.targets import Target, from_logdensity, from_numpyro
-from psample.trace import Trace
 
-__all__ = ["adaptation", "diagnostics", "diffusion", "errors", "Target", "Trace", "from_numpyro", "from_logdensity", "sample",
-           "resume", "polar_slice", "logconcave_chain", "logconcave_chain_samples", "smc", "run_particles",
-           "ParticleResult", "admm"]
+__all__ = ["base", "diagnostics", "diffusion", "errors", "smc", "Target", "Trace", "from_numpyro",
+           "from_logdensity", "sample", "resume", "polar_slice", "logconcave_chain",
+           "logconcave_chain_samples", "run_particles", "ParticleResult", "admm"]
 __version__ = "0.1.0"
+
+_deprecated.install()
 
 
 def __getattr__(name):
@@ -43,4 +52,4 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module("psample.numpyro")
-    raise AttributeError(f"module 'psample' has no attribute {name!r}")
+    return _deprecated.moved_attribute(__name__, name)

@@ -19,7 +19,7 @@ the batched state: the kernel runs its chains with ``jax.vmap`` itself (the cont
 NumPyro's own HMC follows), and an adaptation pools them (cross-chain). With
 ``"sequential"`` and ``"parallel"`` each chain is a batch of one and adapts on its own.
 
-Warm-up. When the algorithm follows :mod:`psample.adaptation` and its adaptation has the
+Warm-up. When the algorithm follows :mod:`psample.runtime.warmup` and its adaptation has the
 step-wise form ``init(positions, num_steps)`` / ``step(key, carry, num_steps)`` (as
 :func:`psample.mcmc.polar_slice_adaptation.polar_slice_adaptation` does), NumPyro's warm-up
 steps are adaptation steps and the draws use the adapted parameters; ``adapt=False`` makes
@@ -43,7 +43,8 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
 
-from psample.adaptation import adaptation_key, provides_adaptation
+from psample.base import provides_adaptation
+from psample.runtime.warmup import adaptation_key
 
 __all__ = ["PsampleKernelState", "PsampleKernel", "kernel", "PolarSlice"]
 

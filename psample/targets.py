@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 import jax
 import jax.flatten_util
+import jax.numpy as jnp
 
-
-from psample.checks import check_real_logdensity
-from psample.errors import ModelError, check_positive_int
+from psample.errors import DtypeError, ModelError, PsampleError, check_positive_int
 
 __all__ = ["Target", "from_numpyro", "from_logdensity"]
 
@@ -50,7 +49,7 @@ class Target:
     hints
         Suggested tuning values for samplers (``{"polar_slice_w": 5.0}``), used by the CLI.
     logprior_fn, loglikelihood_fn
-        What tempering needs (:func:`psample.smc.tempered`): ``position -> scalar`` log prior
+        What tempering needs (:func:`psample.smc.tempered_smc`): ``position -> scalar`` log prior
         density in the unconstrained space (log-Jacobian of the constraining map included) and
         log-likelihood, with ``logprior_fn + loglikelihood_fn == logdensity_fn``; ``None`` when
         the target does not separate them.
@@ -223,4 +222,32 @@ def from_logdensity(logdensity_fn, initial_position, *, scale: float = 1.0, name
     return Target(logdensity_fn=logdensity_fn, init_fn=init_fn, name=name)
 
 
+def check_real_logdensity(logdensity_fn, position, what: str = "logdensity_fn") -> None:
+    """Refuse a log-density that returns a complex value (checked on its traced dtype, no evaluation).
 
+    Casting it to the positions' real dtype would drop the imaginary part with nothing but
+    NumPy's ``ComplexWarning``. ``position`` is one chain's position (arrays or
+    ``jax.ShapeDtypeStruct`` s). A function that cannot be traced here is left to the sampler.
+
+    Raises
+    ------
+    DtypeError
+        Naming ``what`` and the dtype.
+    """
+    try:
+        out = jax.eval_shape(logdensity_fn, position)
+    except PsampleError:
+        raise
+    except Exception:  # not traceable abstractly (e.g. host code): the sampler's own checks apply
+        return
+    dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(out) if jnp.issubdtype(leaf.dtype, jnp.complexfloating)}
+    if dtypes:
+        raise DtypeError(_complex_message(what, ", ".join(sorted(dtypes))))
+
+
+def _complex_message(what: str, dtype) -> str:
+    return (
+        f"{what} returns a complex value (dtype {dtype}): a log-density must be real. Find where it "
+        "turns complex (e.g. jnp.log or a power of a complex or negative input), or return "
+        "jnp.real(...) if the imaginary part is round-off"
+    )

@@ -41,13 +41,13 @@ def ctrl_c_after(monkeypatch):
     The bars (warm-up, then draws) are updated once per chunk, after that chunk is on the host
     and in the checkpoint; the driver handles a KeyboardInterrupt raised there like a real Ctrl-C.
     """
-    import psample.driver
+    import psample.runtime.driver
 
     def press():
         raise KeyboardInterrupt
 
     def install(n: int):
-        monkeypatch.setattr(psample.driver, "_progress_bar", _bar_acting_at_update(n, press))
+        monkeypatch.setattr(psample.runtime.driver, "_progress_bar", _bar_acting_at_update(n, press))
 
     return install
 
@@ -62,10 +62,10 @@ def sigint_at_update(monkeypatch):
     """
     import signal
 
-    import psample.driver
+    import psample.runtime.driver
 
     def install(n: int):
         send = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
-        monkeypatch.setattr(psample.driver, "_progress_bar", _bar_acting_at_update(n, send))
+        monkeypatch.setattr(psample.runtime.driver, "_progress_bar", _bar_acting_at_update(n, send))
 
     return install

@@ -1,20 +1,29 @@
-"""Diffusion processes and samplers.
+"""Diffusion samplers for unnormalized densities.
 
-- :mod:`psample.diffusion.schedules`: the noise schedules :class:`VP` and :class:`VE` (one time
-  convention for the library: ``t`` in ``[0, 1]``, ``t = 0`` is data).
-- :func:`reverse_diffusion` (:mod:`psample.diffusion.reverse_diffusion`): training-free reverse
-  diffusion with Monte Carlo scores of the noised target, with exact SMC weights and log Z.
+- :func:`reverse_diffusion` (:mod:`psample.diffusion.reverse`): training-free reverse diffusion
+  with Monte Carlo scores of the noised target, with exact SMC weights and log Z.
 - :func:`train_sampler` (:mod:`psample.diffusion.train`) -> :class:`TrainedSampler`
   (:mod:`psample.diffusion.trained`): learned DDS / PIS samplers, exact importance weights,
   log Z, ELBO and EUBO; networks in :mod:`psample.diffusion.networks`, reference processes in
   :mod:`psample.diffusion.processes`.
+- The noise schedules :class:`VP` and :class:`VE` (:mod:`psample.schedules`, shared with FKC:
+  ``t`` in ``[0, 1]``, ``t = 0`` is data), re-exported here.
 """
 
-from psample.diffusion import schedules
-from psample.diffusion.reverse_diffusion import reverse_diffusion
-from psample.diffusion.schedules import VE, VP, Schedule
+import sys
+
+from psample import _deprecated
+from psample.diffusion import reverse
+from psample.diffusion.reverse import reverse_diffusion
 from psample.diffusion.train import train_sampler
 from psample.diffusion.trained import SamplerResult, TrainedSampler
+from psample.schedules import VE, VP, Schedule
 
-__all__ = ["schedules", "Schedule", "VP", "VE", "reverse_diffusion", "train_sampler", "TrainedSampler",
-           "SamplerResult"]
+__all__ = ["Schedule", "VP", "VE", "reverse_diffusion", "train_sampler", "TrainedSampler", "SamplerResult"]
+
+# psample 0.1's module path of reverse_diffusion (the name is the function now, as it was then).
+sys.modules.setdefault("psample.diffusion.reverse_diffusion", reverse)
+
+
+def __getattr__(name):
+    return _deprecated.moved_attribute(__name__, name)

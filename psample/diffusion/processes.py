@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from psample.diffusion.networks import DriftNetwork
-from psample.diffusion.schedules import VP
+from psample.schedules import VP
 
 __all__ = ["Process", "METHODS", "gaussian_logpdf", "nonfinite_value", "nonfinite_evaluation"]
 

@@ -18,7 +18,7 @@ target draws, which is how a sampler learns modes its own paths never visit (Sen
 [5] take them from a replay buffer filled by local search; any MCMC or SMC population will do).
 
 Every pair of ``method`` and ``loss`` is supported. One jitted optax step per iteration; the
-chunk driver (:func:`psample.driver.drive`) runs ``lax.scan`` chunks of iterations, shows the
+chunk driver (:func:`psample.runtime.driver.drive`) runs ``lax.scan`` chunks of iterations, shows the
 loss on a tqdm bar, turns Ctrl-C into "return the parameters trained so far", and, with
 ``checkpoint=path``, writes the parameters and the optimizer state after every chunk, from
 which a later call with the same arguments resumes (iteration ``i`` uses
@@ -54,10 +54,10 @@ import numpy as np
 import optax
 from jax.scipy.special import logsumexp
 
-from psample import driver
+from psample.runtime import driver
 from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.processes import METHODS, Process
-from psample.diffusion.schedules import VP
+from psample.schedules import VP
 from psample.diffusion.trained import (
     TrainedSampler,
     _atomic_savez,

@@ -23,7 +23,7 @@ import numpy as np
 
 from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.processes import Process, nonfinite_value
-from psample.diffusion.schedules import VP
+from psample.schedules import VP
 from psample.errors import (
     CheckpointError,
     ModelError,
@@ -33,7 +33,7 @@ from psample.errors import (
     UnreliableErrorWarning,
     check_positive_int,
 )
-from psample.particles import ParticleResult, run_particles
+from psample.runtime.particles import ParticleResult, run_particles
 from psample.smc.base import ParticleAlgorithm, reweight
 
 __all__ = ["TrainedSampler", "SamplerResult", "SamplerState", "SamplerInfo"]

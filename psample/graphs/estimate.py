@@ -2,7 +2,7 @@
 
 Each function builds the chain (:func:`psample.graphs.pivot` or :func:`psample.graphs.glauber`),
 starts ``num_chains`` chains from :func:`psample.graphs.embeddings.initial_embeddings`, runs
-them through :func:`psample.observables.time_averages` (every chain step enters the average,
+them through :func:`psample.runtime.observables.time_averages` (every chain step enters the average,
 the trace keeps block means) and returns an :class:`~psample.diagnostics.batch_means.Estimate`:
 the mean over chains of each chain's time average after ``burn_in`` steps, with the batch-means
 standard error ``sd / √C`` (Lyu, Mémoli & Sivakoff, "Sampling random graph homomorphisms and
@@ -33,8 +33,8 @@ from psample.graphs.homomorphism import child_masses
 from psample.graphs.motif import Motif, as_motif
 from psample.graphs.network import Network, as_network, bipartite_components, require_connected
 from psample.graphs.pivot import as_top_level_api as pivot
-from psample.observables import time_averages
-from psample.run import sample
+from psample.runtime.observables import time_averages
+from psample.runtime.chains import sample
 
 __all__ = [
     "SAMPLERS",
@@ -141,7 +141,7 @@ def run_observables(network, motif, observables: dict[str, Callable], *, num_cha
     rng_key
         PRNG key or integer seed (default 0).
     block_size, progress
-        As for :func:`psample.observables.time_averages` (which also says what Ctrl-C keeps).
+        As for :func:`psample.runtime.observables.time_averages` (which also says what Ctrl-C keeps).
 
     Returns
     -------

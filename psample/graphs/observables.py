@@ -20,7 +20,7 @@ Sivakoff, JMLR 24(9), 2023, arXiv:1910.09483; §2.5 of the spec):
 
 Runner observables are functions ``fn(state) -> array`` of one chain's state, jittable and
 vmappable, evaluated inside the runner's scan (``psample.sample(..., observables=...)`` or the
-time averages of :mod:`psample.observables`). They read edge weights through
+time averages of :mod:`psample.runtime.observables`). They read edge weights through
 :func:`psample.graphs.network.edge_weight`, so they work on CSR networks of any size. Their
 error bars are batch means across chains (:mod:`psample.diagnostics.batch_means`).
 """

@@ -126,6 +126,8 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
+
+from psample.base import ChainAlgorithm, HoistedArguments
 from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -897,7 +899,7 @@ def as_top_level_api(
     mesh: Mesh | None = None,
     position_like: ArrayLikeTree | None = None,
     layout_invariant: bool = True,
-) -> SamplingAlgorithm:
+) -> ChainAlgorithm:
     """D-ADMMS: distributed sampling with noisy consensus ADMM (Tzikas et al. 2024).
 
     Parameters
@@ -917,7 +919,7 @@ def as_top_level_api(
         posterior of precision ``H``, relaxation in about ``2 rho D N / lambda`` iterations.
         A larger ``rho`` shrinks the mean offset on non-Gaussian posteriors (3x from 2.5 to
         5 in BENCHMARKS.md) and the variance with it; :func:`check_mean_offset`, which
-        ``psample.sample`` runs at the end of every run (``step.check_trace``), warns when the
+        ``psample.sample`` runs at the end of every run (``ChainAlgorithm.check_trace``), warns when the
         offset exceeds its Monte Carlo error. With hundreds of agents prefer a sparse graph.
     graph
         ``"complete"``, ``"ring"``, or a networkx graph over the agents ``0 .. N-1``.
@@ -938,7 +940,7 @@ def as_top_level_api(
         :func:`load_shards`, so that every process loads and holds only its own agents' shards
         (host arrays are accepted too: each process then copies its blocks to its devices).
         The data and prox matrices reach the runner's jitted functions as arguments
-        (``step.hoisted_arguments``, see ``psample.checks.hoisted``), never as constants.
+        (``ChainAlgorithm.hoisted_arguments``, :mod:`psample.base`), never as constants.
     position_like
         Optional position (pytree, no chain axis) for ``prox="quadratic"``: its matrices are
         then computed (and a non-quadratic likelihood refused) now, instead of when the first
@@ -954,7 +956,7 @@ def as_top_level_api(
 
     Returns
     -------
-    SamplingAlgorithm
+    psample.base.ChainAlgorithm
         ``init(position)`` starts every agent at ``position``; ``step(key, state)`` is one
         synchronous iteration. ``state.position`` is the network average.
 
@@ -977,7 +979,7 @@ def as_top_level_api(
     # The data (and the closed-form prox matrices) are laid out on the mesh's "shards" axis. On
     # a mesh spanning several processes they are global arrays of which each process holds its
     # own blocks, and jit cannot embed those as constants: the algorithm hands them to the
-    # runner (``step.hoisted_arguments``), which passes them to its jitted functions as
+    # runner (``ChainAlgorithm.hoisted_arguments``), which passes them to its jitted functions as
     # arguments. Always so, that one process and several compile the same program.
     data = _place(data, network.mesh)
     target = ShardedTarget(logprior_fn, loglik_fn)
@@ -1015,13 +1017,14 @@ def as_top_level_api(
                                         kernel_args=(data, network, rho))  # fmt: skip
 
     sampling = algorithm(data, factors)
-    # The runner's protocol (psample.checks.hoisted): the arrays to pass to jit as arguments (the
-    # prox matrices built so far: the runner traces a step before it compiles), and the
-    # algorithm rebuilt on them.
-    sampling.step.hoisted_arguments = lambda: ((data, dict(factors)), lambda arguments: algorithm(*arguments))
-    # The end-of-run check a runner may call on the finished trace (it warns; see check_mean_offset).
-    sampling.step.check_trace = lambda trace: check_mean_offset(trace, rho=rho)
-    return sampling
+    return ChainAlgorithm(
+        sampling.init,
+        sampling.step,
+        # The arrays jit must take as arguments (the data, and the prox matrices built so far:
+        # the runner traces a step before it compiles), and the algorithm rebuilt on them.
+        hoisted_arguments=lambda: HoistedArguments((data, dict(factors)), lambda arguments: algorithm(*arguments)),
+        check_trace=lambda trace: check_mean_offset(trace, rho=rho),
+    )
 
 
 def _structure_key(position) -> str:

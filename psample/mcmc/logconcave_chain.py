@@ -117,8 +117,10 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
+from blackjax.base import build_sampling_algorithm
 from blackjax.types import Array, ArrayLikeTree, ArrayTree
+
+from psample.base import ChainAlgorithm
 
 from psample.errors import (
     InitialPointError,
@@ -779,7 +781,7 @@ def as_top_level_api(
     friction: float = 1.0,
     num_score_samples: int = 256,
     score_estimator: str | None = None,
-) -> SamplingAlgorithm:
+) -> ChainAlgorithm:
     """Chain of log-concave Markov chains (Saremi, Park and Bach, 2024); one step = one measurement.
 
     Examples
@@ -838,7 +840,7 @@ def as_top_level_api(
 
     Returns
     -------
-    blackjax.base.SamplingAlgorithm
+    psample.base.ChainAlgorithm
         ``init(position) -> LogConcaveChainState``, ``step(rng_key, state) ->
         (LogConcaveChainState, LogConcaveChainInfo)``.
 
@@ -896,13 +898,13 @@ def as_top_level_api(
         init_args=(sigma,),
         kernel_args=(sigma, num_measurements, jnp.asarray(schedule), step_size, friction),
     )
+    check_trace = None
     if smoothed_score is None and smoothed_logdensity is None:
-        # The end-of-run check psample.sample calls: the estimator's regime, from the chains'
-        # final states (each chain's current first measurement).
-        algorithm.step.check_trace = lambda trace: check_score_ess(
-            np.asarray(trace.final_state.first_score_ess), num_score_samples
-        )
-    return algorithm
+        # The estimator's regime, from the chains' final states (each chain's first measurement).
+        def check_trace(trace):
+            check_score_ess(np.asarray(trace.final_state.first_score_ess), num_score_samples)
+
+    return ChainAlgorithm(algorithm.init, algorithm.step, check_trace=check_trace)
 
 
 def check_score_ess(first_score_ess, num_score_samples: int, *, stacklevel: int = 3) -> float:

@@ -84,7 +84,7 @@ import numpy as np
 from blackjax.base import build_sampling_algorithm
 from blackjax.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
-from psample.adaptation import AdaptiveSamplingAlgorithm
+from psample.base import AdaptiveSamplingAlgorithm
 from psample.errors import (
     DtypeError,
     InitialPointError,
@@ -789,7 +789,7 @@ def as_top_level_api(
 
     Returns
     -------
-    psample.adaptation.AdaptiveSamplingAlgorithm
+    psample.base.ChainAlgorithm
         ``init(position) -> PolarSliceState``,
         ``step(rng_key, state) -> (PolarSliceState, PolarSliceInfo)``,
         ``adaptation`` (a windowed, cross-chain, robust estimate of ``center``, ``scale`` and

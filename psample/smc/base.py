@@ -1,10 +1,9 @@
-"""The particle-algorithm contract and the reweight/resample step every particle method shares.
+"""The reweight/resample step every particle method shares.
 
-A particle algorithm moves one weighted population; :func:`psample.run_particles` runs many
-independent populations (replicates) of it. Like a chain algorithm it is a pair of pure
-functions over NamedTuples, plus what a population needs that a chain does not: the number of
-steps (a fixed schedule) or a "done" test (adaptive schedules), and its own reference
-distribution to draw the initial population from.
+The particle-algorithm contract itself (:class:`~psample.base.ParticleAlgorithm`, the resampling
+schemes by name) is declared in :mod:`psample.base` and re-exported here. A particle algorithm
+moves one weighted population; :func:`psample.run_particles` runs many independent populations
+(replicates) of it.
 
 State contract (field names, like ``position``/``logdensity`` for chains):
 
@@ -47,6 +46,7 @@ from blackjax.smc import resampling
 from blackjax.types import Array, ArrayTree, PRNGKey
 from jax.scipy.special import logsumexp
 
+from psample.base import RESAMPLING, ParticleAlgorithm, resampling_fn
 from psample.errors import InvalidTuningError
 
 __all__ = [
@@ -59,72 +59,6 @@ __all__ = [
     "count_nonfinite_logdensity",
     "count_nonfinite_score",
 ]
-
-#: Resampling schemes by name (all from ``blackjax.smc.resampling``).
-RESAMPLING = {
-    "systematic": resampling.systematic,
-    "stratified": resampling.stratified,
-    "multinomial": resampling.multinomial,
-    "residual": resampling.residual,
-}
-
-
-class ParticleAlgorithm(NamedTuple):
-    """A weighted-population algorithm, as :func:`psample.run_particles` runs it.
-
-    init
-        ``init(rng_key, num_particles) -> state``: draws the initial population from the
-        algorithm's own reference (prior, noise) and weights it.
-    step
-        ``step(rng_key, state) -> (state, info)``: one time step (move, reweight, resample when
-        the ESS drops). Pure and jittable.
-    num_steps
-        Number of steps of a fixed schedule, or ``None`` for "until done".
-    is_done
-        ``is_done(state) -> bool`` scalar (jittable); ``None`` when ``num_steps`` is set.
-    check_initial
-        ``check_initial(states) -> None``: host-side validation of the initial populations of
-        all replicates (leading replicate axis), raising a ``psample.errors`` error before any
-        step runs; ``None`` for none.
-    postprocess_fn
-        ``particle -> dict`` mapping one particle to constrained, named sites (a
-        :class:`psample.Target`'s), or ``None``.
-    resampling
-        Name of the resampling scheme (a key of :data:`RESAMPLING`), or ``None`` when unknown
-        (a custom function). The single-run error estimators of :class:`psample.ParticleResult`
-        are calibrated for ``"multinomial"`` and warn otherwise.
-    check_final
-        ``check_final(states) -> (complete, message)``: host-side test of the final populations
-        of all replicates (leading replicate axis): ``complete`` ``(replicate,)`` bool, whether
-        each reached the algorithm's target (e.g. temperature 1), and the warning the runner
-        issues when some did not (naming the setting that stopped them and how far they got);
-        ``None``: a population that took all its steps is complete.
-    nonfinite_source
-        Name of the user function(s) whose non-finite values ``info.num_nonfinite`` counts
-        (e.g. ``"loglikelihood_fn"``), for the runner's warning and error messages.
-    """
-
-    init: Callable
-    step: Callable
-    num_steps: int | None = None
-    is_done: Callable | None = None
-    check_initial: Callable | None = None
-    postprocess_fn: Callable | None = None
-    resampling: str | None = None
-    check_final: Callable | None = None
-    nonfinite_source: str | None = None
-
-
-def resampling_fn(resampling_name) -> Callable:
-    """The ``blackjax.smc.resampling`` function called ``resampling_name`` (or a callable as is)."""
-    if callable(resampling_name):
-        return resampling_name
-    if resampling_name not in RESAMPLING:
-        raise InvalidTuningError(
-            f"resampling must be one of {sorted(RESAMPLING)} or a function "
-            f"(rng_key, weights, num_samples) -> indices, got {resampling_name!r}"
-        )
-    return RESAMPLING[resampling_name]
 
 
 class Reweighted(NamedTuple):

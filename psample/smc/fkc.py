@@ -147,7 +147,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.types import Array, PRNGKey
 
-from psample.diffusion.schedules import Schedule
+from psample.schedules import Schedule
 from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
 from psample.smc.base import ParticleAlgorithm, count_nonfinite_score, resample_if, resampling_fn, reweight
 
@@ -606,7 +606,7 @@ def as_top_level_api(
     .. code::
 
         model = psample.models.diffusion_mixture([0.7, 0.3], [[-2.0, 0.0], [2.0, 0.0]], [0.25, 0.25])
-        algorithm = psample.smc.fkc([model.score], [2.0], schedule=model.schedule, num_steps=500, shape=(2,))
+        algorithm = psample.smc.fkc_smc([model.score], [2.0], schedule=model.schedule, num_steps=500, shape=(2,))
         result = psample.run_particles(algorithm, jax.random.key(0), 4096, num_replicates=8)
         mean, se = result.weighted_mean()
 

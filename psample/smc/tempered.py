@@ -670,7 +670,7 @@ def as_top_level_api(
     --------
     .. code::
 
-        algorithm = psample.smc.tempered(psample.models.get("eight_schools"), mcmc="polar_slice")
+        algorithm = psample.smc.tempered_smc(psample.models.get("eight_schools"), mcmc="polar_slice")
         result = psample.run_particles(algorithm, jax.random.key(0), 1000, num_replicates=8)
         print(result.log_Z_mean, "+-", result.log_Z_se)
 

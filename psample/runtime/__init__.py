@@ -1,0 +1,12 @@
+"""The runtime: everything written once around the sampler contracts of :mod:`psample.base`.
+
+- :mod:`~psample.runtime.driver`: the one Python loop (chunks, progress bar, Ctrl-C).
+- :mod:`~psample.runtime.chains`: :func:`sample` and :func:`resume` (many chains).
+- :mod:`~psample.runtime.particles`: :func:`run_particles` and :class:`ParticleResult`.
+- :mod:`~psample.runtime.warmup`: warm-up adaptation; :mod:`~psample.runtime.checkpoint`,
+  :mod:`~psample.runtime.trace`, :mod:`~psample.runtime.observables`,
+  :mod:`~psample.runtime.checks` (validation before any work), :mod:`~psample.runtime.compiled`
+  (the cache of compiled functions).
+
+The runtime knows the contracts, never a sampler by name.
+"""

@@ -1,0 +1,212 @@
+"""Warm-up adaptation: the runner's side of the adaptation contract.
+
+The contract (``adaptation``, ``with_parameters``, step-wise ``init``/``step``/``final``) is
+declared in :mod:`psample.base` (:class:`~psample.base.ChainAlgorithm`,
+:class:`~psample.base.StepwiseAdaptation`).
+
+The runner's hook
+-----------------
+:func:`warmup` is what :func:`psample.sample` calls before its draw loop: with
+``adapt=True``, ``num_warmup > 0`` and an algorithm that provides an adaptation, the warm-up
+steps are the adaptation's steps, and the draws are made by
+``algorithm.with_parameters(parameters)`` from the adapted states. A step-wise adaptation runs
+on :func:`psample.runtime.driver.drive` in jitted chunks of steps, with a bar, Ctrl-C (which returns
+the states and parameters of the steps completed) and a checkpoint of the carry after every
+chunk, so a resumed run continues the adaptation bit for bit; any other adaptation runs as one
+``run`` call. Otherwise nothing happens here and the runner's warm-up is plain burn-in with the
+algorithm's own parameters.
+The adapted parameters are stored in the :class:`psample.Trace` (``trace.parameters``), in the
+DataTree's attributes (:func:`parameters_to_attrs`) and in checkpoints, and
+:func:`restore` rebuilds the tuned algorithm when a checkpointed run is resumed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from psample.base import is_stepwise, provides_adaptation
+from psample.runtime import compiled
+
+__all__ = [
+    "WarmupResult",
+    "adaptation_key",
+    "warmup",
+    "restore",
+    "parameters_to_attrs",
+]
+
+
+class WarmupResult(NamedTuple):
+    """What :func:`warmup` did.
+
+    algorithm
+        ``algorithm.with_parameters(parameters)`` when it adapted, else the algorithm unchanged.
+    states
+        The chains' states after the adaptation steps done (``None`` if it did not adapt).
+    parameters
+        The parameters in force after those steps (``None`` if it did not adapt).
+    steps_done
+        Warm-up steps completed.
+    interrupted
+        ``True`` if Ctrl-C stopped the adaptation before ``num_warmup`` steps.
+    carry
+        The step-wise adaptation's carry after ``steps_done`` steps (else ``None``).
+    """
+
+    algorithm: Any
+    states: Any
+    parameters: Any
+    steps_done: int
+    interrupted: bool
+    carry: Any = None
+
+
+def _chunk_function(algorithm, num_steps: int):
+    """``jit((carry, key), step indices) -> ((carry, key), None)``: adaptation steps in a ``lax.scan``.
+
+    Cached per algorithm (:mod:`psample.runtime.compiled`), so repeated runs of one algorithm
+    compile once per chunk length.
+    """
+    adaptation = algorithm.adaptation
+
+    def build():
+        def run_chunk(carry, indices):
+            state, key = carry
+
+            def one(c, t):
+                return adaptation.step(jax.random.fold_in(key, t), c, num_steps)[0], None
+
+            return (jax.lax.scan(one, state, indices)[0], key), None
+
+        return jax.jit(run_chunk)
+
+    return compiled.cached(algorithm.step, ("adaptation", num_steps), build)
+
+
+def adaptation_key(rng_key):
+    """The key of a run's warm-up adaptation, derived from the run's key.
+
+    Draws use ``fold_in(rng_key, step_index)``; the adaptation uses ``split(rng_key)[1]``,
+    a different derivation, so the two never share randomness and the draws after warm-up do
+    not depend on whether it adapted.
+    """
+    return jax.random.split(rng_key)[1]
+
+
+def warmup(
+    algorithm,
+    positions,
+    rng_key,
+    num_warmup: int,
+    *,
+    adapt: bool = True,
+    progress: bool = False,
+    chunk_length: int | None = None,
+    on_chunk: Callable | None = None,
+    carry=None,
+    steps_done: int = 0,
+) -> WarmupResult:
+    """Adapt ``algorithm`` during ``num_warmup`` steps when it can and is asked to.
+
+    Parameters
+    ----------
+    algorithm
+        Any sampling algorithm; only one that provides an adaptation
+        (:func:`psample.base.provides_adaptation`) is adapted.
+    positions
+        Initial positions with a leading chain axis (device arrays, possibly sharded).
+    rng_key
+        The run's key (:func:`adaptation_key` derives the adaptation's key from it).
+    num_warmup
+        Warm-up steps per chain.
+    adapt
+        ``False`` switches adaptation off.
+    progress, chunk_length
+        As for :func:`psample.runtime.driver.drive` (a bar ``"adaptation"``; chunks sized in time when
+        a bar or a checkpoint watches, else one chunk).
+    on_chunk
+        ``on_chunk(carry, steps_done)`` after every completed chunk (a checkpoint save).
+    carry, steps_done
+        Continue a step-wise adaptation from its ``carry`` after ``steps_done`` steps (a resumed
+        run); ``positions`` is then ignored.
+
+    Returns
+    -------
+    WarmupResult
+        When it did not adapt, ``states`` and ``parameters`` are ``None`` and the caller runs its
+        own warm-up (burn-in) with the algorithm unchanged.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C before the first chunk of adaptation steps completed.
+    psample.errors.RunError
+        If a chunk fails while it runs.
+    """
+    if not (adapt and num_warmup > 0 and provides_adaptation(algorithm)):
+        return WarmupResult(algorithm, None, None, 0, False)
+    adaptation = algorithm.adaptation
+    key = adaptation_key(rng_key)
+    if not is_stepwise(adaptation):
+        (states, parameters), _ = adaptation.run(key, positions, num_warmup)
+        parameters = jax.device_get(parameters)
+        return WarmupResult(algorithm.with_parameters(parameters), states, parameters, num_warmup, False)
+
+    from psample.runtime.driver import drive
+
+    if carry is None:
+        carry, steps_done = adaptation.init(positions, num_warmup), 0
+    start = steps_done
+
+    def chunk_done(chunk_carry, _records, num_done):
+        on_chunk(chunk_carry[0], start + num_done)
+
+    result = drive(
+        _chunk_function(algorithm, num_warmup), (carry, key), start, num_warmup, chunk_length=chunk_length,
+        progress=progress, desc="adaptation", unit="step", on_chunk=None if on_chunk is None else chunk_done,
+    )  # fmt: skip
+    carry = result.carry[0]
+    states, parameters = adaptation.final(carry)
+    parameters = jax.device_get(parameters)
+    return WarmupResult(
+        algorithm.with_parameters(parameters), states, parameters, start + result.num_done, result.interrupted, carry
+    )
+
+
+def restore(algorithm, parameters):
+    """The algorithm a checkpointed run continues with: ``with_parameters`` if it was adapted.
+
+    Raises
+    ------
+    psample.errors.CheckpointError
+        If the run was adapted but ``algorithm`` cannot take parameters.
+    """
+    if parameters is None:
+        return algorithm
+    if not callable(getattr(algorithm, "with_parameters", None)):
+        from psample.errors import CheckpointError
+
+        raise CheckpointError(
+            "the checkpointed run was adapted during warm-up, but the algorithm passed to resume has no "
+            "with_parameters(): resume with the sampler the run was started with"
+        )
+    return algorithm.with_parameters(parameters)
+
+
+def parameters_to_attrs(parameters, prefix: str = "adapted") -> dict:
+    """The parameters as flat, JSON-friendly DataTree attributes ``{"adapted.w": 1.7, ...}``.
+
+    Names follow the pytree (dict keys and NamedTuple fields joined by ``.``); arrays become
+    nested lists, so the attributes survive a round trip through Zarr or netCDF.
+    """
+    if parameters is None:
+        return {}
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(parameters)[0]:
+        parts = [str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path]
+        value = np.asarray(leaf)
+        out[".".join([prefix, *parts])] = value.item() if value.ndim == 0 else value.tolist()
+    return out
