@@ -30,7 +30,7 @@ Parts
    ring (cycle) and complete graphs, 100 chains; exact Gaussian W2 between the Gaussian fitted
    to the 100 chains' network-average iterate and the exact posterior, per iteration (=
    communication round) and against wall time. For D-ADMMS the W2 of the exact law of the
-   iterate (the linear recursion, ``tests/test_admm.py``) is printed too: the bias by design.
+   iterate (the linear recursion, ``tests/mcmc/admm/reference.py``) is printed too: the bias by design.
 2. Scale: ``d = 100``, 1,000 agents x 50 points, ring and complete graphs, 100 chains. With
    100 chains in 100 dimensions a fitted covariance is rank deficient, so the score is the W2
    between the product of the fitted marginals and that of the posterior ("marginal W2") and
@@ -233,8 +233,8 @@ def part_reference(num_chains, num_iters, report_at):
         print(f"(nuts: centralized, {np.asarray(nuts_steps).mean():.1f} gradient evaluations of all the data per "
               "iteration, no graph)")  # fmt: skip
         # The exact law of the D-ADMMS agents (linear recursion): its stationary W2 is the bias.
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-        from test_admm import exact_moments, regression_data
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+        from tests.mcmc.admm.reference import exact_moments, regression_data
 
         X, y = regression_data()
         exact = exact_moments(X, y, name, tuple(report_at))
@@ -381,10 +381,10 @@ def part_logistic(num_chains, num_draws, num_warmup, nuts_draws):
 def part_rho(num_agents, d, num_chains, num_iters, report_at, rhos):
     """D-ADMMS on the complete graph at scale for several rho: how far the network average gets."""
     # First the rule on the reference set-up (20 agents, d = 2), from the exact linear recursion
-    # of tests/test_admm.py iterated to stationarity: the network average's variance over the
+    # of tests/mcmc/admm/reference.py iterated to stationarity: the network average's variance over the
     # posterior's against the temperature (N - 1) / (2 rho).
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    from test_admm import N as N20, posterior, recursion, regression_data
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from tests.mcmc.admm.reference import N as N20, posterior, recursion, regression_data
 
     X, y = regression_data()
     _, cov20 = posterior(X, y)

@@ -10,7 +10,7 @@ average's draws are compared with the reference:
 - ``offset/sd``: (ADMM mean - NUTS mean) / NUTS sd per coordinate, its largest magnitude;
 - ``z``: the same difference over the Monte Carlo error of both runs (ArviZ mean-ESS MCSE);
 - ``var ratio``: ADMM variance / NUTS variance per coordinate (min..max);
-- ``rule``: the ratio predicted by the implicit-Langevin rule of ``psample/mcmc/admm.py``,
+- ``rule``: the ratio predicted by the implicit-Langevin rule of :mod:`psample.mcmc.admm`,
   ``diag(T H^-1 (I + eta H / 2)^-1) / diag(H^-1)`` with ``T = deg / (2 rho)``,
   ``eta = 1 / (2 rho deg N)`` and ``H`` the inverse of the NUTS covariance;
 - ``check z`` and ``check offset/sd``: what ``admm.check_mean_offset`` (no reference run)
