@@ -4,7 +4,7 @@ Same path motif, same graphs, same kind of chain (pivot, Glauber), MACC of the k
 observable:
 
 * **psample**: ``num_chains`` chains vmapped and jitted (:func:`psample.runtime.observables.block_averaged`
-  over :func:`psample.graphs.pivot` / ``glauber``, patches ``A[x, x]`` averaged inside
+  over :func:`psample.graphs.pivot_chain` / ``glauber_chain``, patches ``A[x, x]`` averaged inside
   the scan); compiled ahead of time, so the time is sampling only (compile time reported apart);
 * **NNetwork** (``pip install NNetwork``, Lyu et al.; pure Python, one chain): ``get_patches``
   with ``sampling_alg="pivot"`` or ``"glauber"``, run until a time cap (it is 10³–10⁵ times

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -45,14 +46,14 @@ TITLES = {"karate": "Karate club", "lesmis": "Les Misérables", "florentine": "F
           "davis": "Davis southern women"}
 
 
-def network_observables(name, weighted, k, thresholds, num_chains, num_steps, seed):
+def network_observables(name, weighted, k, thresholds, num_chains, num_draws, rng_key):
     """MACC and CHD-profile estimates of one network, with their exact values."""
     network = Network.from_networkx(REAL_NETWORKS[name](weighted=weighted))
     pair = [(0, k - 1)]
     run = run_observables(
         network, Motif.path(k),
         {"macc": obs.patch(network, k), "profile": obs.threshold_indicators(network, pair, thresholds)},
-        num_chains=num_chains, num_steps=num_steps, burn_in=num_steps // 4, rng_key=seed)
+        rng_key, num_chains=num_chains, num_draws=num_draws, num_warmup=num_draws // 4)
     return {
         "macc": run.estimates["macc"],
         "profile": run.estimates["profile"],
@@ -76,7 +77,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="network_observables.png", help="PNG to write")
     parser.add_argument("--k", type=int, default=5, help="path motif nodes (default 5)")
     parser.add_argument("--chains", type=int, default=500, help="chains per network (default 500)")
-    parser.add_argument("--steps", type=int, default=1000, help="steps per chain (default 1000)")
+    parser.add_argument("--draws", type=int, default=1000,
+                        help="chain steps per chain entering the averages, after draws/4 warm-up steps (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -87,11 +89,11 @@ def main(argv=None) -> None:
         # of the weighted one where there are weights (karate, Les Misérables).
         for weighted in (False, True) if name in WEIGHTED else (False,):
             start = time.perf_counter()
-            res = network_observables(name, weighted, args.k, thresholds, args.chains, args.steps,
-                                      args.seed)
+            res = network_observables(name, weighted, args.k, thresholds, args.chains, args.draws,
+                                      jax.random.key(args.seed))
             macc, profile = res["macc"], res["profile"]
             label = f"{TITLES[name]}{' (weighted)' if weighted else ''}"
-            print(f"{label}: {args.k}-path MACC ({macc.num_chains} chains x {macc.num_steps} steps, "
+            print(f"{label}: {args.k}-path MACC ({macc.num_chains} chains x {macc.num_steps} draws, "
                   f"{time.perf_counter() - start:.1f} s)")
             print(np.array2string(macc.estimate, precision=3, suppress_small=True))
             print(f"  largest MCSE {macc.mcse.max():.4f}; max |estimate - exact| / MCSE: MACC "

@@ -9,9 +9,11 @@ Examples
     psample graph --network florentine --motif star4 --observable density
     psample graph --network my.edgelist --motif path4 --plot macc.png  # 'u v [w]' per line
 
-The estimate is the mean over chains of each chain's time average after burn-in, ± its Monte
-Carlo standard error (batch means across chains); the exact value is printed next to it whenever
-it is available in closed form (Lyu, Mémoli & Sivakoff 2023; :mod:`psample.graphs.exact`).
+The estimate is the mean over chains of each chain's time average over ``--draws`` steps after
+``--warmup`` steps, ± its Monte Carlo standard error (batch means across chains); the exact value
+is printed next to it whenever it is available in closed form (Lyu, Mémoli & Sivakoff 2023;
+:mod:`psample.graphs.exact`). ``--steps`` and ``--burn-in``, the old names of ``--draws`` and
+``--warmup``, still work for one release.
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ def add_graph_parser(subparsers) -> argparse.ArgumentParser:
                         help="macc: E[A(x_i, x_j)]; chd: t(H | F) and its profile, H = motif plus "
                              "the edge (0, k-1); density: t(F, G) (tree motifs); default macc")
     parser.add_argument("--chains", type=int, default=1000, help="independent chains (default 1000)")
-    parser.add_argument("--steps", type=int, default=1000,
-                        help="chain steps per chain after burn-in (default 1000)")
-    parser.add_argument("--burn-in", type=int, default=None,
-                        help="chain steps discarded first (default steps/4)")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="chain steps per chain entering the averages, after warm-up (default 1000)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="chain steps per chain discarded first (default draws/4)")
+    # psample 0.1 spellings, for one release (a note on stderr says so).
+    parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--burn-in", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="pivot",
                         help="pivot (tree motifs, exact MH rule; lazy on bipartite networks) or "
@@ -66,6 +71,7 @@ def add_graph_parser(subparsers) -> argparse.ArgumentParser:
                         help="use edge weights (scaled to (0, 1]) of the built-in networks")
     parser.add_argument("--plot", default=None, metavar="FILE.png",
                         help="write the MACC heat map (or, with --observable chd, the CHD profile)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run_graph)
     return parser
 
@@ -200,16 +206,38 @@ def _is_path(motif) -> bool:
         frozenset((i, i + 1)) for i in range(k - 1)}
 
 
+def _renamed_flags(args) -> tuple[str, str]:
+    """Map the old ``--steps`` / ``--burn-in`` onto ``--draws`` / ``--warmup`` (with a note on stderr);
+    returns the flag names to quote in errors."""
+    names = []
+    for old, new, old_flag, new_flag in (("steps", "draws", "--steps", "--draws"),
+                                         ("burn_in", "warmup", "--burn-in", "--warmup")):
+        value = getattr(args, old)
+        if value is None:
+            names.append(new_flag)
+            continue
+        if getattr(args, new) is not None:
+            raise InvalidTuningError(f"{old_flag} is the old name of {new_flag}: pass {new_flag} only")
+        print(f"psample graph: {old_flag} is deprecated, use {new_flag} (removed in the next release)",
+              file=sys.stderr)
+        setattr(args, new, value)
+        names.append(old_flag)
+    return names[0], names[1]
+
+
 def _run(args) -> int:
+    import jax
+
     from psample import diagnostics
     from psample.graphs import exact, observables as obs
     from psample.graphs.estimate import hom_density, run_observables
     from psample.graphs.motif import as_motif
     from psample.graphs.network import as_network
 
+    draws_flag, warmup_flag = _renamed_flags(args)
     chains = check_positive_int("--chains", args.chains, minimum=2)
-    steps = check_positive_int("--steps", args.steps)
-    burn_in = steps // 4 if args.burn_in is None else check_positive_int("--burn-in", args.burn_in, minimum=0)
+    draws = 1000 if args.draws is None else check_positive_int(draws_flag, args.draws)
+    warmup = draws // 4 if args.warmup is None else check_positive_int(warmup_flag, args.warmup, minimum=0)
     if args.plot is not None and args.observable == "density":
         raise InvalidTuningError("--plot needs --observable macc or chd, got --observable density")
     if args.plot is not None:  # before any work: the format, matplotlib, a writable directory
@@ -236,20 +264,21 @@ def _run(args) -> int:
 
     print(f"network {description}: {network.num_nodes} nodes, {graph.number_of_edges()} edges"
           f"{' (weighted)' if args.weighted else ''}")
-    print(f"motif {motif!r}; sampler {args.sampler}; {chains} chains x {steps} steps "
-          f"(burn-in {burn_in}); seed {args.seed}")
+    print(f"motif {motif!r}; sampler {args.sampler}; {chains} chains x {draws} draws "
+          f"(warm-up {warmup}); seed {args.seed}")
     start = time.perf_counter()
-    kwargs = dict(num_chains=chains, num_steps=steps, burn_in=burn_in, sampler=args.sampler,
-                  rng_key=args.seed, progress=True)
+    rng_key = jax.random.key(args.seed)
+    kwargs = dict(num_chains=chains, num_draws=draws, num_warmup=warmup, sampler=args.sampler,
+                  progress=not args.no_progress)
     if args.observable == "density":
         # The one-call estimate: its input checks (dead nodes) and its tail check apply.
-        est = hom_density(network, motif, **kwargs)
+        est = hom_density(network, motif, rng_key, **kwargs)
         reference = exact.tree_hom_density(network, motif)
         print(f"t(F, G) = {est.estimate:.6g} ± {est.mcse:.2g}   exact (tree DP) {reference:.6g}")
         print(_z_line(est.estimate, est.mcse, reference))
         print(f"sampling took {time.perf_counter() - start:.1f} s")
         return 0
-    run = run_observables(network, motif, observables, **kwargs)
+    run = run_observables(network, motif, observables, rng_key, **kwargs)
     elapsed = time.perf_counter() - start
     with warnings.catch_warnings():
         # More chains than block means, and constant entries (R-hat 0/0), are expected here.
@@ -264,7 +293,7 @@ def _run(args) -> int:
         est = estimates["macc"]
         reference = exact.path_macc(network, k) if path_motif else None
         print(f"MACC = E[A(x_i, x_j)] (estimate ± MCSE over {est.num_chains} chains x "
-              f"{est.num_steps} steps):")
+              f"{est.num_steps} draws):")
         print(_format_matrix(est.estimate, est.mcse, reference))
         if reference is not None:
             print(_z_line(est.estimate, est.mcse, reference))

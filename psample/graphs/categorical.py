@@ -1,9 +1,8 @@
 """One categorical draw from unnormalised weights and one uniform, cheap under ``vmap``.
 
 The draw is the inverse CDF: the first index whose running sum exceeds ``u · total``. Running
-sums by ``jnp.cumsum`` cost about 5 ns an element on XLA:CPU for a batch of short rows, ten
-times an ``exp``, and dominated the Glauber step. Here they are products with a triangular
-matrix of ones: one ``S x S`` matrix for short rows, and for long rows two levels of
+sums by ``jnp.cumsum`` lower to a slow sequential loop on XLA:CPU for a batch of short rows and
+would dominate the Glauber step. Here they are products with a triangular matrix of ones: one ``S x S`` matrix for short rows, and for long rows two levels of
 ``√S``-sized blocks (pick a block by its running block sum, then an entry inside it), so that
 both the work and the constant stay small.
 
@@ -22,7 +21,7 @@ __all__ = ["draw_index"]
 
 Array = jax.Array
 
-SINGLE_LEVEL_MAX = 64  # rows up to this length use one triangular product (measured crossover)
+SINGLE_LEVEL_MAX = 64  # rows up to this length use one S x S triangular product; longer rows two levels of blocks
 
 
 def _running_sums(weights: Array) -> Array:

@@ -3,8 +3,8 @@
 ``A(a, b)`` is read by probing two table positions ``h₁(a, b)`` and ``h₂(a, b)``: three
 independent gathers (two tags, one weight or log-weight), the same for every pair. Bisecting
 a sorted CSR row instead costs ``log₂(degree)`` dependent gathers, and under ``vmap`` every
-chain pays for the largest degree; on hub-heavy graphs those lookups took most of the Glauber
-step's time.
+chain pays for the largest degree, which makes lookups the bulk of a Glauber step on hub-heavy
+graphs.
 
 Every entry sits at one of its two positions (cuckoo hashing, Pagh & Rodler 2004). A position
 stores a *tag*, the column ``b`` and which of the two functions placed the entry there, not
@@ -130,7 +130,7 @@ def build_edge_table(rows, columns, values, num_nodes: int, seed: int = 0) -> Ed
     values = np.asarray(values)
     rows32, columns32 = jnp.asarray(rows, dtype=jnp.int32), jnp.asarray(columns, dtype=jnp.int32)
     nnz = rows.shape[0]
-    # m >= n makes the positions a bijection of the row for each column (see the module notes).
+    # m >= n makes the positions a bijection of the row for each column (see the module docstring).
     size = 1 << max(4, math.ceil(math.log2(max(nnz / MAX_LOAD, num_nodes))))
     rng = np.random.default_rng(seed)
     for attempt in range(MAX_ATTEMPTS):

@@ -15,10 +15,10 @@ with homomorphism density ``t(F, G)`` its normaliser (Lyu, Mémoli & Sivakoff 20
   ``MACC[i, j] = E_π[A(x_i, x_j)] = L_iᵀ (M_{j−i} ∘ A) D_α R_j / t(P_k, G)`` with left/right
   partial sums ``L_i``, ``R_j`` and the middle walk matrix ``M_m = A (D_α A)^{m−1}``; for
   uniform α and symmetric 0/1 ``A`` this is ``u_iᵀ (A^{j−i} ∘ A) v_j / 1ᵀ A^{k−1} 1`` with
-  ``u_i = A^{i−1} 1``, ``v_j = A^{k−j} 1`` (spec G5). ``M ∘ A`` is evaluated on the support of
+  ``u_i = A^{i−1} 1``, ``v_j = A^{k−j} 1``. ``M ∘ A`` is evaluated on the support of
   ``A`` only, by splitting ``M = M_a D_α M_b`` so that no dense ``n × n`` matrix is formed;
 * the triangle conditional density ``t(C_3, G | P_3) = MACC_3[1, 3]``, equal to
-  ``tr(A³) / 1ᵀ A² 1`` for uniform α and symmetric 0/1 ``A`` (spec G4);
+  ``tr(A³) / 1ᵀ A² 1`` for uniform α and symmetric 0/1 ``A``;
 * CHD profiles of a k-path plus one extra edge, ``P_π(A(x_i, x_j) ≥ θ)``.
 
 Brute-force enumeration over all ``n^k`` maps (tiny graphs only) computes the same quantities

@@ -154,7 +154,7 @@ def as_top_level_api(network: Network, motif: Motif) -> SamplingAlgorithm:
 
     Examples
     --------
-    >>> algorithm = glauber(network, Motif.cycle(3))
+    >>> algorithm = glauber_chain(network, Motif.cycle(3))
     >>> x0 = initial_embeddings(network, Motif.cycle(3), key, 1)[0]
     >>> state, info = algorithm.step(key, algorithm.init(x0))
 

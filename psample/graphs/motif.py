@@ -179,7 +179,7 @@ class Motif:
         return int(self.edges.shape[0])
 
     def require_tree(self, what: str = "the pivot chain",
-                     instead: str = "use glauber(network, motif), which samples homomorphisms of any motif") -> None:
+                     instead: str = "use glauber_chain(network, motif), which samples homomorphisms of any motif") -> None:
         """Raise :class:`MotifError` unless the motif is a tree (the one check of that, everywhere).
 
         ``what`` needs the tree; ``instead`` ends the message with what to do otherwise.

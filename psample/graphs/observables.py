@@ -1,9 +1,9 @@
 """Network observables as time averages of graph-homomorphism chains, with their standard errors.
 
-A homomorphism chain (:func:`psample.graphs.glauber` or :func:`psample.graphs.pivot`) has the
+A homomorphism chain (:func:`psample.graphs.glauber_chain` or :func:`psample.graphs.pivot_chain`) has the
 homomorphism measure ``π_{F→G}`` as its stationary law. Time averages of functions of its state
 ``x`` (the embedding: motif node → network node) estimate network observables (Lyu, Mémoli &
-Sivakoff, JMLR 24(9), 2023, arXiv:1910.09483; §2.5 of the spec):
+Sivakoff, JMLR 24(9), 2023, arXiv:1910.09483):
 
 * **conditional homomorphism density** of ``H ⊇ F`` (extra edges on F's nodes):
   ``t(H, G | F) = t(H, G) / t(F, G) = E_π[Π_{(i,j) ∈ E_H \\ E_F} A(x_i, x_j)]``;

@@ -190,12 +190,12 @@ def as_top_level_api(network: Network, motif: Motif, lazy: bool = False) -> Samp
     -------
     blackjax.base.SamplingAlgorithm
         ``step(rng_key, state)`` gives ``(HomomorphismState, PivotInfo)``; ``init`` as for
-        :func:`psample.graphs.glauber`.
+        :func:`psample.graphs.glauber_chain`.
 
     Raises
     ------
     MotifError
-        The motif is not a tree (use :func:`psample.graphs.glauber`).
+        The motif is not a tree (use :func:`psample.graphs.glauber_chain`).
     NetworkError
         ``lazy=False`` on a network with a bipartite component.
     """
@@ -209,7 +209,7 @@ def as_top_level_api(network: Network, motif: Motif, lazy: bool = False) -> Samp
             raise NetworkError(
                 f"the network has a bipartite component (nodes {shown}, {len(bipartite)} such "
                 "component(s)): the pivot root walk is periodic there and does not converge; "
-                "use pivot(network, motif, lazy=True)"
+                "use pivot_chain(network, motif, lazy=True)"
             )
     kernel = build_kernel(motif, lazy=bool(lazy))
     return build_sampling_algorithm(kernel, init, network, init_args=(motif,))
