@@ -44,6 +44,7 @@ from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
 
 from psample.base import provides_adaptation
+from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.warmup import adaptation_key
 
 __all__ = ["PsampleKernelState", "PsampleKernel", "kernel", "PolarSlice"]
@@ -232,12 +233,6 @@ def kernel(factory: Callable, *, name: str | None = None) -> type:
     return type(label, (PsampleKernel,), namespace)
 
 
-def _polar_slice(logdensity_fn, **kwargs):
-    from psample.mcmc.polar_slice import as_top_level_api
-
-    return as_top_level_api(logdensity_fn, **kwargs)
-
-
 #: Gibbsian polar slice sampling as a NumPyro kernel, adapting during warm-up:
 #: ``PolarSlice(model, w=..., structure=..., adapt=True)``.
-PolarSlice = kernel(_polar_slice, name="PolarSlice")
+PolarSlice = kernel(polar_slice, name="PolarSlice")
