@@ -107,7 +107,7 @@ import numpy as np
 import scipy.stats
 from blackjax.types import Array, ArrayTree, PRNGKey
 
-from psample.errors import InvalidTuningError, NumericalWarning, ShapeError, check_positive, check_positive_int
+from psample.errors import InvalidTuningError, NumericalWarning, ShapeError, check_positive_int
 from psample.mcmc.polar_slice_kernel import build_kernel, init_transformed
 from psample.mcmc.preconditioning import (
     LowRankScale,

@@ -190,9 +190,10 @@ def reparametrize(state, center=None, scale=None):
 
     Returns
     -------
-    The state with ``radius`` (scalar) and ``direction`` ``(d,)`` of ``z = S⁻¹ (x - center)``;
-    every other field (``position``, ``logdensity``) unchanged. The adaptation calls it each
-    time it changes ``(center, scale)``.
+    state
+        The same type, with ``radius`` (scalar) and ``direction`` ``(d,)`` of
+        ``z = S⁻¹ (x - center)``; every other field (``position``, ``logdensity``) unchanged.
+        The adaptation calls it each time it changes ``(center, scale)``.
     """
     flat, _ = jax.flatten_util.ravel_pytree(state.position)
     radius, direction = polar_coordinates(to_z(flat, center, scale))
