@@ -19,9 +19,10 @@ the batched state: the kernel runs its chains with ``jax.vmap`` itself (the cont
 NumPyro's own HMC follows), and an adaptation pools them (cross-chain). With
 ``"sequential"`` and ``"parallel"`` each chain is a batch of one and adapts on its own.
 
-Warm-up. When the algorithm follows :mod:`psample.runtime.warmup` and its adaptation has the
-step-wise form ``init(positions, num_steps)`` / ``step(key, carry, num_steps)`` (as
-:func:`psample.mcmc.polar_slice_adaptation.polar_slice_adaptation` does), NumPyro's warm-up
+Warm-up. When the algorithm has an adaptation of the step-wise form
+(:class:`psample.base.StepwiseAdaptation`: ``init(positions, num_steps)`` /
+``step(key, carry, num_steps)``, as
+:func:`psample.mcmc.polar_slice_adaptation.polar_slice_adaptation` has), NumPyro's warm-up
 steps are adaptation steps and the draws use the adapted parameters; ``adapt=False`` makes
 warm-up plain burn-in. Keys follow :func:`psample.sample`: adaptation step ``t`` uses
 ``fold_in(adaptation_key(run_key), t)`` and step ``i`` after it ``fold_in(run_key, i)``, split
@@ -30,6 +31,10 @@ over the chains, where ``run_key`` is the key NumPyro gives the (first) chain
 the draws of ``psample.sample(algorithm, init_params, state.rng_key[0], num_samples, num_warmup=...)``
 (except that ``structure="auto"``'s final switch from a diagonal matrix to a vector, done
 outside tracing in ``psample.sample``, is not made here: the same scale, another round-off).
+
+Known limits. The kernel's state keeps no per-step info of the sampler (evaluation counts,
+non-finite log-densities): :func:`psample.sample` records it. The sampler runs on the
+unconstrained latent sites that :func:`numpyro.infer.util.initialize_model` returns.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from numpyro.infer.util import initialize_model
 from numpyro.util import is_prng_key
 
 from psample.base import provides_adaptation
+from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.warmup import adaptation_key
 
 __all__ = ["PsampleKernelState", "PsampleKernel", "kernel", "PolarSlice"]
@@ -232,12 +238,6 @@ def kernel(factory: Callable, *, name: str | None = None) -> type:
     return type(label, (PsampleKernel,), namespace)
 
 
-def _polar_slice(logdensity_fn, **kwargs):
-    from psample.mcmc.polar_slice import as_top_level_api
-
-    return as_top_level_api(logdensity_fn, **kwargs)
-
-
 #: Gibbsian polar slice sampling as a NumPyro kernel, adapting during warm-up:
 #: ``PolarSlice(model, w=..., structure=..., adapt=True)``.
-PolarSlice = kernel(_polar_slice, name="PolarSlice")
+PolarSlice = kernel(polar_slice, name="PolarSlice")

@@ -6,6 +6,14 @@ far from the origin or is correlated. Run on ``z`` with ``x = c + S z``
 (``psample.polar_slice(..., center=c, scale=S)``) it is exact for any fixed ``(c, S)``; this
 module chooses ``c``, ``S`` and the radius window ``w`` from the chains' own warm-up draws.
 
+Contract. :func:`polar_slice_adaptation` returns a :class:`PolarSliceAdaptation`: BlackJAX's
+``run(rng_key, positions, num_steps) -> ((states, parameters), info)`` over all chains at once
+(``positions`` and ``states`` with a leading chain axis) and its step-wise parts
+``init``/``step``/``final`` (a :class:`psample.base.StepwiseAdaptation`, which
+:func:`psample.sample` drives in chunks). ``parameters = {"w", "center", "scale"}`` are the
+keyword arguments of :func:`psample.polar_slice`, and the returned states are valid states of
+the sampler with those parameters.
+
 Schedule (Stan-like [3]). The warm-up is cut into windows: a first window of a tenth of the
 steps, then windows doubling from ``num_steps / 40``, the last one stretched to the end. At the
 end of each window the parameters are re-estimated from that window's draws only (pooled over
@@ -17,8 +25,6 @@ restarts from the latest estimates and forgets the transient. Every window keeps
 Estimators (robust: heavy tails are this sampler's home ground, and a multivariate Cauchy has
 no mean or covariance; details in :func:`estimate_parameters`):
 
-- ``center``: the coordinate-wise median, taken in the coordinates whitened by the scale (its
-  error is then small along every direction, also the narrow ones of a correlated target).
 - diagonal ``scale``: ``sqrt(MAD(x_j) / MAD(∂_j log ρ))`` (nutpie's rule, exact for diagonal
   Gaussians whatever draws it sees) where the gradients are reliable, else the MAD of the draws
   (times 1.4826: the standard deviation of a Gaussian).
@@ -32,8 +38,10 @@ no mean or covariance; details in :func:`estimate_parameters`):
 - low-rank ``scale``: ``diag(D) (I + U diag(a) Uᵀ)`` with ``U`` the ``rank`` leading
   directions of the spatial-sign covariance of the MAD-standardised draws, and ``1 + a_j`` the
   MAD along ``u_j`` relative to the MAD of the rest (draws only: no gradients).
-- ``center``: exactly the user's centre (default 0) unless an ``F`` test, with the noise
-  measured from the window's two halves, rejects "no offset" at level 0.001; a significant
+- ``center``: the coordinate-wise median, taken in the coordinates whitened by the new scale
+  (its error is then small along every direction, also the narrow ones of a correlated target);
+  it stays exactly at the user's centre (default 0) unless an ``F`` test, with the noise
+  estimated from the window's two halves, rejects "no offset" at level 0.001, and a significant
   offset is then shrunk toward the user's centre by positive-part James-Stein. A centre the
   draws do not tell apart from the user's stays there (heavy tails: the Cauchy), a real shift
   is kept.
@@ -61,13 +69,15 @@ target's own), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
 trusted (Newton points agree) and (ii) the draws' Tyler shape has a condition number above
 twice the Marchenko-Pastur ratio ``λ₊/λ₋`` of ``n`` draws from the identity (correlation beyond
 noise), and otherwise uses the diagonal estimate; at the end of warm-up a diagonal matrix is
-turned into the vector form (``O(d)`` per transition). Measured (BENCHMARKS.md,
-``benchmarks/polar_slice_structures.py``): on a rotated Gaussian (d = 100, κ = 1000) the dense
-form mixes, the diagonal and the low-rank (draws only) ones do not; on the multivariate Cauchy
-(d = 100) a dense scale fitted to the draws alone ruins mixing, which (i) prevents. Without
-gradients a dense scale fitted to draws alone can degrade the chain (a slowly mixing window's
-draws understate the spread along slow directions, and the next window mixes slower still):
-that is why (i) is required and why the low-rank form is only the fallback of very large ``d``.
+turned into the vector form (``O(d)`` per transition).
+
+Known limits. On a strongly correlated Gaussian only the dense form (from the gradients) makes
+the target near-isotropic in ``z``; the diagonal and the low-rank form (fitted to draws only)
+leave it badly conditioned. A dense scale fitted to the draws alone can degrade the chain: a
+slowly mixing window's draws understate the spread along the slow directions, and the next
+window mixes slower still (heavy-tailed targets such as the multivariate Cauchy, where the
+gradients are not trusted). That is why (i) is required, and why the low-rank form is only the
+fallback of very large ``d``. ``benchmarks/polar_slice_structures.py`` compares the forms.
 
 References
 ----------
@@ -97,8 +107,17 @@ import numpy as np
 import scipy.stats
 from blackjax.types import Array, ArrayTree, PRNGKey
 
-from psample.errors import InvalidTuningError, NumericalWarning, ShapeError, check_positive, check_positive_int
-from psample.mcmc import polar_slice as ps
+from psample.errors import InvalidTuningError, NumericalWarning, ShapeError, check_positive_int
+from psample.mcmc.polar_slice_kernel import build_kernel, init_transformed
+from psample.mcmc.preconditioning import (
+    LowRankScale,
+    apply_scale,
+    check_preconditioner,
+    is_concrete,
+    reparametrize,
+    solve_scale,
+    to_z,
+)
 
 __all__ = [
     "PolarSliceAdaptationState",
@@ -120,9 +139,8 @@ _MAD_TO_SD = 1.482602218505602
 _TYLER_ITERATIONS = 30
 #: With at most ``2 d`` draws, the draw and gradient covariances are shrunk toward their
 #: diagonals with weight ``0.01 d / (n + d)``: just enough to keep them invertible. With more
-#: draws they are not shrunk (any shrinkage breaks the exactness for Gaussians). More shrinkage breaks the exactness of the geometric mean for Gaussians and was
-#: measured to hurt (whitened condition number 5.7 instead of 1.2 after 1,000 warm-up steps on a
-#: rotated Gaussian with κ = 1000, d = 100, 8 chains, with weight ``d / (n + d)``).
+#: draws they are not shrunk: shrinkage breaks the exactness of the geometric mean for
+#: Gaussians, so it is kept as small as invertibility allows.
 _GRADIENT_SHRINKAGE = 0.01
 #: ``structure="auto"`` keeps a dense scale when the draws' Tyler shape has a condition number
 #: above this factor times the Marchenko-Pastur ratio of ``n`` draws from the identity.
@@ -317,12 +335,12 @@ def _low_rank_scale(y, valid, mad, rank):
     residual = y0 - projections @ basis.T
     rest = jnp.median(_mad(residual, valid, _masked_median(residual, valid)))
     factors = spread / rest - 1.0
-    return ps.LowRankScale(mad * rest, basis, factors)
+    return LowRankScale(mad * rest, basis, factors)
 
 
 def _radius_spread(x, valid, center, scale):
     """Interquartile range of the radii ``‖S⁻¹ (x - c)‖`` of the valid rows (exists for every law)."""
-    radii = jnp.linalg.norm(jax.vmap(lambda row: ps._to_z(row, center, scale))(x), axis=1)
+    radii = jnp.linalg.norm(jax.vmap(lambda row: to_z(row, center, scale))(x), axis=1)
     radii = jnp.where(valid, radii, jnp.nan)
     return jnp.nanquantile(radii, 0.75) - jnp.nanquantile(radii, 0.25)
 
@@ -338,13 +356,10 @@ def _radius_window(w, expansions, shrinks, spread_new, spread_old):
     on a Cauchy whose slices span hundreds) lands near the slice width at once. Its fixed point
     is ``κ E = S`` with ``κ = 1.5`` (:data:`_EXPANSION_WEIGHT`), not ``E = S``: the cost is flat
     above the balance and steep below it, and a wide bracket's lower end is often clamped at
-    the radius 0, which costs no evaluation. Evaluations per transition measured on a grid of
-    ``w`` (unadapted polar slice, 8 chains x 3,000 steps): multivariate Cauchy d = 100, 6.03 at
-    w = 60, 5.55 at 80 (where ``E = S``), 5.38 at 100, 5.56 at 150 (where ``1.5 E ≈ S``), 5.45
-    at 200, 5.72 at 500, 6.12 at 1000; standard Gaussian d = 100, 6.13 at 1.5, 5.87 at 2.4
-    (``E = S``), 5.84 at 3.5, 5.99 at 5, 6.33 at 8 (``1.5 E = S`` near 3.2). The new scale and
-    centre change the radii: ``w`` is carried over by the ratio of the radii's interquartile
-    ranges in the new and the old coordinates.
+    the radius 0, which costs no evaluation; the evaluations per transition vary little over a
+    wide range of ``w`` around the balance. The new scale and centre change the radii: ``w`` is
+    carried over by the ratio of the radii's interquartile ranges in the new and the old
+    coordinates.
     """
     return w * (_EXPANSION_WEIGHT * expansions + 1.0) / (shrinks + 1.0) * spread_new / spread_old
 
@@ -359,14 +374,12 @@ def _shrunk_center(whole, first, second, anchor, scale):
     ``T = ‖δ‖² / (d v)`` is ``F(d, d)``-distributed. Below its ``1 - α`` quantile
     (:data:`_CENTER_TEST_LEVEL`) the centre is exactly ``anchor``; above it,
     ``δ ← max(0, 1 - (d - 2) v / ‖δ‖²) δ`` (positive-part James-Stein), which keeps a real shift
-    (``T`` in the hundreds on the benchmarks' shifted posteriors). James-Stein alone left a
-    residual offset whenever the noise made ``T`` exceed ``(d - 2) / d``, about half the time on
-    a centred target; the sampler is very sensitive to its centre: on a standard Gaussian
-    (d = 100) an offset of norm 0.45 halves the ESS per evaluation, and on the multivariate
-    Cauchy (d = 100) the median of 8 x 100 draws (offset norm 0.56 in ``z``) cut it from 33 to
-    13 per 1000 evaluations (measured).
+    (far above the threshold). James-Stein alone leaves a residual offset whenever the noise
+    makes ``T`` exceed ``(d - 2) / d``, about half the time on a centred target, and the sampler
+    is very sensitive to its centre: an offset of the size of a median's noise (a fraction of
+    the target's spread in ``z``) costs a large share of the efficiency per evaluation.
     """
-    delta, first, second = (ps._solve_scale(scale, c - anchor) for c in (whole, first, second))
+    delta, first, second = (solve_scale(scale, c - anchor) for c in (whole, first, second))
     d = delta.shape[0]
     noise = jnp.mean((first - second) ** 2) / 4.0
     norm2 = jnp.sum(delta**2)
@@ -375,7 +388,7 @@ def _shrunk_center(whole, first, second, anchor, scale):
     keep = jnp.clip(1.0 - (d - 2) * noise / jnp.maximum(norm2, 1e-300), 0.0, 1.0)
     keep = jnp.where(jnp.isfinite(keep), keep, 1.0)
     keep = jnp.where(significant | ~jnp.isfinite(noise), keep, 0.0)  # no noise estimate: as before
-    return anchor + ps._apply_scale(scale, keep * delta)
+    return anchor + apply_scale(scale, keep * delta)
 
 
 def _mp_ratio(n, d):
@@ -391,11 +404,10 @@ def _gradients_reliable(y, gradients, with_gradient, valid):
     """Whether the gradients' covariance is carried by many draws, not a few.
 
     With spatial weights ``d / ‖yᵢ‖²``, the draws' contributions ``vᵢ = ‖gᵢ‖² d / ‖yᵢ‖²`` to
-    the gradient covariance have an effective number ``(Σv)² / Σv²`` of about ``0.9 n`` for
-    Gaussians but ``0.1 n`` for a multivariate Cauchy and ``0.05 n`` for Neal's funnel (measured
-    on exact draws, d = 100, 100, 10), where the local curvature varies over orders of
-    magnitude and the geometric mean with the gradients means nothing: below ``n / 2`` the
-    draws alone are used.
+    the gradient covariance have an effective number ``(Σv)² / Σv²`` close to ``n`` for
+    Gaussians but a small fraction of ``n`` for heavy-tailed targets (the multivariate Cauchy)
+    and funnels, where the local curvature varies over orders of magnitude and the geometric
+    mean with the gradients means nothing: below ``n / 2`` the draws alone are used.
     """
     d = y.shape[1]
     sq = jnp.sum(jnp.where(valid[:, None], y, 0.0) ** 2, axis=1)
@@ -413,9 +425,9 @@ def _shrink_log_spread(whole, first, second):
     whole window's variance), the spread ``V = var_j log s_j`` holds signal plus ``v``, and
     ``log s_j ← mean + max(0, 1 - v / V) (log s_j - mean)``. An isotropic target (the
     multivariate Cauchy, where every coordinate's MAD is noisy) gets an isotropic scale, while
-    scales that really differ (eight schools) are kept. Measured: without it a 500-step warm-up
-    left a 1.5 ratio between the largest and smallest scale on the Cauchy (d = 100) and the
-    IAT of log ‖x‖ went from 8 to 41.
+    scales that really differ (eight schools) are kept. Without it the noise of a short
+    warm-up's per-coordinate MADs makes the scale of an isotropic target anisotropic, which
+    slows the chain.
     """
     logs = jnp.log(whole)
     finite = jnp.all(jnp.isfinite(logs)) & jnp.all(jnp.isfinite(jnp.log(first))) & jnp.all(jnp.isfinite(jnp.log(second)))
@@ -431,8 +443,8 @@ def _newton_points_agree(y, gradients, covariance, valid):
 
     For a Gaussian with covariance ``Σ`` every Newton point ``yᵢ + Σ gᵢ`` is the mean. With
     ``Σ`` the geometric-mean estimate, the Newton points' spread in the coordinates whitened by
-    ``Σ`` (median over draws of ``‖L⁻¹ (mᵢ - median m)‖² / d``) is 0 for a Gaussian, about 0.01
-    to 0.1 for the near-Gaussian posteriors of the benchmarks, and of the order of the draws'
+    ``Σ`` (median over draws of ``‖L⁻¹ (mᵢ - median m)‖² / d``) is 0 for a Gaussian, small (well
+    below 1/4) for near-Gaussian posteriors, and of the order of the draws'
     own spread (``>= 1``) where the curvature varies over orders of magnitude (Cauchy, funnel):
     below 1/4 the gradients are trusted.
     """
@@ -451,8 +463,8 @@ def _whitened_center(x, valid, center, scale):
     coordinates, whose error is then of the size of the target's spread in every direction
     (the coordinate-wise median in ``x`` is not: along the narrow directions of a correlated
     target its error can be many standard deviations)."""
-    z = jax.vmap(lambda row: ps._to_z(row, center, scale))(x)
-    return center + ps._apply_scale(scale, _masked_median(z, valid))
+    z = jax.vmap(lambda row: to_z(row, center, scale))(x)
+    return center + apply_scale(scale, _masked_median(z, valid))
 
 
 def estimate_parameters(
@@ -579,9 +591,8 @@ def estimate_parameters(
             correlated = eigenvalues[-1] > _CORRELATION_NOISE_FACTOR * _mp_ratio(n, d) * eigenvalues[0]
             if gradient_fn is not None:
                 # Without reliable gradients (heavy tails, funnels) a dense scale fitted to the
-                # draws alone was measured to hurt: a slowly mixing window's draws understate
-                # the spread along slow directions, and the next window mixes slower still
-                # (multivariate Cauchy d = 100: bulk ESS 20 instead of 5,200 per 8 x 5,000 draws).
+                # draws alone hurts: a slowly mixing window's draws understate the spread along
+                # slow directions, and the next window mixes slower still.
                 correlated = correlated & use_gradients
             scale = jnp.where(correlated, scale, jnp.diag(diagonal))
     else:
@@ -605,7 +616,7 @@ def estimate_parameters(
 
 def _dense_matrix(scale, d, dtype):
     """``S`` as a ``(d, d)`` matrix."""
-    return jax.vmap(lambda e: ps._apply_scale(scale, e), out_axes=1)(jnp.eye(d, dtype=dtype))
+    return jax.vmap(lambda e: apply_scale(scale, e), out_axes=1)(jnp.eye(d, dtype=dtype))
 
 
 def _convert_scale(scale, structure: str, d: int, rank: int, dtype):
@@ -613,22 +624,22 @@ def _convert_scale(scale, structure: str, d: int, rank: int, dtype):
     if structure == "diagonal":
         if scale is None:
             return jnp.ones(d, dtype)
-        if not isinstance(scale, ps.LowRankScale) and jnp.ndim(scale) == 1:
+        if not isinstance(scale, LowRankScale) and jnp.ndim(scale) == 1:
             return jnp.asarray(scale, dtype)
         matrix = _dense_matrix(scale, d, dtype)
         return jnp.sqrt(jnp.sum(matrix**2, axis=1))
     if structure == "dense":
         if scale is None:
             return jnp.eye(d, dtype=dtype)
-        if not isinstance(scale, ps.LowRankScale) and jnp.ndim(scale) == 2:
+        if not isinstance(scale, LowRankScale) and jnp.ndim(scale) == 2:
             return jnp.tril(jnp.asarray(scale, dtype))
         matrix = _dense_matrix(scale, d, dtype)
         return jnp.linalg.cholesky(matrix @ matrix.T)
     basis = jnp.eye(d, rank, dtype=dtype)
-    if isinstance(scale, ps.LowRankScale) and scale.basis.shape[1] == rank:
-        return ps.LowRankScale(*(jnp.asarray(v, dtype) for v in scale))
+    if isinstance(scale, LowRankScale) and scale.basis.shape[1] == rank:
+        return LowRankScale(*(jnp.asarray(v, dtype) for v in scale))
     diagonal = _convert_scale(scale, "diagonal", d, rank, dtype)
-    return ps.LowRankScale(diagonal, basis, jnp.zeros(rank, dtype))
+    return LowRankScale(diagonal, basis, jnp.zeros(rank, dtype))
 
 
 # ----------------------------------------------------------------------------- the adaptation
@@ -636,7 +647,7 @@ def _convert_scale(scale, structure: str, d: int, rank: int, dtype):
 
 def _warn_nonfinite(carry: PolarSliceAdaptationState) -> None:
     """Warn once, at the end of the warm-up, when log-densities were NaN or ``+inf`` (concrete carry only)."""
-    if not ps._is_concrete(carry.num_nonfinite):
+    if not is_concrete(carry.num_nonfinite):
         return
     counts = np.asarray(carry.num_nonfinite)
     if not counts.any():
@@ -651,7 +662,6 @@ def _warn_nonfinite(carry: PolarSliceAdaptationState) -> None:
         NumericalWarning,
         stacklevel=3,
     )
-
 
 
 def polar_slice_adaptation(
@@ -711,7 +721,7 @@ def polar_slice_adaptation(
         raise InvalidTuningError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     rank = check_positive_int("rank", rank)
     max_draws_per_chain = check_positive_int("max_draws_per_chain", max_draws_per_chain)
-    kernel = ps.build_kernel(max_proposals)
+    kernel = build_kernel(max_proposals)
 
     def resolved(d: int) -> str:
         if structure == "auto":
@@ -732,8 +742,8 @@ def polar_slice_adaptation(
             "center": jnp.zeros(d, dtype) if center is None else jnp.asarray(center, dtype),
             "scale": _convert_scale(scale, form, d, k, dtype),
         }
-        ps.check_preconditioner(parameters["center"], parameters["scale"], d)
-        states = jax.vmap(lambda p: ps.init_transformed(p, logdensity_fn, parameters["center"], parameters["scale"]))(
+        check_preconditioner(parameters["center"], parameters["scale"], d)
+        states = jax.vmap(lambda p: init_transformed(p, logdensity_fn, parameters["center"], parameters["scale"]))(
             positions
         )
         rows = min(max_draws_per_chain, num_steps)
@@ -776,7 +786,7 @@ def polar_slice_adaptation(
                 allow_diagonal=structure == "auto", anchor=anchor,
                 radius_counts=tuple(counts / ((end - start) * num_chains)),
             )
-            states = jax.vmap(lambda s: ps.reparametrize(s, new["center"], new["scale"]))(states)
+            states = jax.vmap(lambda s: reparametrize(s, new["center"], new["scale"]))(states)
             return states, new
 
         states, parameters = jax.lax.cond(window_end, re_estimate, lambda a: a, (states, parameters))
@@ -789,14 +799,14 @@ def polar_slice_adaptation(
         _warn_nonfinite(carry)
         states, parameters = carry.states, carry.parameters
         scale = parameters["scale"]
-        if structure != "auto" or isinstance(scale, ps.LowRankScale) or not ps._is_concrete(parameters):
+        if structure != "auto" or isinstance(scale, LowRankScale) or not is_concrete(parameters):
             return states, parameters
         matrix = np.asarray(scale)
         if np.any(np.tril(matrix, -1) != 0):
             return states, parameters
         # The last window chose a diagonal scale: the vector form costs O(d) a transition, not O(d²).
         parameters = dict(parameters, scale=jnp.asarray(np.diag(matrix).copy()))
-        states = jax.vmap(lambda s: ps.reparametrize(s, parameters["center"], parameters["scale"]))(states)
+        states = jax.vmap(lambda s: reparametrize(s, parameters["center"], parameters["scale"]))(states)
         return states, parameters
 
     def _gradient_fn(batched_position):

@@ -1,11 +1,11 @@
 """Tests of the windowed, cross-chain, robust adaptation of polar slice sampling and of the
-runner's adaptation protocol (psample/mcmc/polar_slice_adaptation.py, psample/adaptation.py).
+runner's adaptation protocol (psample/mcmc/polar_slice_adaptation.py, psample/runtime/warmup.py).
 
 Statistical checks compare estimates with exact values within ``Z`` Monte Carlo standard
 errors; the MCSE comes from the spread of independent chain means (many chains, burn-in
 dropped), and ``Z`` is a Bonferroni bound over this file's comparisons (about 60). The runs
 after adaptation use the adapted parameters fixed, so they check that the adaptation never
-changes the target: a fixed (center, scale, w) is exact (tests/test_polar_slice.py checks
+changes the target: a fixed (center, scale, w) is exact (tests/mcmc/test_polar_slice.py checks
 that for every form of scale).
 """
 
@@ -23,7 +23,7 @@ import psample
 from psample import models
 from psample.runtime import warmup as adaptation
 from psample.errors import CheckpointError, InvalidTuningError
-from psample.mcmc import polar_slice as ps
+from psample.mcmc import preconditioning
 from psample.mcmc.polar_slice_adaptation import estimate_parameters as _estimate_parameters
 from psample.mcmc.polar_slice_adaptation import polar_slice_adaptation, window_schedule
 
@@ -51,7 +51,7 @@ def assert_close(name, values, exact, *, min_power=None):
 def whitened_condition_number(parameters, cov):
     """Condition number of the target's covariance in the sampler's coordinates z."""
     d = cov.shape[0]
-    matrix = np.stack([np.asarray(ps._apply_scale(parameters["scale"], jnp.eye(d)[i])) for i in range(d)], axis=1)
+    matrix = np.stack([np.asarray(preconditioning.apply_scale(parameters["scale"], jnp.eye(d)[i])) for i in range(d)], axis=1)
     inverse = np.linalg.inv(matrix)
     eigenvalues = np.linalg.eigvalsh(inverse @ cov @ inverse.T)
     return eigenvalues[-1] / eigenvalues[0]
@@ -177,11 +177,18 @@ def shifted_logdensity(x):
     return GAUSSIAN.logdensity_fn(x - SHIFT)
 
 
+# One algorithm object per configuration, shared by the tests: the runner caches what it
+# compiled per algorithm, so the tests that run the same configuration compile it once.
+#: Adapts during warm-up (the default configuration).
+ADAPTIVE = psample.polar_slice(shifted_logdensity)
+#: Fixed ``w = 3``, run with ``adapt=False`` (plain burn-in).
+FIXED_W = psample.polar_slice(shifted_logdensity, w=3.0)
+
+
 @pytest.fixture(scope="module")
 def adapted_gaussian_trace():
     positions = SHIFT + 2.0 * jax.random.normal(jax.random.key(1), (16, D))
-    algorithm = psample.polar_slice(shifted_logdensity)
-    return psample.sample(algorithm, positions, jax.random.key(2), 1000, num_warmup=500, progress=False)
+    return psample.sample(ADAPTIVE, positions, jax.random.key(2), 1000, num_warmup=500, progress=False)
 
 
 def test_adapted_polar_slice_on_a_correlated_shifted_gaussian(adapted_gaussian_trace):
@@ -216,7 +223,7 @@ def test_adapted_parameters_land_in_the_datatree(adapted_gaussian_trace):
 def test_adapt_false_is_plain_burn_in():
     """Without adaptation the warm-up steps are the algorithm's own steps, keyed by step index."""
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
-    algorithm = psample.polar_slice(shifted_logdensity, w=3.0)
+    algorithm = FIXED_W
     off = psample.sample(algorithm, positions, jax.random.key(2), 5, num_warmup=3, progress=False, adapt=False)
     assert off.parameters is None and "adapted.w" not in off.to_datatree().attrs
     states = jax.vmap(algorithm.init)(positions)
@@ -247,7 +254,7 @@ def test_warmup_draws_do_not_share_keys_with_the_draws():
 
 def test_checkpointed_adapted_run_resumes_bit_for_bit(tmp_path):
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
-    algorithm = psample.polar_slice(shifted_logdensity)
+    algorithm = ADAPTIVE
     whole = psample.sample(algorithm, positions, jax.random.key(3), 60, num_warmup=40, progress=False)
     path = tmp_path / "run.zarr"
     first = psample.sample(algorithm, positions, jax.random.key(3), 30, num_warmup=40, progress=False,
@@ -290,7 +297,7 @@ def test_ctrl_c_during_adaptation_returns_it_and_resume_continues_bit_for_bit(tm
     draws, the state and the parameters after 20 of 40 steps; the checkpoint holds the
     adaptation's carry, and resume finishes it and draws exactly what an uninterrupted run draws."""
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
-    algorithm = psample.polar_slice(shifted_logdensity)
+    algorithm = ADAPTIVE
     whole = psample.sample(algorithm, positions, jax.random.key(3), 20, num_warmup=40, progress=False)
     path = tmp_path / "run.zarr"
     ctrl_c_after(2)
@@ -313,7 +320,7 @@ def test_ctrl_c_during_adaptation_returns_it_and_resume_continues_bit_for_bit(tm
 
 def test_ctrl_c_during_burn_in_returns_the_state_so_far(ctrl_c_after):
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
-    algorithm = psample.polar_slice(shifted_logdensity, w=3.0)
+    algorithm = FIXED_W
     ctrl_c_after(1)
     stopped = psample.sample(
         algorithm, positions, jax.random.key(2), 5, num_warmup=30, chunk_size=10, progress=False, adapt=False
