@@ -613,19 +613,20 @@ def test_logconcave_chain_samples_old_keywords_warn_and_keep_their_results(final
     key = jax.random.PRNGKey(0)
     assert list(inspect.signature(psample.logconcave_chain_samples).parameters)[:3] == [
         "initial_positions", "rng_key", "logdensity_fn"]  # fmt: skip
-    with pytest.warns(DeprecationWarning, match=r"num_samples=.*num_draws="):
-        old = psample.logconcave_chain_samples(positions, key, num_samples=6, progress=False, **kwargs)
+    # return_trace=True: the Trace, as always now; return_trace=False: the DataTree, as it did.
+    with pytest.warns(DeprecationWarning) as record:
+        old = psample.logconcave_chain_samples(positions, key, num_samples=6, return_trace=True, progress=False,
+                                               **kwargs)  # fmt: skip
+    messages = [str(w.message) for w in record if w.category is DeprecationWarning]
+    assert any(re.search(r"num_samples=.*num_draws=", m) for m in messages)
+    assert any("return_trace" in m for m in messages)
+    assert isinstance(old, psample.Trace)
     np.testing.assert_array_equal(old.positions, samples.positions)
-    # return_trace=False returns the DataTree, as it did; return_trace=True the Trace, as always now.
     with pytest.warns(DeprecationWarning, match="return_trace"):
         tree = psample.logconcave_chain_samples(positions, key, num_draws=6, return_trace=False, progress=False,
                                                 **kwargs)  # fmt: skip
     assert not isinstance(tree, psample.Trace)
     np.testing.assert_array_equal(tree.posterior["x"].values, samples.positions)
-    with pytest.warns(DeprecationWarning, match="return_trace"):
-        trace = psample.logconcave_chain_samples(positions, key, num_draws=6, return_trace=True, progress=False,
-                                                 **kwargs)  # fmt: skip
-    assert isinstance(trace, psample.Trace)
     with pytest.raises(TypeError, match="both num_draws and its old name num_samples"):
         psample.logconcave_chain_samples(positions, key, num_draws=2, num_samples=6, progress=False, **kwargs)
 
