@@ -62,7 +62,7 @@ The smoothed score :math:`\\nabla \\log p_s` comes from one of
   degeneracy (the proposal :math:`N(y, s^2 I)` misses the posterior of :math:`X` given
   :math:`y` in high dimension, or narrow, separated modes in low dimension), reported per step
   as ``info.score_ess``. The first measurement decides which mode a chain of measurements
-  ends in, at the largest noise scale :math:`\sigma`; when its estimates rest on a handful of
+  ends in, at the largest noise scale :math:`\\sigma`; when its estimates rest on a handful of
   effective proposals (narrow, well-separated modes, or a few dimensions already) the mode
   weights come out biased, toward the light mode or the wide one, and more proposals help
   only slowly: use an exact or learned smoothed score there.
