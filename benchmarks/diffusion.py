@@ -122,7 +122,7 @@ def _train(args):
                 timer.start()
             try:
                 sampler = train_sampler(
-                    target.logdensity_fn, d, method=method, num_iterations=args.iterations, rng_key=jax.random.key(0),
+                    target.logdensity_fn, d, jax.random.key(0), method=method, num_iterations=args.iterations,
                     init_std=scale, checkpoint=path, progress=not args.no_progress, **recipe, **extra,
                 )  # fmt: skip
             finally:
@@ -217,7 +217,8 @@ def _eval(args, header=True):
             spent = json.load(open(os.path.join(args.cache, f"{name}-{method}{tag}.npz.json")))
             k = sampler.process.num_steps
             n = args.budget // (k + 1)
-            result, seconds = _timed(lambda: sampler.sample(jax.random.fold_in(key, 1), n, num_replicates=args.replicates))
+            result, seconds = _timed(lambda: sampler.sample(jax.random.fold_in(key, 1), n, num_replicates=args.replicates,
+                                                                   progress=False))
             draws = result.resample(jax.random.fold_in(key, 2), 1000)[0]
             cpu = spent.get("cpu_seconds", float("nan"))
             label = f"{method.upper()} ({sampler.num_iterations} it{', ' + sampler.loss if tag else ''})"

@@ -9,8 +9,8 @@ two coordinates of importance-resampled draws are plotted over the exact density
 
 With ``--backward-smc M`` the sampler trains with the log-variance loss instead, on its own
 paths plus backward paths from ``M`` draws of psample's tempered SMC (``target_samples``):
-these keep the light wells that reverse-KL training drops. The best recipe measured
-(BENCHMARKS.md), 23 minutes on two CPU cores::
+these keep the light wells that reverse-KL training drops. The best recipe of
+BENCHMARKS.md (a long training run)::
 
     python examples/diffusion_sampler_manywell.py --method pis --backward-smc 1000 --init-std 1.0 \
         --iterations 45000 --lr-decay
@@ -61,9 +61,9 @@ def main(argv=None):
         options = {"loss": "log_variance", "target_samples": population.resample(jax.random.key(12))[0]}
     lr = optax.cosine_decay_schedule(1e-3, args.iterations, alpha=0.1) if args.lr_decay else 1e-3
     sampler = psample.diffusion.train_sampler(
-        target.logdensity_fn, 32, method=args.method, num_steps=args.steps, batch_size=128,
+        target.logdensity_fn, 32, jax.random.key(0), method=args.method, num_steps=args.steps, batch_size=128,
         optimizer=optax.adam(lr), num_iterations=args.iterations, init_std=args.init_std,
-        rng_key=jax.random.key(0), checkpoint=args.checkpoint, **options,
+        checkpoint=args.checkpoint, **options,
     )  # fmt: skip
     print(f"{sampler}: trained in {sampler.train_seconds:.0f} s, final loss {sampler.losses[-1]:.3f}")
 

@@ -16,6 +16,17 @@ an input, so no gradient flows through it (``stop_gradient``: no second derivati
 A plain MLP needs no neural-network library: parameters are a dict of arrays (a pytree optax
 updates and :mod:`numpy` saves).
 
+Contract
+--------
+:class:`DriftNetwork` is frozen and hashable; ``init(rng_key, dtype)`` gives the parameters and
+``network(params, t, x, grad_log_target)`` the drift ``(d,)`` at one flat ``(d,)`` position
+(vmap for batches). Zero-initialised output layers: an untrained network is the reference process.
+
+Limits
+------
+A dense MLP of fixed ``width`` and ``depth`` on flat vectors: no equivariance, no pytree
+positions, and its cost grows with ``d · width``.
+
 References
 ----------
 .. [1] Qinsheng Zhang and Yongxin Chen, "Path integral sampler: a stochastic control approach

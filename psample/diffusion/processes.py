@@ -10,8 +10,9 @@ extended-space importance weight
     \\log w = \\log \\gamma(x_K) + \\sum_n \\log B_n(x_n | x_{n+1}) - \\log p_0(x_0)
               - \\sum_n \\log F_n(x_{n+1} | x_n)
 
-satisfies ``E[w] = Z`` exactly, for every ``K`` and every network (notes §2.2; the weight
-gfn-diffusion evaluates as ``log_pb - log_pf``): ``E[log w]`` is the ELBO ``<= log Z``, and the
+satisfies ``E[w] = Z`` exactly, for every ``K`` and every network (the ratio of the backward
+path law to the forward one, ``log_pb - log_pf`` in gfn-diffusion [3]): ``E[log w]`` is the
+ELBO ``<= log Z``, and the
 same weight along *backward* paths started at exact target draws has mean EUBO ``>= log Z``.
 
 - ``"dds"`` (Vargas, Grathwohl, Doucet [1]): the variance-preserving OU process with stationary
@@ -26,12 +27,27 @@ same weight along *backward* paths started at exact target draws has mean EUBO `
   backward kernel ``B_n = N(x_{n+1} t_n / t_{n+1}, s² h t_n / t_{n+1} I)`` (``B_0`` is the point
   mass at 0, which cancels ``x_0``'s).
 
+Contract
+--------
+:class:`Process` is a frozen, hashable description (method, dimension, ``K``, ``s``, horizon,
+schedule, network) with pure functions of the network parameters: the forward and backward
+kernels, a sampled path and its ``log w``, a backward path from a target draw. Positions are
+flat ``(d,)`` vectors; ``log w`` is ``-inf`` where the target is zero and NaN never silently
+(non-finite target values are counted by the callers).
+
+Limits
+------
+Both references are Gaussian and isotropic: a target far wider than ``s`` (DDS) or than
+``s² T`` (PIS) needs ``init_std`` / ``horizon`` raised, or its outer mass is seldom reached.
+
 References
 ----------
 .. [1] Francisco Vargas, Will Grathwohl and Arnaud Doucet, "Denoising diffusion samplers",
    ICLR 2023. arXiv:2302.13834.
 .. [2] Qinsheng Zhang and Yongxin Chen, "Path integral sampler: a stochastic control approach
    for sampling", ICLR 2022. arXiv:2111.15141.
+.. [3] Marcin Sendera et al., "Improved off-policy training of diffusion samplers", NeurIPS 2024.
+   arXiv:2402.05098.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The target ``π ∝ γ`` is noised by an affine forward process (:mod:`psample.schedules`):
 ``q_t(x) = ∫ γ(x_0) N(x; α_t x_0, σ_t² I) dx_0``, unnormalised with mass ``Z``. Its score is a
-posterior expectation (RDMC, Huang et al. [1]; iDEM, Akhound-Sadegh et al. [2]; notes §2.1):
+posterior expectation (RDMC, Huang et al. [1]; iDEM, Akhound-Sadegh et al. [2]):
 
 .. math::
 
@@ -59,6 +59,23 @@ product of the increments' weighted means is an unbiased estimate of ``Z`` whate
 estimator's bias or the step count: the score only shapes the proposal. Resampling
 (``blackjax.smc.resampling``) happens when the ESS falls below ``resample_ess · N``.
 ``correction=False`` runs the plain reverse SDE (uniform weights, ``log_Z`` NaN).
+
+Contract
+--------
+``reverse_diffusion(logdensity_fn, *, schedule, num_steps, num_score_samples, ...)`` returns a
+:class:`psample.base.ParticleAlgorithm` for :func:`psample.run_particles`: one ``step`` is one
+time step (move, reweight, resample by ``resampling=`` when the ESS falls below
+``resample_ess · N``); the state holds ``particles`` ``(N, d)``, ``log_weights`` ``(N,)`` and
+``log_Z`` ``()``. Positions are flat ``(d,)`` vectors. NaN or ``+inf`` values of the target are
+counted in ``info.num_nonfinite`` and get weight zero; ``-inf`` is zero density.
+
+Limits
+------
+Each step costs ``N · num_score_samples`` target evaluations. The weights stay exact whatever
+the score's quality, but the proposal is only as good as the score: when the importance draws
+degenerate (high dimension, modes far beyond ``data_std``) the particles miss modes, the ESS
+collapses and ``log Z`` has a large variance (and, for modes never reached, a bias no error bar
+shows).
 
 References
 ----------

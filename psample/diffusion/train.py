@@ -1,7 +1,8 @@
 """Training learned diffusion samplers (DDS, PIS) with optax, driven by the chunk driver.
 
 :func:`train_sampler` fits the drift network of :mod:`psample.diffusion.networks` so that the
-sampler's path law matches the target's extended-space law (notes §2.2):
+sampler's path law matches the target's extended-space law (the path-space importance weight
+``log w`` of :mod:`psample.diffusion.processes`, ``E[w] = Z``):
 
 - ``loss="kl"``: the reverse KL ``-E[log w]`` (minus the ELBO), by reparameterisation through
   the whole simulated path (PIS [1], DDS [2]); the target's gradient is an input of the network
@@ -23,6 +24,23 @@ loss on a tqdm bar, turns Ctrl-C into "return the parameters trained so far", an
 ``checkpoint=path``, writes the parameters and the optimizer state after every chunk, from
 which a later call with the same arguments resumes (iteration ``i`` uses
 ``fold_in(key, i)``, so a resumed run reproduces an uninterrupted one).
+
+Contract
+--------
+``train_sampler(logdensity_fn, dim, rng_key, ...) -> TrainedSampler``. ``logdensity_fn`` maps a
+``(dim,)`` vector to a scalar and is differentiable; it is checked at reference draws before
+any training. Training only shapes the proposal: whatever the loss, the number of iterations
+or an interruption, the trained sampler's importance weights are exact and its ``log Z``
+estimate unbiased (:mod:`psample.diffusion.trained`).
+
+Limits
+------
+Each iteration costs ``batch_size · num_steps`` evaluations of the target's gradient. The
+reverse KL (``"kl"``) is mode-seeking: a sampler trained on its own paths alone can drop modes
+it never visits, which its weights cannot restore; the off-policy losses with
+``target_samples`` are the remedy. The network is a small MLP on flat vectors (no pytree
+positions, no symmetries); a briefly trained sampler in high dimension has few effective
+particles, which :meth:`TrainedSampler.sample` reports (Pareto k-hat).
 
 References
 ----------
@@ -224,6 +242,7 @@ def _check_choice(name: str, value, choices) -> str:
 def train_sampler(
     logdensity_fn: Callable,
     dim: int,
+    rng_key,
     *,
     method: str = "dds",
     loss: str = "kl",
@@ -231,7 +250,6 @@ def train_sampler(
     batch_size: int = 300,
     optimizer: optax.GradientTransformation = optax.adam(1e-3),
     num_iterations: int = 1000,
-    rng_key,
     init_std: float = 1.0,
     horizon: float = 1.0,
     schedule: VP | None = None,
@@ -253,8 +271,8 @@ def train_sampler(
     .. code::
 
         target = psample.models.many_well()
-        sampler = psample.diffusion.train_sampler(target.logdensity_fn, 32, method="dds",
-                                                  num_iterations=5000, rng_key=jax.random.key(0))
+        sampler = psample.diffusion.train_sampler(target.logdensity_fn, 32, jax.random.key(0),
+                                                  method="dds", num_iterations=5000)
         result = sampler.sample(jax.random.key(1), 2000)
         print(result.log_Z_mean, "+-", result.log_Z_se, "ELBO", result.elbo)
 
@@ -265,6 +283,8 @@ def train_sampler(
         vector).
     dim
         Dimension of the target.
+    rng_key
+        A JAX PRNG key (network initialisation and every path); required.
     method
         ``"dds"`` (OU reference from ``N(0, init_std² I)``) or ``"pis"`` (Brownian reference
         from 0); see :mod:`psample.diffusion.processes`.
@@ -278,8 +298,6 @@ def train_sampler(
         An optax optimizer (default ``optax.adam(1e-3)``).
     num_iterations
         Optimizer steps (``>= 1``); with a checkpoint, the total including resumed ones.
-    rng_key
-        A JAX PRNG key (network initialisation and every path).
     init_std
         ``s``: DDS's reference standard deviation, PIS's diffusion coefficient.
     horizon
@@ -313,8 +331,7 @@ def train_sampler(
         batch also holds ``num_backward`` paths of the backward (noising) process started at
         uniformly chosen rows (Sendera et al.'s backward paths from a buffer). They teach the
         sampler modes that its own paths miss, which the reverse-KL-like on-policy signal
-        cannot (BENCHMARKS.md: on many-well, whose light wells an on-policy sampler drops);
-        the losses are valid under any path law, so the draws need not be exact and the
+        cannot (an on-policy sampler of a many-well target drops its light wells); the losses are valid under any path law, so the draws need not be exact and the
         sampler's weights stay exact.
     num_backward
         Backward paths per batch (default ``batch_size // 2``); only with ``target_samples``.
@@ -322,7 +339,7 @@ def train_sampler(
     Returns
     -------
     TrainedSampler
-        ``sample(rng_key, num)``, ``save(path)``, ``TrainedSampler.load(path)``; ``interrupted``
+        ``sample(rng_key, num_particles)``, ``save(path)``, ``TrainedSampler.load(path)``; ``interrupted``
         when Ctrl-C stopped training (the parameters are those trained so far);
         ``history["num_nonfinite"]`` and ``history["skipped"]`` per iteration
         (:class:`TrainRecord`).

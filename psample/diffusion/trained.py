@@ -6,6 +6,22 @@
 resampling, so the final weights are the exact extended-space importance weights of
 :mod:`psample.diffusion.processes` and ``log_Z`` is their log-mean-exp (an unbiased estimate of
 ``Z`` for any network, trained or not, stopped early or not).
+
+Contract
+--------
+``TrainedSampler.sample(rng_key, num_particles, *, num_replicates=1, exact_samples=None,
+progress=True) -> SamplerResult``, a :class:`psample.ParticleResult` with the sampler's bounds
+(``log_w``, ``elbo``, ``eubo`` from backward paths at exact draws, Pareto ``khat``). The same
+key gives the same draws and weights, whatever the chunking. ``save``/``load`` keep the
+parameters and the target (exported StableHLO), so a loaded sampler reproduces the original's
+draws bit for bit.
+
+Limits
+------
+The weights are exact but may be heavy-tailed: an undertrained sampler, or one that misses a
+mode, gives a ``log Z`` whose error bar cannot be trusted (``sample`` warns when the Pareto
+k-hat is above the PSIS threshold) or that is low by the missed mass, which no error bar shows.
+Particles whose final log-density is NaN or ``+inf`` get weight zero and are counted.
 """
 
 from __future__ import annotations
@@ -194,23 +210,25 @@ class TrainedSampler:
             self._algorithm_cache = cached
         return cached[1]
 
-    def sample(self, rng_key, num: int, *, num_replicates: int = 1, exact_samples=None,
-               progress: bool = False) -> SamplerResult:  # fmt: skip
-        """Draw ``num`` weighted particles per replicate.
+    def sample(self, rng_key, num_particles: int | None = None, *, num_replicates: int = 1, exact_samples=None,
+               progress: bool = True, **deprecated) -> SamplerResult:  # fmt: skip
+        """Draw ``num_particles`` weighted particles per replicate.
 
         Parameters
         ----------
         rng_key
             A JAX PRNG key.
-        num
-            Particles per replicate (``>= 2``).
+        num_particles
+            Particles per replicate (``>= 2``). The old keyword ``num=`` works for one release
+            with a ``DeprecationWarning``.
         num_replicates
             Independent populations (``log_Z_se`` from their spread when ``> 1``).
         exact_samples
             Optional ``(M, d)`` exact target draws: the EUBO is then estimated from backward
             paths started at them.
         progress
-            A progress bar over the sampler steps.
+            A progress bar over the sampler steps (shown only where someone watches: a
+            terminal or a notebook).
 
         Returns
         -------
@@ -222,7 +240,7 @@ class TrainedSampler:
         Warns
         -----
         UnreliableErrorWarning
-            The weights' Pareto k-hat exceeds ``min(1 - 1/log10(num), 0.7)``: ``log_Z_se`` and
+            The weights' Pareto k-hat exceeds ``min(1 - 1/log10(num_particles), 0.7)``: ``log_Z_se`` and
             the weighted means' errors cannot be trusted (k-hat and the final ESS are given).
         NumericalWarning
             The target's log-density was NaN or ``+inf`` (or its gradient non-finite) at some
@@ -233,10 +251,11 @@ class TrainedSampler:
         NonFiniteError
             A replicate has no particle with a finite weight (``error.result`` holds the run).
         """
-        num = check_positive_int("num", num, minimum=2)
+        num_particles = _num_particles(num_particles, deprecated)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = run_particles(self.algorithm(), rng_key, num, num_replicates=num_replicates, progress=progress)
+            result = run_particles(self.algorithm(), rng_key, num_particles, num_replicates=num_replicates,
+                                   progress=progress)  # fmt: skip
         for w in caught:
             # The runner's own warning about non-finite values is replaced by the one below,
             # which speaks of this call; the others (Ctrl-C) pass through.
@@ -347,6 +366,23 @@ class TrainedSampler:
 # ----------------------------------------------------------------------------------------------
 
 
+def _num_particles(num_particles, deprecated: dict) -> int:
+    """``num_particles`` checked (``>= 2``), or the deprecated keyword ``num`` (with a
+    ``DeprecationWarning``) when it was given instead."""
+    unknown = sorted(set(deprecated) - {"num"})
+    if unknown:
+        raise TypeError(f"TrainedSampler.sample() got an unexpected keyword argument {unknown[0]!r}")
+    if "num" in deprecated:
+        if num_particles is not None:
+            raise TypeError("TrainedSampler.sample() got both num_particles and its old name num")
+        warnings.warn("TrainedSampler.sample(num=...) is deprecated: use num_particles= (the old keyword is "
+                      "removed in the next release)", DeprecationWarning, stacklevel=3)  # fmt: skip
+        num_particles = deprecated["num"]
+    if num_particles is None:
+        raise TypeError("TrainedSampler.sample() missing required argument: 'num_particles'")
+    return check_positive_int("num_particles", num_particles, minimum=2)
+
+
 def _khat(log_w: np.ndarray) -> float:
     """Pareto k-hat of the right tail of ``exp(log_w)``, all replicates pooled (the tail's
     shape is the sampler's, the same in every replicate); NaN when no tail can be fitted
@@ -386,8 +422,8 @@ def _check_result(result: SamplerResult) -> None:
         warnings.warn(
             f"TrainedSampler.sample: the importance weights are too heavy-tailed for log_Z_se (or any weighted "
             f"mean's error) to hold: Pareto k-hat {result.khat:.2f} > {result.khat_threshold:.2f}, final ESS "
-            f"{ess:.1f} of num={result.num_particles} particles (smallest over the replicates); log_Z is then "
-            "likely below the truth by more than its error bar. Raise num, or train the sampler longer "
+            f"{ess:.1f} of num_particles={result.num_particles} (smallest over the replicates); log_Z is then "
+            "likely below the truth by more than its error bar. Raise num_particles, or train the sampler longer "
             "(train_sampler's num_iterations)",
             UnreliableErrorWarning, stacklevel=3,
         )  # fmt: skip

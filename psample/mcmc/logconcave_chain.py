@@ -61,12 +61,14 @@ The smoothed score :math:`\\nabla \\log p_s` comes from one of
   Each estimate costs ``num_score_samples`` target evaluations; its failure mode is weight
   degeneracy (the proposal :math:`N(y, s^2 I)` misses the posterior of :math:`X` given
   :math:`y` in high dimension, or narrow, separated modes in low dimension), reported per step
-  as ``info.score_ess``. Measured (BENCHMARKS.md): on a 0.3/0.7 mixture of variance-0.1 modes
-  in d = 2 it puts 0.45 of the chains in the light mode with 64 proposals and 0.38 with 512;
-  use an exact or learned smoothed score there. On a 0.7/0.3 mixture of variances 1 and 0.25
-  the mode weights are right in d = 2 and lean to the wide mode from d = 3 on at 256-1,024
-  proposals; :func:`psample.logconcave_chain_samples` warns when the first measurement rests on
-  fewer than 8 effective proposals (``state.first_score_ess`` times ``num_score_samples``).
+  as ``info.score_ess``. The first measurement decides which mode a chain of measurements
+  ends in, at the largest noise scale :math:`\\sigma`; when its estimates rest on a handful of
+  effective proposals (narrow, well-separated modes, or a few dimensions already) the mode
+  weights come out biased, toward the light mode or the wide one, and more proposals help
+  only slowly: use an exact or learned smoothed score there.
+  :func:`psample.logconcave_chain_samples` and :func:`psample.sample` warn when the first
+  measurement rests on fewer than :data:`MIN_EFFECTIVE_SCORE_SAMPLES` effective proposals
+  (``state.first_score_ess`` times ``num_score_samples``).
   Non-finite evaluations are dropped and counted (``info.num_nonfinite``), and the denoiser is
   kept among the proposals (:func:`importance_smoothed_score`), so no jump is ever NaN or thrown
   far from the walk.
@@ -166,7 +168,7 @@ DEFAULT_NUM_SCORE_SAMPLES = 256
 
 #: Below this many effective proposals (``num_score_samples`` times the mean relative ESS of
 #: the first measurement's score estimates) the importance-sampling score cannot weigh the
-#: modes right (BENCHMARKS.md, "mode weights with the importance-sampling score").
+#: modes right (their estimated weights are biased below it).
 MIN_EFFECTIVE_SCORE_SAMPLES = 8.0
 
 
@@ -813,11 +815,11 @@ def as_top_level_api(
     steps_per_measurement
         Inner steps per measurement: an integer (every measurement, the first included), a
         sequence of ``m`` integers, or ``None`` for :func:`default_steps_schedule` (200 steps on
-        the first measurement, which makes the mode decision, then 20). Measured on the 2:1
-        two-mode mixture in d = 32 from the wrong mode (BENCHMARKS.md): with ``σ²`` a third of
-        the log-concavity threshold, 20 first steps leave the mode weights at 0.53 / 0.47 and 100
-        get them right; at or above the threshold 20 suffice. Give the first measurement
-        ``~100 / step_size`` steps or more, and more again when ``σ`` is below the threshold.
+        the first measurement, which makes the mode decision, then 20). At or above the
+        log-concavity threshold a short first walk suffices; below it the first conditional is
+        not log-concave and a short first walk leaves the mode weights where the walk started.
+        Give the first measurement ``~100 / step_size`` steps or more, and more again when
+        ``σ`` is below the threshold.
     step_size
         Relative step ``h`` in ``(0, 2)``: the inner chains step ``h σ²`` in Langevin time, time
         being measured in units of ``σ²``, the inverse of the ``1/σ²`` smoothness bound.

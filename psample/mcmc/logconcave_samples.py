@@ -1,16 +1,30 @@
-"""One-call sampling with the chain of log-concave Markov chains: the final jumps as a DataTree.
+"""One-call sampling with the chain of log-concave Markov chains: the final jumps as a Trace.
 
 :func:`psample.logconcave_chain` makes one measurement per step, so a plain
 :func:`psample.sample` run records each chain's tunnelling trajectory ``x̂_1, ..., x̂_m``.
 Most users want only the samples, ``x̂_m``: :func:`logconcave_chain_samples` keeps
-``num_samples`` draws with ``thin = m`` (``num_samples · m`` steps) (after ``m`` measurements the algorithm starts a new
-chain of measurements from the re-noised jump, so draw ``j`` is the ``j``-th sample of that chain)
-and returns the ArviZ DataTree, so that ``arviz`` summaries and diagnostics apply. The same
-idiom by hand::
+``num_draws`` draws per chain with ``thin = m`` (``num_draws · m`` steps; after ``m``
+measurements the algorithm starts a new chain of measurements from the re-noised jump, so draw
+``j`` is the ``j``-th sample of that chain) and returns the :class:`psample.Trace`, whose
+``to_datatree()`` gives the ArviZ DataTree. The same idiom by hand::
 
     algorithm = psample.logconcave_chain(..., num_measurements=m)
-    trace = psample.sample(algorithm, positions, key, num_draws=n, thin=m)
+    trace = psample.sample(algorithm, positions, rng_key, n, thin=m)
     idata = trace.to_datatree()
+
+Contract
+--------
+``logconcave_chain_samples(initial_positions, rng_key, logdensity_fn=None, *, num_draws=1,
+target=None, progress=True, **tuning) -> Trace`` with the chains' draws on the leading two
+axes ``(chain, draw, ...)``, and per draw the observables ``num_nonfinite`` and
+``first_score_ess``. The draws are bit for bit those of every ``m``-th step of
+:func:`psample.sample` with the same key.
+
+Limits
+------
+Those of :mod:`psample.mcmc.logconcave_chain`: the output's bias is at most ``dσ²/m`` in squared
+W2, and the importance-sampling score (``logdensity_fn`` alone) can weigh separated modes
+wrongly; this call warns when the first measurement rests on too few effective proposals.
 """
 
 from __future__ import annotations
@@ -27,6 +41,9 @@ from psample.runtime.chains import sample
 
 __all__ = ["logconcave_chain_samples", "MIN_EFFECTIVE_SCORE_SAMPLES"]
 
+#: A deprecated keyword not given (``num_samples``, ``return_trace``).
+_UNSET = object()
+
 #: Recorded with every sample (``observables``): what happened over its chain of measurements.
 _OBSERVABLES = {
     "num_nonfinite": lambda state: state.chain_num_nonfinite,
@@ -39,13 +56,12 @@ def logconcave_chain_samples(
     rng_key,
     logdensity_fn: Callable | None = None,
     *,
-    num_samples: int = 1,
+    num_draws: int = 1,
     target=None,
     progress: bool = True,
-    return_trace: bool = False,
     **tuning,
 ):
-    """Draw ``num_samples`` final jumps ``x̂_m`` per chain and return them as an ArviZ DataTree.
+    """Draw ``num_draws`` final jumps ``x̂_m`` per chain and return them as a :class:`psample.Trace`.
 
     Parameters
     ----------
@@ -57,27 +73,28 @@ def logconcave_chain_samples(
     logdensity_fn
         As in :func:`psample.logconcave_chain`; defaults to ``target.logdensity_fn`` when a target
         is given and no smoothed score is passed.
-    num_samples
-        Samples per chain (``>= 1``): the DataTree's ``draw`` dimension.
+    num_draws
+        Samples per chain (``>= 1``): the ``draw`` axis. The old keyword
+        ``num_samples=`` works for one release with a ``DeprecationWarning``.
     target
         A :class:`psample.Target` naming the sites (``posterior``) and checking the shapes.
     progress
-        Show the runner's progress bar.
-    return_trace
-        Return the :class:`psample.Trace` instead of its DataTree.
+        Show the runner's progress bar (where someone watches).
     **tuning
         Keyword arguments of :func:`psample.logconcave_chain` (``sigma`` and
-        ``num_measurements`` at least).
+        ``num_measurements`` at least). ``return_trace=`` is deprecated (one release, with a
+        ``DeprecationWarning``): ``True`` changes nothing, ``False`` returns the DataTree.
 
     Returns
     -------
-    xarray.DataTree
-        ``posterior`` with dims ``(chain, draw, ...)``: draw ``j`` of chain ``c`` is the jump
-        after the ``m``-th measurement of that chain's ``j``-th chain of measurements;
-        ``sample_stats`` holds the last measurement's info (evaluation counts, score ESS);
-        ``observables`` holds, per sample, ``num_nonfinite`` (non-finite evaluations over its
-        ``m`` measurements) and ``first_score_ess`` (mean relative ESS of the importance weights
-        on its first measurement, 1 for a given score).
+    psample.Trace
+        ``positions`` ``(chain, draw, ...)``: draw ``j`` of chain ``c`` is the jump after the
+        ``m``-th measurement of that chain's ``j``-th chain of measurements; ``info`` holds the
+        last measurement's info (evaluation counts, score ESS); ``observables`` holds, per
+        sample, ``num_nonfinite`` (non-finite evaluations over its ``m`` measurements) and
+        ``first_score_ess`` (mean relative ESS of the importance weights on its first
+        measurement, 1 for a given score). ``to_datatree()`` gives the ArviZ DataTree
+        (``posterior``, ``sample_stats``, ``observables``).
 
     Warns
     -----
@@ -86,6 +103,15 @@ def logconcave_chain_samples(
         rested on fewer than :data:`MIN_EFFECTIVE_SCORE_SAMPLES` effective proposals on the first
         measurement, where the mode weights are decided: they are then biased.
     """
+    num_draws = _renamed_count(num_draws, tuning.pop("num_samples", _UNSET))
+    return_trace = tuning.pop("return_trace", _UNSET)
+    if return_trace is not _UNSET:
+        warnings.warn(
+            "logconcave_chain_samples(return_trace=...) is deprecated: it returns a psample.Trace "
+            "(its DataTree via .to_datatree()); the keyword is removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     if logdensity_fn is None and target is not None and not (
         "smoothed_score" in tuning or "smoothed_logdensity" in tuning
     ):
@@ -98,7 +124,7 @@ def logconcave_chain_samples(
             algorithm,
             initial_positions,
             rng_key,
-            num_samples,
+            num_draws,
             thin=m,
             target=target,
             observables=_OBSERVABLES,
@@ -111,7 +137,24 @@ def logconcave_chain_samples(
         if not issubclass(w.category, NumericalWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     _warn(nonfinite, np.asarray(trace.observables["first_score_ess"]), tuning)
-    return trace if return_trace else trace.to_datatree()
+    if return_trace is not _UNSET and not return_trace:
+        return trace.to_datatree()
+    return trace
+
+
+def _renamed_count(num_draws, num_samples):
+    """``num_draws``, or the deprecated ``num_samples`` (with a ``DeprecationWarning``) given instead."""
+    if num_samples is _UNSET:
+        return num_draws
+    if num_draws != 1:
+        raise TypeError("logconcave_chain_samples() got both num_draws and its old name num_samples")
+    warnings.warn(
+        "logconcave_chain_samples(num_samples=...) is deprecated: use num_draws= (the old keyword is "
+        "removed in the next release)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return num_samples
 
 
 def _warn(nonfinite, first_score_ess, tuning):

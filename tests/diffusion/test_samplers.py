@@ -1,12 +1,13 @@
 """Diffusion samplers for unnormalised densities: exact weights, log Z, bounds, training loop.
 
-Tolerances follow notes §3: an estimate passes when it is within 4 standard errors of the exact
+Tolerances: an estimate passes when it is within 4 standard errors of the exact
 value, the standard error taken from independent replicates (or from the particles for means
 over particles), with a ceiling on the standard error so that a noisy, broken sampler cannot
 pass by being vague. The learned samplers' and the corrected reverse diffusion's weights are
 exact importance weights, so there is no bias budget (b = 0).
 """
 
+import inspect
 import math
 import warnings
 
@@ -18,7 +19,7 @@ import pytest
 
 import psample
 from psample import models
-from psample.diffusion import VE, VP, TrainedSampler, reverse_diffusion, train_sampler
+from psample.diffusion import VE, VP, SamplerResult, TrainedSampler, reverse_diffusion, train_sampler
 from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.processes import Process
 from psample.errors import CheckpointError, InvalidTuningError, ModelError, ShapeError
@@ -40,14 +41,14 @@ def within(estimate, exact, se, k=4.0):
 
 
 def test_untrained_dds_weights_equal_log_z_on_its_reference_gaussian():
-    # Notes §3, 7(a): with f = 0 the DDS chain is the stationary, reversible AR(1) of N(0, s² I),
+    # With f = 0 the DDS chain is the stationary, reversible AR(1) of N(0, s² I),
     # so for γ = exp(-|x|²/(2 s²)) every path's log-weight is log Z = (d/2) log(2π s²).
     # Built directly at its zero-initialised parameters (no training step to compile).
     s, d = 1.5, 3
     process = Process("dds", d, 10, s, 1.0, VP(), DriftNetwork(d))
     params = {"net": process.network.init(jax.random.key(0), jnp.float64), "log_Z": jnp.zeros(())}
     sampler = TrainedSampler(lambda x: -0.5 * jnp.sum(x**2) / s**2, process, params, np.zeros(0), "kl")
-    result = sampler.sample(jax.random.key(1), 200)
+    result = sampler.sample(jax.random.key(1), 200, progress=False)
     log_z = 0.5 * d * math.log(2 * math.pi * s**2)
     assert np.var(result.log_w) < 1e-8
     np.testing.assert_allclose(result.log_w, log_z, atol=1e-6)
@@ -56,18 +57,17 @@ def test_untrained_dds_weights_equal_log_z_on_its_reference_gaussian():
 
 @pytest.fixture(scope="module")
 def trained_dds():
-    return train_sampler(shifted_gaussian, 2, method="dds", loss="kl", num_steps=10, batch_size=64,
-                         num_iterations=150, optimizer=optax.adam(5e-3), rng_key=jax.random.key(0),
-                         progress=False)  # fmt: skip
+    return train_sampler(shifted_gaussian, 2, jax.random.key(0), method="dds", loss="kl", num_steps=10,
+                         batch_size=64, num_iterations=150, optimizer=optax.adam(5e-3), progress=False)  # fmt: skip
 
 
 def test_trained_dds_log_z_within_4se_and_elbo_below_eubo_above(trained_dds):
-    # Notes §3, 7(b): N(m, I), log Z = log 2π. After brief training, the importance-weighted
+    # N(m, I), log Z = log 2π. After brief training, the importance-weighted
     # log Z is within 4 SE (spread of 4 replicates, ceiling 0.05) and ELBO <= log Z <= EUBO.
     sampler = trained_dds
     assert sampler.losses.shape == (150,) and sampler.losses[-1] < sampler.losses[0]
     exact = np.asarray(MEAN) + np.random.default_rng(0).standard_normal((2000, 2))
-    result = sampler.sample(jax.random.key(1), 1000, num_replicates=4, exact_samples=exact)
+    result = sampler.sample(jax.random.key(1), 1000, num_replicates=4, exact_samples=exact, progress=False)
     assert isinstance(result, psample.ParticleResult)
     assert result.log_Z_se < 0.05
     assert within(result.log_Z_mean, LOG_2PI, result.log_Z_se)
@@ -82,18 +82,17 @@ def test_trained_dds_log_z_within_4se_and_elbo_below_eubo_above(trained_dds):
 def test_pis_weights_stay_exact_when_training_stops_early():
     # Three iterations of PIS with the log-variance loss: a poor sampler, but its weights are
     # exact importance weights, so log Z is still right within 4 SE (8 replicates).
-    sampler = train_sampler(shifted_gaussian, 2, method="pis", loss="log_variance", num_steps=8,
-                            batch_size=16, num_iterations=3, init_std=2.0, rng_key=jax.random.key(2),
-                            progress=False)  # fmt: skip
-    result = sampler.sample(jax.random.key(3), 500, num_replicates=8)
+    sampler = train_sampler(shifted_gaussian, 2, jax.random.key(2), method="pis", loss="log_variance",
+                            num_steps=8, batch_size=16, num_iterations=3, init_std=2.0, progress=False)  # fmt: skip
+    result = sampler.sample(jax.random.key(3), 500, num_replicates=8, progress=False)
     assert result.log_Z_se < 0.15
     assert within(result.log_Z_mean, LOG_2PI, result.log_Z_se)
 
 
 def test_trajectory_balance_learns_log_z_scalar():
-    sampler = train_sampler(shifted_gaussian, 2, method="dds", loss="trajectory_balance", num_steps=5,
-                            batch_size=16, num_iterations=60, optimizer=optax.adam(1e-2),
-                            rng_key=jax.random.key(4), progress=False)  # fmt: skip
+    sampler = train_sampler(shifted_gaussian, 2, jax.random.key(4), method="dds", loss="trajectory_balance",
+                            num_steps=5, batch_size=16, num_iterations=60, optimizer=optax.adam(1e-2),
+                            progress=False)  # fmt: skip
     # log Z_φ starts at 0 and climbs (0.01 a step) toward the batch mean of log w (<= log 2π).
     assert 0.3 < float(sampler.params["log_Z"]) < LOG_2PI
     assert sampler.losses[-1] < sampler.losses[0] / 2
@@ -128,8 +127,8 @@ def test_save_load_roundtrip(tmp_path, trained_dds):
     # The path alone: the target comes back from the file (jax.export), bit for bit the same
     # draws and weights for the same key, and it saves again.
     alone = TrainedSampler.load(path)
-    original = sampler.sample(jax.random.key(5), 1000, num_replicates=4)  # compiled by the test above
-    again = alone.sample(jax.random.key(5), 1000, num_replicates=4)
+    original = sampler.sample(jax.random.key(5), 1000, num_replicates=4, progress=False)  # compiled by the test above
+    again = alone.sample(jax.random.key(5), 1000, num_replicates=4, progress=False)
     np.testing.assert_array_equal(again.log_w, original.log_w)
     np.testing.assert_array_equal(again.particles, original.particles)
     alone.save(tmp_path / "again.npz")
@@ -191,7 +190,7 @@ def test_reverse_diffusion_log_z_on_a_gaussian(schedule):
 
 
 def test_reverse_diffusion_with_exact_score_recovers_gmm_moments():
-    # Notes §3, test 6: the exact noised score of a two-mode GMM drives the moves; the weighted
+    # The exact noised score of a two-mode GMM drives the moves; the weighted
     # mean of x_0 and the weight of the right mode are within 4 SE (8 replicates) of the
     # mixture's (0.7 * 2 - 0.3 * 2 = 0.8 and 0.7).
     schedule = VP()
@@ -255,7 +254,7 @@ def test_reverse_diffusion_errors():
 
 @pytest.mark.slow
 def test_dds_covers_all_25_modes_and_log_z():
-    # Notes §3, 7(c): every mode of the 25-mode mixture (true weight 4%) gets >= 1% of 5000
+    # Every mode of the 25-mode mixture (true weight 4%) gets >= 1% of 5000
     # importance-resampled draws; log Z = 0 within 4 SE (4 replicates).
     target = models.gmm25()
     sampler = train_sampler(target.logdensity_fn, 2, method="dds", num_steps=20, batch_size=64, num_iterations=400,
@@ -271,7 +270,7 @@ def test_dds_covers_all_25_modes_and_log_z():
 
 @pytest.mark.slow
 def test_dds_many_well_pair_log_z_between_elbo_and_eubo():
-    # Notes §3, 7(e), on one pair of the many-well (d = 2; d = 32 is 16 independent copies, so
+    # On one pair of the many-well (d = 2; d = 32 is 16 independent copies, so
     # its log Z = 164.6957 is 16 times this one's; the d = 32 runs are in benchmarks/diffusion.py,
     # a briefly trained d = 32 sampler has too few effective particles for a 4-SE test).
     # Importance-weighted log Z within 4 SE (8 replicates, SE ceiling 0.05), ELBO <= log Z <= EUBO,
@@ -332,30 +331,37 @@ def _untrained(logdensity_fn, d=2, num_steps=5):
 
 def test_sample_warns_when_the_weights_cannot_carry_an_error_bar():
     # The reference N(0, I) against N(3, 0.3² I): a handful of particles carry all the weight.
-    # sample() says so (k-hat, ESS) with advice naming only its num and train_sampler's
+    # sample() says so (k-hat, ESS) with advice naming only its num_particles and train_sampler's
     # num_iterations, and the printed error bar never advises an argument sample() lacks.
     sampler = _untrained(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2) / 0.09)
     with pytest.warns(psample.errors.UnreliableErrorWarning) as record:
-        result = sampler.sample(jax.random.key(1), 500)
+        result = sampler.sample(jax.random.key(1), 500, progress=False)
     (message,) = [str(w.message) for w in record if w.category is psample.errors.UnreliableErrorWarning]
-    assert "k-hat" in message and "final ESS" in message and "num=500" in message and "num_iterations" in message
+    assert "k-hat" in message and "final ESS" in message and "num_particles=500" in message and "num_iterations" in message
     assert result.unreliable and result.khat > result.khat_threshold
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "unreliable" in repr(result) and np.isfinite(result.log_Z_se)
 
 
-def test_single_run_log_z_se_matches_the_spread_of_seeds():
+@pytest.fixture(scope="module")
+def moderate_sampler():
+    """The reference N(0, I) against N(0.5, 0.8² I): moderate weights (one compiled algorithm,
+    shared by the tests that sample it)."""
+    return _untrained(lambda x: -0.5 * jnp.sum((x - 0.5) ** 2) / 0.64)
+
+
+def test_single_run_log_z_se_matches_the_spread_of_seeds(moderate_sampler):
     # N(0, I) reference against N(0.5, 0.8² I): moderate weights, no warning. Each of 200
     # replicates' own (single-run) standard error of log Z is compared with the spread of the
     # 200 log Z: the mean single-run variance is within 4 standard errors of the replicates'
     # variance (its standard error sqrt(2/(R-1)) relative, that of the mean single-run
     # variance from their spread, combined in quadrature).
-    sampler = _untrained(lambda x: -0.5 * jnp.sum((x - 0.5) ** 2) / 0.64)
+    sampler = moderate_sampler
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no UnreliableErrorWarning, no advice about resampling
-        result = sampler.sample(jax.random.key(2), 200, num_replicates=200)
-        one = sampler.sample(jax.random.key(3), 200)
+        result = sampler.sample(jax.random.key(2), 200, num_replicates=200, progress=False)
+        one = sampler.sample(jax.random.key(3), 200, progress=False)
         assert np.isfinite(one.log_Z_se) and one.log_Z_se_method == "lee-whiteley"
     assert not result.unreliable
     r = result.num_replicates
@@ -370,14 +376,14 @@ def test_sample_counts_nan_target_values_and_refuses_when_nothing_is_finite():
     # log Z is then that of the truncated target, and the warning says so.
     sampler = _untrained(lambda x: jnp.where(x[0] < 1.5, -0.5 * jnp.sum(x**2), jnp.nan))
     with pytest.warns(psample.errors.NumericalWarning, match=r"NaN or \+inf .* at \d+ evaluations") as record:
-        result = sampler.sample(jax.random.key(4), 400)
+        result = sampler.sample(jax.random.key(4), 400, progress=False)
     counts = np.asarray(result.info.num_nonfinite)
     final_nan = int(np.sum(~np.isfinite(result.log_w)))
     assert counts.shape == (1, 5) and counts[0, -1] >= final_nan > 0
     assert any(f"{int(counts.sum())} evaluations" in str(w.message) for w in record)
     nowhere = _untrained(lambda x: jnp.nan * jnp.sum(x))
     with pytest.raises(psample.errors.NonFiniteError) as info:
-        nowhere.sample(jax.random.key(5), 50)
+        nowhere.sample(jax.random.key(5), 50, progress=False)
     assert info.value.result is not None
 
 
@@ -457,3 +463,36 @@ def test_load_refuses_damaged_files(tmp_path):
         for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(sampler.params), strict=True):
             np.testing.assert_array_equal(a, b)
     assert caught > 0.8 * (len(data) // 97)
+
+
+# --- the vocabulary: rng_key after the objects, num_particles, progress on --------------------
+
+
+def test_train_sampler_takes_rng_key_third():
+    params = list(inspect.signature(train_sampler).parameters.values())
+    assert [p.name for p in params[:3]] == ["logdensity_fn", "dim", "rng_key"]
+    assert params[2].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD  # rng_key= still works
+    assert params[2].default is inspect.Parameter.empty  # required, never a silent default
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[3:])
+
+
+def test_sample_counts_num_particles_and_the_old_keyword_warns(moderate_sampler):
+    sampler = moderate_sampler  # 200 particles, one replicate: compiled by the test above
+    signature = inspect.signature(TrainedSampler.sample)
+    assert list(signature.parameters)[1:3] == ["rng_key", "num_particles"]
+    assert signature.parameters["progress"].default is True
+    new = sampler.sample(jax.random.key(7), num_particles=200, progress=False)
+    assert isinstance(new, SamplerResult) and isinstance(new, psample.ParticleResult)
+    with pytest.warns(DeprecationWarning, match=r"num=.*num_particles="):
+        old = sampler.sample(jax.random.key(7), num=200, progress=False)
+    np.testing.assert_array_equal(old.log_w, new.log_w)
+    np.testing.assert_array_equal(old.particles, new.particles)
+    with pytest.raises(TypeError, match="both num_particles and its old name num"):
+        sampler.sample(jax.random.key(7), 200, num=200)
+    with pytest.raises(TypeError, match="num_particles"):
+        sampler.sample(jax.random.key(7))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'particles'"):
+        sampler.sample(jax.random.key(7), particles=64)
+    with pytest.raises(InvalidTuningError, match="num_particles"):
+        sampler.sample(jax.random.key(7), 1, progress=False)
+
