@@ -19,7 +19,8 @@ import psample
 import psample.models
 from psample.errors import DtypeError, InvalidTuningError, ModelError, NumericalWarning, UnreliableErrorWarning
 
-from psample.smc import tempered as tempered_module  # noqa: E402
+from psample.smc import mutations
+from psample.smc import tempered as tempered_module
 
 D, N_OBS, PRIOR_SD = 2, 20, 2.0
 Y = np.random.default_rng(0).normal(1.0, 1.0, size=(N_OBS, D))
@@ -294,6 +295,20 @@ def test_bad_mcmc_and_options_raise():
         smc(resampling="bogus")
 
 
+def test_mutation_kernels_live_in_their_own_module():
+    """The kernels moved to psample.smc.mutations; tempered keeps MUTATIONS importable (the CLI's
+    ``--mcmc`` choices read it)."""
+    from psample.smc.tempered import MUTATIONS
+
+    assert MUTATIONS is mutations.MUTATIONS and sorted(MUTATIONS) == ["hmc", "polar_slice", "rwm"]
+    assert set(mutations.DEFAULT_NUM_MCMC_STEPS) == set(MUTATIONS)
+    for mcmc in MUTATIONS:
+        mutation = mutations.build_mutation(mcmc, None)
+        assert isinstance(mutation, mutations.Mutation) and mutation.metric in mutations.METRICS
+    assert mutations.build_mutation("hmc", {}).metric == "diagonal"
+    assert mutations.build_mutation("rwm", {"metric": "diagonal"}).metric == "diagonal"
+
+
 def test_target_without_prior_split_is_refused():
     target = psample.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
     with pytest.raises(ModelError, match="does not separate prior and likelihood"):
@@ -371,7 +386,7 @@ def test_mutation_tuned_on_the_population_keeps_the_level_invariant(mcmc):
     lam, num, reps = 0.1, 100, 2000
     precision = lam * N_OBS + 1 / PRIOR_SD**2
     mean, var = lam * Y.sum(0) / precision, 1 / precision
-    mutation = tempered_module._build_mutation(mcmc, {})
+    mutation = mutations.build_mutation(mcmc, {})
     kernel = tempered_module.build_kernel(logprior, loglik, mutation, resampling.systematic, 5)
 
     def one(key):
