@@ -159,19 +159,20 @@ def test_old_resampling_keywords_map_onto_the_new_ones(old, new):
 
 
 def test_old_resampling_keywords_give_the_same_draws_and_refuse_mixing():
-    model = diffusion_mixture([0.7, 0.3], [[-2.0, 0.0], [2.0, 0.0]], [0.25, 0.25], VP())
-    options = dict(schedule=VP(), num_steps=8, shape=(2,))
-    with pytest.warns(DeprecationWarning, match=r"resampler='multinomial', resample='ess', ess_threshold=0.7 is "
-                                                r"deprecated: pass resampling='multinomial', resample_ess=0.7"):
-        old = psample.smc.fkc_anneal(model.score, 2.0, resampler="multinomial", resample="ess", ess_threshold=0.7,
-                                     **options)  # fmt: skip
-    new = psample.smc.fkc_anneal(model.score, 2.0, resampling="multinomial", resample_ess=0.7, **options)
-    assert old.resampling == new.resampling == "multinomial"
-    runs = [psample.run_particles(a, jax.random.key(4), 64, progress=False) for a in (old, new)]
+    problem = fkc_problem("product", VP())
+    scores, options = [m.score for m in problem.models], dict(schedule=VP(), num_steps=12, t_min=problem.t_min, shape=(2,))
+    with pytest.warns(DeprecationWarning, match=r"resample='ess', ess_threshold=0.3 is deprecated: pass resample_ess=0.3"):
+        old = psample.smc.fkc_smc(scores, problem.exponents, resample="ess", ess_threshold=0.3, **options)
+    new = psample.smc.fkc_smc(scores, problem.exponents, resample_ess=0.3, **options)
+    runs = [psample.run_particles(a, jax.random.key(3), 256, num_replicates=2, progress=False) for a in (old, new)]
     resampled = np.asarray(runs[0].info.is_resampled)
     assert resampled.any() and not resampled.all()  # the threshold acts
     for field in ("particles", "log_weights", "log_Z"):
         np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field))
+    np.testing.assert_array_equal(resampled, np.asarray(runs[1].info.is_resampled))
+    with pytest.warns(DeprecationWarning, match="resampler='multinomial' is deprecated: pass resampling='multinomial'"):
+        assert psample.smc.fkc_anneal(scores[0], 2.0, resampler="multinomial", **options).resampling == "multinomial"
+    model = problem.models[0]
     # the old checks still name the old argument; mixing both spellings is refused
     with pytest.raises(InvalidTuningError, match="ess_threshold"):
         psample.smc.fkc_smc([model.score], [2.0], ess_threshold=0.0, **options)
