@@ -264,22 +264,26 @@ def test_weight_rates_of_the_special_cases():
                                0.5 * g2 * w * (w - 1) * sq(s2 - s1), rtol=1e-10)  # fmt: skip
 
 
+PRODUCT = fkc_problem("product", VP())
+
+
+@jax.jit
+def _product_rate(t, x):
+    """G of the product problem at time ``t`` and particles ``x``, by hand (compiled once)."""
+    scores = [jax.vmap(m.score, (None, 0))(t, x) for m in PRODUCT.models]
+    return log_weight_rate(PRODUCT.models[0].schedule, t, scores, [1.0, 1.0], 2)
+
+
 def _two_steps(resample_ess):
     """Two FKC steps on a product problem, and G recomputed by hand at the particles."""
-    problem = fkc_problem("product", VP())
+    problem = PRODUCT
     algorithm = _algorithm(problem, 4, resample_ess=resample_ess)
     state = algorithm.init(jax.random.key(5), 256)
     times = time_grid(4, problem.t_min)
     step = jax.jit(algorithm.step)
-
-    @jax.jit
-    def rate(t, x):
-        scores = [jax.vmap(m.score, (None, 0))(t, x) for m in problem.models]
-        return log_weight_rate(problem.models[0].schedule, t, scores, [1.0, 1.0], 2)
-
     states, rates = [state], []
     for j in range(2):  # two steps, by hand
-        rates.append((times[j] - times[j + 1]) * np.asarray(rate(times[j], states[-1].particles)))
+        rates.append((times[j] - times[j + 1]) * np.asarray(_product_rate(times[j], states[-1].particles)))
         states.append(step(jax.random.key(10 + j), states[-1])[0])
     return states, rates
 

@@ -55,6 +55,16 @@ def run(alg, num_particles=200, num_replicates=16, seed=0, **kw):
     return psample.run_particles(alg, jax.random.PRNGKey(seed), num_particles, num_replicates=num_replicates, **kw)
 
 
+#: One algorithm object shared by the tests below: the runner keeps its compiled functions.
+RWM2 = smc(mcmc="rwm", num_mcmc_steps=2)
+
+
+@pytest.fixture(scope="module")
+def rwm2_single_run():
+    """One default-resampling (multinomial) run of 200 particles, shared by the tests that read it."""
+    return run(RWM2, num_particles=200, num_replicates=1)
+
+
 def assert_close(estimate, se, exact, se_max):
     assert se < se_max, f"standard error {se} above its ceiling {se_max}"
     assert abs(estimate - exact) <= 4 * se, f"{estimate} vs exact {exact} (4 se = {4 * se})"
@@ -136,8 +146,9 @@ def test_fixed_schedule_takes_its_steps_and_reaches_one():
     np.testing.assert_allclose(result.info.temperature, [[0.3, 1.0], [0.3, 1.0]])
 
 
-def test_single_replicate_uses_the_lee_whiteley_estimator():
-    result = run(smc(mcmc="rwm", num_mcmc_steps=2, resampling="multinomial"), num_particles=200, num_replicates=1)
+def test_single_replicate_uses_the_lee_whiteley_estimator(rwm2_single_run):
+    result = rwm2_single_run  # resampling="multinomial", the default
+    assert result.resampling == "multinomial"
     assert result.log_Z_se_method == "lee-whiteley"
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnreliableErrorWarning)  # calibrated: no warning
@@ -270,7 +281,7 @@ def test_complex_log_likelihood_is_refused():
         run(alg, num_replicates=1)
 
 
-def test_stopping_at_max_steps_is_not_silent():
+def test_stopping_at_max_steps_is_not_silent(rwm2_single_run):
     """20 observations need several adaptive levels: two steps stop short of temperature 1."""
     alg = smc(mcmc="rwm", num_mcmc_steps=2, max_steps=2)
     with pytest.warns(NumericalWarning, match=r"temperature 1 in 2 of 2 .*temperatures reached: \[0\.\d+.*max_steps=2"):
@@ -278,7 +289,7 @@ def test_stopping_at_max_steps_is_not_silent():
     assert not result.complete.any() and np.all(result.final_state.temperature < 1)
     assert "incomplete in 2 replicate(s)" in repr(result)
     assert not result.to_datatree()["particle_steps"]["complete"].values.any()
-    done = run(smc(mcmc="rwm", num_mcmc_steps=2), num_particles=64, num_replicates=2)
+    done = rwm2_single_run
     assert done.complete.all() and "incomplete" not in repr(done)
 
 
@@ -374,7 +385,8 @@ def test_log_Z_is_unbiased_in_Z_with_gradient_and_slice_moves(mcmc):
     assert_close(ratio.mean(), ratio.std(ddof=1) / np.sqrt(ratio.size), 1.0, 0.03)
 
 
-@pytest.mark.parametrize("mcmc", ["hmc", pytest.param("polar_slice", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("mcmc", ["hmc", "polar_slice"])
 def test_mutation_tuned_on_the_population_keeps_the_level_invariant(mcmc):
     """Start from exact draws of pi_lambda, take a step that stays at lambda (no reweighting):
     the moved particles must still follow pi_lambda. A kernel tuned on a population holding the
