@@ -61,6 +61,7 @@ from typing import Callable, NamedTuple
 import blackjax
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 from blackjax.types import Array
 
