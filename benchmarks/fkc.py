@@ -201,7 +201,7 @@ def _methods(problem, k, labels, langevin=2.0):
             if label.endswith("stein"):
                 options["weights"] = "stein"
             if label.endswith("ess"):
-                options["resample"] = "ess"
+                options["resample_ess"] = 0.5
             evals = (k + 1) * m if label.endswith("stein") else k * m  # stein: + the initial scores
             out[label] = (_fkc(problem, k, **options), True, evals, evals)
         elif label.startswith("uncorrected"):

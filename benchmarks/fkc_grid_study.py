@@ -14,7 +14,9 @@ the library does not offer: ``kind`` the time grid (``"uniform"``, ``"powR"``: e
 weights and no resampling, the uncorrected SDE; ``"stein"``: the library's ``weights="stein"``
 with a fraction ``lam`` (default 1) of its drift change moved into the weights, and its control
 variate when ``cv=1`` (default) or the raw divergence estimate when ``cv=0``), ``order``
-(``"hilbert"``: the particles sorted along a Hilbert curve before each systematic resampling), ``resample`` (``"every"`` or ``"ess"`` at N/2),
+(``"hilbert"``: the particles sorted along a Hilbert curve before each systematic resampling),
+``resample_ess`` (resample when the ESS falls below ``resample_ess * N``; ``1``, the default,
+every step, as the library's ``resample_ess``),
 ``start`` (no resampling before that step), ``noise`` (``"standard"``, ``"tempered"`` or a number
 ``r``: ``c_t^2 = r g_t^2``, as in the library), ``mala`` (``m > 0``: after every step one MALA
 move on the exact ``beta log q_t`` with step size ``m sigma_t^2 / beta``, which needs the
@@ -105,7 +107,7 @@ def _hilbert_sorted(x, others, new):
     return x[perm], tuple(o[perm] for o in others), new._replace(log_weights=new.log_weights[perm])
 
 
-def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="standard", start=0, mala=0.0,
+def run(N, K, R, kind="uniform", rule="left", resample_ess=1.0, seed=0, noise="standard", start=0, mala=0.0,
         order="none", lam=1.0, cv=1):
     times = jnp.asarray(grid(kind, K))
     rs = resampling_fn("systematic")
@@ -135,7 +137,7 @@ def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="s
                 rate = ((beta - 1) * VP.divergence(t, 2) - lam * 0.5 * g2 * (beta - 1) * divergence
                         + (1 - lam) * 0.5 * g2 * beta * (beta - 1) * jnp.sum(s * s, -1))  # fmt: skip
                 new = reweight(lw, h * rate)
-                do = (j >= start) & ((new.ess < 0.5 * N) if resample == "ess" else True)
+                do = (j >= start) & new.ess_below(resample_ess)
                 if order == "hilbert":
                     x_new, (s_new,), new = _hilbert_sorted(x_new, (s_new,), new)
                 (x_new, s_new), lw2, _ = resample_if(kr, do, (x_new, s_new), new.log_weights,
@@ -143,7 +145,7 @@ def run(N, K, R, kind="uniform", rule="left", resample="every", seed=0, noise="s
                 return (x_new, lw2, s_new, G, key), new.ess
             inc = {"left": h * G, "trap": 0.5 * h * G, "none": 0.0 * G}[rule]
             new = reweight(lw, inc)
-            do = (j >= start) & (rule != "none") & ((new.ess < 0.5 * N) if resample == "ess" else True)
+            do = (j >= start) & (rule != "none") & new.ess_below(resample_ess)
             if order == "hilbert":
                 x, (s, G), new = _hilbert_sorted(x, (s, G), new)
             (x, s, G), lw2, _ = resample_if(kr, do, (x, s, G), new.log_weights, jnp.zeros(N, jnp.int32), rs)

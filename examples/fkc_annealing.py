@@ -129,8 +129,8 @@ def main(argv=None):
     anneal = psample.smc.fkc_anneal(score, beta, schedule=SCHEDULE, num_steps=args.steps, shape=(2,),
                                     weights=args.weights)  # fmt: skip
     annealed = psample.run_particles(anneal, k_anneal, args.particles, num_replicates=1, progress=False)
-    plain_alg = psample.smc.fkc_smc([score], [beta], schedule=SCHEDULE, num_steps=args.steps, shape=(2,), resample="ess",
-                                start_resampling_step=args.steps)  # fmt: skip
+    plain_alg = psample.smc.fkc_smc([score], [beta], schedule=SCHEDULE, num_steps=args.steps, shape=(2,),
+                                resample_ess=0.5, start_resampling_step=args.steps)  # fmt: skip
     plain = psample.run_particles(plain_alg, k_plain, args.particles, progress=False)
     exact_annealed = psample.models.mixture_power(data_model.mixture, beta)
 

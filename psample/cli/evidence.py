@@ -16,7 +16,7 @@ __all__ = ["add_evidence_parser", "run_evidence"]
 
 def add_evidence_parser(sub) -> None:
     """Add the ``evidence`` sub-command to an ``argparse`` sub-parser set."""
-    from psample.smc.tempered import MUTATIONS
+    from psample.smc.mutations import MUTATIONS
 
     p = sub.add_parser("evidence", help="log evidence of a built-in model by tempered SMC")
     p.add_argument("--model", default="eight_schools", help="model name (see `psample models`)")

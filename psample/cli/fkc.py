@@ -10,7 +10,9 @@ its exact value, and with ``--plot`` draws the exact density beside both sampler
 
 from __future__ import annotations
 
+import argparse
 import sys
+import warnings
 
 __all__ = ["DEMOS", "add_fkc_parser", "run_fkc", "run_demo", "uncorrected"]
 
@@ -25,7 +27,12 @@ def add_fkc_parser(sub) -> None:
     p.add_argument("--particles", type=int, default=4096, help="particles per replicate (default 4096)")
     p.add_argument("--replicates", type=int, default=4, help="independent replicates (default 4)")
     p.add_argument("--steps", type=int, default=500, help="Euler-Maruyama steps (default 500)")
-    p.add_argument("--resample", default="every_step", choices=["every_step", "ess"], help="resampling (default every_step)")
+    p.add_argument("--resampling", default="systematic", choices=["systematic", "stratified", "multinomial", "residual"],
+                   help="resampling scheme (default systematic)")
+    p.add_argument("--resample-ess", type=float, default=1.0, metavar="FRACTION",
+                   help="resample when the ESS falls below FRACTION x particles; 1 (default) resamples every step")
+    # psample 0.1's spelling, for one release: every_step is --resample-ess 1, ess is --resample-ess 0.5.
+    p.add_argument("--resample", default=None, choices=["every_step", "ess"], help=argparse.SUPPRESS)
     p.add_argument("--noise", default="standard", type=_noise,
                    help="standard, tempered, or a number r > 0 for c_t^2 = r g_t^2 (r > 1: Langevin noise; default standard)")
     p.add_argument("--weights", default="score", choices=["score", "stein"],
@@ -53,7 +60,7 @@ def uncorrected(problem, *, num_steps: int, noise="standard", time_grid: str = "
 
     return psample.smc.fkc_smc(
         [m.score for m in problem.models], problem.exponents, schedule=problem.models[0].schedule,
-        num_steps=num_steps, t_min=problem.t_min, time_grid=time_grid, noise=noise, resample="ess",
+        num_steps=num_steps, t_min=problem.t_min, time_grid=time_grid, noise=noise, resample_ess=0.5,
         start_resampling_step=num_steps,
         shape=problem.models[0].shape,
     )  # fmt: skip
@@ -76,13 +83,20 @@ def _statistics(problem):
     return stats
 
 
-def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, resample="every_step",
-             noise="standard", weights="score", seed=0, progress=False):
+def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, resampling="systematic",
+             resample_ess=1.0, noise="standard", weights="score", seed=0, progress=False, **deprecated):
     """Run one demo; returns ``(problem, fkc_result, uncorrected_result, table)``.
 
-    ``table`` maps each statistic to ``(exact, fkc mean, fkc se, uncorrected mean,
-    uncorrected se)``; standard errors are over the replicates.
+    ``resampling`` and ``resample_ess`` are :func:`psample.smc.fkc_smc`'s (``resample_ess=1``:
+    every step). ``table`` maps each statistic to ``(exact, fkc mean, fkc se, uncorrected mean,
+    uncorrected se)``; standard errors are over the replicates. (Deprecated: ``resample=
+    "every_step"`` is ``resample_ess=1``, ``resample="ess"`` is ``resample_ess=0.5``.)
     """
+    if "resample" in deprecated:
+        resample = deprecated.pop("resample")
+        resample_ess = _resample_ess_of(resample, "run_demo(resample=...)")
+    if deprecated:
+        raise TypeError(f"run_demo() got unexpected keyword arguments {sorted(deprecated)}")
     import jax
     import numpy as np
 
@@ -92,8 +106,8 @@ def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, 
     problem = psample.models.fkc_problem(DEMOS[demo], psample.diffusion.VP())
     algorithm = psample.smc.fkc_smc(
         [m.score for m in problem.models], problem.exponents, schedule=problem.models[0].schedule,
-        num_steps=num_steps, t_min=problem.t_min, noise=noise, weights=weights, resample=resample,
-        shape=problem.models[0].shape,
+        num_steps=num_steps, t_min=problem.t_min, noise=noise, weights=weights, resampling=resampling,
+        resample_ess=resample_ess, shape=problem.models[0].shape,
     )  # fmt: skip
     key_fkc, key_plain = jax.random.split(jax.random.PRNGKey(seed))
     result = psample.run_particles(algorithm, key_fkc, num_particles, num_replicates=num_replicates, progress=progress)
@@ -156,17 +170,33 @@ def _plot(path, problem, result, plain, seed) -> None:
     plt.close(fig)
 
 
+def _resample_ess_of(resample: str, spelled: str) -> float:
+    """``resample_ess`` of psample 0.1's ``resample`` mode (``"every_step"``: 1, ``"ess"``: 0.5), with a
+    ``DeprecationWarning``."""
+    if resample not in ("every_step", "ess"):
+        raise ValueError(f"resample must be 'every_step' or 'ess', got {resample!r}")
+    value = 1.0 if resample == "every_step" else 0.5
+    warnings.warn(f"{spelled} is deprecated: use resample_ess={value} (1 resamples every step); removed in the next release",
+                  DeprecationWarning, stacklevel=3)
+    return value
+
+
 def run_fkc(args) -> int:
     """Run the ``fkc`` sub-command; returns the exit status."""
     from psample.models import FKC_PROBLEMS
 
+    resample_ess = args.resample_ess
+    if getattr(args, "resample", None) is not None:
+        resample_ess = _resample_ess_of(args.resample, f"--resample {args.resample}")
     problem, result, plain, table = run_demo(
         args.demo, num_particles=args.particles, num_replicates=args.replicates, num_steps=args.steps,
-        resample=args.resample, noise=args.noise, weights=args.weights, seed=args.seed, progress=not args.no_progress,
+        resampling=args.resampling, resample_ess=resample_ess, noise=args.noise, weights=args.weights, seed=args.seed,
+        progress=not args.no_progress,
     )  # fmt: skip
     print(f"{args.demo}: {FKC_PROBLEMS[problem.name]}")
-    print(f"FKC (noise={args.noise}, weights={args.weights}, resample={args.resample}), {args.steps} steps, {result.num_replicates} "
-          f"replicates x {result.num_particles} particles; ± = standard error over the replicates")  # fmt: skip
+    print(f"FKC (noise={args.noise}, weights={args.weights}, resampling={args.resampling}, resample_ess={resample_ess:g}), "
+          f"{args.steps} steps, {result.num_replicates} replicates x {result.num_particles} particles; "
+          "± = standard error over the replicates")  # fmt: skip
     print(f"{'statistic':18s} {'exact':>9s} {'FKC':>19s} {'uncorrected':>19s}")
     for label, (exact, m, se, pm, pse) in table.items():
         print(f"{label:18s} {exact:9.4f} {m:9.4f} ± {se:7.4f} {pm:9.4f} ± {pse:7.4f}")

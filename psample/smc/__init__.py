@@ -12,13 +12,13 @@
 
 from psample import _deprecated
 from psample.base import ParticleAlgorithm
-from psample.smc import base, fkc, tempered
+from psample.smc import base, fkc, mutations, tempered
 from psample.smc.fkc import as_top_level_api as fkc_smc
 from psample.smc.fkc import fkc_anneal, fkc_guidance, fkc_product
 from psample.smc.tempered import as_top_level_api as tempered_smc
 
 __all__ = ["ParticleAlgorithm", "tempered_smc", "fkc_smc", "fkc_anneal", "fkc_product", "fkc_guidance", "base",
-           "tempered", "fkc"]
+           "tempered", "mutations", "fkc"]
 
 # psample 0.1 named the constructors like their modules; calling the module still works, with a warning.
 _deprecated.deprecate_calling(tempered, "as_top_level_api", "psample.smc.tempered_smc")

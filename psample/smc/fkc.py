@@ -1,7 +1,7 @@
 """Feynman–Kac correctors (FKC): SMC over pretrained diffusion score models.
 
 Given score models :math:`s_i(t, x) \\approx \\nabla \\log q^{(i)}_t(x)` of diffusions that share
-one affine forward SDE :math:`dx = k_t x\\,dt + g_t\\,dW` (a :mod:`psample.diffusion` schedule),
+one affine forward SDE :math:`dx = k_t x\\,dt + g_t\\,dW` (a :mod:`psample.schedules` schedule),
 FKC (Skreta et al. [1]) samples the weighted product of experts
 
 .. math::
@@ -19,11 +19,12 @@ the log-weight rate
     G_t(x) = (B - 1)\\, d\\, k_t + \\frac{g_t^2}{2}\\Big(|S|^2 - \\sum_i b_i |s_i|^2\\Big),
 
 chosen so that the divergence of the scores cancels from the Fokker–Planck equation: no
-Hutchinson estimator and no log-density is needed ([1], Prop. 3.3; re-derived in the psample
-notes for any noise level :math:`c_t`, which leaves :math:`G` unchanged). ``noise="standard"``
-takes :math:`c_t = g_t` (the drift :math:`-k_t x + g_t^2 S`); ``noise="tempered"`` takes
-:math:`c_t = g_t / \\sqrt{B}` (the authors' ``scale_diffusion`` flag for annealing); a number
-``r > 0`` takes :math:`c_t^2 = r\\, g_t^2`.
+Hutchinson estimator and no log-density is needed ([1], Prop. 3.3). The cancellation holds for
+any noise level :math:`c_t` (a change of :math:`c_t` with its matching drift leaves the
+Fokker–Planck equation of :math:`p_t` unchanged), so :math:`G` does not depend on it.
+``noise="standard"`` takes :math:`c_t = g_t` (the drift :math:`-k_t x + g_t^2 S`);
+``noise="tempered"`` takes :math:`c_t = g_t / \\sqrt{B}` (the authors' ``scale_diffusion`` flag
+for annealing); a number ``r > 0`` takes :math:`c_t^2 = r\\, g_t^2`.
 
 **Langevin noise** (``r > 1``). Compared with the standard noise, the SDE with
 :math:`c_t^2 = r g_t^2` adds the drift :math:`\\tfrac{(r - 1) g_t^2}{2} S` and the noise variance
@@ -32,13 +33,9 @@ target :math:`p_t` invariant (:math:`S = \\nabla \\log p_t`), with step
 :math:`\\epsilon = (r - 1) g_t^2 h / 2` inside every Euler–Maruyama step. It is a Langevin
 corrector at no extra score evaluation, and because :math:`G` does not depend on :math:`c_t` the
 weights stay those of the standard noise. The mixing shortens how long a particle keeps its
-excess weight, so the weights' variance falls: on the 40-mode mixture at ``beta = 3`` and 400
-quadratic steps the mode-mass error went from 0.22 to 0.15 (``r = 2``) and 0.12 (``r = 4``) at
-4096 particles, and from 0.16 to 0.086 at 16384, now falling like ``1/sqrt(N)``
-(BENCHMARKS.md, FKC run 5). The price is stiffness: the Euler step must resolve
-:math:`\\tfrac{(1 + r) B g_t^2}{2 v_t}` (``v_t`` the narrowest noised mode's variance), so larger
-``r`` needs finer steps near ``t = 0`` (at 100 steps ``r = 4`` did far worse than the standard
-noise). The default stays ``"standard"``.
+excess weight, so the weights' variance falls, and on well-separated multimodal targets the
+error of the mode masses then falls like ``1/sqrt(N)`` (much more slowly with the standard
+noise).
 
 **Stein weights** (``weights="stein"``, psample's; derived in the same way as ``G``). For one
 model ``G`` holds :math:`\\tfrac{g_t^2}{2}\\beta(\\beta - 1)|s|^2`, which within a mode follows a
@@ -65,12 +62,7 @@ noise is fresh at every step, so it averages out where the :math:`|s|^2` term ac
 a Gaussian mode :math:`\\nabla\\cdot s` is constant, so within separated modes the weights are
 nearly flat. The step reweights *after* its move (the estimate needs the moved particles'
 scores, which the next step reuses): the same one evaluation of each score per particle per
-step, plus one for the initial population. On the 40-mode mixture at ``beta = 3`` (4096
-particles, 64 replicates, BENCHMARKS.md) it brought the mode-mass error to 0.072 ± 0.001 at
-400 evaluations (``r = 4``; the score weights: 0.119), below SMC with exact-density MALA moves
-at the same score evaluations (0.080 ± 0.001), with a larger within-mode error (3.0% against
-1.7%). Guidance (``B = 1``) has nothing to move: there ``weights="stein"`` runs the score
-weights' step.
+step, plus one for the initial population.
 
 One step of the Euler–Maruyama discretisation with step :math:`h`, from time :math:`t`:
 
@@ -79,22 +71,26 @@ One step of the Euler–Maruyama discretisation with step :math:`h`, from time :
    grows by :math:`\\log \\sum_i W_i e^{h G_t(x_i)}` with the normalised weights carried into the
    step, so weights keep accumulating between resampling events and the increment is right
    whatever the previous step did);
-2. **resample** (``blackjax.smc.resampling``) every step or when the ESS (``blackjax.smc.ess``)
-   falls below ``ess_threshold * N``, but never before step ``start_resampling_step``;
+2. **resample** (``resampling=``, a ``blackjax.smc.resampling`` scheme) when the ESS
+   (``blackjax.smc.ess``) falls below ``resample_ess * N`` (``resample_ess=1``, the default and
+   the paper's choice: every step), but never before step ``start_resampling_step``;
 3. **move**: :math:`x \\leftarrow x + h\\,u_t(x) + c_t \\sqrt{h}\\,\\varepsilon` with the scores
    already computed in 1 (gathered by the resampling indices): one evaluation of each score per
    particle per step.
 
 The initial population is :math:`N(0, s^2 I / B)` with ``s = schedule.reference_std()``: the
-product of the experts' references :math:`N(0, s^2 I)^{b_i}`. For VP that is :math:`q_1` up to
-:math:`\\alpha_1 \\approx 7\\cdot 10^{-5}`; for VE it holds only when ``sigma_max`` dwarfs the data,
-and that initial mismatch is not corrected by the weights.
+product of the experts' references :math:`N(0, s^2 I)^{b_i}`.
 
-What the final weighted population targets is :math:`\\prod_i q^{(i)}_{t_{min}}{}^{b_i}`, which
-tends to :math:`\\prod_i q^{(i)}_0{}^{b_i}` as ``t_min -> 0``. The weights discretise continuous
-time weights (they are not exact discrete importance weights), so every estimate, ``log_Z``
-included, carries an :math:`O(h)` bias; ``log_Z`` estimates
+Contract
+--------
+:func:`as_top_level_api` (exported as :func:`psample.smc.fkc_smc`, with the special cases
+:func:`fkc_anneal`, :func:`fkc_product` and :func:`fkc_guidance`) returns a
+:class:`psample.base.ParticleAlgorithm` over :class:`FKCState` with :class:`FKCInfo` per step and
+``num_steps`` steps; :func:`psample.run_particles` runs it. The final weighted population
+targets :math:`\\prod_i q^{(i)}_{t_{min}}{}^{b_i}`, and ``log_Z`` estimates
 :math:`\\log \\int \\prod_i q^{(i)}_{t_{min}}{}^{b_i} - \\log \\int \\prod_i q^{(i)}_1{}^{b_i}`.
+Score functions must return arrays shaped like the particle; a non-finite score is counted
+(``info.num_nonfinite``) and gives the particle weight zero, never in silence.
 
 Differences from the authors' code, on purpose:
 
@@ -102,28 +98,43 @@ Differences from the authors' code, on purpose:
   are noisy and resampling them degenerates the population) but the weights keep accumulating
   there; the authors' runner drops the weights *and* freezes the particles in that window,
   which changes the target.
-- ``resample="ess"`` (adaptive resampling) is offered besides the paper's ``"every_step"``.
+- Adaptive resampling (``resample_ess < 1``) is offered besides the paper's every step.
 
-Step sizes (derived for a Gaussian model, measured in BENCHMARKS.md): the step must resolve the
-stiffest part of the annealed drift, ``B g_t^2 / v_t`` with ``v_t`` the variance of the
-narrowest noised mode, and the weight factor ``exp(h G)`` has a finite variance only when
-``h (B - 1) g_t^2 / v_t`` stays below about 1/2 (``G`` grows like ``|s|^2``). On the VP schedule and
-narrow modes that is hardest near ``t = 0`` (``time_grid="quadratic"`` spends its steps there)
-and again near ``t = 1`` where ``g_t^2`` is largest (the uniform grid spends more there). On the
-40-mode mixture at ``beta = 3`` and 100 steps the quadratic grid cut the mode-mass error from
-0.97 to 0.38 (400 steps: 0.22 and 0.23); on the product and guidance problems at the slow tests'
-settings, 125 quadratic steps gave a replicate spread of the estimates 0.9-5 times that of 250
-uniform ones. The uniform grid stays the default. Past the discretisation error, FKC's error on
-the 40-mode mixture is a Monte Carlo variance that fell much slower than ``1/sqrt(N)``
-(BENCHMARKS.md).
-
-Known behaviour (measured, see the tests and BENCHMARKS.md): with ``noise="tempered"`` and
-``beta > 2`` the weighted variance has an unstable fixed point (for a Gaussian model and
-:math:`c_t^2 = r g_t^2` the variance ODE's linearisation at :math:`1/\\beta` has rate
-:math:`\\beta(t)(\\beta - 1 - \\beta r)`, which is :math:`\\beta(t)(\\beta - 2)` at ``r = 1/beta``
-and more stable the larger ``r``): at
-``beta = 4`` on a unit Gaussian the particles settle near variance 1/12 instead of 1/4, and on
-the 40-mode mixture the tempered variant loses modes. ``noise="standard"`` is the default.
+Known limits
+------------
+- **Discretisation bias.** The weights discretise continuous-time weights (they are not exact
+  discrete importance weights), so every estimate, ``log_Z`` included, carries an :math:`O(h)`
+  bias; the target is the product at ``t_min``, which tends to that at ``t = 0`` only as
+  ``t_min -> 0``.
+- **Initial mismatch.** For VP the reference is :math:`q_1` up to :math:`\\alpha_1`, which is
+  negligible; for VE it holds only when ``sigma_max`` dwarfs the data, and the mismatch is not
+  corrected by the weights.
+- **Step sizes** (derived for a Gaussian model): the step must resolve the stiffest part of the
+  annealed drift, ``B g_t^2 / v_t`` with ``v_t`` the variance of the narrowest noised mode, and
+  the weight factor ``exp(h G)`` has a finite variance only when ``h (B - 1) g_t^2 / v_t`` stays
+  below about 1/2 (``G`` grows like ``|s|^2``). On the VP schedule and narrow modes that is
+  hardest near ``t = 0`` (``time_grid="quadratic"`` spends its steps there) and again near
+  ``t = 1`` where ``g_t^2`` is largest (the uniform grid spends more there). With few steps on a
+  narrow-moded target the quadratic grid is much more accurate; with many steps, or on broad
+  targets, neither grid dominates, and the uniform grid (the authors') stays the default.
+- **Monte Carlo variance.** Past the discretisation error, the error of FKC's mode masses on
+  multimodal annealing targets is a Monte Carlo variance that falls much more slowly than
+  ``1/sqrt(N)`` with the score weights and the standard noise; Langevin noise (with fine enough
+  steps) restores the ``1/sqrt(N)`` rate.
+- **Langevin noise is stiffer.** The Euler step must resolve
+  :math:`\\tfrac{(1 + r) B g_t^2}{2 v_t}`, so larger ``r`` needs finer steps near ``t = 0``; with
+  too few steps a large ``r`` does far worse than the standard noise, which stays the default.
+- **Stein weights** lower the error of the mode masses, but their estimate of the divergence adds
+  noise within each mode (a larger within-mode error than exact-density MCMC moves at the same
+  number of score evaluations). With ``B = 1`` (guidance) there is nothing to move into the
+  weights and ``weights="stein"`` runs the score weights' step.
+- **Tempered noise is unstable for** ``B > 2``: with ``noise="tempered"`` the weighted variance
+  has an unstable fixed point (for a Gaussian model and :math:`c_t^2 = r g_t^2` the variance
+  ODE's linearisation at :math:`1/\\beta` has rate :math:`\\beta(t)(\\beta - 1 - \\beta r)`, which
+  is :math:`\\beta(t)(\\beta - 2)` at ``r = 1/beta`` and more stable the larger ``r``): annealing
+  a unit Gaussian to ``beta = 4`` leaves the particles with a variance far below the target's
+  ``1/4``, and on multimodal targets the tempered variant loses modes. ``noise="standard"`` is
+  the default.
 
 References
 ----------
@@ -138,8 +149,11 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import sys
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -158,7 +172,6 @@ __all__ = [
     "noise_ratio",
     "WEIGHTS",
     "stein_fraction",
-    "RESAMPLE_MODES",
     "TIME_GRIDS",
     "log_weight_rate",
     "time_grid",
@@ -206,8 +219,9 @@ WEIGHTS = {
              "step's own noise (Stein): same target, same evaluations, lower-variance weights",
 }
 
-#: When the population is resampled (from ``start_resampling_step`` on).
-RESAMPLE_MODES = ("every_step", "ess")
+#: The values of the deprecated ``resample=`` keyword (``resample_ess`` replaces it); removed in
+#: the next release with it.
+_RESAMPLE_MODES = ("every_step", "ess")
 
 #: Time grids of the Euler–Maruyama steps (:func:`time_grid`).
 TIME_GRIDS = {
@@ -377,7 +391,8 @@ def init(rng_key: PRNGKey, num_particles: int, shape: tuple, reference_std: floa
 
 def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], schedule: Schedule, noise,
                  resample: Callable) -> Callable:
-    """Build one FKC step (static structure: the models, exponents, schedule, noise, resampler).
+    """Build one FKC step (static structure: the models, exponents, schedule, noise, resampling
+    function ``resample``, from :func:`psample.base.resampling_fn`).
 
     ``noise`` is a :data:`NOISES` name or a number ``r > 0`` (``c_t^2 = r g_t^2``, see
     :func:`noise_ratio`).
@@ -385,15 +400,15 @@ def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], sche
     Returns
     -------
     kernel
-        ``kernel(rng_key, state, t, h, may_resample, ess_threshold) -> (FKCState, FKCInfo)``:
-        reweight by ``exp(h G_t)``, resample if ``may_resample`` and (``ess_threshold >= 1`` or
-        the ESS is below ``ess_threshold * N``), then take one Euler–Maruyama step from ``t`` to
-        ``t - h``. ``t``, ``h``, ``may_resample`` and ``ess_threshold`` may be traced.
+        ``kernel(rng_key, state, t, h, may_resample, resample_ess) -> (FKCState, FKCInfo)``:
+        reweight by ``exp(h G_t)``, resample if ``may_resample`` and (``resample_ess >= 1`` or
+        the ESS is below ``resample_ess * N``), then take one Euler–Maruyama step from ``t`` to
+        ``t - h``. ``t``, ``h``, ``may_resample`` and ``resample_ess`` may be traced.
     """
     exponents = tuple(float(b) for b in exponents)
     ratio = noise_ratio(noise, sum(exponents))
 
-    def kernel(rng_key, state: FKCState, t, h, may_resample, ess_threshold):
+    def kernel(rng_key, state: FKCState, t, h, may_resample, resample_ess):
         resample_key, noise_key = jax.random.split(rng_key)
         x = state.particles
         dim = math.prod(x.shape[1:])
@@ -403,7 +418,7 @@ def build_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], sche
         rate = log_weight_rate(schedule, t, scores, exponents, dim)
         new = reweight(state.log_weights, h * rate)
 
-        do_resample = may_resample & new.ess_below(ess_threshold)
+        do_resample = may_resample & new.ess_below(resample_ess)
         combined = sum(b * s for b, s in zip(exponents, scores))
         (x, combined), log_weights, eve = resample_if(
             resample_key, do_resample, (x, combined), new.log_weights, state.eve, resample
@@ -474,7 +489,7 @@ def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float]
     ratio = noise_ratio(noise, sum(exponents))
     gamma = stein_fraction(exponents)
 
-    def kernel(rng_key, state: FKCState, t, h, may_resample, ess_threshold):
+    def kernel(rng_key, state: FKCState, t, h, may_resample, resample_ess):
         resample_key, noise_key = jax.random.split(rng_key)
         x, scores = state.particles, state.scores
         dim = math.prod(x.shape[1:])
@@ -495,7 +510,7 @@ def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float]
         rate = rate - 0.5 * gamma * g2 * (divergence + _sq_norm(combined))
         new = reweight(state.log_weights, h * rate)
 
-        do_resample = may_resample & new.ess_below(ess_threshold)
+        do_resample = may_resample & new.ess_below(resample_ess)
         # The scores are counted where they were evaluated: the moved particles' here, the
         # initial population's (evaluated by init) at the first step.
         nonfinite = sum(count_nonfinite_score(s) for s in new_scores) + jnp.where(
@@ -583,6 +598,65 @@ def _check_score_shapes(score_fns, shape, dtype) -> None:
             )
 
 
+def _check_resample_ess(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) <= 1.0:
+        raise InvalidTuningError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _stacklevel() -> int:
+    """The stack level of the first caller outside this module, for ``warnings.warn`` called
+    from the function that calls this one."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _old_resampling_keywords(fn: Callable) -> Callable:
+    """Accept psample 0.1's resampling keywords for one release, with a ``DeprecationWarning``.
+
+    ``resampler=scheme`` is ``resampling=scheme``; ``resample="every_step"`` is
+    ``resample_ess=1`` (also when only ``ess_threshold`` is given, which then had no effect);
+    ``resample="ess"`` is ``resample_ess=ess_threshold`` (default 0.5). The results are those
+    of the old call, bit for bit.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        old = {name: kwargs.pop(name) for name in ("resampler", "resample", "ess_threshold") if name in kwargs}
+        if old:
+            new = {}
+            if "resampler" in old:
+                if "resampling" in kwargs:
+                    raise InvalidTuningError("pass resampling= only (resampler= is its deprecated name), not both")
+                new["resampling"] = old["resampler"]
+            if "resample" in old or "ess_threshold" in old:
+                if "resample_ess" in kwargs:
+                    raise InvalidTuningError(
+                        "pass resample_ess= only (resample= and ess_threshold= are its deprecated form), not both"
+                    )
+                mode = old.get("resample", "every_step")
+                if not isinstance(mode, str) or mode not in _RESAMPLE_MODES:
+                    raise InvalidTuningError(f"resample must be one of {list(_RESAMPLE_MODES)}, got {mode!r}")
+                threshold = _check_resample_ess("ess_threshold", old.get("ess_threshold", 0.5))
+                new["resample_ess"] = 1.0 if mode == "every_step" else threshold
+            spelled = ", ".join(f"{name}={value!r}" for name, value in old.items())
+            respelled = ", ".join(f"{name}={value!r}" for name, value in new.items())
+            warnings.warn(
+                f"{spelled} is deprecated: pass {respelled} (resampling= names the scheme, "
+                "resample_ess= the ESS fraction below which the population is resampled, 1 for every "
+                "step); the old keywords are removed in the next release",
+                DeprecationWarning,
+                stacklevel=_stacklevel(),
+            )
+            kwargs.update(new)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_old_resampling_keywords
 def as_top_level_api(
     score_fns: Sequence[Callable],
     exponents: Sequence[float],
@@ -593,10 +667,9 @@ def as_top_level_api(
     time_grid: str = "uniform",
     noise: str = "standard",
     weights: str = "score",
-    resample: str = "every_step",
-    ess_threshold: float = 0.5,
+    resampling="systematic",
+    resample_ess: float = 1.0,
     start_resampling_step: int = 0,
-    resampler="systematic",
     shape=None,
 ) -> ParticleAlgorithm:
     """Feynman–Kac correctors: sample ``prod_i q_t^(i)(x)^b_i`` from score models by weighted SMC.
@@ -619,7 +692,8 @@ def as_top_level_api(
         The ``b_i``, one per score function; their sum ``B`` must be ``> 0`` (individual
         exponents may be negative, as ``1 - w`` in guidance).
     schedule
-        The forward noise schedule, :class:`psample.diffusion.VP` or :class:`~psample.diffusion.VE`.
+        The forward noise schedule, :class:`psample.diffusion.VP` or :class:`~psample.diffusion.VE`
+        (:class:`psample.schedules.Schedule`).
     num_steps
         Euler–Maruyama steps from ``t = 1`` to ``t_min``.
     t_min
@@ -629,32 +703,32 @@ def as_top_level_api(
         (equally spaced in ``sqrt(t)``, see :func:`time_grid`): at a given number of steps the
         quadratic grid resolves the narrow noised modes near ``t = 0``, where uniform steps
         overshoot and the weights (``|s|^2`` grows with the overshoot) pick the overshot
-        particles (BENCHMARKS.md: on the 40-mode mixture at 100 steps, mode error 0.3 against
-        0.9).
+        particles: with few steps on narrow modes it is much more accurate.
     noise
         ``"standard"`` (``c_t = g_t``, default), ``"tempered"`` (``c_t = g_t / sqrt(B)``) or a
         number ``r > 0`` for ``c_t^2 = r g_t^2``. ``r > 1`` adds a Langevin corrector inside
-        every step at no extra score evaluation, with the same weights (module docstring);
-        ``noise`` of 2 to 4 with ``time_grid="quadratic"`` and a few hundred steps were the best
-        settings measured on the annealed 40-mode mixture (at 100 steps: the standard noise).
+        every step at no extra score evaluation, with the same weights (module docstring). It
+        is stiffer: pair ``r`` of 2 to 4 with ``time_grid="quadratic"`` and a few hundred steps;
+        with about a hundred steps or fewer the standard noise is better.
     weights
         ``"score"`` (default: the paper's rate ``G`` from the scores) or ``"stein"``: the
         ``|s_i|^2`` terms of ``G`` are traded for a drift change and divergences estimated from
         each step's own noise (module docstring). Same target and the same score evaluations per
-        step (plus one per particle for the initial population); on the annealed 40-mode
-        mixture it cut the mode-mass error 1.5-5x, to or below SMC with exact-density MALA moves
-        (BENCHMARKS.md). With ``B = 1`` (guidance) there is nothing to move and the score
-        weights' step runs.
-    resample
-        ``"every_step"`` (the paper's) or ``"ess"`` (when the ESS drops below
-        ``ess_threshold * N``).
-    ess_threshold
-        In ``(0, 1]``; used by ``resample="ess"``.
+        step (plus one per particle for the initial population), and lower-variance weights:
+        on annealed multimodal targets a several times smaller error of the mode masses. With
+        ``B = 1`` (guidance) there is nothing to move and the score weights' step runs.
+    resampling
+        The resampling scheme: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``,
+        ``"residual"`` (keys of :data:`psample.base.RESAMPLING`, from
+        ``blackjax.smc.resampling``) or such a function ``(rng_key, weights, num_samples) ->
+        indices``. (Deprecated name: ``resampler``.)
+    resample_ess
+        In ``(0, 1]``: resample when the ESS after reweighting falls below ``resample_ess * N``;
+        ``1`` (default, the paper's) resamples every step. (Deprecated form: ``resample=
+        "every_step"`` is ``resample_ess=1``, ``resample="ess"`` with ``ess_threshold=a`` is
+        ``resample_ess=a``.)
     start_resampling_step
         No resampling before this step (weights still accumulate); ``0 <= k <= num_steps``.
-    resampler
-        ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``
-        (``blackjax.smc.resampling``) or such a function.
     shape
         Shape of one particle, e.g. ``(2,)``; default: the ``shape`` (or ``(dim,)``) attribute
         of the first score function (or of the object a bound method belongs to) that has one:
@@ -672,9 +746,9 @@ def as_top_level_api(
     ------
     InvalidTuningError
         ``score_fns`` and ``exponents`` of different lengths or empty, a non-finite exponent,
-        ``B <= 0``, bad ``num_steps``/``t_min``/``start_resampling_step``, an ``ess_threshold``
+        ``B <= 0``, bad ``num_steps``/``t_min``/``start_resampling_step``, a ``resample_ess``
         outside ``(0, 1]``, an unknown or non-positive ``noise``, an unknown
-        ``weights``/``resample``/``resampler``/``time_grid``, an unknown shape;
+        ``weights``/``resampling``/``time_grid``, an unknown shape;
         ``num_particles < 2`` when the population is drawn.
     ShapeError
         A score function whose output is not shaped like ``x`` (raised when the population is
@@ -716,25 +790,19 @@ def as_top_level_api(
     noise_ratio(noise, total)  # validates
     if weights not in WEIGHTS:
         raise InvalidTuningError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
-    if resample not in RESAMPLE_MODES:
-        raise InvalidTuningError(f"resample must be one of {list(RESAMPLE_MODES)}, got {resample!r}")
-    if (isinstance(ess_threshold, bool) or not isinstance(ess_threshold, numbers.Real)
-            or not 0.0 < float(ess_threshold) <= 1.0):  # fmt: skip
-        raise InvalidTuningError(f"ess_threshold must be a number in (0, 1], got {ess_threshold!r}")
-    ess_threshold = float(ess_threshold)
+    resample_ess = _check_resample_ess("resample_ess", resample_ess)
     start = check_positive_int("start_resampling_step", start_resampling_step, minimum=0)
     if start > num_steps:
         raise InvalidTuningError(
             f"start_resampling_step must be in [0, num_steps={num_steps}], got {start_resampling_step!r}"
         )
-    resample_fn = resampling_fn(resampler)
+    resample_fn = resampling_fn(resampling)
     shape = _particle_shape(score_fns, shape)
     # B = 1 (guidance): nothing to move into the weights, and the Stein step's order (reweight
-    # after the move) only costs diversity: measured 2x the mean error on the guidance problem.
+    # after the move) only costs diversity (a larger error of the mean on guidance problems).
     stein = weights == "stein" and stein_fraction(exponents) != 0.0
     kernel = (build_stein_kernel if stein else build_kernel)(score_fns, exponents, schedule, noise, resample_fn)
     times = _time_grid(num_steps, t_min, time_grid)
-    threshold = 1.0 if resample == "every_step" else ess_threshold
     reference_std = float(schedule.reference_std())
 
     def step(rng_key, state: FKCState):
@@ -743,7 +811,7 @@ def as_top_level_api(
         index = jnp.minimum(state.step, num_steps - 1)
         t = table[index]
         h = t - table[index + 1]
-        return kernel(rng_key, state, t, h, state.step >= start, threshold)
+        return kernel(rng_key, state, t, h, state.step >= start, resample_ess)
 
     def init_fn(rng_key, num_particles):
         num_particles = check_positive_int("num_particles", num_particles, minimum=2)
@@ -759,7 +827,7 @@ def as_top_level_api(
         init=init_fn,
         step=step,
         num_steps=num_steps,
-        resampling=resampler if isinstance(resampler, str) else None,
+        resampling=resampling if isinstance(resampling, str) else None,
         nonfinite_source="score_fns",
     )
 
@@ -802,3 +870,15 @@ def fkc_guidance(score_uncond: Callable, score_cond: Callable, w: float, **optio
     """
     w = _check_exponent("w", w, positive=False)
     return as_top_level_api([score_uncond, score_cond], [1.0 - w, w], **options)
+
+
+def __getattr__(name: str):
+    if name == "RESAMPLE_MODES":
+        warnings.warn(
+            "psample.smc.fkc.RESAMPLE_MODES is deprecated with the resample= keyword: fkc_smc's "
+            "resample_ess= (1 for every step) replaces both; removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _RESAMPLE_MODES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

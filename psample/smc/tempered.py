@@ -13,10 +13,12 @@ step from :math:`\\lambda_{t-1}` to :math:`\\lambda_t`:
 1. **reweight** by :math:`g_i = L(x_i)^{\\lambda_t - \\lambda_{t-1}}`; the evidence estimate
    grows by :math:`\\log \\sum_i W_i g_i` (normalised weights ``W`` carried into the step, so
    the increment is right whether or not the previous step resampled);
-2. **resample** (``blackjax.smc.resampling``) when the effective sample size
-   (``blackjax.smc.ess``) falls below ``resample_ess * N``;
+2. **resample** (``resampling=``, a ``blackjax.smc.resampling`` scheme) when the effective
+   sample size (``blackjax.smc.ess``) falls below ``resample_ess * N`` (``resample_ess >= 1``:
+   every step);
 3. **move** every particle by ``num_mcmc_steps`` steps of a Markov kernel that leaves
-   :math:`\\pi_{\\lambda_t}` invariant, tuned from the weighted population at this level.
+   :math:`\\pi_{\\lambda_t}` invariant, tuned from the weighted population at this level
+   (:mod:`psample.smc.mutations`: random-walk Metropolis, HMC or polar slice, cross-fitted).
 
 The schedule is fixed (``schedule``) or adaptive: :math:`\\lambda_t` solves, by bisection
 (``blackjax.smc.solver.dichotomy``, as BlackJAX's ``adaptive_tempered_smc``), for a conditional
@@ -24,26 +26,27 @@ ESS (Zhou, Johansen and Aston [4]) of ``target_ess`` times its value at :math:`\
 with equal weights this is BlackJAX's ESS rule, and unlike it, it also holds when the step did
 not start from a resampled population.
 
-The product of the increments, :math:`\\hat Z`, is an unbiased estimate of the evidence
-:math:`Z = \\int p(x) L(x)\\,dx` for a fixed schedule ([2], §7.4.2); the adaptive schedule adds a
-bias that vanishes as ``N`` grows.
+Contract
+--------
+:func:`as_top_level_api` (exported as :func:`psample.smc.tempered_smc`) returns a
+:class:`psample.base.ParticleAlgorithm` over :class:`TemperedState` with :class:`TemperedInfo`
+per step; :func:`psample.run_particles` runs it. ``log_Z`` estimates
+:math:`\\log Z = \\log \\int p(x) L(x)\\,dx` (the prior is normalised).
 
-Mutation kernels (``mcmc=``), all tuned from the weighted particles at each level with the
-weighted mean ``m`` and covariance ``C = L Lᵀ``, cross-fitted: each half of the population is
-moved with the other half's statistics, so that no particle tunes its own kernel (which breaks
-invariance; see ``_cross_fitted_tuning``):
-
-- ``"rwm"``: Gaussian random-walk Metropolis (BlackJAX ``additive_step_random_walk``) with
-  proposal covariance ``s² C``; the scale ``s`` starts at ``2.38/sqrt(d)`` and follows the
-  acceptance rate to 0.234 from level to level;
-- ``"hmc"``: BlackJAX HMC with inverse mass matrix ``diag(C)`` (``metric="diagonal"``, the
-  default) or ``C`` (``"dense"``); the step size starts at ``d^(-1/4)`` and follows the
-  acceptance rate to 0.65;
-- ``"polar_slice"``: psample's Gibbsian polar slice sampler (Schär, Habeck and Rudolf [5])
-  run in the standardised coordinates ``z = L⁻¹(x - m)``, where the population is centred at the
-  origin of the polar decomposition; ``w`` is the weighted standard deviation of ``‖z‖``.
-  It needs no acceptance-rate tuning and no gradient, and its radius moves are robust to the
-  heavy tails of early, nearly-prior levels.
+Known limits
+------------
+- :math:`\\hat Z` (the product of the increments) is unbiased for :math:`Z` only with a fixed
+  schedule ([2], §7.4.2); the adaptive schedule adds a bias that vanishes as ``N`` grows.
+- A single replicate's error bars (Lee and Whiteley's estimator, ``num_replicates=1``) are
+  calibrated for multinomial resampling only (the default); with systematic resampling they are
+  several times too small, and :class:`psample.ParticleResult` warns. With several replicates any
+  scheme has valid error bars.
+- An adaptive run stops after ``max_steps`` steps: a replicate that has not reached temperature
+  1 estimates the normaliser of an intermediate level, and the runner warns.
+- NaN or ``+inf`` log-likelihoods count as zero likelihood (counted and warned, never silent);
+  above ``max_nonfinite_fraction`` of the prior draws the run is refused.
+- The moves only mix within the region the population covers: a multimodal posterior whose
+  modes the prior population misses is not recovered by the mutations.
 
 References
 ----------
@@ -56,8 +59,6 @@ References
 .. [4] Yan Zhou, Adam M. Johansen and John A. D. Aston, "Toward automatic model comparison:
    an adaptive sequential Monte Carlo approach", Journal of Computational and Graphical
    Statistics 25(3), 701-726, 2016. arXiv:1303.3123.
-.. [5] Philip Schär, Michael Habeck and Daniel Rudolf, "Gibbsian polar slice sampling",
-   ICML 2023, PMLR 202:30204-30223. arXiv:2302.03945.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ from __future__ import annotations
 import numbers
 from typing import Callable, NamedTuple
 
-import blackjax
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -74,8 +74,8 @@ from blackjax.smc import solver
 from blackjax.types import Array, ArrayTree, PRNGKey
 from jax.scipy.special import logsumexp
 
-from psample.errors import DtypeError, InvalidTuningError, ModelError, ShapeError, check_positive, check_positive_int
-from psample.mcmc import polar_slice
+from psample.errors import DtypeError, InvalidTuningError, ModelError, ShapeError, check_positive_int
+from psample.smc.mutations import DEFAULT_NUM_MCMC_STEPS, MUTATIONS, Mutation, build_mutation, cross_fitted_tuning
 from psample.smc.base import (
     ParticleAlgorithm,
     count_nonfinite_logdensity,
@@ -173,248 +173,6 @@ class TemperedInfo(NamedTuple):
     num_nonfinite: Array
 
 
-# ------------------------------------------------------------------------------------------
-# Mutation kernels: tuned from the weighted population, run on flat (d,) positions.
-
-
-class _Tuned(NamedTuple):
-    mean: Array  # (d,)
-    chol: Array  # (d, d) lower Cholesky factor of the weighted covariance, or (d,) its diagonal's sqrt
-    scale: Array  # ()
-
-
-def _from_z(tuned: _Tuned, z: Array) -> Array:
-    """``m + L z`` (dense frame) or ``m + s * z`` (diagonal frame)."""
-    return tuned.mean + (tuned.chol * z if tuned.chol.ndim == 1 else tuned.chol @ z)
-
-
-def _to_z(tuned: _Tuned, x: Array) -> Array:
-    """The inverse of :func:`_from_z`, for one ``(d,)`` point or rows ``(n, d)``."""
-    centred = x - tuned.mean
-    if tuned.chol.ndim == 1:
-        return centred / tuned.chol
-    return jax.scipy.linalg.solve_triangular(tuned.chol, centred.T, lower=True).T
-
-
-class _Mutation(NamedTuple):
-    initial_scale: Callable  # d -> float
-    level_scale: Callable  # (carried scale, flat, weights, chol) -> scale used at this level
-    adapt: Callable  # (scale used, mean acceptance) -> scale carried to the next level
-    move: Callable  # (key, x, logdensity, tuned, num_steps) -> (x, acceptance, num_evals, num_nonfinite)
-    metric: str = "dense"  # "dense" (full covariance of the particles) or "diagonal" (variances)
-
-
-def _carried_scale(scale, flat, weights, chol):
-    return scale
-
-
-def _adapt_to_acceptance(target: float) -> Callable:
-    # BlackJAX's update_scale_from_acceptance_rate rule, for one shared scale.
-    def adapt(scale, acceptance):
-        return scale * jnp.exp(acceptance - target)
-
-    return adapt
-
-
-def _no_adaptation(scale, acceptance):
-    return scale
-
-
-def _run_chain(kernel_step, state, key, num_steps):
-    def body(state, key):
-        state, info = kernel_step(key, state)
-        return state, info
-
-    return jax.lax.scan(body, state, jax.random.split(key, num_steps))
-
-
-def _rwm_move(key, x, logdensity, tuned, num_steps):
-    # BlackJAX's additive-step random walk (build_rmh's proposal, energy and acceptance, the
-    # same keys), written out because its info reports the accepted state as the "proposal":
-    # the proposal's log-density is needed to count NaN and +inf values.
-    acceptance_ratio = blackjax.mcmc.proposal.compute_asymmetric_acceptance_ratio(
-        blackjax.mcmc.random_walk.build_rmh_transition_energy(None)
-    )
-
-    def random_step(k, position):
-        noise = jax.random.normal(k, position.shape, dtype=position.dtype)
-        return tuned.scale * (tuned.chol * noise if tuned.chol.ndim == 1 else tuned.chol @ noise)
-
-    def rw_step(k, state):
-        key_proposal, key_accept = jax.random.split(k, 2)
-        position = state.position + random_step(key_proposal, state.position)
-        proposed = blackjax.mcmc.random_walk.RWState(position, logdensity(position))
-        log_p_accept = acceptance_ratio(state, proposed)
-        state, (_, p_accept, _) = blackjax.mcmc.proposal.static_binomial_sampling(
-            key_accept, log_p_accept, state, proposed
-        )
-        return state, (p_accept, proposed.logdensity)
-
-    state = blackjax.additive_step_random_walk.init(x, logdensity)
-    state, (acceptance, proposed) = _run_chain(rw_step, state, key, num_steps)
-    nonfinite = count_nonfinite_logdensity(proposed)
-    return state.position, jnp.mean(acceptance), jnp.asarray(num_steps, jnp.int32), nonfinite
-
-
-def _hmc_move(num_integration_steps):
-    def move(key, x, logdensity, tuned, num_steps):
-        # HMC with inverse mass L L^T on x is HMC with the identity on z = L^-1 (x - m): the
-        # same trajectories and acceptances. Running it in z spares BlackJAX's dense metric,
-        # which inverts and factors the mass matrix at every step of every particle.
-        def logdensity_z(z):
-            return logdensity(_from_z(tuned, z))
-
-        kernel = blackjax.hmc.build_kernel()
-        if tuned.chol.ndim == 1:
-            # Diagonal frame: HMC on x with inverse mass diag(s²) is HMC with the identity on
-            # z = (x - m) / s, and costs one product per leapfrog step (the kinetic energy's)
-            # where the frame costs two (x from z, and the gradient back to z).
-            state = blackjax.hmc.init(x, logdensity)
-            state, info = _run_chain(
-                lambda k, s: kernel(k, s, logdensity, tuned.scale, tuned.chol**2, num_integration_steps),
-                state, key, num_steps,
-            )  # fmt: skip
-            position = state.position
-        else:
-            state = blackjax.hmc.init(_to_z(tuned, x), logdensity_z)
-            identity = jnp.ones_like(x)
-            state, info = _run_chain(
-                lambda k, s: kernel(k, s, logdensity_z, tuned.scale, identity, num_integration_steps),
-                state, key, num_steps,
-            )  # fmt: skip
-            position = _from_z(tuned, state.position)
-        evals = jnp.sum(info.num_integration_steps).astype(jnp.int32)
-        nonfinite = count_nonfinite_logdensity(info.proposal.logdensity)
-        return position, jnp.mean(info.acceptance_rate), evals, nonfinite
-
-    return move
-
-
-def _polar_move(max_proposals):
-    kernel = polar_slice.build_kernel(max_proposals)
-
-    def move(key, x, logdensity, tuned, num_steps):
-        # Standardised coordinates z = L^-1 (x - m): the population sits around the origin
-        # of the polar decomposition and is roughly isotropic. The map is affine and fixed
-        # during the moves, so invariance for z carries over to x.
-        def logdensity_z(z):
-            return logdensity(_from_z(tuned, z))
-
-        state = polar_slice.init(_to_z(tuned, x), logdensity_z)
-        state, info = _run_chain(lambda k, s: kernel(k, s, logdensity_z, tuned.scale), state, key, num_steps)
-        x_new = _from_z(tuned, state.position)
-        nonfinite = jnp.sum(info.num_nonfinite).astype(jnp.int32)
-        return x_new, jnp.ones((), x.dtype), jnp.sum(info.num_evals).astype(jnp.int32), nonfinite
-
-    return move
-
-
-def _polar_window(scale, flat, weights, chol):
-    """``w`` = weighted standard deviation of the standardised radii (floored at 0.1)."""
-    mean = jnp.sum(weights[:, None] * flat, axis=0)
-    z = _to_z(_Tuned(mean, chol, jnp.ones(())), flat)
-    radius = jnp.linalg.norm(z, axis=1)
-    r_mean = jnp.sum(weights * radius)
-    sd = jnp.sqrt(jnp.sum(weights * (radius - r_mean) ** 2))
-    return jnp.maximum(sd, 0.1)
-
-
-#: Mutation kernels by name: (description, factory(options) -> _Mutation).
-MUTATIONS = {
-    "rwm": "Gaussian random-walk Metropolis (BlackJAX), covariance from the particles, scale to 0.234 acceptance",
-    "hmc": "HMC (BlackJAX), inverse mass matrix from the particles, step size to 0.65 acceptance",
-    "polar_slice": "psample's Gibbsian polar slice sampler in coordinates standardised by the particles",
-}
-
-
-METRICS = ("dense", "diagonal")
-
-
-def _build_mutation(mcmc: str, options: dict) -> _Mutation:
-    options = dict(options or {})
-    # HMC defaults to the diagonal frame: on the three models of benchmarks/smc.py its log-Z
-    # error equalled the dense frame's at 15% less time per level (BENCHMARKS.md). Polar slice
-    # keeps the dense frame, which makes the population isotropic around its origin.
-    metric = options.pop("metric", "diagonal" if mcmc == "hmc" else "dense")
-    if metric not in METRICS:
-        raise InvalidTuningError(f"mcmc_parameters['metric'] must be one of {list(METRICS)}, got {metric!r}")
-    if mcmc == "rwm":
-        scale = options.pop("scale", None)
-        scale = None if scale is None else check_positive("mcmc_parameters['scale']", scale)
-        mutation = _Mutation(
-            lambda d: scale if scale is not None else 2.38 / np.sqrt(d),
-            _carried_scale, _adapt_to_acceptance(0.234), _rwm_move,
-        )  # fmt: skip
-    elif mcmc == "hmc":
-        step_size = options.pop("step_size", None)
-        step_size = None if step_size is None else check_positive("mcmc_parameters['step_size']", step_size)
-        steps = check_positive_int("mcmc_parameters['num_integration_steps']", options.pop("num_integration_steps", 10))
-        mutation = _Mutation(
-            lambda d: step_size if step_size is not None else d**-0.25,
-            _carried_scale, _adapt_to_acceptance(0.65), _hmc_move(steps),
-        )  # fmt: skip
-    elif mcmc == "polar_slice":
-        max_proposals = check_positive_int("mcmc_parameters['max_proposals']", options.pop("max_proposals", 1000))
-        mutation = _Mutation(lambda d: 1.0, _polar_window, _no_adaptation, _polar_move(max_proposals))
-    else:
-        raise InvalidTuningError(f"mcmc must be one of {sorted(MUTATIONS)}, got {mcmc!r}")
-    if options:
-        raise InvalidTuningError(f"unknown mcmc_parameters for mcmc={mcmc!r}: {sorted(options)}")
-    return mutation._replace(metric=metric)
-
-
-def _weighted_moments(flat: Array, weights: Array, metric: str = "dense") -> tuple[Array, Array]:
-    """Weighted mean ``(d,)`` and lower Cholesky factor ``(d, d)`` of the weighted covariance
-    (``metric="dense"``), or the weighted standard deviations ``(d,)`` (``"diagonal"``).
-
-    A ridge of ``1e-9`` times the mean variance (plus a tiny absolute floor) keeps the factor
-    finite when the particles are fewer than the dimension or have collapsed.
-    """
-    mean = jnp.sum(weights[:, None] * flat, axis=0)
-    centred = flat - mean
-    if metric == "diagonal":
-        var = jnp.sum(weights[:, None] * centred**2, axis=0)
-        ridge = 1e-9 * jnp.mean(var) + jnp.finfo(flat.dtype).tiny ** 0.5
-        return mean, jnp.sqrt(var + ridge)
-    cov = (weights[:, None] * centred).T @ centred
-    d = flat.shape[1]
-    ridge = 1e-9 * jnp.trace(cov) / d + jnp.finfo(flat.dtype).tiny ** 0.5
-    return mean, jnp.linalg.cholesky(cov + ridge * jnp.eye(d, dtype=flat.dtype))
-
-
-def _cross_fitted_tuning(flat, weights, carried_scale, mutation):
-    """Kernel parameters for each half of the population, from the *other* half.
-
-    A kernel tuned from a population that contains the particle it moves is no longer
-    invariant (the particle moves its own mass matrix; with HMC's long trajectories we measured
-    a 3% variance inflation at N = 100 that did not shrink at N = 400). Cross-fitting removes
-    that self-dependence: particles ``i < N/2`` are moved with the statistics of ``i >= N/2``
-    and vice versa. Resampling (every ``blackjax.smc.resampling`` scheme, multinomial included:
-    it draws sorted uniforms) keeps a particle's copies at neighbouring indices, so copies fall
-    on the same side but for the boundary. A half holding no weight (possible between
-    resamplings) borrows the whole population's statistics.
-
-    Returns
-    -------
-    tuned
-        :class:`_Tuned` with a leading axis of 2 (statistics of the first and the second half):
-        particles ``i < N/2`` use ``tuned[1]``, the others ``tuned[0]``.
-    """
-    num = weights.shape[0]
-    second = jnp.arange(num) >= num // 2
-    tuned = []
-    for mask in (~second, second):
-        mass = jnp.sum(jnp.where(mask, weights, 0.0))
-        half_weights = jnp.where(mass > 1e-12, jnp.where(mask, weights, 0.0) / jnp.where(mass > 0, mass, 1.0), weights)
-        mean, chol = _weighted_moments(flat, half_weights, mutation.metric)
-        scale = mutation.level_scale(carried_scale, flat, half_weights, chol)
-        tuned.append(_Tuned(mean, chol, jnp.asarray(scale, flat.dtype)))
-    return jax.tree.map(lambda a, b: jnp.stack([a, b]), *tuned)
-
-
-# ------------------------------------------------------------------------------------------
-
-
 def _log_cess(log_weights, loglikelihood, delta):
     """log conditional ESS of incremental weights ``exp(delta * loglik)`` (Zhou et al. 2016)."""
     log_g = jnp.where(jnp.isneginf(loglikelihood), -jnp.inf, delta * loglikelihood)
@@ -480,7 +238,7 @@ def init(
 def build_kernel(
     logprior_fn: Callable,
     loglikelihood_fn: Callable,
-    mutation: _Mutation,
+    mutation: Mutation,
     resample: Callable,
     num_mcmc_steps: int,
 ) -> Callable:
@@ -516,7 +274,7 @@ def build_kernel(
             position = unravel(x)
             return logprior_fn(position) + temperature * loglikelihood_fn(position)
 
-        tuned = _cross_fitted_tuning(flat, weights, state.scale, mutation)
+        tuned = cross_fitted_tuning(flat, weights, state.scale, mutation)
         keys = jax.random.split(move_key, num_particles)
 
         half = num_particles // 2
@@ -628,7 +386,7 @@ def _completion_check(max_steps: int | None) -> Callable:
             "their log_Z estimates the normaliser of prior x likelihood^temperature and their "
             "particles follow that intermediate distribution, not the posterior "
             "(result.complete is False for them). Build the algorithm with a larger max_steps, "
-            "or a smaller target_ess (larger temperature steps), in psample.smc.tempered."
+            "or a smaller target_ess (larger temperature steps), in psample.smc.tempered_smc."
         )
         return complete, message
 
@@ -643,10 +401,6 @@ def _check_function_output(name: str, fn: Callable, particle) -> None:
         raise DtypeError(f"{name} must return a real scalar log-density, got dtype {dtype} ({out})")
     if tuple(out.shape) != ():
         raise ShapeError(f"{name} must return a scalar log-density for one particle, got shape {tuple(out.shape)}")
-
-
-#: Mutation steps per level when ``num_mcmc_steps`` is not given (measured: BENCHMARKS.md).
-DEFAULT_NUM_MCMC_STEPS = {"hmc": 5, "rwm": 10, "polar_slice": 10}
 
 
 def as_top_level_api(
@@ -686,14 +440,13 @@ def as_top_level_api(
     initial_sampler
         ``(rng_key, num_particles) -> particles`` drawing from the prior (omit with a Target).
     mcmc
-        Mutation kernel: ``"rwm"``, ``"hmc"`` or ``"polar_slice"`` (see the module docstring);
-        ``"polar_slice"`` needs particles with at least two entries.
+        Mutation kernel: ``"rwm"``, ``"hmc"`` or ``"polar_slice"`` (:data:`MUTATIONS`, see
+        :mod:`psample.smc.mutations`); ``"polar_slice"`` needs particles with at least two
+        entries.
     num_mcmc_steps
         Mutation steps per particle per level (>= 1). Default (``None``): 5 for ``"hmc"``, 10
-        for ``"rwm"`` and ``"polar_slice"``. With HMC, 5 moves of a tuned, whitened kernel reach
-        the same log-Z error as 10 for less time on the three benchmark models (BENCHMARKS.md,
-        tempered SMC, run 4: 0.65-1.03x BlackJAX's CPU time at equal error, against 1.0-1.2x
-        with 10).
+        for ``"rwm"`` and ``"polar_slice"`` (``mutations.DEFAULT_NUM_MCMC_STEPS``): 5 moves of
+        a tuned, whitened HMC kernel reach the log-Z error of 10 in less time.
     target_ess
         In ``(0, 1]``: the adaptive schedule's conditional-ESS target, and the default
         resampling threshold. ``1`` with an adaptive schedule would never move the temperature
@@ -703,25 +456,26 @@ def as_top_level_api(
         steps is then ``len(schedule) - 1``.
     resampling
         ``"multinomial"`` (default), ``"systematic"``, ``"stratified"``, ``"residual"``
-        (``blackjax.smc.resampling``) or such a function. Multinomial is the scheme for which
-        a single replicate's error bars (:attr:`psample.ParticleResult.log_Z_se` with
-        ``num_replicates=1``, Lee and Whiteley's estimator) are valid; on eight schools they
-        were 4x too small with systematic resampling, whose own ``log_Z`` spread over seeds was
-        about the same (0.066 against 0.069 over 64 seeds of 500 particles; BENCHMARKS.md). With several replicates any scheme has valid errors.
+        (keys of :data:`psample.base.RESAMPLING`, from ``blackjax.smc.resampling``) or such a
+        function ``(rng_key, weights, num_samples) -> indices``. Multinomial is the scheme for
+        which a single replicate's error bars (:attr:`psample.ParticleResult.log_Z_se` with
+        ``num_replicates=1``, Lee and Whiteley's estimator) are valid; with systematic
+        resampling they are several times too small, although its own ``log_Z`` spread over
+        seeds is about that of multinomial. With several replicates any scheme has valid errors.
     resample_ess
         Resample when the ESS after reweighting falls below ``resample_ess * N``; ``1``
         resamples every step. Default: ``1`` with the adaptive schedule (every step, as
-        BlackJAX; it gave a lower log-Z error at equal evaluations than resampling when the ESS
-        falls below ``N/2`` on all three models of ``benchmarks/smc.py``, up to 1.6x lower in
-        RMSE), ``target_ess`` with a fixed schedule.
+        BlackJAX; with the adaptive schedule it gives a lower log-Z error at equal evaluations
+        than resampling only when the ESS falls below ``N/2``), ``target_ess`` with a fixed
+        schedule.
     mcmc_parameters
         Options of the kernel: ``"rwm"``: ``scale``; ``"hmc"``: ``step_size`` (initial),
         ``num_integration_steps`` (default 10); ``"polar_slice"``: ``max_proposals``. Every
         kernel: ``metric``, the frame tuned from the particles at each level: ``"dense"``
         (default of ``"rwm"`` and ``"polar_slice"``; their covariance, a ``d x d`` product per
         log-density evaluation) or ``"diagonal"`` (default of ``"hmc"``; their variances,
-        folded into HMC's inverse mass matrix; cheaper per evaluation, and as accurate on the
-        benchmark models; prefer ``"dense"`` for strongly correlated posteriors).
+        folded into HMC's inverse mass matrix; cheaper per evaluation, and as accurate unless
+        the posterior is strongly correlated: prefer ``"dense"`` then).
     max_steps
         An adaptive run stops after this many steps even if the temperature has not reached 1:
         :func:`psample.run_particles` then warns (naming the temperature reached) and the
@@ -787,7 +541,7 @@ def as_top_level_api(
         raise InvalidTuningError(f"max_nonfinite_fraction must be in [0, 1), got {max_nonfinite_fraction!r}")
     if not isinstance(mcmc, str) or mcmc not in MUTATIONS:
         raise InvalidTuningError(f"mcmc must be one of {sorted(MUTATIONS)}, got {mcmc!r}")
-    mutation = _build_mutation(mcmc, mcmc_parameters)
+    mutation = build_mutation(mcmc, mcmc_parameters)
     resample = resampling_fn(resampling)
     kernel = build_kernel(logprior_fn, loglikelihood_fn, mutation, resample, num_mcmc_steps)
 

@@ -1,6 +1,6 @@
 """Feynman–Kac correctors (psample.smc.fkc) and the exact diffusion score models.
 
-Statistical tests follow the notes' recipe (diffusion_and_fkc.md §3): ``R`` independent
+Statistical tests follow one recipe: ``R`` independent
 replicates (``num_replicates``), their mean ``m`` and standard error ``se = sd / sqrt(R)``; pass
 if ``|m - ref| <= 4 se + b`` with ``b`` an explicit bias budget, and ``se`` below a stated
 ceiling so a noisy, broken sampler cannot pass. Replicates' spread is used, never an ESS-based
@@ -8,6 +8,8 @@ error bar: after resampling at every step the seed-to-seed spread is several tim
 error from the final ESS. References are exact (mixture algebra of
 :mod:`psample.models.score_models`, 1-D quadrature for guidance) at ``t_min``.
 """
+
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +77,7 @@ def test_mixture_product_and_power_against_quadrature():
         mixture_power(a, 2.5)
 
 
-def test_problem_references_match_the_notes():
+def test_problem_references_match_their_known_values():
     bimodal = fkc_problem("anneal_bimodal", VP())
     assert abs(bimodal.exact["P(x_0<0)"] - 0.8448) < 1e-4
     guidance = fkc_problem("guidance", VP())
@@ -104,19 +106,16 @@ def test_errors_name_the_argument():
         psample.smc.fkc_anneal(model.score, 0.0, schedule=sched, num_steps=10)
     with pytest.raises(InvalidTuningError, match="beta must be > 0"):
         psample.smc.fkc_anneal(model.score, -2.0, schedule=sched, num_steps=10)
-    with pytest.raises(InvalidTuningError, match="ess_threshold"):
-        psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, ess_threshold=0.0)
-    with pytest.raises(InvalidTuningError, match="ess_threshold"):
-        psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, ess_threshold=1.5)
+    for value in (0.0, 1.5, True):
+        with pytest.raises(InvalidTuningError, match="resample_ess"):
+            psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, resample_ess=value)
     with pytest.raises(InvalidTuningError, match="B > 0"):
         psample.smc.fkc_smc([model.score, model.score], [1.0, -1.0], schedule=sched, num_steps=10)
     for noise in ("cold", 0.0, -1.0, float("nan"), True):
         with pytest.raises(InvalidTuningError, match="noise"):
             psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, noise=noise)
-    with pytest.raises(InvalidTuningError, match="resample"):
-        psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, resample="sometimes")
     with pytest.raises(InvalidTuningError, match="resampling"):
-        psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, resampler="bogus")
+        psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, resampling="bogus")
     with pytest.raises(InvalidTuningError, match="start_resampling_step"):
         psample.smc.fkc_smc([model.score], [2.0], schedule=sched, num_steps=10, start_resampling_step=11)
     with pytest.raises(InvalidTuningError, match="t_min"):
@@ -135,6 +134,67 @@ def test_errors_name_the_argument():
         bad.init(jax.random.key(0), 16)
 
 
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ({"resample": "every_step"}, {"resample_ess": 1.0}),
+        ({"resample": "ess"}, {"resample_ess": 0.5}),
+        ({"resample": "ess", "ess_threshold": 0.3}, {"resample_ess": 0.3}),
+        ({"ess_threshold": 0.3}, {"resample_ess": 1.0}),  # ignored without resample="ess", as before
+        ({"resample": "every_step", "ess_threshold": 0.3}, {"resample_ess": 1.0}),
+        ({"resampler": "multinomial"}, {"resampling": "multinomial"}),
+        ({"resampler": "stratified", "resample": "ess"}, {"resampling": "stratified", "resample_ess": 0.5}),
+    ],
+)
+def test_old_resampling_keywords_map_onto_the_new_ones(old, new):
+    """psample 0.1's resampler= / resample= / ess_threshold= keep working for one release, with a
+    DeprecationWarning naming the new spelling, and mean exactly the new keywords."""
+    seen = psample.smc.fkc._old_resampling_keywords(lambda *args, **kwargs: kwargs)
+    with pytest.warns(DeprecationWarning, match="resample_ess=|resampling=") as record:
+        assert seen(shape=(2,), **old) == {"shape": (2,), **new}
+    assert record[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert seen(**new) == new
+
+
+def test_old_resampling_keywords_give_the_same_draws_and_refuse_mixing():
+    problem = fkc_problem("product", VP())
+    scores, options = [m.score for m in problem.models], dict(schedule=VP(), num_steps=12, t_min=problem.t_min, shape=(2,))
+    with pytest.warns(DeprecationWarning, match=r"resample='ess', ess_threshold=0.3 is deprecated: pass resample_ess=0.3"):
+        old = psample.smc.fkc_smc(scores, problem.exponents, resample="ess", ess_threshold=0.3, **options)
+    new = psample.smc.fkc_smc(scores, problem.exponents, resample_ess=0.3, **options)
+    runs = [psample.run_particles(a, jax.random.key(3), 256, num_replicates=2, progress=False) for a in (old, new)]
+    resampled = np.asarray(runs[0].info.is_resampled)
+    assert resampled.any() and not resampled.all()  # the threshold acts
+    for field in ("particles", "log_weights", "log_Z"):
+        np.testing.assert_array_equal(getattr(runs[0], field), getattr(runs[1], field))
+    np.testing.assert_array_equal(resampled, np.asarray(runs[1].info.is_resampled))
+    with pytest.warns(DeprecationWarning, match="resampler='multinomial' is deprecated: pass resampling='multinomial'"):
+        assert psample.smc.fkc_anneal(scores[0], 2.0, resampler="multinomial", **options).resampling == "multinomial"
+    model = problem.models[0]
+    # the old checks still name the old argument; mixing both spellings is refused
+    with pytest.raises(InvalidTuningError, match="ess_threshold"):
+        psample.smc.fkc_smc([model.score], [2.0], ess_threshold=0.0, **options)
+    with pytest.raises(InvalidTuningError, match="resample must be one of"):
+        psample.smc.fkc_smc([model.score], [2.0], resample="sometimes", **options)
+    with pytest.raises(InvalidTuningError, match="not both"):
+        psample.smc.fkc_smc([model.score], [2.0], resample="ess", resample_ess=0.5, **options)
+    with pytest.raises(InvalidTuningError, match="not both"):
+        psample.smc.fkc_smc([model.score], [2.0], resampler="systematic", resampling="systematic", **options)
+    with pytest.warns(DeprecationWarning, match="RESAMPLE_MODES"):
+        assert psample.smc.fkc.RESAMPLE_MODES == ("every_step", "ess")
+
+
+def test_cli_old_resample_flag_maps_onto_resample_ess():
+    from psample.cli.fkc import _resample_ess_of
+
+    with pytest.warns(DeprecationWarning, match=r"--resample ess is deprecated: use resample_ess=0.5"):
+        assert _resample_ess_of("ess", "--resample ess") == 0.5
+    with pytest.warns(DeprecationWarning, match="resample_ess=1.0"):
+        assert _resample_ess_of("every_step", "--resample every_step") == 1.0
+
+
 # ------------------------------------------------------------------------------------------
 # Weights: exact identities, accumulation, log-normaliser increments
 
@@ -145,7 +205,7 @@ def test_beta_one_gives_identically_zero_log_weights():
     for t in (1.0, 0.5, 1e-3):
         rate = log_weight_rate(VP(), t, [jax.vmap(model.score, (None, 0))(t, x)], [1.0], 2)
         assert np.all(np.asarray(rate) == 0.0)
-    algorithm = psample.smc.fkc_anneal(model.score, 1.0, schedule=VP(), num_steps=10, resample="ess")
+    algorithm = psample.smc.fkc_anneal(model.score, 1.0, schedule=VP(), num_steps=10, resample_ess=0.5)
     result = psample.run_particles(algorithm, jax.random.key(2), 128, num_replicates=2, progress=False)
     assert np.all(result.log_weights == result.log_weights[:, :1])
     assert np.all(np.asarray(result.info.is_resampled) == 0)
@@ -188,7 +248,8 @@ def test_score_non_finite_everywhere_is_refused():
 
 
 def test_weight_rates_of_the_special_cases():
-    """G matches the closed forms of the notes §1.1 for annealing, product and guidance."""
+    """G matches its closed forms for annealing, product and guidance (fkc_anneal, fkc_product and
+    fkc_guidance document them)."""
     sched = VP()
     s1 = jax.random.normal(jax.random.key(3), (16, 2))
     s2 = jax.random.normal(jax.random.key(4), (16, 2))
@@ -203,22 +264,26 @@ def test_weight_rates_of_the_special_cases():
                                0.5 * g2 * w * (w - 1) * sq(s2 - s1), rtol=1e-10)  # fmt: skip
 
 
-def _two_steps(resample, threshold=0.5):
+PRODUCT = fkc_problem("product", VP())
+
+
+@jax.jit
+def _product_rate(t, x):
+    """G of the product problem at time ``t`` and particles ``x``, by hand (compiled once)."""
+    scores = [jax.vmap(m.score, (None, 0))(t, x) for m in PRODUCT.models]
+    return log_weight_rate(PRODUCT.models[0].schedule, t, scores, [1.0, 1.0], 2)
+
+
+def _two_steps(resample_ess):
     """Two FKC steps on a product problem, and G recomputed by hand at the particles."""
-    problem = fkc_problem("product", VP())
-    algorithm = _algorithm(problem, 4, resample=resample, ess_threshold=threshold)
+    problem = PRODUCT
+    algorithm = _algorithm(problem, 4, resample_ess=resample_ess)
     state = algorithm.init(jax.random.key(5), 256)
     times = time_grid(4, problem.t_min)
     step = jax.jit(algorithm.step)
-
-    @jax.jit
-    def rate(t, x):
-        scores = [jax.vmap(m.score, (None, 0))(t, x) for m in problem.models]
-        return log_weight_rate(problem.models[0].schedule, t, scores, [1.0, 1.0], 2)
-
     states, rates = [state], []
     for j in range(2):  # two steps, by hand
-        rates.append((times[j] - times[j + 1]) * np.asarray(rate(times[j], states[-1].particles)))
+        rates.append((times[j] - times[j + 1]) * np.asarray(_product_rate(times[j], states[-1].particles)))
         states.append(step(jax.random.key(10 + j), states[-1])[0])
     return states, rates
 
@@ -272,7 +337,7 @@ def test_stein_weights_keep_scores_with_their_particles_and_beta_one():
         assert bool(info.is_resampled)
     assert np.isfinite(state.log_Z) and state.log_Z != 0.0
     # beta = 1 (B = 1): nothing to move into the weights, which stay identically zero
-    flat = psample.smc.fkc_smc([model.score], [1.0], schedule=VP(), num_steps=10, weights="stein", resample="ess")
+    flat = psample.smc.fkc_smc([model.score], [1.0], schedule=VP(), num_steps=10, weights="stein", resample_ess=0.5)
     result = psample.run_particles(flat, jax.random.key(2), 128, num_replicates=2, progress=False)
     assert np.all(result.log_weights == result.log_weights[:, :1])
     np.testing.assert_allclose(result.log_Z, 0.0, atol=1e-12)
@@ -293,8 +358,8 @@ def test_time_grids():
 
 
 def test_weights_accumulate_between_resampling_events():
-    # ess_threshold tiny: never resampled; the weights are the products of both steps' factors.
-    states, (r0, r1) = _two_steps("ess", threshold=1e-9)
+    # resample_ess tiny: never resampled; the weights are the products of both steps' factors.
+    states, (r0, r1) = _two_steps(1e-9)
     assert int(states[2].num_resampled) == 0
     total = r0 + r1
     np.testing.assert_allclose(states[2].log_weights, total - logsumexp(total), rtol=1e-10, atol=1e-10)
@@ -304,7 +369,7 @@ def test_weights_accumulate_between_resampling_events():
 
 def test_log_z_increment_after_resampling():
     # Resampled after each step: each increment is log mean_i exp(h G(x_i)) over equal weights.
-    states, (r0, r1) = _two_steps("every_step")
+    states, (r0, r1) = _two_steps(1.0)
     assert int(states[2].num_resampled) == 2
     expected = (logsumexp(r0) - np.log(256)) + (logsumexp(r1) - np.log(256))
     np.testing.assert_allclose(states[2].log_Z, expected, rtol=1e-10)
@@ -346,13 +411,13 @@ def test_resampling_properties():
 
 
 # ------------------------------------------------------------------------------------------
-# Statistical tests against exact targets (notes §3, tests 1-4). Budgets:
+# Statistical tests against exact targets. Budgets:
 # - R = 8 replicates of N = 4096 particles, K = 500 steps (h = 0.002; 250 for the product and
 #   guidance problems, whose measured biases at K = 125-1000 all sat within 0.01), t_min = 1e-3, VP.
 # - Bias budget b: discretisation (Euler-Maruyama weights, O(h)) plus the finite-N bias of
 #   resampling at every step. Measured on these problems (seeds 0-2, R = 8): mode weight and
 #   means within 0.01 of the reference at K = 500; the annealed Gaussian's variance 0.236-0.240
-#   against 0.25 at N = 4096 (the notes: 0.228 / 0.237 / 0.243 / 0.244 at N = 1k / 4k / 16k /
+#   against 0.25 at N = 4096 (0.228 / 0.237 / 0.243 / 0.244 at N = 1k / 4k / 16k /
 #   64k, a finite-N effect), hence b = 0.02 for that variance. The log-normaliser's bias is
 #   the cleanly O(h) one: b(h) = 150 h (measured errors 1.12, 0.48, 0.17, -0.03 at K = 125,
 #   250, 500, 1000 on the bimodal problem), and it is tested to shrink.
@@ -430,7 +495,7 @@ def test_annealed_bimodal_mode_weight_and_log_z_bias_shrinks():
 @pytest.mark.slow
 def test_product_of_mixtures():
     problem = fkc_problem("product", VP())
-    result = _run(problem, K // 2, resample="ess")
+    result = _run(problem, K // 2, resample_ess=0.5)
     for i in range(2):
         _check(f"E[x_{i}]", _replicate_means(result, lambda x, i=i: x[i]), problem.exact["mean"][i], 0.01, 0.02)
         _check(f"Var[x_{i}]", _replicate_means(result, lambda x, i=i: (x[i] - problem.exact["mean"][i]) ** 2),

@@ -19,7 +19,8 @@ import psample
 import psample.models
 from psample.errors import DtypeError, InvalidTuningError, ModelError, NumericalWarning, UnreliableErrorWarning
 
-from psample.smc import tempered as tempered_module  # noqa: E402
+from psample.smc import mutations
+from psample.smc import tempered as tempered_module
 
 D, N_OBS, PRIOR_SD = 2, 20, 2.0
 Y = np.random.default_rng(0).normal(1.0, 1.0, size=(N_OBS, D))
@@ -52,6 +53,16 @@ def smc(**kw):
 def run(alg, num_particles=200, num_replicates=16, seed=0, **kw):
     kw.setdefault("progress", False)
     return psample.run_particles(alg, jax.random.PRNGKey(seed), num_particles, num_replicates=num_replicates, **kw)
+
+
+#: One algorithm object shared by the tests below: the runner keeps its compiled functions.
+RWM2 = smc(mcmc="rwm", num_mcmc_steps=2)
+
+
+@pytest.fixture(scope="module")
+def rwm2_single_run():
+    """One default-resampling (multinomial) run of 200 particles, shared by the tests that read it."""
+    return run(RWM2, num_particles=200, num_replicates=1)
 
 
 def assert_close(estimate, se, exact, se_max):
@@ -135,8 +146,9 @@ def test_fixed_schedule_takes_its_steps_and_reaches_one():
     np.testing.assert_allclose(result.info.temperature, [[0.3, 1.0], [0.3, 1.0]])
 
 
-def test_single_replicate_uses_the_lee_whiteley_estimator():
-    result = run(smc(mcmc="rwm", num_mcmc_steps=2, resampling="multinomial"), num_particles=200, num_replicates=1)
+def test_single_replicate_uses_the_lee_whiteley_estimator(rwm2_single_run):
+    result = rwm2_single_run  # resampling="multinomial", the default
+    assert result.resampling == "multinomial"
     assert result.log_Z_se_method == "lee-whiteley"
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnreliableErrorWarning)  # calibrated: no warning
@@ -269,7 +281,7 @@ def test_complex_log_likelihood_is_refused():
         run(alg, num_replicates=1)
 
 
-def test_stopping_at_max_steps_is_not_silent():
+def test_stopping_at_max_steps_is_not_silent(rwm2_single_run):
     """20 observations need several adaptive levels: two steps stop short of temperature 1."""
     alg = smc(mcmc="rwm", num_mcmc_steps=2, max_steps=2)
     with pytest.warns(NumericalWarning, match=r"temperature 1 in 2 of 2 .*temperatures reached: \[0\.\d+.*max_steps=2"):
@@ -277,7 +289,7 @@ def test_stopping_at_max_steps_is_not_silent():
     assert not result.complete.any() and np.all(result.final_state.temperature < 1)
     assert "incomplete in 2 replicate(s)" in repr(result)
     assert not result.to_datatree()["particle_steps"]["complete"].values.any()
-    done = run(smc(mcmc="rwm", num_mcmc_steps=2), num_particles=64, num_replicates=2)
+    done = rwm2_single_run
     assert done.complete.all() and "incomplete" not in repr(done)
 
 
@@ -292,6 +304,20 @@ def test_bad_mcmc_and_options_raise():
         smc(mcmc="rwm", mcmc_parameters={"w": 1.0})
     with pytest.raises(InvalidTuningError, match="resampling"):
         smc(resampling="bogus")
+
+
+def test_mutation_kernels_live_in_their_own_module():
+    """The kernels moved to psample.smc.mutations; tempered keeps MUTATIONS importable (the CLI's
+    ``--mcmc`` choices read it)."""
+    from psample.smc.tempered import MUTATIONS
+
+    assert MUTATIONS is mutations.MUTATIONS and sorted(MUTATIONS) == ["hmc", "polar_slice", "rwm"]
+    assert set(mutations.DEFAULT_NUM_MCMC_STEPS) == set(MUTATIONS)
+    for mcmc in MUTATIONS:
+        mutation = mutations.build_mutation(mcmc, None)
+        assert isinstance(mutation, mutations.Mutation) and mutation.metric in mutations.METRICS
+    assert mutations.build_mutation("hmc", {}).metric == "diagonal"
+    assert mutations.build_mutation("rwm", {"metric": "diagonal"}).metric == "diagonal"
 
 
 def test_target_without_prior_split_is_refused():
@@ -359,7 +385,8 @@ def test_log_Z_is_unbiased_in_Z_with_gradient_and_slice_moves(mcmc):
     assert_close(ratio.mean(), ratio.std(ddof=1) / np.sqrt(ratio.size), 1.0, 0.03)
 
 
-@pytest.mark.parametrize("mcmc", ["hmc", pytest.param("polar_slice", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("mcmc", ["hmc", "polar_slice"])
 def test_mutation_tuned_on_the_population_keeps_the_level_invariant(mcmc):
     """Start from exact draws of pi_lambda, take a step that stays at lambda (no reweighting):
     the moved particles must still follow pi_lambda. A kernel tuned on a population holding the
@@ -371,7 +398,7 @@ def test_mutation_tuned_on_the_population_keeps_the_level_invariant(mcmc):
     lam, num, reps = 0.1, 100, 2000
     precision = lam * N_OBS + 1 / PRIOR_SD**2
     mean, var = lam * Y.sum(0) / precision, 1 / precision
-    mutation = tempered_module._build_mutation(mcmc, {})
+    mutation = mutations.build_mutation(mcmc, {})
     kernel = tempered_module.build_kernel(logprior, loglik, mutation, resampling.systematic, 5)
 
     def one(key):
