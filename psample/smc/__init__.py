@@ -1,10 +1,10 @@
 """Particle methods: tempered SMC with model evidence and Feynman–Kac correctors.
 
 - :func:`tempered_smc`: likelihood-tempered SMC from the prior to the posterior, returning the
-  log evidence (module :mod:`psample.smc.tempered_smc`; mutation kernels in
+  log evidence (module :mod:`psample.smc.tempered`; mutation kernels in
   :mod:`psample.smc.mutations`).
 - :func:`fkc_smc`: Feynman–Kac correctors over diffusion score models (annealing, products of
-  experts, guidance; module :mod:`psample.smc.fkc_smc`), with :func:`fkc_anneal`,
+  experts, guidance; module :mod:`psample.smc.fkc`), with :func:`fkc_anneal`,
   :func:`fkc_product` and :func:`fkc_guidance`.
 - :mod:`psample.smc.base`: the reweight/resample step they share; the contract they implement
   is :class:`psample.base.ParticleAlgorithm`.
