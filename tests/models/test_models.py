@@ -376,8 +376,8 @@ def test_eight_schools_exact_posterior_matches_two_dimensional_quadrature(eight_
     def expect(values):
         return integrate.simpson(integrate.simpson(weight * values, x=u[0], axis=1), x=mu[:, 0])
 
-    # Both routes are Simpson rules on smooth integrands: they agree to round-off (measured
-    # < 1e-13); 1e-9 still catches any wrong term of the conjugate algebra.
+    # Both routes are Simpson rules on smooth integrands: they agree to round-off; 1e-9 still
+    # catches any wrong term of the conjugate algebra.
     assert exact["E[mu]"] == pytest.approx(expect(mu), abs=1e-9)
     assert exact["Var[mu]"] == pytest.approx(expect(mu**2) - expect(mu) ** 2, abs=1e-9)
     assert exact["E[tau]"] == pytest.approx(expect(tau), abs=1e-9)
