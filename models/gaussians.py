@@ -35,7 +35,7 @@ __all__ = ["isotropic_gaussian", "ill_conditioned_gaussian", "hyperplane_disk"]
 #: Chains of a Gaussian target start at ``N(0, (INIT_OVERDISPERSION · σ_max)² I)``.
 INIT_OVERDISPERSION = 2.0
 #: Polar slice window for a Gaussian: ten times its largest standard deviation (``w = 10`` for the
-#: standard Gaussian, the setting of the ``d = 10`` check in the polar-slice notes).
+#: standard Gaussian): wide enough that the stepping-out rarely needs to expand the window.
 _POLAR_SLICE_W_PER_SD = 10.0
 
 

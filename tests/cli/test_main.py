@@ -1,4 +1,8 @@
-"""The ``psample`` command line and the README's quick start."""
+"""The ``psample`` command line (``psample run``, ``models``, ``samplers``) and the README's examples.
+
+Every command runs in-process through ``main([...])``; a real process is started only where the
+process is the point (``python -m psample.cli``, a kill, a pipe closed by its reader).
+"""
 
 import re
 import subprocess
@@ -7,9 +11,37 @@ from pathlib import Path
 
 import pytest
 
-from psample.cli.main import SAMPLERS, main
+from psample.cli.main import main
+from psample.cli.run import SAMPLERS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_algorithm_per_model():
+    """Every ``psample run`` of this module on one model and sampler reuses one algorithm object,
+    so the runtime's cache of compiled functions (kept per algorithm) serves the later runs: the
+    runs of the gaussian model without warm-up (2 chains, thin 1) compile their draws once. (An
+    adapted run samples with a new algorithm, ``with_parameters``, and compiles its own draws.)
+
+    The algorithm built for the first target of a model is the one ``run`` would build for any
+    later one (same model, same parameters), so the draws are those of a fresh build.
+    """
+    import psample.cli.run
+
+    built = {}
+    patch = pytest.MonkeyPatch()
+    for name, entry in psample.cli.run.SAMPLERS.items():
+
+        def build(target, _name=name, _build=entry.build):
+            key = (_name, target.name)
+            if key not in built:
+                built[key] = _build(target)
+            return built[key]
+
+        patch.setitem(psample.cli.run.SAMPLERS, name, entry._replace(build=build))
+    yield
+    patch.undo()
 
 
 def test_models_and_samplers_list_one_line_each(capsys):
@@ -26,7 +58,7 @@ def test_models_and_samplers_list_one_line_each(capsys):
 def test_run_prints_an_arviz_summary_and_writes_a_plot(capsys, tmp_path):
     plot = tmp_path / "trace.png"
     code = main(
-        ["run", "--model", "gaussian", "--chains", "2", "--draws", "200", "--warmup", "20",
+        ["run", "--model", "gaussian", "--chains", "2", "--draws", "200", "--warmup", "0",
          "--no-progress", "--plot", str(plot)]
     )
     out = capsys.readouterr().out
@@ -71,10 +103,68 @@ def test_bad_arguments_give_a_clear_error(capsys, argv, message):
 
 
 def test_console_script_entry_point():
+    """``python -m psample.cli`` is a real process: the one test of the module entry point."""
     out = subprocess.run([sys.executable, "-m", "psample.cli", "samplers"], capture_output=True, text=True)
     assert out.returncode == 0 and "polar_slice" in out.stdout
 
 
+def test_the_installed_script_calls_main():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "psample"]
+    assert script.value == "psample.cli:main" and script.load() is main
+
+
+def test_main_keeps_the_names_other_subcommands_import():
+    import importlib
+
+    import psample.cli.common
+    import psample.cli.run
+
+    # `psample.cli.main` as an attribute is the function main (psample/cli/__init__.py imports
+    # it), so the module is looked up by its name.
+    module = importlib.import_module("psample.cli.main")
+    assert module.main is main
+    assert module.SAMPLERS is psample.cli.run.SAMPLERS
+    assert module.check_plot_path is psample.cli.common.check_plot_path
+    assert module.PLOT_FORMATS is psample.cli.common.PLOT_FORMATS
+
+
+@pytest.mark.parametrize("name, new", [
+    ("SAMPLERS", "psample.cli.run"),
+    ("check_plot_path", "psample.cli.common"),
+    ("check_writable_file", "psample.cli.common"),
+    ("PLOT_FORMATS", "psample.cli.common"),
+])  # fmt: skip
+def test_names_of_the_old_cli_module_warn_and_still_work(name, new):
+    """psample 0.1's ``psample.cli`` module exported these; for one release they still work."""
+    import importlib
+
+    import psample.cli
+
+    with pytest.warns(DeprecationWarning, match=rf"psample\.cli\.{name} moved to {re.escape(new)}\.{name}"):
+        value = getattr(psample.cli, name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="nope"):
+        psample.cli.nope  # noqa: B018
+
+
+def test_check_writable_file_leaves_no_file_behind(tmp_path):
+    from psample.cli.common import check_writable_file, suffixed
+    from psample.errors import InvalidTuningError
+
+    path = tmp_path / "out.zarr"
+    check_writable_file(str(path), "--checkpoint")
+    assert not path.exists()
+    path.write_text("kept")
+    check_writable_file(str(path), "--checkpoint")
+    assert path.read_text() == "kept"
+    with pytest.raises(InvalidTuningError, match=r"--checkpoint '.*missing/x' cannot be written"):
+        check_writable_file(str(tmp_path / "missing" / "x"), "--checkpoint")
+    assert suffixed("a/trace.svg", "_rank") == "a/trace_rank.svg" and suffixed("trace", "_rank") == "trace_rank.png"
+
+
+@pytest.mark.slow
 def test_readme_quick_start_runs_and_converges():
     """The README's quick start, as written, samples eight schools to r_hat < 1.05."""
     code = re.search(r"## Quick start\s+```python\n(.*?)```", README.read_text(), re.S).group(1)
@@ -98,6 +188,7 @@ def test_default_run_converges_on_eight_schools(capsys):
     assert max(r_hats) < 1.01, out
 
 
+@pytest.mark.slow
 def test_readme_graph_example_matches_the_exact_macc():
     """The README's network example: MACC of the 4-path on karate within 5 MCSE of exact."""
     import numpy as np
@@ -181,10 +272,12 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path):
         proc.wait(timeout=60)
     finally:
         proc.kill()
+    # The check runs in a process of its own: the killed run was float32 (as `psample run` runs),
+    # while this test session runs float64 (tests/conftest.py).
     check = f"""
 import jax, numpy as np, psample, psample.models
 from psample.runtime.checkpoint import load_checkpoint
-from psample.cli.main import SAMPLERS
+from psample.cli.run import SAMPLERS
 target = psample.models.get("eight_schools")
 alg = SAMPLERS["polar_slice"].build(target)
 init_key, run_key = jax.random.split(jax.random.PRNGKey(0))
@@ -246,17 +339,18 @@ def test_ctrl_c_during_warm_up_without_a_bar_keeps_the_steps_done(capsys, ctrl_c
 
 
 def test_a_run_that_has_not_converged_says_so_with_the_commands_options(capsys):
-    assert main(["run", "--model", "gaussian", "--chains", "2", "--draws", "30", "--warmup", "10", "--no-progress"]) == 0
+    # 30 draws from overdispersed starts, no warm-up: the chains have not met yet.
+    assert main(["run", "--model", "gaussian", "--chains", "2", "--draws", "30", "--warmup", "0", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert err.count("psample: warning: the chains have not converged (2 chains x 30 draws)") == 1
     assert "R-hat > 1.01" in err and "--draws" in err and "num_draws" not in err
 
 
 def test_a_long_run_is_summarised_on_every_kth_draw(capsys, monkeypatch):
-    import psample.cli.main
+    import psample.cli.run
 
-    monkeypatch.setattr(psample.cli.main, "SUMMARY_VALUES", 2 * 10 * 50)  # 2 chains x 10 sites x 50 draws
-    assert main(["run", "--model", "gaussian", "--chains", "2", "--draws", "200", "--warmup", "10",
+    monkeypatch.setattr(psample.cli.run, "SUMMARY_VALUES", 2 * 10 * 50)  # 2 chains x 10 sites x 50 draws
+    assert main(["run", "--model", "gaussian", "--chains", "2", "--draws", "200", "--warmup", "0",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "summary of every 4th draw (50 per chain), to keep it fast" in out

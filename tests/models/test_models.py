@@ -176,7 +176,8 @@ def test_hyperplane_disk_matches_precision_inverse_and_paper_values():
     ones = np.ones(d)
     precision = 2.0 * (np.eye(d) + np.outer(ones, ones))
     np.testing.assert_allclose(exact["cov"], np.linalg.inv(precision), atol=1e-12)
-    # Values quoted in the polar-slice notes (§3.1 item 3) for d = 200.
+    # The covariance is (I - 1 1^T / (d + 1)) / 2, so for d = 200: Var[x_0] = Var[sum x] = d / (2 (d + 1)),
+    # Cov[x_0, x_1] = -1 / (2 (d + 1)), E|x|^2 = d^2 / (2 (d + 1)).
     assert exact["Var[x_0]"] == pytest.approx(0.497512, abs=1e-6)
     assert exact["Cov[x_0,x_1]"] == pytest.approx(-0.0024876, abs=1e-7)
     assert exact["E[|x|^2]"] == pytest.approx(99.5025, abs=1e-4)
@@ -375,8 +376,8 @@ def test_eight_schools_exact_posterior_matches_two_dimensional_quadrature(eight_
     def expect(values):
         return integrate.simpson(integrate.simpson(weight * values, x=u[0], axis=1), x=mu[:, 0])
 
-    # Both routes are Simpson rules on smooth integrands: they agree to round-off (measured
-    # < 1e-13); 1e-9 still catches any wrong term of the conjugate algebra.
+    # Both routes are Simpson rules on smooth integrands: they agree to round-off; 1e-9 still
+    # catches any wrong term of the conjugate algebra.
     assert exact["E[mu]"] == pytest.approx(expect(mu), abs=1e-9)
     assert exact["Var[mu]"] == pytest.approx(expect(mu**2) - expect(mu) ** 2, abs=1e-9)
     assert exact["E[tau]"] == pytest.approx(expect(tau), abs=1e-9)
