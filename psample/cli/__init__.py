@@ -1,6 +1,6 @@
 """The ``psample`` command line: one module per subcommand.
 
-:mod:`~psample.cli.main` holds the parser, the dispatch and the ``models`` and ``samplers``
+:mod:`~psample.cli.commands` holds the parser, the dispatch and the ``models`` and ``samplers``
 lists; ``psample run`` is :mod:`~psample.cli.run`, ``psample evidence``
 :mod:`~psample.cli.evidence`, ``psample fkc`` :mod:`~psample.cli.fkc` and ``psample graph``
 :mod:`~psample.cli.graph`; :mod:`~psample.cli.common` has the helpers they share.
@@ -10,7 +10,7 @@ In psample 0.1 ``psample.cli`` was one module that also exported ``SAMPLERS``,
 here for one release, with a ``DeprecationWarning`` naming their new module.
 """
 
-from psample.cli.main import main
+from psample.cli.commands import main
 
 __all__ = ["main"]
 

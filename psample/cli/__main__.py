@@ -2,6 +2,6 @@
 
 import sys
 
-from psample.cli.main import main
+from psample.cli.commands import main
 
 sys.exit(main())

@@ -241,7 +241,7 @@ def _run(args) -> int:
     if args.plot is not None and args.observable == "density":
         raise InvalidTuningError("--plot needs --observable macc or chd, got --observable density")
     if args.plot is not None:  # before any work: the format, matplotlib, a writable directory
-        from psample.cli.main import check_plot_path
+        from psample.cli.common import check_plot_path
 
         check_plot_path(args.plot, "--plot", formats=("png",))
     motif = as_motif(args.motif)

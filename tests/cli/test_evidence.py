@@ -2,7 +2,7 @@
 
 import re
 
-from psample.cli.main import main
+from psample.cli import main
 
 
 def test_evidence_on_the_conjugate_gaussian(capsys):

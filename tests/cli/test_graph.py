@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from psample.cli.main import main
+from psample.cli import main
 from psample.errors import NetworkError
 from psample.graphs import exact
 from psample.cli.graph import load_network

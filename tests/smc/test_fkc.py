@@ -518,7 +518,7 @@ def test_guidance_fkc_matches_where_naive_cfg_is_wrong():
 
 
 def test_cli_samplers_and_fkc_demo(tmp_path, capsys):
-    from psample.cli.main import main
+    from psample.cli import main
 
     assert main(["samplers"]) == 0
     assert "fkc" in capsys.readouterr().out

@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from psample.cli.common import PLOT_FORMATS, check_plot_path
+from psample.cli.common import check_plot_path
 from psample.cli.evidence import add_evidence_parser
 from psample.cli.fkc import add_fkc_parser
 from psample.cli.graph import add_graph_parser
 from psample.cli.run import SAMPLERS, add_run_parser, run_run
 
-# SAMPLERS, check_plot_path and PLOT_FORMATS live in psample.cli.run and psample.cli.common; they
-# stay importable from here for the subcommand modules that import them from here.
-__all__ = ["main", "SAMPLERS", "OTHER_SAMPLERS", "check_plot_path", "PLOT_FORMATS"]
+__all__ = ["main", "OTHER_SAMPLERS"]
 
 #: What ``psample --help`` says first.
 DESCRIPTION = "The ``psample`` command line: sample a built-in model and print ArviZ diagnostics."

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from psample.cli.main import main
+from psample.cli import main
 from psample.cli.run import SAMPLERS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -115,27 +115,6 @@ def test_the_installed_script_calls_main():
     assert script.value == "psample.cli:main" and script.load() is main
 
 
-def test_main_keeps_the_names_other_subcommands_import():
-    import importlib
-
-    import psample.cli.common
-    import psample.cli.run
-
-    # `psample.cli.main` as an attribute is the function main (psample/cli/__init__.py imports
-    # it), so the module is looked up by its name.
-    module = importlib.import_module("psample.cli.main")
-    assert module.main is main
-    assert module.SAMPLERS is psample.cli.run.SAMPLERS
-    assert module.check_plot_path is psample.cli.common.check_plot_path
-    assert module.PLOT_FORMATS is psample.cli.common.PLOT_FORMATS
-
-
-@pytest.mark.parametrize("name, new", [
-    ("SAMPLERS", "psample.cli.run"),
-    ("check_plot_path", "psample.cli.common"),
-    ("check_writable_file", "psample.cli.common"),
-    ("PLOT_FORMATS", "psample.cli.common"),
-])  # fmt: skip
 def test_names_of_the_old_cli_module_warn_and_still_work(name, new):
     """psample 0.1's ``psample.cli`` module exported these; for one release they still work."""
     import importlib
