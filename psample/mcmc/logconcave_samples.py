@@ -38,6 +38,7 @@ from psample.errors import NumericalWarning
 from psample.mcmc.logconcave_chain import DEFAULT_NUM_SCORE_SAMPLES, MIN_EFFECTIVE_SCORE_SAMPLES, check_score_ess
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.runtime.chains import sample
+from psample.runtime.trace import Trace
 
 __all__ = ["logconcave_chain_samples", "MIN_EFFECTIVE_SCORE_SAMPLES"]
 
@@ -60,7 +61,7 @@ def logconcave_chain_samples(
     target=None,
     progress: bool = True,
     **tuning,
-):
+) -> Trace:
     """Draw ``num_draws`` final jumps ``x̂_m`` per chain and return them as a :class:`psample.Trace`.
 
     Parameters
