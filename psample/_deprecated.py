@@ -12,6 +12,7 @@ Everything here goes in the next release.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.util
@@ -19,7 +20,7 @@ import sys
 import types
 import warnings
 
-__all__ = ["MOVED_MODULES", "install", "deprecate_calling"]
+__all__ = ["MOVED_MODULES", "install", "deprecate_calling", "renamed_keywords", "warn"]
 
 #: Old module path -> new module path.
 MOVED_MODULES = {
@@ -110,3 +111,36 @@ def deprecate_calling(module: types.ModuleType, replacement: str, new_path: str)
             return getattr(self, replacement)(*args, **kwargs)
 
     module.__class__ = _CallableModule
+
+
+def warn(message: str) -> None:
+    """A ``DeprecationWarning`` attributed to the user's code (psample's own frames skipped)."""
+    frame, level = sys._getframe(1), 2  # level 1 is this function, 2 its caller
+    package = __file__.rsplit("/", 1)[0]
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"{message} (removed in the next release)", DeprecationWarning, stacklevel=level)
+
+
+def renamed_keywords(**renames: str):
+    """Decorator: accept psample 0.1 keyword names (``old="new"``) with a DeprecationWarning.
+
+    A call that passes both the old and the new name raises ``TypeError``.
+    """
+
+    def decorate(fn):
+        name = fn.__qualname__
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{name}() got both {old}= (deprecated) and {new}=; pass {new}= only")
+                    warn(f"{name}({old}=...) is deprecated: it is now {new}=")
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

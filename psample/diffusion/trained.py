@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from psample import _deprecated
 from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.processes import Process, nonfinite_value
 from psample.schedules import VP
@@ -210,8 +211,9 @@ class TrainedSampler:
             self._algorithm_cache = cached
         return cached[1]
 
-    def sample(self, rng_key, num_particles: int | None = None, *, num_replicates: int = 1, exact_samples=None,
-               progress: bool = True, **deprecated) -> SamplerResult:  # fmt: skip
+    @_deprecated.renamed_keywords(num="num_particles")
+    def sample(self, rng_key, num_particles: int, *, num_replicates: int = 1, exact_samples=None,
+               progress: bool = True) -> SamplerResult:  # fmt: skip
         """Draw ``num_particles`` weighted particles per replicate.
 
         Parameters
@@ -251,7 +253,7 @@ class TrainedSampler:
         NonFiniteError
             A replicate has no particle with a finite weight (``error.result`` holds the run).
         """
-        num_particles = _num_particles(num_particles, deprecated)
+        num_particles = check_positive_int("num_particles", num_particles, minimum=2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = run_particles(self.algorithm(), rng_key, num_particles, num_replicates=num_replicates,
@@ -364,23 +366,6 @@ class TrainedSampler:
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def _num_particles(num_particles, deprecated: dict) -> int:
-    """``num_particles`` checked (``>= 2``), or the deprecated keyword ``num`` (with a
-    ``DeprecationWarning``) when it was given instead."""
-    unknown = sorted(set(deprecated) - {"num"})
-    if unknown:
-        raise TypeError(f"TrainedSampler.sample() got an unexpected keyword argument {unknown[0]!r}")
-    if "num" in deprecated:
-        if num_particles is not None:
-            raise TypeError("TrainedSampler.sample() got both num_particles and its old name num")
-        warnings.warn("TrainedSampler.sample(num=...) is deprecated: use num_particles= (the old keyword is "
-                      "removed in the next release)", DeprecationWarning, stacklevel=3)  # fmt: skip
-        num_particles = deprecated["num"]
-    if num_particles is None:
-        raise TypeError("TrainedSampler.sample() missing required argument: 'num_particles'")
-    return check_positive_int("num_particles", num_particles, minimum=2)
 
 
 def _khat(log_w: np.ndarray) -> float:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import warnings
 from typing import Callable, NamedTuple
 
@@ -49,6 +48,7 @@ import jax
 import numpy as np
 from blackjax.base import SamplingAlgorithm
 
+from psample import _deprecated
 from psample.diagnostics.batch_means import Estimate, batch_means, check_tails, reciprocal
 from psample.errors import InvalidTuningError, MotifError, NetworkError, UnreliableErrorWarning, check_positive_int
 from psample.graphs import observables as obs
@@ -111,31 +111,7 @@ class Patches(NamedTuple):
 # ------------------------------------------------------------------ the vocabulary's shims
 #: Keywords of psample 0.1 -> their names now (accepted with a DeprecationWarning for one release).
 RENAMED_KEYWORDS = {"num_steps": "num_draws", "burn_in": "num_warmup"}
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside this module, for ``warnings.warn`` here."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _renamed_keywords(fn):
-    """Accept :data:`RENAMED_KEYWORDS` as aliases of the new keywords, with a DeprecationWarning."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        for old, new in RENAMED_KEYWORDS.items():
-            if old in kwargs:
-                if new in kwargs:
-                    raise TypeError(f"{fn.__name__}() got both {old}= (deprecated) and {new}=; pass {new}= only")
-                warnings.warn(f"{fn.__name__}({old}=...) is deprecated: it is now {new}= (the old keyword is "
-                              "removed in the next release)", DeprecationWarning, stacklevel=_caller_stacklevel())
-                kwargs[new] = kwargs.pop(old)
-        return fn(*args, **kwargs)
-
-    return wrapper
+_renamed_keywords = _deprecated.renamed_keywords(**RENAMED_KEYWORDS)
 
 
 def _is_key(value) -> bool:
@@ -154,9 +130,8 @@ def _rng_key(rng_key, caller: str):
     """The run's key: a key as given, an integer seed as ``jax.random.key(seed)``; ``None`` runs on
     ``jax.random.key(0)`` with a DeprecationWarning (the key becomes required)."""
     if rng_key is None:
-        warnings.warn(f"{caller}() without rng_key runs on jax.random.key(0); rng_key will be required in the "
-                      f"next release: pass one, e.g. {caller}(..., jax.random.key(0))", DeprecationWarning,
-                      stacklevel=_caller_stacklevel())
+        _deprecated.warn(f"{caller}() without rng_key runs on jax.random.key(0); rng_key will be required: "
+                         f"pass one, e.g. {caller}(..., jax.random.key(0))")
         return jax.random.key(0)
     if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
         return jax.random.key(int(rng_key))
@@ -470,9 +445,8 @@ def _thresholds_in_key_place(fn):
         if len(args) >= 4 and args[3] is not None and not _is_key(args[3]):
             if "thresholds" in kwargs:
                 raise TypeError("chd_profile() got thresholds both positionally and as thresholds=")
-            warnings.warn("chd_profile(network, motif_F, motif_H, thresholds) is deprecated: the 4th positional "
-                          "argument is now rng_key; pass thresholds=... (removed in the next release)",
-                          DeprecationWarning, stacklevel=_caller_stacklevel())
+            _deprecated.warn("chd_profile(network, motif_F, motif_H, thresholds) is deprecated: the 4th "
+                             "positional argument is now rng_key; pass thresholds=...")
             kwargs["thresholds"] = args[3]
             args = args[:3] + args[4:]
         return fn(*args, **kwargs)

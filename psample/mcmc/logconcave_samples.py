@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from psample import _deprecated
 from psample.errors import NumericalWarning
 from psample.mcmc.logconcave_chain import DEFAULT_NUM_SCORE_SAMPLES, MIN_EFFECTIVE_SCORE_SAMPLES, check_score_ess
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
@@ -52,6 +53,7 @@ _OBSERVABLES = {
 }
 
 
+@_deprecated.renamed_keywords(num_samples="num_draws")
 def logconcave_chain_samples(
     initial_positions,
     rng_key,
@@ -104,14 +106,11 @@ def logconcave_chain_samples(
         rested on fewer than :data:`MIN_EFFECTIVE_SCORE_SAMPLES` effective proposals on the first
         measurement, where the mode weights are decided: they are then biased.
     """
-    num_draws = _renamed_count(num_draws, tuning.pop("num_samples", _UNSET))
     return_trace = tuning.pop("return_trace", _UNSET)
     if return_trace is not _UNSET:
-        warnings.warn(
+        _deprecated.warn(
             "logconcave_chain_samples(return_trace=...) is deprecated: it returns a psample.Trace "
-            "(its DataTree via .to_datatree()); the keyword is removed in the next release",
-            DeprecationWarning,
-            stacklevel=2,
+            "(its DataTree via .to_datatree())"
         )
     if logdensity_fn is None and target is not None and not (
         "smoothed_score" in tuning or "smoothed_logdensity" in tuning
@@ -141,21 +140,6 @@ def logconcave_chain_samples(
     if return_trace is not _UNSET and not return_trace:
         return trace.to_datatree()
     return trace
-
-
-def _renamed_count(num_draws, num_samples):
-    """``num_draws``, or the deprecated ``num_samples`` (with a ``DeprecationWarning``) given instead."""
-    if num_samples is _UNSET:
-        return num_draws
-    if num_draws != 1:
-        raise TypeError("logconcave_chain_samples() got both num_draws and its old name num_samples")
-    warnings.warn(
-        "logconcave_chain_samples(num_samples=...) is deprecated: use num_draws= (the old keyword is "
-        "removed in the next release)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return num_samples
 
 
 def _warn(nonfinite, first_score_ess, tuning):

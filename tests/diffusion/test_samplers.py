@@ -487,7 +487,9 @@ def test_sample_counts_num_particles_and_the_old_keyword_warns(moderate_sampler)
         old = sampler.sample(jax.random.key(7), num=200, progress=False)
     np.testing.assert_array_equal(old.log_w, new.log_w)
     np.testing.assert_array_equal(old.particles, new.particles)
-    with pytest.raises(TypeError, match="both num_particles and its old name num"):
+    with pytest.raises(TypeError, match=r"both num= \(deprecated\) and num_particles="):
+        sampler.sample(jax.random.key(7), num_particles=200, num=200)
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="multiple values for argument 'num_particles'"):
         sampler.sample(jax.random.key(7), 200, num=200)
     with pytest.raises(TypeError, match="num_particles"):
         sampler.sample(jax.random.key(7))

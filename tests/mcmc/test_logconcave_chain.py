@@ -644,7 +644,7 @@ def test_logconcave_chain_samples_old_keywords_warn_and_keep_their_results(final
                                                 **kwargs)  # fmt: skip
     assert not isinstance(tree, psample.Trace)
     np.testing.assert_array_equal(tree.posterior["x"].values, samples.positions)
-    with pytest.raises(TypeError, match="both num_draws and its old name num_samples"):
+    with pytest.raises(TypeError, match=r"both num_samples= \(deprecated\) and num_draws="):
         psample.logconcave_chain_samples(positions, key, num_draws=2, num_samples=6, progress=False, **kwargs)
 
 
