@@ -152,7 +152,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import sys
 import warnings
 from typing import Callable, NamedTuple, Sequence
 
@@ -162,6 +161,7 @@ import numpy as np
 from blackjax.types import Array, PRNGKey
 
 from psample.schedules import Schedule
+from psample import _deprecated
 from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
 from psample.smc.base import ParticleAlgorithm, count_nonfinite_score, resample_if, resampling_fn, reweight
 
@@ -604,15 +604,6 @@ def _check_resample_ess(name: str, value) -> float:
     return float(value)
 
 
-def _stacklevel() -> int:
-    """The stack level of the first caller outside this module, for ``warnings.warn`` called
-    from the function that calls this one."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def _old_resampling_keywords(fn: Callable) -> Callable:
     """Accept psample 0.1's resampling keywords for one release, with a ``DeprecationWarning``.
 
@@ -643,12 +634,9 @@ def _old_resampling_keywords(fn: Callable) -> Callable:
                 new["resample_ess"] = 1.0 if mode == "every_step" else threshold
             spelled = ", ".join(f"{name}={value!r}" for name, value in old.items())
             respelled = ", ".join(f"{name}={value!r}" for name, value in new.items())
-            warnings.warn(
+            _deprecated.warn(
                 f"{spelled} is deprecated: pass {respelled} (resampling= names the scheme, "
-                "resample_ess= the ESS fraction below which the population is resampled, 1 for every "
-                "step); the old keywords are removed in the next release",
-                DeprecationWarning,
-                stacklevel=_stacklevel(),
+                "resample_ess= the ESS fraction below which the population is resampled, 1 for every step)"
             )
             kwargs.update(new)
         return fn(*args, **kwargs)
