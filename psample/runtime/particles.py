@@ -38,9 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from psample.runtime import compiled, driver
+from psample.runtime import compiled, driver, sharding
 from psample.errors import (
     InvalidTuningError,
     NonFiniteError,
@@ -61,13 +60,6 @@ NONFINITE_FIELD = "num_nonfinite"
 #: Folded into ``rng_key`` for the key of the equal-weight posterior draws of
 #: :meth:`ParticleResult.to_datatree` (independent of the run's own keys, which stay as they were).
 _DRAWS_KEY_DATA = 0x0D4A
-
-
-def _replicate_sharding(num_replicates: int):
-    devices = jax.local_devices()
-    if len(devices) == 1 or num_replicates % len(devices):
-        return None
-    return NamedSharding(Mesh(np.array(devices), ("chains",)), PartitionSpec("chains"))
 
 
 def _batched_init(algorithm, num_particles: int):
@@ -241,9 +233,8 @@ def run_particles(
 
     init_key, run_key = jax.random.split(rng_key)
     keys = jax.random.split(init_key, num_replicates)
-    sharding = _replicate_sharding(num_replicates)
-    if sharding is not None:
-        keys = jax.device_put(keys, sharding)
+    # Replicates are placed like chains: over all local devices when they divide evenly.
+    keys = sharding.place(keys, sharding.chain_mesh(num_replicates))
     states = _batched_init(algorithm, num_particles)(keys)
     _check_state(states)
     if algorithm.check_initial is not None:

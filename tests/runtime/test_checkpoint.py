@@ -174,7 +174,7 @@ def test_ctrl_c_leaves_the_checkpoint_holding_exactly_the_returned_draws(alg, x0
 def test_the_store_exists_and_resumes_before_the_first_chunk(alg, x0, reference, tmp_path):
     """The store is created with the initial state, so a run stopped in its first chunk resumes."""
     from psample.runtime.checkpoint import CheckpointWriter
-    from psample.runtime.chains import RunPlan
+    from psample.runtime.plan import RunPlan
 
     path = tmp_path / "run.zarr"
     states = jax.vmap(alg.init)(x0)
@@ -195,7 +195,7 @@ def test_unwritable_checkpoint_path_fails_before_sampling(alg, x0, tmp_path, whe
 
 def test_a_store_in_use_is_locked(alg, x0, tmp_path):
     from psample.runtime.checkpoint import CheckpointWriter
-    from psample.runtime.chains import RunPlan
+    from psample.runtime.plan import RunPlan
 
     path = tmp_path / "run.zarr"
     states = jax.vmap(alg.init)(x0)
@@ -218,7 +218,7 @@ def test_a_second_process_cannot_write_the_same_store(alg, x0, tmp_path):
         jax.config.update("jax_enable_x64", True)
         import blackjax, jax.numpy as jnp
         from psample.runtime.checkpoint import CheckpointWriter
-        from psample.runtime.chains import RunPlan
+        from psample.runtime.plan import RunPlan
         alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
         states = jax.vmap(alg.init)(jnp.ones((3, 2)))
         w = CheckpointWriter.create({str(path)!r}, plan=RunPlan(3, 0, 1, 10, 0), states=states,

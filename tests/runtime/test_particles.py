@@ -212,10 +212,10 @@ def test_replicates_are_placed_over_devices_with_the_same_result():
             lambda x: jnp.sum(norm.logpdf(x)), lambda x: norm.logpdf(1.0, x[0] + x[1], 1.0),
             initial_sampler=lambda k, n: jax.random.normal(k, (n, 2)), mcmc="rwm", num_mcmc_steps=2,
             schedule=[0.0, 0.5, 1.0])
-        import psample.runtime.particles as pp
-        assert pp._replicate_sharding(4) is not None and pp._replicate_sharding(3) is None
+        from psample.runtime import sharding
+        assert sharding.chain_mesh(4) is not None and sharding.chain_mesh(3) is None
         sharded = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
-        pp._replicate_sharding = lambda n: None
+        sharding.chain_mesh = lambda n, *args: None  # one device
         single = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
         np.testing.assert_allclose(sharded.log_Z, single.log_Z, rtol=1e-12)
         np.testing.assert_allclose(sharded.particles, single.particles, rtol=1e-12)
