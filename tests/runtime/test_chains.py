@@ -1,9 +1,5 @@
 """The runner: chunking, thinning, warm-up, observables, validation, interrupts, devices."""
 
-import os
-import subprocess
-import sys
-import textwrap
 from typing import NamedTuple
 
 import blackjax
@@ -182,50 +178,9 @@ def test_observable_must_be_callable(rmh, x0):
         run(rmh, x0, 5, observables={"bad": 3})
 
 
-@pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
-    """One Python process with 4 emulated CPU devices runs every multi-device check of this
-    module (devices are fixed when JAX starts, hence the subprocess); each check prints its
-    name and ``OK`` when it passed."""
-    path = tmp_path_factory.mktemp("four_devices") / "run.zarr"
-    script = textwrap.dedent(
-        f"""
-        import jax, jax.numpy as jnp, numpy as np, blackjax, psample
-        jax.config.update("jax_enable_x64", True)
-        assert jax.local_device_count() == 4
-        alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
-        x0 = jax.random.normal(jax.random.PRNGKey(42), (8, 3))
-
-        # sharded: the chain axis is sharded over the devices and the draws are unchanged
-        sharded = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False)
-        assert len(sharded.final_state.position.sharding.device_set) == 4
-        single = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False,
-                                devices=jax.local_devices()[:1])
-        np.testing.assert_allclose(sharded.positions, single.positions, rtol=0, atol=1e-12)
-        mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("chains",))
-        on_two = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False, mesh=mesh)
-        assert len(on_two.final_state.position.sharding.device_set) == 2
-        np.testing.assert_allclose(on_two.positions, single.positions, rtol=0, atol=1e-12)
-        print("sharded OK", flush=True)
-
-        # resume: a checkpointed run resumes on the same 4 devices, bit for bit
-        path = {str(path)!r}
-        full = psample.sample(alg, x0, jax.random.PRNGKey(7), 40, progress=False)
-        first = psample.sample(alg, x0, jax.random.PRNGKey(7), 20, progress=False, checkpoint=path)
-        assert len(first.final_state.position.sharding.device_set) == 4
-        resumed = psample.resume(path, alg, 20, progress=False)
-        assert len(resumed.final_state.position.sharding.device_set) == 4, resumed.final_state.position.sharding
-        np.testing.assert_array_equal(resumed.positions, full.positions)
-        print("resume OK", flush=True)
-        """
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_chains_sharded_over_devices_match_one_device(four_devices):
     """With 4 (emulated) CPU devices the chain axis is sharded and the draws are unchanged."""
-    assert "sharded OK" in four_devices.stdout, four_devices.stderr[-3000:]
+    four_devices.assert_passed("sharded")
 
 
 def test_positions_whose_dtype_a_step_changes_are_refused_before_running(rmh):
@@ -302,8 +257,8 @@ def test_a_run_too_large_for_memory_is_refused_with_its_size(rmh):
 
 
 def test_resume_restores_the_sharding_over_4_devices(four_devices):
-    assert "resume OK" in four_devices.stdout, four_devices.stderr[-3000:]
-    assert four_devices.returncode == 0, four_devices.stderr[-3000:]
+    """A checkpointed run resumes on the same 4 devices, bit for bit."""
+    four_devices.assert_passed("resume")
 
 
 def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, reference, sigint_at_update):

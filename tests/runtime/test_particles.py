@@ -194,38 +194,9 @@ def test_bad_runner_input():
         psample.run_particles(FIXED, jax.random.PRNGKey(0), 10, observables={"a": 3})
 
 
-def test_replicates_are_placed_over_devices_with_the_same_result():
+def test_replicates_are_placed_over_devices_with_the_same_result(four_devices):
     """4 emulated CPU devices: replicates sharded over them give the one-device result."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent(
-        """
-        import jax, jax.numpy as jnp, numpy as np
-        jax.config.update("jax_enable_x64", True)
-        from jax.scipy.stats import norm
-        import psample
-        assert len(jax.devices()) == 4
-        alg = psample.smc.tempered_smc(
-            lambda x: jnp.sum(norm.logpdf(x)), lambda x: norm.logpdf(1.0, x[0] + x[1], 1.0),
-            initial_sampler=lambda k, n: jax.random.normal(k, (n, 2)), mcmc="rwm", num_mcmc_steps=2,
-            schedule=[0.0, 0.5, 1.0])
-        from psample.runtime import sharding
-        assert sharding.chain_mesh(4) is not None and sharding.chain_mesh(3) is None
-        sharded = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
-        sharding.chain_mesh = lambda n, *args: None  # one device
-        single = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
-        np.testing.assert_allclose(sharded.log_Z, single.log_Z, rtol=1e-12)
-        np.testing.assert_allclose(sharded.particles, single.particles, rtol=1e-12)
-        print("OK", sharded.log_Z)
-        """
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    four_devices.assert_passed("replicates")
 
 
 def _beta_bernoulli_model(y):
