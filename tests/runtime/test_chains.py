@@ -233,11 +233,18 @@ def test_a_log_density_that_raises_mid_run_keeps_the_draws_made_before(rmh, x0, 
     np.testing.assert_allclose(partial.positions, reference[:, :40], rtol=0, atol=1e-12)
 
 
-def test_dropping_the_algorithm_frees_what_it_closes_over(x0):
-    """The compiled-function cache lives on the algorithm, not in a global LRU cache."""
+def test_a_dropped_algorithm_is_freed_once_it_leaves_the_bounded_cache(x0, monkeypatch):
+    """The runtime keeps the compiled functions of the MAX_ALGORITHMS most recently run
+    algorithms (psample.runtime.compiled), never more: once an algorithm the user dropped is
+    pushed out by others, what its functions close over is freed."""
+    import collections
     import gc
     import weakref
 
+    from psample.runtime import compiled
+
+    # Work on a copy of the cache, so the other tests' compiled algorithms stay cached.
+    monkeypatch.setattr(compiled, "_by_owner", collections.OrderedDict(compiled._by_owner))
     data = np.linspace(1.0, 2.0, 3)  # stands for a data set or a network's arrays
     alive = weakref.ref(data)
 
@@ -248,7 +255,13 @@ def test_dropping_the_algorithm_frees_what_it_closes_over(x0):
     run(alg, x0, 10)
     del alg, logdensity, data
     gc.collect()
+    assert alive() is not None  # still cached: it may run again
+    others = [lambda: None for _ in range(compiled.MAX_ALGORITHMS)]  # algorithms run after it
+    for owner in others:
+        compiled.cached(owner, "chunks", lambda: None)
+    gc.collect()
     assert alive() is None
+    assert len(compiled._by_owner) == compiled.MAX_ALGORITHMS
 
 
 def test_a_run_too_large_for_memory_is_refused_with_its_size(rmh):

@@ -293,6 +293,7 @@ def test_estimate_input_errors():
 
 
 # ------------------------------------------------------------------ MCMC vs exact values
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_karate_triangle_chd_density_and_profile_pivot():
     """G4: t(C3 | P3) on the unweighted karate club by the pivot chain within 4 SE, and in the
     same run t(P3, G) by the importance identity and the (0/1) CHD profile."""
@@ -326,6 +327,7 @@ def test_karate_triangle_chd_density_and_profile_pivot():
     assert np.mean(run.trace.info.is_accepted) > 0.3
 
 
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_er_macc_k4_pivot_every_entry():
     """G5: MACC of the 4-path on ER(200, 0.05) by the pivot chain, every entry within
     Bonferroni z·SE (entries without Monte Carlo error must be exact)."""
@@ -344,6 +346,7 @@ def test_er_macc_k4_pivot_every_entry():
     assert np.all(est.mcse[upper] < truth[upper] / 20)
 
 
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_sbm_glauber_and_pivot_agree():
     """G7: Glauber and pivot estimate the same MACC (hence t(C3 | P3) = MACC[0, 2]) on an SBM
     (2 blocks, n = 100, p_in = 0.3, p_out = 0.02) within 4 SE of their difference."""
@@ -362,6 +365,7 @@ def test_sbm_glauber_and_pivot_agree():
         np.testing.assert_allclose(np.diag(est.estimate, 1), 1.0, atol=1e-12)
 
 
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_hom_density_warns_when_its_error_bar_is_unreliable():
     """Issue #23 point 9: t(star_12, karate) by the importance identity has terms
     Π 1/d over 11 leaves; the low-degree centres, which 10^6 draws meet fewer than 3 times on
