@@ -13,6 +13,18 @@ them. Error bars across independent chains: :func:`psample.diagnostics.batch_mea
 
 The wrapped state's ``position`` is the chain's position after the block (the BlackJAX
 convention the runner records), so any sampler whose state has a ``position`` can be wrapped.
+
+Limits: run lengths are whole blocks (``num_draws`` and ``num_warmup`` are rounded up); every
+observable is evaluated after every step, inside the compiled scan, so an expensive observable
+costs that much per step; block means of one chain are correlated when a block is shorter than
+the chain's autocorrelation time, so honest error bars come from independent chains.
+
+References
+----------
+.. [1] Charles J. Geyer, "Practical Markov chain Monte Carlo", Statistical Science 7(4),
+   473-483, 1992.
+.. [2] James M. Flegal and Galin L. Jones, "Batch means and spectral variance estimators in
+   Markov chain Monte Carlo", Annals of Statistics 38(2), 1034-1070, 2010.
 """
 
 from __future__ import annotations

@@ -449,13 +449,11 @@ class ParticleResult:
         Eve indices.
 
         The estimator is valid for **multinomial** resampling, the default of
-        :func:`psample.smc.tempered_smc` (``tests/test_tempered.py``: the mean of ``V`` within 10%
-        of the relative variance of 400 replicates on a conjugate Gaussian model; on eight
-        schools under the defaults the standard error is within a factor 1.5 of the spread of
-        ``log_Z`` over seeds). Systematic, stratified and residual resampling give offspring
-        counts closer to their means than multinomial, which the estimator's collision
-        correction does not know: it then comes out too small (variance 0.4-0.7x on the
-        conjugate model, 0.05x on eight schools), and a warning says so.
+        :func:`psample.smc.tempered_smc` (the SMC tests hold its mean to the spread of
+        ``log_Z`` over independent replicates). Systematic, stratified and residual resampling
+        give offspring counts closer to their means than multinomial, which the estimator's
+        collision correction does not know: it then comes out too small, by a factor that
+        depends on the model, and a warning says so.
         """
         relative = self._lee_whiteley()
         if relative is None:
@@ -470,7 +468,7 @@ class ParticleResult:
             warnings.warn(
                 f"{what} of a single replicate uses a single-run estimator valid for multinomial "
                 f"resampling; this run's algorithm resampled with {self.resampling!r}, where the "
-                "estimate came out up to 4x too small in our tests. The spread of independent "
+                "estimate comes out too small. The spread of independent "
                 "replicates is valid for every scheme: run_particles(..., num_replicates >= 2), or "
                 "build the algorithm with multinomial resampling.",
                 UnreliableErrorWarning,
@@ -538,9 +536,8 @@ class ParticleResult:
             replicates, and with one the Chan and Lai (2013) estimator
             ``sqrt(sum_k (sum_{i: E_i = k} W_i (f_i - mean))^2)`` over the initial ancestors
             ``E_i`` (NaN without Eve indices). Like :attr:`log_Z_se_single_run` it is
-            calibrated for multinomial resampling (checked on 400 replicates); with
-            systematic resampling its variance was 0.86-0.99x the replicates' (a warning says
-            the estimate assumes multinomial resampling).
+            calibrated for multinomial resampling; with other schemes it may come out too
+            small (a warning says the estimate assumes multinomial resampling).
         """
         if self.postprocess_fn is not None and not unconstrained:
             post = self.postprocess_fn

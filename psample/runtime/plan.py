@@ -74,7 +74,27 @@ class ChunkFunctions(NamedTuple):
 
 
 def chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | None = None) -> ChunkFunctions:
-    """The jitted chunk functions, cached per algorithm (:mod:`psample.runtime.compiled`)."""
+    """The jitted chunk functions of ``plan``, cached per algorithm (:mod:`psample.runtime.compiled`).
+
+    Parameters
+    ----------
+    algorithm
+        ``init``/``step`` of one chain (``step(rng_key, state) -> (state, info)``).
+    observables : dict
+        ``{name: fn(state) -> array}`` of one chain's state, recorded with every kept draw.
+    plan : RunPlan
+        The compiled functions depend on ``num_chains``, ``num_warmup`` and ``thin``.
+    mesh : jax.sharding.Mesh, optional
+        The chains' mesh; a mesh with axes besides ``"chains"`` names the vmapped axis.
+
+    Returns
+    -------
+    ChunkFunctions
+        ``draws((states, rng_key), draw_indices)`` with ``draw_indices`` ``(length,)`` int32
+        records a :class:`~psample.runtime.trace.Draw` of leaves ``(num_chains, length, ...)``;
+        ``warmup((states, rng_key), step_indices)`` records ``None``. ``states`` have leaves
+        ``(num_chains, ...)``.
+    """
     # Only a mesh with axes besides "chains" (chains x shards) needs the name: a sampler inside
     # shard_maps over that same mesh. A 1-D chains mesh keeps the plain vmap.
     spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names and len(mesh.axis_names) > 1 else None
@@ -140,6 +160,7 @@ def _chunk_bodies(algorithm, observables: dict, plan: RunPlan, spmd: str | None 
 
 
 def record_bytes(functions: ChunkFunctions, states, rng_key) -> int:
-    """Host bytes one kept draw records (all chains), without running anything."""
+    """Host bytes one kept draw records (all chains, every leaf of its
+    :class:`~psample.runtime.trace.Draw`), from the shapes alone: nothing runs."""
     shapes = jax.eval_shape(functions.draws, (states, rng_key), jnp.arange(1, dtype=jnp.int32))[1]
     return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
