@@ -36,6 +36,12 @@ def fixed_result():
     return run(FIXED)
 
 
+@pytest.fixture(scope="module")
+def adaptive_in_one_chunk():
+    """The adaptive (until done) run in one chunk far longer than the run."""
+    return run(ADAPTIVE, chunk_length=50)
+
+
 def run(alg, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("num_replicates", 3)
@@ -58,16 +64,16 @@ def test_shapes_and_observables():
 
 
 @pytest.mark.parametrize("alg", [FIXED, ADAPTIVE], ids=["fixed", "adaptive"])
-def test_result_does_not_depend_on_chunking(alg, fixed_result):
-    reference = fixed_result if alg is FIXED else run(alg)
+def test_result_does_not_depend_on_chunking(alg, fixed_result, adaptive_in_one_chunk):
+    reference = fixed_result if alg is FIXED else adaptive_in_one_chunk
     chunked = run(alg, chunk_length=1)
     np.testing.assert_array_equal(chunked.log_Z, reference.log_Z)
     np.testing.assert_array_equal(chunked.particles, reference.particles)
     np.testing.assert_array_equal(chunked.valid, reference.valid)
 
 
-def test_until_done_drops_steps_after_done():
-    result = run(ADAPTIVE, chunk_length=50)  # one chunk far longer than the run
+def test_until_done_drops_steps_after_done(adaptive_in_one_chunk):
+    result = adaptive_in_one_chunk
     steps = result.valid.shape[1]
     assert steps == result.num_steps.max() < 50
     assert np.all(result.valid.any(axis=0))
