@@ -511,7 +511,15 @@ class ParticleResult:
 
     def _apply(self, fn):
         """``fn`` on every particle: leaves ``(replicate, particle, ...)``."""
-        return jax.tree.map(np.asarray, jax.jit(jax.vmap(jax.vmap(fn)))(self.particles))
+        return jax.tree.map(np.asarray, self._mapped(fn)(self.particles))
+
+    def _mapped(self, fn):
+        """``jit(vmap(vmap(fn)))``; compiled once per target for its post-processing map
+        (:mod:`psample.runtime.compiled`), afresh for any other function."""
+        build = lambda: jax.jit(jax.vmap(jax.vmap(fn)))
+        if fn is not None and fn is self.postprocess_fn:
+            return compiled.cached(fn, ("particle_map",), build)
+        return build()
 
     def weighted_mean(self, fn: Callable | None = None, *, unconstrained: bool = False):
         """Weighted mean of ``fn`` over the particles and its Monte Carlo standard error.
@@ -637,7 +645,7 @@ class ParticleResult:
 
         particles = self.particles if particles is None else particles
         if self.postprocess_fn is not None:
-            out = jax.jit(jax.vmap(jax.vmap(self.postprocess_fn)))(particles)
+            out = self._mapped(self.postprocess_fn)(particles)
             return {k: np.asarray(v) for k, v in out.items()}
         if isinstance(particles, dict):
             return {k: np.asarray(v) for k, v in particles.items()}
