@@ -51,6 +51,39 @@ def test_postprocess_constrains_and_adds_deterministic_sites():
     assert sites["slope"].shape == (2, 3)
 
 
+def simplex_and_correlation():
+    p = numpyro.sample("p", dist.Dirichlet(jnp.ones(4)))
+    L = numpyro.sample("L", dist.LKJCholesky(3, 2.0))
+    b = numpyro.sample("b", dist.Beta(2.0, 3.0))
+    numpyro.deterministic("q", jnp.log(p) * b + jnp.sum(L))
+
+
+@pytest.mark.parametrize("model, args, kwargs", [
+    (regression, (X,), {"y": Y}),
+    pytest.param(simplex_and_correlation, (), {}, marks=pytest.mark.slow),  # many transforms to compile
+])
+def test_trace_posterior_is_postprocess_bit_for_bit_whatever_the_batch(model, args, kwargs, monkeypatch):
+    """Trace.posterior maps postprocess_fn in padded batches of fixed sizes (compiled once for
+    every run): the values are Target.postprocess's exactly, for runs shorter than a batch and
+    runs of several batches (batch sizes 4 to 16 here, to keep the test small)."""
+    import psample.runtime.trace
+    from psample.runtime.trace import constrained
+
+    monkeypatch.setattr(psample.runtime.trace, "POSTPROCESS_BATCH", (4, 16))
+    target = psample.from_numpyro(model, *args, **kwargs)
+    for num_chains, num_draws in [(4, 10)]:  # 3 batches of 16, the last padded
+        flat = target.initial_positions(jax.random.PRNGKey(num_draws), num_chains * num_draws)
+        positions = jax.tree.map(lambda x: 3.0 * x.reshape((num_chains, num_draws) + x.shape[1:]), flat)
+        expected = target.postprocess(positions)
+        trace = psample.Trace(positions=positions, info=None, logdensity=None, observables={}, final_state=None,
+                              target=target)
+        for got in (trace.posterior(), constrained(target, positions)):
+            assert set(got) == set(expected)
+            for site, values in expected.items():
+                assert got[site].dtype == values.dtype and got[site].shape == values.shape
+                np.testing.assert_array_equal(got[site], np.asarray(values))
+
+
 def test_failing_model_names_the_model():
     def broken_model():
         numpyro.sample("x", dist.Normal(0.0, -1.0))  # invalid scale

@@ -1,8 +1,11 @@
 """The runtime: everything written once around the sampler contracts of :mod:`psample.base`.
 
 - :mod:`~psample.runtime.driver`: the one Python loop (chunks, progress bar, Ctrl-C).
-- :mod:`~psample.runtime.chains`: :func:`sample` and :func:`resume` (many chains).
+- :mod:`~psample.runtime.chains`: :func:`sample` and :func:`resume` (many chains), with the
+  end-of-run checks; :mod:`~psample.runtime.plan`: the run plan and its jitted chunk functions.
 - :mod:`~psample.runtime.particles`: :func:`run_particles` and :class:`ParticleResult`.
+- :mod:`~psample.runtime.sharding`: device placement of chains and replicates (the
+  ``"chains"`` mesh axis), written once for both runners and the checkpoint.
 - :mod:`~psample.runtime.warmup`: warm-up adaptation; :mod:`~psample.runtime.checkpoint`,
   :mod:`~psample.runtime.trace`, :mod:`~psample.runtime.observables`,
   :mod:`~psample.runtime.checks` (validation before any work), :mod:`~psample.runtime.compiled`

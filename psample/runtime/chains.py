@@ -1,221 +1,42 @@
 """The chain runner: many chains of any ``SamplingAlgorithm``, in jitted chunks, interrupt-safe.
 
-Chains are ``jax.vmap``-ed over the leading axis of the initial positions (and sharded over the
-``"chains"`` axis of a device mesh when there are several devices); the steps of a chunk run in
-one jitted ``lax.scan``. The loop over chunks is :func:`psample.runtime.driver.drive`'s: it bounds
-chunks in memory and, when someone watches, in time, answers Ctrl-C within moments, and hands
-every completed chunk to the checkpoint before it is reported.
+:func:`sample` runs chains ``jax.vmap``-ed over the leading axis of the initial positions
+(sharded over the ``"chains"`` axis of a device mesh when there are several devices:
+:mod:`psample.runtime.sharding`); :func:`resume` continues a checkpointed run. The steps of a
+chunk run in one jitted ``lax.scan`` (:mod:`psample.runtime.plan`); the loop over chunks is
+:func:`psample.runtime.driver.drive`'s: it bounds chunks in memory and, when someone watches, in
+time, answers Ctrl-C within moments, and hands every completed chunk to the checkpoint before it
+is reported.
 
 Randomness is a function of the step index alone (``fold_in(rng_key, step)``, then one key
 per chain), so the same key gives the same draws whatever the chunking, and a resumed run
 continues bit for bit.
+
+A run with draws ends with its checks: a warning counting the log-density's non-finite values,
+the algorithm's own check of its draws (``check_trace``) and the convergence check
+(:func:`psample.diagnostics.check_convergence`: rank-normalised R-hat, bulk and tail ESS).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from psample.base import is_stepwise, provides_adaptation
-from psample.runtime import checks, compiled, warmup
-from psample.runtime.driver import concatenate, drive
-from psample.errors import CheckpointError, InvalidTuningError, NumericalWarning, RunError, ShapeError
+from psample.errors import CheckpointError, InvalidTuningError, NumericalWarning, RunError
 from psample.errors import check_positive_int
+from psample.runtime import checks, sharding, warmup
+from psample.runtime.driver import concatenate, drive
+from psample.runtime.plan import RunPlan, chunk_functions, record_bytes
 from psample.runtime.trace import NONFINITE_FIELD, Draw, Trace
 
 __all__ = ["sample", "resume", "RunPlan"]
-
-#: The mesh axis chains are sharded along.
-CHAIN_AXIS = "chains"
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Static description of a run: what the checkpoint stores to resume it.
-
-    ``chunk_size`` is the user's choice of draws per chunk, ``0`` for automatic. ``adapt``: the
-    warm-up is the algorithm's adaptation (:mod:`psample.runtime.warmup`), not burn-in.
-    """
-
-    num_chains: int
-    num_warmup: int
-    thin: int
-    num_draws: int
-    chunk_size: int
-    adapt: bool = False
-
-    def step_index(self, draw: int) -> int:
-        """Global index of the first sampler step of kept draw ``draw``."""
-        return self.num_warmup + draw * self.thin
-
-
-class _ChunkFunctions(NamedTuple):
-    """Jitted chunk functions in the driver's form ``(carry, indices) -> (carry, records)``.
-
-    The carry is ``(states, rng_key)``. ``draws`` takes draw indices and records a
-    :class:`~psample.runtime.trace.Draw` with leaves ``(chain, draw, ...)``; ``warmup`` takes step
-    indices and records nothing.
-    """
-
-    draws: Callable
-    warmup: Callable
-
-
-def _chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | None = None) -> _ChunkFunctions:
-    """The jitted chunk functions, cached per algorithm (:mod:`psample.runtime.compiled`)."""
-    # Only a mesh with axes besides "chains" (chains x shards) needs the name: a sampler inside
-    # shard_maps over that same mesh. A 1-D chains mesh keeps the plain vmap.
-    spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names and len(mesh.axis_names) > 1 else None
-    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd)
-    return compiled.cached(
-        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd)
-    )
-
-
-def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None) -> _ChunkFunctions:
-    hoist = checks.hoisted(algorithm)
-    if hoist is None:
-        return _ChunkFunctions(*map(jax.jit, _chunk_bodies(algorithm, observables, plan, spmd)))
-    # The algorithm's large arrays (e.g. data split over processes) are arguments, not constants.
-    rebind = hoist()[1]
-
-    def draws(carry, indices, arguments):
-        return _chunk_bodies(rebind(arguments), observables, plan, spmd)[0](carry, indices)
-
-    def warmup(carry, indices, arguments):
-        return _chunk_bodies(rebind(arguments), observables, plan, spmd)[1](carry, indices)
-
-    return _ChunkFunctions(checks.WithArguments(jax.jit(draws), hoist), checks.WithArguments(jax.jit(warmup), hoist))
-
-
-def _chunk_bodies(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None):
-    """The chunk functions' bodies ``(run_draws, run_warmup)``, not jitted."""
-    # With a "chains" mesh axis, a sampler that shard_maps its own work over another axis of the
-    # same mesh (ADMM: agents on "shards") sees the chain axis sharded on "chains" (2-D meshes).
-    step = jax.vmap(algorithm.step, spmd_axis_name=spmd)
-    observables = dict(observables)
-    num_chains, num_warmup, thin = plan.num_chains, plan.num_warmup, plan.thin
-
-    def take_step(state, step_index, rng_key):
-        keys = jax.random.split(jax.random.fold_in(rng_key, step_index), num_chains)
-        return step(keys, state)
-
-    def record(state, info) -> Draw:
-        obs = {name: jax.vmap(fn)(state) for name, fn in observables.items()}
-        return Draw(checks.state_position(state), info, checks.state_logdensity(state), obs)
-
-    def draw_once(rng_key, state, draw_index):
-        first = num_warmup + draw_index * thin
-        if thin == 1:
-            state, info = take_step(state, first, rng_key)
-        else:
-            state = lax.fori_loop(0, thin - 1, lambda j, s: take_step(s, first + j, rng_key)[0], state)
-            state, info = take_step(state, first + thin - 1, rng_key)
-        return state, record(state, info)
-
-    def run_draws(carry, draw_indices):
-        state, rng_key = carry
-        state, records = lax.scan(lambda s, i: draw_once(rng_key, s, i), state, draw_indices)
-        # (draw, chain, ...) -> (chain, draw, ...)
-        return (state, rng_key), jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records)
-
-    def run_warmup(carry, step_indices):
-        state, rng_key = carry
-        state = lax.scan(lambda s, t: (take_step(s, t, rng_key)[0], None), state, step_indices)[0]
-        return (state, rng_key), None
-
-    return run_draws, run_warmup
-
-
-def _record_bytes(functions: _ChunkFunctions, states, rng_key) -> int:
-    """Host bytes one kept draw records (all chains), without running anything."""
-    shapes = jax.eval_shape(functions.draws, (states, rng_key), jnp.arange(1, dtype=jnp.int32))[1]
-    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-def _chain_mesh(num_chains: int, mesh: Mesh | None, devices) -> Mesh | None:
-    """The mesh whose ``"chains"`` axis the chains are sharded along, or ``None`` (one device)."""
-    if mesh is not None:
-        if devices is not None:
-            raise InvalidTuningError("pass mesh= or devices= (deprecated), not both")
-        if not isinstance(mesh, Mesh):
-            raise InvalidTuningError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-        if CHAIN_AXIS not in mesh.axis_names:
-            return None
-        size = mesh.shape[CHAIN_AXIS]
-        if num_chains % size:
-            raise ShapeError(
-                f"{num_chains} chains cannot be split evenly over the mesh's {size} {CHAIN_AXIS!r} devices"
-            )
-        return mesh if size > 1 else None
-    if devices is None:
-        devices = jax.local_devices()
-        if len(devices) == 1 or num_chains % len(devices):
-            return None
-    devices = list(devices)
-    if len(devices) == 1:
-        return None
-    if num_chains % len(devices):
-        raise ShapeError(f"{num_chains} chains cannot be split evenly over {len(devices)} devices")
-    return Mesh(np.array(devices), (CHAIN_AXIS,))
-
-
-def _place(tree, mesh: Mesh | None):
-    """Put every leaf's leading (chain) axis on the mesh's ``"chains"`` axis."""
-    tree = jax.tree.map(jnp.asarray, tree)
-    if mesh is None:
-        return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(CHAIN_AXIS)))
-
-
-def _place_replicated(tree, mesh: Mesh | None):
-    """Put a pytree whose leaves are not all per chain (an adaptation's carry) on every device."""
-    tree = jax.tree.map(jnp.asarray, tree)
-    if mesh is None:
-        return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
-
-
-def _mesh_from_placement(placement: dict | None) -> Mesh | None:
-    """Rebuild the chains' mesh a checkpoint recorded, on the same devices when they exist."""
-    if not placement:
-        return None
-    by_id = {d.id: d for d in jax.devices()}
-    ids = placement["device_ids"]
-    if all(i in by_id for i in ids):
-        devices = [by_id[i] for i in ids]
-    elif len(jax.local_devices()) >= len(ids):
-        devices = jax.local_devices()[: len(ids)]
-    else:
-        raise CheckpointError(
-            f"the run was sharded over {len(ids)} devices and only {len(jax.local_devices())} are "
-            "available: pass mesh= to resume it on others"
-        )
-    return Mesh(np.array(devices).reshape(placement["shape"]), tuple(placement["axis_names"]))
-
-
-def _placement(mesh: Mesh | None) -> dict | None:
-    if mesh is None:
-        return None
-    return {
-        "device_ids": [int(d.id) for d in mesh.devices.flat],
-        "shape": list(mesh.devices.shape),
-        "axis_names": list(mesh.axis_names),
-    }
-
-
-# ----------------------------------------------------------------------------- runs
-
 
 def sample(
     algorithm,
@@ -325,16 +146,16 @@ def sample(
     if devices is not None:
         warnings.warn("sample(devices=...) is deprecated: pass mesh=jax.sharding.Mesh(devices, ('chains',))",
                       DeprecationWarning, stacklevel=2)
-    chain_mesh = _chain_mesh(num_chains, mesh, devices)
-    positions = _place(initial_positions, chain_mesh)
+    chain_mesh = sharding.chain_mesh(num_chains, mesh, devices)
+    positions = sharding.place(initial_positions, chain_mesh)
     states = checks.init_states(algorithm, positions)
     checks.check_initial_states(algorithm, positions, states)
     checks.check_step_keeps_state(algorithm, states)
 
     adapts = adapt and num_warmup > 0 and provides_adaptation(algorithm)
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0, adapts)
-    functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
-    bytes_per_draw = _record_bytes(functions, states, rng_key)
+    functions = chunk_functions(algorithm, observables, plan, chain_mesh)
+    bytes_per_draw = record_bytes(functions, states, rng_key)
     checks.check_run_size(bytes_per_draw, num_chains, num_draws)
     writer = None
     if checkpoint is not None:
@@ -342,7 +163,7 @@ def sample(
 
         writer = CheckpointWriter.create(
             checkpoint, plan=plan, states=states, rng_key=rng_key, target=target,
-            placement=_placement(chain_mesh), observable_names=list(observables),
+            placement=sharding.placement(chain_mesh), observable_names=list(observables),
         )  # fmt: skip
         try:
             checks.check_run_size(bytes_per_draw, num_chains, num_draws, checkpoint)
@@ -360,7 +181,7 @@ def sample(
                 writer.close()
             raise
         algorithm, states, parameters, steps_done = warm.algorithm, warm.states, warm.parameters, warm.steps_done
-        functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
+        functions = chunk_functions(algorithm, observables, plan, chain_mesh)
         if warm.interrupted:
             if writer is not None:
                 writer.close()
@@ -632,25 +453,25 @@ def resume(
             raise InvalidTuningError(
                 f"the run in {str(checkpoint)!r} already holds all {plan.num_draws} draws; pass num_draws= to draw more"
             )
-        chain_mesh = _chain_mesh(plan.num_chains, mesh, None) if mesh is not None else _mesh_from_placement(saved.placement)
-        states = _place(saved_states, chain_mesh)
+        chain_mesh = sharding.chain_mesh(plan.num_chains, mesh, None) if mesh is not None else sharding.mesh_from_placement(saved.placement)
+        states = sharding.place(saved_states, chain_mesh)
         checks.check_step_keeps_state(algorithm, states)
         total = saved.draws_done + remaining
         plan = replace(plan, num_draws=total, chunk_size=chunk_size or plan.chunk_size)
-        writer.extend(plan, _placement(chain_mesh))
+        writer.extend(plan, sharding.placement(chain_mesh))
         writer.target = target
-        functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
-        bytes_per_draw = _record_bytes(functions, states, saved.rng_key)
+        functions = chunk_functions(algorithm, observables, plan, chain_mesh)
+        bytes_per_draw = record_bytes(functions, states, saved.rng_key)
         checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
         steps_done, parameters = saved.steps_done, saved.parameters
         if adapting:
             if carry is not None:  # the chains' leaves are sharded inside the jitted chunks
-                carry = _place_replicated(carry, chain_mesh)
+                carry = sharding.place_replicated(carry, chain_mesh)
             warm = _adapt(
                 algorithm, checks.state_position(states), saved.rng_key, plan, progress, writer, carry, steps_done
             )
             algorithm, states, parameters, steps_done = warm.algorithm, warm.states, warm.parameters, warm.steps_done
-            functions = _chunk_functions(algorithm, observables, plan, chain_mesh)
+            functions = chunk_functions(algorithm, observables, plan, chain_mesh)
             if warm.interrupted:
                 writer.close()
                 return _warmup_trace(functions, states, saved.rng_key, plan, target, steps_done, parameters)

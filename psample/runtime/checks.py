@@ -207,7 +207,7 @@ def check_step_keeps_state(algorithm, states) -> None:
     keys = jax.random.split(jax.random.PRNGKey(0), jax.tree.leaves(states)[0].shape[0])
     avals = (jax.tree.structure(states), tuple((np.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(states)))
     try:
-        # Traced once per state shape and cached on the algorithm: repeated runs pay nothing.
+        # Traced once per algorithm and state shape (psample.runtime.compiled): repeated runs pay nothing.
         new_states, _ = compiled.cached(algorithm.step, ("step_shapes", avals), lambda: jax.eval_shape(step, keys, states))
     except PsampleError:
         raise

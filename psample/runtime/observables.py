@@ -5,7 +5,7 @@ average over a long run estimates its expectation under the chain's stationary l
 it at every step costs memory in proportion to the run. :func:`block_averaged` wraps any
 single-chain ``SamplingAlgorithm`` so that one step of the wrapper is ``block_size`` steps of the
 chain, accumulating the block means of the observables inside the scan; :func:`time_averages`
-runs the wrapper with :func:`psample.sample` (chains vmapped, burn-in as the runner's warm-up)
+runs the wrapper with :func:`psample.sample` (chains vmapped, ``num_warmup`` as the runner's warm-up)
 and returns each chain's time average. Every step enters the average while the trace holds only
 the block means (about :data:`MAX_BLOCKS` per chain); those are also what
 ``trace.to_datatree()`` puts in its ``observables`` group, so ArviZ's ESS and R-hat apply to
@@ -13,11 +13,24 @@ them. Error bars across independent chains: :func:`psample.diagnostics.batch_mea
 
 The wrapped state's ``position`` is the chain's position after the block (the BlackJAX
 convention the runner records), so any sampler whose state has a ``position`` can be wrapped.
+
+Limits: run lengths are whole blocks (``num_draws`` and ``num_warmup`` are rounded up); every
+observable is evaluated after every step, inside the compiled scan, so an expensive observable
+costs that much per step; block means of one chain are correlated when a block is shorter than
+the chain's autocorrelation time, so honest error bars come from independent chains.
+
+References
+----------
+.. [1] Charles J. Geyer, "Practical Markov chain Monte Carlo", Statistical Science 7(4),
+   473-483, 1992.
+.. [2] James M. Flegal and Galin L. Jones, "Batch means and spectral variance estimators in
+   Markov chain Monte Carlo", Annals of Statistics 38(2), 1034-1070, 2010.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -113,48 +126,73 @@ def block_averaged(algorithm: SamplingAlgorithm, observables: dict[str, Callable
     return SamplingAlgorithm(init, step)
 
 
-def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_steps: int,
-                  observables: dict[str, Callable], *, burn_in: int = 0, block_size: int | None = None,
-                  progress: bool = False) -> TimeAverages:
-    """Each chain's time average of ``observables`` over ``num_steps`` steps after ``burn_in``.
+def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_draws: int | None = None,
+                  observables: dict[str, Callable] | None = None, *, num_warmup: int = 0,
+                  block_size: int | None = None, progress: bool = True, **deprecated) -> TimeAverages:
+    """Each chain's time average of ``observables`` over ``num_draws`` steps after ``num_warmup``.
 
     Parameters
     ----------
     algorithm
         Single-chain ``SamplingAlgorithm`` whose state has a ``position``.
     initial_positions
-        Positions with a leading chain axis (as for :func:`psample.sample`).
+        Positions with a leading chain axis ``(num_chains, ...)`` (as for :func:`psample.sample`).
     rng_key
-        PRNG key.
-    num_steps
-        Chain steps per chain entering the averages (rounded up to whole blocks).
+        PRNG key; the averages depend on it alone (not on the chunking).
+    num_draws
+        Chain steps per chain entering the averages (rounded up to whole blocks); every step
+        is a draw of the average.
     observables
         ``{name: fn(state) -> array}``.
-    burn_in
+    num_warmup
         Chain steps per chain discarded first (rounded up to whole blocks); the runner's warm-up.
     block_size
-        Steps per recorded block mean; default ``ceil(num_steps / MAX_BLOCKS)``.
+        Steps per recorded block mean; default ``ceil(num_draws / MAX_BLOCKS)``.
     progress
-        Show the runner's progress bar.
+        Show the runner's progress bar (only where someone watches: a terminal or notebook).
+    **deprecated
+        ``num_steps`` (for ``num_draws``) and ``burn_in`` (for ``num_warmup``) keep working for
+        one release, with a ``DeprecationWarning``.
 
     Returns
     -------
     TimeAverages
-        If Ctrl-C stops the run after burn-in, the averages cover the blocks completed
-        (``trace.interrupted`` is set).
+        ``chain_means[name]`` of shape ``(num_chains, ...)``. If Ctrl-C stops the run after
+        the warm-up, the averages cover the blocks completed (``trace.interrupted`` is set).
     """
-    num_steps = check_positive_int("num_steps", num_steps)
-    burn_in = check_positive_int("burn_in", burn_in, minimum=0)
+    num_draws = _renamed_keyword(deprecated, "num_steps", "num_draws", num_draws, None)
+    num_warmup = _renamed_keyword(deprecated, "burn_in", "num_warmup", num_warmup, 0)
+    if deprecated:
+        raise TypeError(f"time_averages() got unexpected keyword arguments {sorted(deprecated)}")
+    if num_draws is None or observables is None:
+        missing = [name for name, value in (("num_draws", num_draws), ("observables", observables)) if value is None]
+        raise TypeError(f"time_averages() missing required arguments {missing}")
+    num_draws = check_positive_int("num_draws", num_draws)
+    num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
     if block_size is None:
-        block_size = math.ceil(num_steps / MAX_BLOCKS)
+        block_size = math.ceil(num_draws / MAX_BLOCKS)
     block_size = check_positive_int("block_size", block_size)
     wrapped = block_averaged(algorithm, observables, block_size)
     trace = sample(
-        wrapped, initial_positions, rng_key, math.ceil(num_steps / block_size),
-        num_warmup=math.ceil(burn_in / block_size),
+        wrapped, initial_positions, rng_key, math.ceil(num_draws / block_size),
+        num_warmup=math.ceil(num_warmup / block_size),
         observables={name: (lambda s, name=name: s.block_means[name]) for name in observables},
         progress=progress,
     )
     means = {name: np.asarray(values).mean(axis=1) for name, values in trace.observables.items()}
     kept_blocks = int(jax.tree.leaves(trace.positions)[0].shape[1])
     return TimeAverages(means, kept_blocks * block_size, trace)
+
+
+def _renamed_keyword(deprecated: dict, old: str, new: str, value, default):
+    """``value``, or the deprecated keyword ``old`` popped from ``deprecated`` with a warning."""
+    if old not in deprecated:
+        return value
+    if value is not default:
+        raise TypeError(f"time_averages() got both {new} and its deprecated name {old}: pass {new} only")
+    warnings.warn(
+        f"time_averages({old}=...) is deprecated: pass {new}= (the old keyword is removed in the next release)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return deprecated.pop(old)

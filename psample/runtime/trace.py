@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Trace", "Draw", "named_leaves", "NONFINITE_FIELD"]
+__all__ = ["Trace", "Draw", "named_leaves", "constrained", "NONFINITE_FIELD"]
 
 #: The ``Info`` field in which a sampler counts the log-density evaluations of a step that
 #: returned NaN or +inf (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
@@ -40,6 +40,51 @@ def named_leaves(tree, default: str = "x") -> dict[str, np.ndarray]:
         name = ".".join(_key_name(p) for p in path) or default
         out[name] = np.asarray(leaf)
     return out
+
+
+#: The batch sizes :func:`constrained` maps a target's ``postprocess_fn`` over: powers of two
+#: from the first to the second. A run's draws are processed in batches of these sizes only
+#: (the last one padded), so the operations JAX compiles for them are reused from run to run
+#: instead of being compiled again for every new number of chains x draws.
+POSTPROCESS_BATCH = (64, 4096)
+
+
+def constrained(target, positions) -> dict[str, np.ndarray]:
+    """``target.postprocess(positions)`` as NumPy arrays, at a bounded compilation cost.
+
+    Parameters
+    ----------
+    target : psample.Target
+        Its ``postprocess_fn`` maps one unconstrained position to ``{site: value}``.
+    positions : pytree
+        Leaves ``(chain, draw, ...)``.
+
+    Returns
+    -------
+    dict
+        ``{site: (chain, draw, *site_shape)}``, the values ``target.postprocess`` gives: the
+        function is applied draw by draw (``jax.vmap``) to the same inputs, in batches of
+        :data:`POSTPROCESS_BATCH` sizes padded with copies of the last draw, which are dropped.
+    """
+    lead = jax.tree.leaves(positions)[0].shape[:2]
+    if getattr(target, "postprocess_fn", None) is None or 0 in lead:
+        return {k: np.asarray(v) for k, v in target.postprocess(positions).items()}
+    leaves, treedef = jax.tree.flatten(positions)
+    leaves = [np.asarray(leaf) for leaf in leaves]
+    total = int(np.prod(lead))
+    flat = [leaf.reshape((total,) + leaf.shape[2:]) for leaf in leaves]
+    smallest, largest = POSTPROCESS_BATCH
+    batch = min(largest, max(smallest, 1 << max(0, total - 1).bit_length()))
+    mapped = jax.vmap(target.postprocess_fn)
+    parts = []
+    for start in range(0, total, batch):
+        stop = min(start + batch, total)
+        chunk = [leaf[start:stop] for leaf in flat]
+        if stop - start < batch:  # pad with the last draw, dropped below
+            chunk = [np.concatenate([x, np.repeat(x[-1:], batch - (stop - start), axis=0)]) for x in chunk]
+        out = mapped(jax.tree.unflatten(treedef, chunk))
+        parts.append({k: np.asarray(v)[: stop - start] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]).reshape(lead + parts[0][k].shape[1:]) for k in parts[0]}
 
 
 class Draw(NamedTuple):
@@ -136,7 +181,7 @@ class Trace:
     def posterior(self) -> dict[str, np.ndarray]:
         """Draws as ``{site: (chain, draw, ...)}``: constrained NumPyro sites when a target is set."""
         if self.target is not None:
-            return {k: np.asarray(v) for k, v in self.target.postprocess(self.positions).items()}
+            return constrained(self.target, self.positions)
         return named_leaves(self.positions)
 
     def sample_stats(self) -> dict[str, np.ndarray]:

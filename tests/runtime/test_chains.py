@@ -1,9 +1,5 @@
 """The runner: chunking, thinning, warm-up, observables, validation, interrupts, devices."""
 
-import os
-import subprocess
-import sys
-import textwrap
 from typing import NamedTuple
 
 import blackjax
@@ -35,8 +31,38 @@ def run(alg, x0, n, **kw):
     return psample.sample(alg, x0, jax.random.PRNGKey(7), n, **kw)
 
 
-def test_shapes_and_fields(rmh, x0):
-    trace = run(rmh, x0, 50, observables={"r2": lambda s: jnp.sum(s.position**2)})
+#: One observables dict for every run that records one: the compiled chunks are shared.
+R2 = {"r2": lambda s: jnp.sum(s.position**2)}
+
+
+@pytest.fixture(scope="module")
+def long_run(rmh, x0):
+    """4 chains x 4,000 draws of ``rmh`` with key 7, and the warnings its run raised.
+
+    Every shorter run with the same key and no warm-up or thinning is a prefix of it (draws
+    depend on the step index alone), so tests compare against slices of this one run.
+    """
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = run(rmh, x0, 4000)
+    return trace, caught
+
+
+@pytest.fixture(scope="module")
+def reference(long_run):
+    """The draws ``(chain, draw, 3)`` of :func:`long_run`."""
+    return long_run[0].positions
+
+
+@pytest.fixture(scope="module")
+def with_r2(rmh, x0):
+    return run(rmh, x0, 50, observables=R2)
+
+
+def test_shapes_and_fields(with_r2, reference):
+    trace = with_r2
     assert trace.positions.shape == (4, 50, 3)
     assert trace.info.is_accepted.shape == (4, 50)
     assert trace.logdensity.shape == (4, 50)
@@ -46,26 +72,27 @@ def test_shapes_and_fields(rmh, x0):
     np.testing.assert_allclose(trace.observables["r2"], np.sum(trace.positions**2, -1), rtol=1e-12)
     np.testing.assert_allclose(trace.logdensity, -0.5 * np.sum(trace.positions**2, -1), rtol=1e-12)
     assert not trace.interrupted and trace.num_steps == 50
-    # The chains are different chains, not copies.
+    # The chains are different chains, not copies; observables change nothing.
     assert not np.allclose(trace.positions[0], trace.positions[1])
+    np.testing.assert_array_equal(trace.positions, reference[:, :50])
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 50])
-def test_same_key_same_draws_whatever_chunk_size(rmh, x0, chunk_size):
-    reference = run(rmh, x0, 50)
+def test_same_key_same_draws_whatever_chunk_size(rmh, x0, reference, chunk_size):
     trace = run(rmh, x0, 50, chunk_size=chunk_size)
-    np.testing.assert_array_equal(trace.positions, reference.positions)
+    np.testing.assert_array_equal(trace.positions, reference[:, :50])
 
 
-def test_thin_and_warmup_select_the_same_steps(rmh, x0):
-    every_step = run(rmh, x0, 30)
+def test_thin_and_warmup_select_the_same_steps(rmh, x0, reference):
+    every_step = reference[:, :30]
     thinned = run(rmh, x0, 10, thin=3)
-    np.testing.assert_array_equal(thinned.positions, every_step.positions[:, 2::3])
+    np.testing.assert_array_equal(thinned.positions, every_step[:, 2::3])
     warmed = run(rmh, x0, 25, num_warmup=5)
-    np.testing.assert_array_equal(warmed.positions, every_step.positions[:, 5:])
+    np.testing.assert_array_equal(warmed.positions, every_step[:, 5:])
     assert warmed.num_steps == 30 and thinned.num_steps == 30
 
 
+@pytest.mark.slow
 def test_samples_the_target(rmh):
     """Runner + BlackJAX RMH on N(0, I): means within 4 MCSE (ArviZ), variance near 1."""
     import arviz as az
@@ -79,8 +106,8 @@ def test_samples_the_target(rmh):
     assert np.all(az.rhat(trace.positions) < 1.02)
 
 
-def test_datatree_groups(rmh, x0):
-    trace = run(rmh, x0, 20, observables={"r2": lambda s: jnp.sum(s.position**2)})
+def test_datatree_groups(with_r2):
+    trace = with_r2
     tree = trace.to_datatree()
     assert set(tree.children) == {"posterior", "sample_stats", "observables"}
     assert tree["posterior"]["x"].dims == ("chain", "draw", "x_dim_0")
@@ -139,12 +166,11 @@ def test_nan_gradient_at_initial_point_is_caught():
         psample.sample(alg, x0, jax.random.PRNGKey(0), 10)
 
 
-def test_interrupt_returns_draws_so_far(rmh, x0, ctrl_c_after):
-    reference = run(rmh, x0, 40)
+def test_interrupt_returns_draws_so_far(rmh, x0, reference, ctrl_c_after):
     ctrl_c_after(2)
     trace = run(rmh, x0, 40, chunk_size=10)
     assert trace.interrupted and trace.num_draws == 20
-    np.testing.assert_array_equal(trace.positions, reference.positions[:, :20])
+    np.testing.assert_array_equal(trace.positions, reference[:, :20])
 
 
 def test_observable_must_be_callable(rmh, x0):
@@ -152,31 +178,9 @@ def test_observable_must_be_callable(rmh, x0):
         run(rmh, x0, 5, observables={"bad": 3})
 
 
-def test_chains_sharded_over_devices_match_one_device():
+def test_chains_sharded_over_devices_match_one_device(four_devices):
     """With 4 (emulated) CPU devices the chain axis is sharded and the draws are unchanged."""
-    script = textwrap.dedent(
-        """
-        import jax, jax.numpy as jnp, numpy as np, blackjax, psample
-        jax.config.update("jax_enable_x64", True)
-        assert jax.local_device_count() == 4
-        alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
-        x0 = jax.random.normal(jax.random.PRNGKey(42), (8, 3))
-        sharded = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False)
-        assert len(sharded.final_state.position.sharding.device_set) == 4
-        single = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False,
-                                devices=jax.local_devices()[:1])
-        np.testing.assert_allclose(sharded.positions, single.positions, rtol=0, atol=1e-12)
-        mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("chains",))
-        on_two = psample.sample(alg, x0, jax.random.PRNGKey(7), 30, progress=False, mesh=mesh)
-        assert len(on_two.final_state.position.sharding.device_set) == 2
-        np.testing.assert_allclose(on_two.positions, single.positions, rtol=0, atol=1e-12)
-        print("OK")
-        """
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    four_devices.assert_passed("sharded")
 
 
 def test_positions_whose_dtype_a_step_changes_are_refused_before_running(rmh):
@@ -202,7 +206,7 @@ def test_a_step_that_changes_the_state_dtype_is_named():
 # ----------------------------------------------------------------------------- nothing drawn is lost (issue 9)
 
 
-def test_a_log_density_that_raises_mid_run_keeps_the_draws_made_before(rmh, x0):
+def test_a_log_density_that_raises_mid_run_keeps_the_draws_made_before(rmh, x0, reference):
     """A host callback raising in the 5th chunk: RunError carries the first 4 chunks' draws."""
     from psample.errors import RunError
 
@@ -219,7 +223,6 @@ def test_a_log_density_that_raises_mid_run_keeps_the_draws_made_before(rmh, x0):
         return jax.pure_callback(checked, jax.ShapeDtypeStruct((), value.dtype), value, vmap_method="sequential")
 
     alg = blackjax.additive_step_random_walk.normal_random_walk(logdensity, 0.8 * jnp.ones(3))
-    reference = run(rmh, x0, 40)
     jax.vmap(alg.init)(x0)  # the evaluations a run makes before its first step
     limit.append(len(calls) + 160)  # 4 chains x 10 draws x 1 evaluation per chunk: fails in chunk 5
     calls.clear()
@@ -227,14 +230,21 @@ def test_a_log_density_that_raises_mid_run_keeps_the_draws_made_before(rmh, x0):
         run(alg, x0, 100, chunk_size=10)
     partial = caught.value.trace
     assert partial.num_draws == 40 and isinstance(caught.value.__cause__, Exception)
-    np.testing.assert_allclose(partial.positions, reference.positions, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(partial.positions, reference[:, :40], rtol=0, atol=1e-12)
 
 
-def test_dropping_the_algorithm_frees_what_it_closes_over(x0):
-    """The compiled-function cache lives on the algorithm, not in a global LRU cache."""
+def test_a_dropped_algorithm_is_freed_once_it_leaves_the_bounded_cache(x0, monkeypatch):
+    """The runtime keeps the compiled functions of the MAX_ALGORITHMS most recently run
+    algorithms (psample.runtime.compiled), never more: once an algorithm the user dropped is
+    pushed out by others, what its functions close over is freed."""
+    import collections
     import gc
     import weakref
 
+    from psample.runtime import compiled
+
+    # Work on a copy of the cache, so the other tests' compiled algorithms stay cached.
+    monkeypatch.setattr(compiled, "_by_owner", collections.OrderedDict(compiled._by_owner))
     data = np.linspace(1.0, 2.0, 3)  # stands for a data set or a network's arrays
     alive = weakref.ref(data)
 
@@ -245,7 +255,13 @@ def test_dropping_the_algorithm_frees_what_it_closes_over(x0):
     run(alg, x0, 10)
     del alg, logdensity, data
     gc.collect()
+    assert alive() is not None  # still cached: it may run again
+    others = [lambda: None for _ in range(compiled.MAX_ALGORITHMS)]  # algorithms run after it
+    for owner in others:
+        compiled.cached(owner, "chunks", lambda: None)
+    gc.collect()
     assert alive() is None
+    assert len(compiled._by_owner) == compiled.MAX_ALGORITHMS
 
 
 def test_a_run_too_large_for_memory_is_refused_with_its_size(rmh):
@@ -253,42 +269,22 @@ def test_a_run_too_large_for_memory_is_refused_with_its_size(rmh):
         psample.sample(rmh, jnp.ones((100_000, 3)), jax.random.PRNGKey(0), 1_000_000, progress=False)
 
 
-def test_resume_restores_the_sharding_over_4_devices(tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import jax, jax.numpy as jnp, numpy as np, blackjax, psample
-        jax.config.update("jax_enable_x64", True)
-        assert jax.local_device_count() == 4
-        alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
-        x0 = jax.random.normal(jax.random.PRNGKey(42), (8, 3))
-        path = {str(tmp_path / "run.zarr")!r}
-        full = psample.sample(alg, x0, jax.random.PRNGKey(7), 40, progress=False)
-        first = psample.sample(alg, x0, jax.random.PRNGKey(7), 20, progress=False, checkpoint=path)
-        assert len(first.final_state.position.sharding.device_set) == 4
-        resumed = psample.resume(path, alg, 20, progress=False)
-        assert len(resumed.final_state.position.sharding.device_set) == 4, resumed.final_state.position.sharding
-        np.testing.assert_array_equal(resumed.positions, full.positions)
-        print("OK")
-        """
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+def test_resume_restores_the_sharding_over_4_devices(four_devices):
+    """A checkpointed run resumes on the same 4 devices, bit for bit."""
+    four_devices.assert_passed("resume")
 
 
-def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, sigint_at_update):
+def test_real_ctrl_c_without_a_terminal_or_checkpoint_returns_the_draws(rmh, x0, reference, sigint_at_update):
     """progress=True with stderr not a TTY (as under pytest), no checkpoint: nothing is lost.
 
     A real SIGINT arrives as the first chunk completes (the bar's first update).
     """
-    reference = run(rmh, x0, 3000)
     sigint_at_update(1)
     trace = psample.sample(rmh, x0, jax.random.PRNGKey(7), 10**7, chunk_size=1000, progress=True,
                            compute_convergence_checks=False)
     # The chunk dispatched behind the first may have finished too, and is then kept.
     assert trace.interrupted and trace.num_draws in (1000, 2000)
-    np.testing.assert_array_equal(trace.positions, reference.positions[:, : trace.num_draws])
+    np.testing.assert_array_equal(trace.positions, reference[:, : trace.num_draws])
 
 
 # ----------------------------------------------------------------------------- the end of a run (issue 23)
@@ -313,14 +309,15 @@ def test_a_run_that_has_not_mixed_warns_once_with_arviz_numbers(x0):
     assert caught[0].filename == __file__  # points at the caller's line
 
 
-def test_a_run_that_has_mixed_does_not_warn_and_the_check_can_be_switched_off(rmh, x0):
+def test_a_run_that_has_mixed_does_not_warn_and_the_check_can_be_switched_off(rmh, x0, long_run):
     import warnings
 
     from psample.errors import ConvergenceWarning
 
+    # ESS ~1,500 per component for 4 x 4,000 draws: far above 400
+    assert not [w for w in long_run[1] if issubclass(w.category, ConvergenceWarning)]
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        run(rmh, x0, 4000)  # ESS ~1,500 per component for 4 x 4,000 draws: far above 400
         run(rmh, 3 * x0, 20, compute_convergence_checks=False)
 
 

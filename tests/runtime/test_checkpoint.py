@@ -47,7 +47,7 @@ def reference(alg, x0):
 
 def test_store_opens_as_arviz_datatree(alg, x0, reference, tmp_path):
     path = tmp_path / "run.zarr"
-    trace = sample(alg, x0, 60, num_warmup=4, thin=2, observables=OBSERVABLES, chunk_size=25, checkpoint=path)
+    trace = sample(alg, x0, 60, num_warmup=4, thin=2, observables=OBSERVABLES, chunk_size=10, checkpoint=path)
     np.testing.assert_array_equal(trace.positions, reference.positions)
     tree = xr.open_datatree(path, engine="zarr")
     np.testing.assert_array_equal(tree["posterior"]["x"].values, reference.positions)
@@ -174,14 +174,14 @@ def test_ctrl_c_leaves_the_checkpoint_holding_exactly_the_returned_draws(alg, x0
 def test_the_store_exists_and_resumes_before_the_first_chunk(alg, x0, reference, tmp_path):
     """The store is created with the initial state, so a run stopped in its first chunk resumes."""
     from psample.runtime.checkpoint import CheckpointWriter
-    from psample.runtime.chains import RunPlan
+    from psample.runtime.plan import RunPlan
 
     path = tmp_path / "run.zarr"
     states = jax.vmap(alg.init)(x0)
     plan = RunPlan(3, 4, 2, 60, 0)
     CheckpointWriter.create(path, plan=plan, states=states, rng_key=jax.random.PRNGKey(5), target=None,
                             observable_names=list(OBSERVABLES)).close()
-    resumed = psample.resume(path, alg, observables=OBSERVABLES, progress=False)
+    resumed = psample.resume(path, alg, observables=OBSERVABLES, progress=False, chunk_size=10)
     np.testing.assert_array_equal(resumed.positions, reference.positions)
 
 
@@ -195,7 +195,7 @@ def test_unwritable_checkpoint_path_fails_before_sampling(alg, x0, tmp_path, whe
 
 def test_a_store_in_use_is_locked(alg, x0, tmp_path):
     from psample.runtime.checkpoint import CheckpointWriter
-    from psample.runtime.chains import RunPlan
+    from psample.runtime.plan import RunPlan
 
     path = tmp_path / "run.zarr"
     states = jax.vmap(alg.init)(x0)
@@ -218,7 +218,7 @@ def test_a_second_process_cannot_write_the_same_store(alg, x0, tmp_path):
         jax.config.update("jax_enable_x64", True)
         import blackjax, jax.numpy as jnp
         from psample.runtime.checkpoint import CheckpointWriter
-        from psample.runtime.chains import RunPlan
+        from psample.runtime.plan import RunPlan
         alg = blackjax.additive_step_random_walk.normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.8)
         states = jax.vmap(alg.init)(jnp.ones((3, 2)))
         w = CheckpointWriter.create({str(path)!r}, plan=RunPlan(3, 0, 1, 10, 0), states=states,
@@ -347,6 +347,21 @@ def target_and_adaptive():
     return target, _adaptive_rmh(target.logdensity_fn)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(target_and_adaptive, x0):
+    """``uninterrupted(adapt)``: the uninterrupted run of the interrupted-anywhere tests, made once."""
+    target, algorithm = target_and_adaptive
+    runs = {}
+
+    def get(adapt: bool):
+        if adapt not in runs:
+            runs[adapt] = sample(algorithm, x0, 30, num_warmup=20, target=target, adapt=adapt, chunk_size=5,
+                                 compute_convergence_checks=False)
+        return runs[adapt]
+
+    return get
+
+
 @pytest.mark.parametrize(
     "where, adapt, presses",
     [
@@ -355,14 +370,14 @@ def target_and_adaptive():
         ("draws", True, 5),  # 4 adaptation chunks, then the 1st chunk of draws
     ],
 )
-def test_a_run_interrupted_anywhere_resumes_bit_for_bit(target_and_adaptive, x0, tmp_path, ctrl_c_after,
-                                                        where, adapt, presses):
+def test_a_run_interrupted_anywhere_resumes_bit_for_bit(target_and_adaptive, uninterrupted, x0, tmp_path,
+                                                        ctrl_c_after, where, adapt, presses):
     """Ctrl-C during the warm-up (adaptation or burn-in) or the draws of a run with a target:
     resume(path, algorithm, target=target) finishes it with exactly the uninterrupted run's draws.
     (A checkpoint stopped during adaptation used to be refused: its carry was checked as positions.)"""
     target, algorithm = target_and_adaptive
     kwargs = dict(num_warmup=20, target=target, adapt=adapt, chunk_size=5, compute_convergence_checks=False)
-    whole = sample(algorithm, x0, 30, **kwargs)
+    whole = uninterrupted(adapt)
     path = tmp_path / "run.zarr"
     ctrl_c_after(presses)
     stopped = psample.sample(algorithm, x0, jax.random.PRNGKey(5), 30, progress=True, checkpoint=path, **kwargs)
@@ -373,3 +388,17 @@ def test_a_run_interrupted_anywhere_resumes_bit_for_bit(target_and_adaptive, x0,
     np.testing.assert_array_equal(resumed.positions, whole.positions)
     if adapt:
         np.testing.assert_array_equal(resumed.parameters["scale"], whole.parameters["scale"])
+
+
+def test_a_plan_pickled_under_its_former_module_still_loads():
+    """Checkpoints store the run plan pickled; stores written when RunPlan lived in
+    psample.runtime.chains name that module, which still provides it."""
+    import pickle
+
+    from psample.runtime.plan import RunPlan
+
+    plan = RunPlan(3, 4, 2, 60, 0, True)
+    old = pickle.dumps(plan, protocol=0).replace(b"psample.runtime.plan", b"psample.runtime.chains")
+    assert b"psample.runtime.chains" in old
+    restored = pickle.loads(old)
+    assert type(restored) is RunPlan and restored == plan

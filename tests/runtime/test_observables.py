@@ -1,9 +1,10 @@
 """Network observables: exact formulas, runner observables, and MCMC estimates vs exact values.
 
-Checks G3, G4, G5 and G7 of the spec (``/work/shared/papers/logconcave_chain_and_graph_homs.md``
-§3.1): exact formulas against matrix powers and brute-force enumeration, and homomorphism-chain
-time averages against exact values within z Monte Carlo standard errors (batch means across
-chains), with the standard errors asserted small enough for the comparison to have power.
+Exact formulas (homomorphism densities of trees, average clustering matrices) against matrix
+powers and brute-force enumeration; the runner's block-averaged time averages on a deterministic
+chain; and homomorphism-chain time averages against exact values within z Monte Carlo standard
+errors (batch means across chains), with the standard errors asserted small enough for the
+comparison to have power.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 import pytest
+from blackjax.base import SamplingAlgorithm
 from scipy import stats
 
 from psample.errors import InvalidTuningError, MotifError, NetworkError, ShapeError, UnreliableErrorWarning
@@ -213,23 +215,49 @@ def test_block_averaged_means_every_step():
         block_averaged(counter, {}, block_size=0)
 
 
-def test_time_averages_run_any_sampler_with_burn_in_as_warm_up():
-    """time_averages on a deterministic non-graph chain x -> x + 1 mod 7: burn_in = 3 steps is one
-    warm-up block of 5, then 2 blocks; each chain's average is over steps 6..15 exactly."""
-    from blackjax.base import SamplingAlgorithm
+class CounterState(NamedTuple):
+    position: jax.Array
 
-    class CounterState(NamedTuple):
-        position: jax.Array
 
-    counter = SamplingAlgorithm(lambda x, rng_key=None: CounterState(jnp.asarray(x)),
-                                lambda key, s: (CounterState((s.position + 1) % 7), s.position))
-    starts = jnp.array([[0], [3], [5]])
-    run = time_averages(counter, starts, jax.random.PRNGKey(0), 10, {"x": lambda s: s.position[0]},
-                        burn_in=3, block_size=5)
+#: A deterministic non-graph chain x -> x + 1 mod 7 (one object: its compiled chunks are shared).
+COUNTER = SamplingAlgorithm(lambda x, rng_key=None: CounterState(jnp.asarray(x)),
+                            lambda key, s: (CounterState((s.position + 1) % 7), s.position))
+COUNTER_STARTS = jnp.array([[0], [3], [5]])
+
+
+def _check_counter_run(run):
+    """num_warmup = 3 steps is one warm-up block of 5, then 2 blocks: each chain's average is over
+    steps 6..15 exactly."""
     expected = [np.mean([(x0 + t) % 7 for t in range(6, 16)]) for x0 in (0, 3, 5)]
     np.testing.assert_allclose(run.chain_means["x"], expected)
     assert run.num_steps == 10 and run.trace.observables["x"].shape == (3, 2)
     np.testing.assert_array_equal(run.trace.positions[:, -1, 0], [(x0 + 15) % 7 for x0 in (0, 3, 5)])
+
+
+def test_time_averages_run_any_sampler_with_num_warmup_as_warm_up():
+    run = time_averages(COUNTER, COUNTER_STARTS, jax.random.PRNGKey(0), 10, {"x": lambda s: s.position[0]},
+                        num_warmup=3, block_size=5, progress=False)
+    _check_counter_run(run)
+    run = time_averages(COUNTER, COUNTER_STARTS, jax.random.PRNGKey(0), num_draws=10,
+                        observables={"x": lambda s: s.position[0]}, num_warmup=3, block_size=5)
+    _check_counter_run(run)  # progress=True by default: shown only where someone watches
+
+
+def test_time_averages_old_keywords_warn_and_give_the_same_run():
+    """burn_in and num_steps (the chain length) work for one release, with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match=r"burn_in=.*num_warmup="):
+        run = time_averages(COUNTER, COUNTER_STARTS, jax.random.PRNGKey(0), 10, {"x": lambda s: s.position[0]},
+                            burn_in=3, block_size=5, progress=False)
+    _check_counter_run(run)
+    with pytest.warns(DeprecationWarning, match=r"num_steps=.*num_draws=") as caught:
+        run = time_averages(COUNTER, COUNTER_STARTS, jax.random.PRNGKey(0), num_steps=10,
+                            observables={"x": lambda s: s.position[0]}, burn_in=3, block_size=5, progress=False)
+    assert {w.filename for w in caught} == {__file__}  # points at the caller's line
+    _check_counter_run(run)
+    with pytest.raises(TypeError, match="both num_warmup and its deprecated name burn_in"):
+        time_averages(COUNTER, COUNTER_STARTS, jax.random.PRNGKey(0), 10, {}, num_warmup=2, burn_in=3)
+    with pytest.raises(TypeError, match="missing required arguments"):
+        time_averages(COUNTER, COUNTER_STARTS, jax.random.PRNGKey(0), 10)
 
 
 def test_exact_values_reject_invalid_weights():
@@ -265,6 +293,7 @@ def test_estimate_input_errors():
 
 
 # ------------------------------------------------------------------ MCMC vs exact values
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_karate_triangle_chd_density_and_profile_pivot():
     """G4: t(C3 | P3) on the unweighted karate club by the pivot chain within 4 SE, and in the
     same run t(P3, G) by the importance identity and the (0/1) CHD profile."""
@@ -298,6 +327,7 @@ def test_karate_triangle_chd_density_and_profile_pivot():
     assert np.mean(run.trace.info.is_accepted) > 0.3
 
 
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_er_macc_k4_pivot_every_entry():
     """G5: MACC of the 4-path on ER(200, 0.05) by the pivot chain, every entry within
     Bonferroni z·SE (entries without Monte Carlo error must be exact)."""
@@ -316,6 +346,7 @@ def test_er_macc_k4_pivot_every_entry():
     assert np.all(est.mcse[upper] < truth[upper] / 20)
 
 
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_sbm_glauber_and_pivot_agree():
     """G7: Glauber and pivot estimate the same MACC (hence t(C3 | P3) = MACC[0, 2]) on an SBM
     (2 blocks, n = 100, p_in = 0.3, p_out = 0.02) within 4 SE of their difference."""
@@ -334,8 +365,9 @@ def test_sbm_glauber_and_pivot_agree():
         np.testing.assert_allclose(np.diag(est.estimate, 1), 1.0, atol=1e-12)
 
 
+@pytest.mark.slow  # a long statistical run (MCMC estimates against exact values)
 def test_hom_density_warns_when_its_error_bar_is_unreliable():
-    """Issue 8 §3 and issue #23 point 9: t(star_12, karate) by the importance identity has terms
+    """Issue #23 point 9: t(star_12, karate) by the importance identity has terms
     Π 1/d over 11 leaves; the low-degree centres, which 10^6 draws meet fewer than 3 times on
     average, carry 70-80 % of the mean (the estimate is 2-7 times too high on every seed) while
     its relative standard error is about 15 %: the warning comes from that comparison, made

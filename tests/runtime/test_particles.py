@@ -36,6 +36,12 @@ def fixed_result():
     return run(FIXED)
 
 
+@pytest.fixture(scope="module")
+def adaptive_in_one_chunk():
+    """The adaptive (until done) run in one chunk far longer than the run."""
+    return run(ADAPTIVE, chunk_length=50)
+
+
 def run(alg, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("num_replicates", 3)
@@ -58,16 +64,16 @@ def test_shapes_and_observables():
 
 
 @pytest.mark.parametrize("alg", [FIXED, ADAPTIVE], ids=["fixed", "adaptive"])
-def test_result_does_not_depend_on_chunking(alg, fixed_result):
-    reference = fixed_result if alg is FIXED else run(alg)
+def test_result_does_not_depend_on_chunking(alg, fixed_result, adaptive_in_one_chunk):
+    reference = fixed_result if alg is FIXED else adaptive_in_one_chunk
     chunked = run(alg, chunk_length=1)
     np.testing.assert_array_equal(chunked.log_Z, reference.log_Z)
     np.testing.assert_array_equal(chunked.particles, reference.particles)
     np.testing.assert_array_equal(chunked.valid, reference.valid)
 
 
-def test_until_done_drops_steps_after_done():
-    result = run(ADAPTIVE, chunk_length=50)  # one chunk far longer than the run
+def test_until_done_drops_steps_after_done(adaptive_in_one_chunk):
+    result = adaptive_in_one_chunk
     steps = result.valid.shape[1]
     assert steps == result.num_steps.max() < 50
     assert np.all(result.valid.any(axis=0))
@@ -194,38 +200,9 @@ def test_bad_runner_input():
         psample.run_particles(FIXED, jax.random.PRNGKey(0), 10, observables={"a": 3})
 
 
-def test_replicates_are_placed_over_devices_with_the_same_result():
+def test_replicates_are_placed_over_devices_with_the_same_result(four_devices):
     """4 emulated CPU devices: replicates sharded over them give the one-device result."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent(
-        """
-        import jax, jax.numpy as jnp, numpy as np
-        jax.config.update("jax_enable_x64", True)
-        from jax.scipy.stats import norm
-        import psample
-        assert len(jax.devices()) == 4
-        alg = psample.smc.tempered_smc(
-            lambda x: jnp.sum(norm.logpdf(x)), lambda x: norm.logpdf(1.0, x[0] + x[1], 1.0),
-            initial_sampler=lambda k, n: jax.random.normal(k, (n, 2)), mcmc="rwm", num_mcmc_steps=2,
-            schedule=[0.0, 0.5, 1.0])
-        import psample.runtime.particles as pp
-        assert pp._replicate_sharding(4) is not None and pp._replicate_sharding(3) is None
-        sharded = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
-        pp._replicate_sharding = lambda n: None
-        single = psample.run_particles(alg, jax.random.PRNGKey(0), 32, num_replicates=4, progress=False)
-        np.testing.assert_allclose(sharded.log_Z, single.log_Z, rtol=1e-12)
-        np.testing.assert_allclose(sharded.particles, single.particles, rtol=1e-12)
-        print("OK", sharded.log_Z)
-        """
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    four_devices.assert_passed("replicates")
 
 
 def _beta_bernoulli_model(y):
