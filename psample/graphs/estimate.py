@@ -171,7 +171,7 @@ def _run(network, motif, observables, rng_key, *, num_chains, num_draws, num_war
     num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
     algorithm, starts, key_run = _starts(network, motif, num_chains, sampler, lazy, rng_key)
     # time_averages' keywords num_steps/burn_in (renamed num_draws/num_warmup there too).
-    run = time_averages(algorithm, starts, key_run, num_draws, observables, burn_in=num_warmup,
+    run = time_averages(algorithm, starts, key_run, num_draws, observables, num_warmup=num_warmup,
                         block_size=block_size, progress=progress)
     steps = getattr(run, "num_draws", None) or run.num_steps  # whole blocks
     estimates = {name: batch_means(means, num_steps=steps) for name, means in run.chain_means.items()}

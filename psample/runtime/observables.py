@@ -30,7 +30,6 @@ References
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.base import SamplingAlgorithm
 
+from psample import _deprecated
 from psample.errors import check_positive_int
 from psample.runtime.chains import sample
 
@@ -126,9 +126,10 @@ def block_averaged(algorithm: SamplingAlgorithm, observables: dict[str, Callable
     return SamplingAlgorithm(init, step)
 
 
-def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_draws: int | None = None,
-                  observables: dict[str, Callable] | None = None, *, num_warmup: int = 0,
-                  block_size: int | None = None, progress: bool = True, **deprecated) -> TimeAverages:
+@_deprecated.renamed_keywords(num_steps="num_draws", burn_in="num_warmup")
+def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_draws: int,
+                  observables: dict[str, Callable], *, num_warmup: int = 0,
+                  block_size: int | None = None, progress: bool = True) -> TimeAverages:
     """Each chain's time average of ``observables`` over ``num_draws`` steps after ``num_warmup``.
 
     Parameters
@@ -150,9 +151,6 @@ def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_
         Steps per recorded block mean; default ``ceil(num_draws / MAX_BLOCKS)``.
     progress
         Show the runner's progress bar (only where someone watches: a terminal or notebook).
-    **deprecated
-        ``num_steps`` (for ``num_draws``) and ``burn_in`` (for ``num_warmup``) keep working for
-        one release, with a ``DeprecationWarning``.
 
     Returns
     -------
@@ -160,13 +158,6 @@ def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_
         ``chain_means[name]`` of shape ``(num_chains, ...)``. If Ctrl-C stops the run after
         the warm-up, the averages cover the blocks completed (``trace.interrupted`` is set).
     """
-    num_draws = _renamed_keyword(deprecated, "num_steps", "num_draws", num_draws, None)
-    num_warmup = _renamed_keyword(deprecated, "burn_in", "num_warmup", num_warmup, 0)
-    if deprecated:
-        raise TypeError(f"time_averages() got unexpected keyword arguments {sorted(deprecated)}")
-    if num_draws is None or observables is None:
-        missing = [name for name, value in (("num_draws", num_draws), ("observables", observables)) if value is None]
-        raise TypeError(f"time_averages() missing required arguments {missing}")
     num_draws = check_positive_int("num_draws", num_draws)
     num_warmup = check_positive_int("num_warmup", num_warmup, minimum=0)
     if block_size is None:
@@ -182,17 +173,3 @@ def time_averages(algorithm: SamplingAlgorithm, initial_positions, rng_key, num_
     means = {name: np.asarray(values).mean(axis=1) for name, values in trace.observables.items()}
     kept_blocks = int(jax.tree.leaves(trace.positions)[0].shape[1])
     return TimeAverages(means, kept_blocks * block_size, trace)
-
-
-def _renamed_keyword(deprecated: dict, old: str, new: str, value, default):
-    """``value``, or the deprecated keyword ``old`` popped from ``deprecated`` with a warning."""
-    if old not in deprecated:
-        return value
-    if value is not default:
-        raise TypeError(f"time_averages() got both {new} and its deprecated name {old}: pass {new} only")
-    warnings.warn(
-        f"time_averages({old}=...) is deprecated: pass {new}= (the old keyword is removed in the next release)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return deprecated.pop(old)
