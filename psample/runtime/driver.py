@@ -283,7 +283,7 @@ def drive(
     """
     if stop is None and until is None:
         raise ValueError("drive needs stop or until")
-    watched = progress or on_chunk is not None or _INTERACTIVE.get()
+    watched = _shows_progress(progress) or on_chunk is not None or _INTERACTIVE.get()
     planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=watched)
     bar = _progress_bar(None if stop is None else stop - start, progress, desc, unit)
     records_out: list = []

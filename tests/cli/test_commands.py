@@ -115,6 +115,12 @@ def test_the_installed_script_calls_main():
     assert script.value == "psample.cli:main" and script.load() is main
 
 
+@pytest.mark.parametrize("name, new", [
+    ("SAMPLERS", "psample.cli.run"),
+    ("check_plot_path", "psample.cli.common"),
+    ("check_writable_file", "psample.cli.common"),
+    ("PLOT_FORMATS", "psample.cli.common"),
+])  # fmt: skip
 def test_names_of_the_old_cli_module_warn_and_still_work(name, new):
     """psample 0.1's ``psample.cli`` module exported these; for one release they still work."""
     import importlib
