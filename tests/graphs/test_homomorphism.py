@@ -1,6 +1,6 @@
 """Glauber and pivot chains: exact stationarity, exact laws by enumeration, errors.
 
-Spec checks (notes §3.1): G1 exact law by enumeration (G-tests), G2 the one-step kernel built
+Checks: G1 exact law by enumeration (G-tests), G2 the one-step kernel built
 from the implementation's own probabilities is exactly stationary (and reversible for Glauber),
 G6 the pivot root marginal is ∝ h_root (subtree DP), G8 bipartite networks need the lazy chain.
 The test graphs are weighted, non-regular and non-bipartite, with random node weights α, so the
