@@ -1,8 +1,23 @@
-"""Test configuration: float64 everywhere (several reference values need it), CPU only."""
+"""Test configuration: float64 everywhere (several reference values need it), CPU only.
+
+XLA compiles without LLVM's optimisations here (``TEST_XLA_FLAGS``): a test's time is mostly
+compilation of small programs, which this roughly halves; what is compiled is the same program,
+and the results the tests check (statistics, bit-for-bit equalities between two runs of one
+configuration) do not depend on it. Benchmarks and users keep XLA's default. Subprocesses that set
+their own ``XLA_FLAGS`` add theirs to these (:func:`xla_flags`).
+"""
 
 import os
 
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+def xla_flags(*flags: str) -> str:
+    """``XLA_FLAGS`` for a test's subprocess: the test flags and ``flags``."""
+    return " ".join((TEST_XLA_FLAGS, *flags))
 
 import jax  # noqa: E402
 

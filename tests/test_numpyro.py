@@ -25,6 +25,7 @@ from scipy import stats
 
 import psample
 import psample.numpyro
+from tests.conftest import xla_flags
 
 Z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 20)))
 NUM_WARMUP, NUM_SAMPLES = 200, 400
@@ -170,8 +171,7 @@ PARALLEL_SCRIPT = textwrap.dedent(
 
 
 def test_parallel_chains_on_four_host_devices():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())  # the script sets the device count
     out = subprocess.run([sys.executable, "-c", PARALLEL_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("SHAPES"))

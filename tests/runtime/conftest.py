@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import xla_flags
 
 
 class FourDevices:
@@ -23,7 +24,7 @@ class FourDevices:
 def four_devices(tmp_path_factory) -> FourDevices:
     """Run every multi-device check once, in one subprocess with 4 emulated CPU devices."""
     script = Path(__file__).with_name("four_devices.py")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
     scratch = tmp_path_factory.mktemp("four_devices")
     return FourDevices(
         subprocess.run([sys.executable, str(script), str(scratch)], env=env, capture_output=True, text=True, timeout=600)

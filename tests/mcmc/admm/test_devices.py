@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import psample
+from tests.conftest import xla_flags
 
 # ----------------------------------------------------------------------------- devices
 
@@ -73,7 +74,7 @@ print("OK")
 
 
 def _run_devices(graphs):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
     script = _DEVICE_SCRIPT.replace("GRAPHS", graphs)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -137,7 +138,7 @@ def test_two_processes_joined_by_jax_distributed_match_one_process(tmp_path):
         port = str(sock.getsockname()[1])
     script = tmp_path / "admm_process.py"
     script.write_text(_PROCESS_SCRIPT)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=2"), JAX_PLATFORMS="cpu")
     procs = [
         subprocess.Popen([sys.executable, str(script), str(i), port, str(tmp_path / f"out{i}.npz")], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
