@@ -20,11 +20,14 @@ run: $(STAMP)
 # so results do not depend on which worker runs it.
 PYTEST := $(VENV)/bin/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
-# The fast suite (CI); the slowest durations are printed for whoever shortens it.
+# What CI runs: every test but the long statistical runs; the slowest durations are printed
+# for whoever shortens it.
 test: $(STAMP)
 	$(PYTEST) -m "not slow" --durations=15
 
-test-fast: test
+# The developer loop: without the `heavy` end-to-end tests either.
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow and not heavy"
 
 # The long statistical runs (marker `slow`).
 test-slow: $(STAMP)

@@ -77,6 +77,7 @@ def check_samples(mcmc, num_chains):
     return tree
 
 
+@pytest.mark.heavy
 def test_vectorized_chains_constrained_samples_and_arviz(vectorized, capsys):
     tree = check_samples(vectorized, 4)
     assert {"posterior"} <= set(tree.children)
@@ -89,6 +90,7 @@ def test_vectorized_chains_constrained_samples_and_arviz(vectorized, capsys):
     assert int(vectorized.last_state.i) == NUM_WARMUP + NUM_SAMPLES
 
 
+@pytest.mark.heavy
 def test_vectorized_draws_equal_psample_sample(vectorized):
     """Same key, same initial point: NumPyro's vectorized run makes psample.sample's draws."""
     init = {"loc": jnp.array([[0.5, 1.5, 1.0]] * 4) + jnp.arange(4.0)[:, None] * 0.1, "scale": jnp.full(4, 0.2)}
@@ -105,6 +107,7 @@ def test_vectorized_draws_equal_psample_sample(vectorized):
         np.testing.assert_allclose(np.asarray(numpyro_draws[site]), ours[site], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.heavy
 def test_post_warmup_state_continues_without_warmup(vectorized):
     first = vectorized.get_samples()["loc"]
     vectorized.post_warmup_state = vectorized.last_state
@@ -117,6 +120,7 @@ def test_post_warmup_state_continues_without_warmup(vectorized):
     assert abs(float(np.mean(second)) - 1.0) < 0.3
 
 
+@pytest.mark.heavy
 def test_sequential_chains():
     check_samples(run("sequential", num_chains=2), 2)
 
@@ -170,6 +174,7 @@ PARALLEL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.heavy
 def test_parallel_chains_on_four_host_devices():
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags())  # the script sets the device count
     out = subprocess.run([sys.executable, "-c", PARALLEL_SCRIPT], capture_output=True, text=True, env=env, timeout=600)

@@ -55,6 +55,7 @@ def test_models_and_samplers_list_one_line_each(capsys):
     assert names[: len(SAMPLERS)] == list(SAMPLERS) and "pivot" in names and "glauber" in names
 
 
+@pytest.mark.heavy
 def test_run_prints_an_arviz_summary_and_writes_a_plot(capsys, tmp_path):
     plot = tmp_path / "trace.png"
     code = main(
@@ -69,6 +70,7 @@ def test_run_prints_an_arviz_summary_and_writes_a_plot(capsys, tmp_path):
     assert (tmp_path / "trace_rank.png").stat().st_size > 10_000
 
 
+@pytest.mark.heavy
 def test_run_writes_a_checkpoint(capsys, tmp_path):
     import xarray as xr
 
@@ -313,6 +315,7 @@ def test_evidence_and_fkc_check_their_plot_path_before_any_work(capsys, command)
     assert "--plot 't.xyz'" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_ctrl_c_during_warm_up_without_a_bar_keeps_the_steps_done(capsys, ctrl_c_after):
     """--no-progress used to run the whole warm-up as one chunk: a Ctrl-C dropped it and the
     process waited for it to finish before it could exit. Chunks are sized in time now, so the

@@ -2,9 +2,12 @@
 
 import re
 
+import pytest
+
 from psample.cli import main
 
 
+@pytest.mark.heavy
 def test_evidence_on_the_conjugate_gaussian(capsys):
     status = main(["evidence", "--model", "conjugate_gaussian", "--particles", "200", "--replicates", "4",
                    "--mcmc", "rwm", "--mcmc-steps", "3", "--no-progress"])  # fmt: skip

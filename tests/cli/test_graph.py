@@ -17,6 +17,7 @@ from psample.graphs.motif import Motif
 from psample.models import graphs as zoo
 
 
+@pytest.mark.heavy
 def test_graph_command_macc_with_plot(tmp_path, capsys):
     """Smoke test through the console entry point: MACC of the 3-path on Les Misérables
     (weighted), printed with its MCSE and the exact value, plus the heat-map PNG."""
@@ -74,6 +75,7 @@ def test_edgelist_file_largest_component(tmp_path):
         load_network(str(path))
 
 
+@pytest.mark.heavy
 def test_edgelist_without_weights_runs(tmp_path, capsys):
     path = tmp_path / "cycle.edgelist"
     path.write_text("".join(f"{i} {(i + 1) % 7}\n" for i in range(7)) + "0 3\n")
@@ -83,6 +85,7 @@ def test_edgelist_without_weights_runs(tmp_path, capsys):
     assert status == 0 and "t(F, G) =" in out and "exact (tree DP)" in out
 
 
+@pytest.mark.heavy
 def test_graph_command_density_goes_through_hom_density(capsys):
     """``--observable density`` prints the one-call estimate (hom_density: its checks and its
     tail diagnostic) next to the exact tree density."""

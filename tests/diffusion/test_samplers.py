@@ -61,6 +61,7 @@ def trained_dds():
                          batch_size=64, num_iterations=150, optimizer=optax.adam(5e-3), progress=False)  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_trained_dds_log_z_within_4se_and_elbo_below_eubo_above(trained_dds):
     # N(m, I), log Z = log 2π. After brief training, the importance-weighted
     # log Z is within 4 SE (spread of 4 replicates, ceiling 0.05) and ELBO <= log Z <= EUBO.
@@ -79,6 +80,7 @@ def test_trained_dds_log_z_within_4se_and_elbo_below_eubo_above(trained_dds):
     assert tree["particles"]["log_weight"].shape == (4, 1000)
 
 
+@pytest.mark.heavy
 def test_pis_weights_stay_exact_when_training_stops_early():
     # Three iterations of PIS with the log-variance loss: a poor sampler, but its weights are
     # exact importance weights, so log Z is still right within 4 SE (8 replicates).
@@ -98,6 +100,7 @@ def test_trajectory_balance_learns_log_z_scalar():
     assert sampler.losses[-1] < sampler.losses[0] / 2
 
 
+@pytest.mark.heavy
 def test_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
     kwargs = dict(method="dds", num_steps=3, batch_size=8, rng_key=jax.random.key(5), progress=False, chunk_length=3)
     straight = train_sampler(shifted_gaussian, 2, num_iterations=6, **kwargs)
@@ -179,6 +182,7 @@ def test_train_sampler_errors():
 # --- reverse diffusion --------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("schedule", [VP(), pytest.param(VE(0.01, 10.0), marks=pytest.mark.slow)], ids=["VP", "VE"])
 def test_reverse_diffusion_log_z_on_a_gaussian(schedule):
     # The SMC correction makes Z-hat unbiased: log Z within 4 SE over 16 replicates (ceiling 0.08).
@@ -189,6 +193,7 @@ def test_reverse_diffusion_log_z_on_a_gaussian(schedule):
     assert np.all(result.info.time[:, -1] == pytest.approx(1e-3))
 
 
+@pytest.mark.heavy
 def test_reverse_diffusion_with_exact_score_recovers_gmm_moments():
     # The exact noised score of a two-mode GMM drives the moves; the weighted
     # mean of x_0 and the weight of the right mode are within 4 SE (8 replicates) of the
@@ -351,6 +356,7 @@ def moderate_sampler():
     return _untrained(lambda x: -0.5 * jnp.sum((x - 0.5) ** 2) / 0.64)
 
 
+@pytest.mark.heavy
 def test_single_run_log_z_se_matches_the_spread_of_seeds(moderate_sampler):
     # N(0, I) reference against N(0.5, 0.8² I): moderate weights, no warning. Each of 200
     # replicates' own (single-run) standard error of log Z is compared with the spread of the
@@ -387,6 +393,7 @@ def test_sample_counts_nan_target_values_and_refuses_when_nothing_is_finite():
     assert info.value.result is not None
 
 
+@pytest.mark.heavy
 def test_train_sampler_skips_nan_losses_warns_and_refuses():
     # NaN beyond x_0 = 2 (2% of the reference's end points, allowed by max_nonfinite_fraction):
     # batches that meet it are skipped, not trained on (parameters stay finite), and the end of
@@ -422,6 +429,7 @@ def test_train_sampler_zero_density_is_legitimate():
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(sampler.params))
 
 
+@pytest.mark.heavy
 def test_reverse_diffusion_counts_nonfinite_target_values():
     kwargs = dict(dim=2, schedule=VP(), num_steps=4, num_score_samples=4)
     nan_far = lambda x: jnp.where(x[0] < 1.0, shifted_gaussian(x), jnp.nan)

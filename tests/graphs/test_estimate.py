@@ -200,6 +200,7 @@ def test_estimate_input_errors():
 
 
 # ------------------------------------------------------------------ MCMC vs exact values
+@pytest.mark.heavy
 def test_karate_triangle_chd_density_and_profile_pivot():
     """G4: t(C3 | P3) on the unweighted karate club by the pivot chain within 4 SE, and in the
     same run t(P3, G) by the importance identity and the (0/1) CHD profile."""

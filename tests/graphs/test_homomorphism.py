@@ -197,6 +197,7 @@ def run_chains(algorithm, start, num_chains, num_steps, key):
 
 
 # ---------------------------------------------------------------------- G2: exact kernels
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_one_step_kernel_is_exactly_stationary(name):
     """π P = π to 1e-12 with P built from the implementation's probability functions."""
@@ -484,6 +485,7 @@ def zero_mass_ends_network():
     return A, alpha, Network.from_adjacency(A, alpha)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("u", [0.0, "below_one"])
 @pytest.mark.parametrize("chain", ["glauber", "pivot", "lazy_pivot"])
 def test_kernels_with_extreme_injected_uniforms_stay_in_the_support(monkeypatch, chain, u):

@@ -299,6 +299,7 @@ def test_underdamped_inner_kernel_is_exact_on_a_gaussian_conditional_at_two_step
 # ----------------------------------------------------------------------------- C3, C4: whole algorithm
 
 
+@pytest.mark.heavy
 def test_moment_identities_on_a_mixture_d2():
     """E[ȳ_m] = E[X], Cov(ȳ_m) = Cov(X) + σ²/m I and E[x̂_m] = E[X], for any target (C3)."""
     target = models.gaussian_mixture([0.3, 0.7], [[-1.0, 0.5], [1.0, -0.5]], [0.2, 0.1])
@@ -498,6 +499,7 @@ def test_importance_sampling_score_error_shrinks_like_inverse_sqrt_n(d):
         assert rmse["mixed", n] <= min(rmse["tweedie", n], rmse["identity", n]), rmse
 
 
+@pytest.mark.heavy
 def test_importance_sampling_degrades_with_dimension():
     """The failure mode of the paper's estimator (its App. H): weights degenerate as d grows."""
     out = {}
@@ -513,6 +515,7 @@ def test_importance_sampling_degrades_with_dimension():
     assert out[2][1] < out[8][1] < out[32][1]
 
 
+@pytest.mark.heavy
 def test_importance_sampling_sampler_end_to_end_d2():
     """Only the log-density: E[x̂_m] = E[X] (C3) holds with the importance-sampling score in d = 2.
 
@@ -598,6 +601,7 @@ def final_jumps():
     return kwargs, positions, samples, trace
 
 
+@pytest.mark.heavy
 def test_logconcave_chain_samples_returns_the_final_jumps_as_a_trace(final_jumps):
     _, _, samples, trace = final_jumps
     assert isinstance(samples, psample.Trace)
@@ -685,6 +689,7 @@ def test_moment_identities_on_the_two_mode_mixture_d32():
     assert_within("Var[ybar_m . theta]", *mean_and_se((proj - mean_x @ theta) ** 2), var_exact)
 
 
+@pytest.mark.heavy
 def test_cli_runs_logconcave_chain_where_it_applies(capsys):
     from psample.cli import main
 
@@ -708,6 +713,7 @@ def _issue_mixture(d):
     return models.gaussian_mixture([0.7, 0.3], means, [1.0, 0.25])
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("estimator", ["identity", "mixed"])
 def test_importance_sampling_jumps_stay_inside_the_targets_mass(estimator):
     """Degenerate weights (relative ESS ~ 1/N) once threw 4-6 % of the jumps to |x| ~ 1e9 and made
@@ -736,6 +742,7 @@ def test_importance_sampling_jumps_stay_inside_the_targets_mass(estimator):
         assert np.max(np.abs(x)) < 4.0 + 8 * sigma, np.max(np.abs(x))
 
 
+@pytest.mark.heavy
 def test_importance_sampling_drops_and_counts_non_finite_log_densities():
     """NaN / +inf log-densities are dropped from the weights and counted; -inf is zero density."""
 
@@ -807,6 +814,7 @@ def test_smoothed_logdensity_must_be_scalar():
         alg.init(jnp.zeros(3))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("d", [4, pytest.param(8, marks=pytest.mark.slow)])
 def test_importance_sampling_warns_where_it_cannot_weigh_the_modes(d):
     """On the issue's mixture the first measurement's weights rest on 1-2 effective proposals out
@@ -823,6 +831,7 @@ def test_importance_sampling_warns_where_it_cannot_weigh_the_modes(d):
     assert float(np.mean(trace.observables["first_score_ess"])) * 256 < lc_samples.MIN_EFFECTIVE_SCORE_SAMPLES
 
 
+@pytest.mark.heavy
 def test_the_chain_runner_warns_where_the_importance_score_cannot_weigh_the_modes():
     """The same regime through psample.sample (the sampler's own end-of-run check, read from the
     chains' final states): the warning names score_ess and num_score_samples."""

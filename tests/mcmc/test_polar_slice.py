@@ -182,6 +182,7 @@ def test_minus_inf_and_nan_regions_are_never_entered():
     assert not np.any(np.asarray(info.hit_max_proposals))
 
 
+@pytest.mark.heavy
 def test_multivariate_cauchy_d10_radius_median():
     """‖x‖²/d ~ F(d, 1): P(‖x‖ > median) = 1/2 and P(‖x‖ > median, x_0 > 0) = 1/4."""
     d = 10
@@ -216,6 +217,7 @@ def test_two_dimensional_edge_case():
     assert not np.any(np.asarray(info.hit_max_proposals))
 
 
+@pytest.mark.heavy
 def test_bit_identical_for_fixed_key_and_vmap_equals_single_chain():
     d = 10
     params = Family.make(d, 1.0, np.linspace(0.5, 3.0, d))
@@ -732,6 +734,7 @@ def one_step_affine():
     return np.asarray(start), out
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("which", list(AFFINE_PRECONDITIONERS))
 def test_affine_preconditioned_step_is_exact(which, one_step_affine):
     """For any fixed (center, scale) of each form, one step from exact draws keeps the law."""

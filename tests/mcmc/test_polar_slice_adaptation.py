@@ -191,6 +191,7 @@ def adapted_gaussian_trace():
     return psample.sample(ADAPTIVE, positions, jax.random.key(2), 1000, num_warmup=500, progress=False)
 
 
+@pytest.mark.heavy
 def test_adapted_polar_slice_on_a_correlated_shifted_gaussian(adapted_gaussian_trace):
     trace = adapted_gaussian_trace
     cov = GAUSSIAN.exact["cov"]
@@ -220,6 +221,7 @@ def test_adapted_parameters_land_in_the_datatree(adapted_gaussian_trace):
     assert len(tree.attrs["adapted.center"]) == D
 
 
+@pytest.mark.heavy
 def test_adapt_false_is_plain_burn_in():
     """Without adaptation the warm-up steps are the algorithm's own steps, keyed by step index."""
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
@@ -234,6 +236,7 @@ def test_adapt_false_is_plain_burn_in():
     np.testing.assert_allclose(np.asarray(states.position), np.asarray(off.positions[:, 0]), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.heavy
 def test_warmup_draws_do_not_share_keys_with_the_draws():
     """The draws after an adapted warm-up are those of ``with_parameters(parameters)`` run from the
     adapted states with the run's step keys (adaptation keys are derived differently)."""
@@ -252,6 +255,7 @@ def test_warmup_draws_do_not_share_keys_with_the_draws():
         np.testing.assert_allclose(np.asarray(states.position), np.asarray(trace.positions[:, draw]), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.heavy
 def test_checkpointed_adapted_run_resumes_bit_for_bit(tmp_path):
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
     algorithm = ADAPTIVE
@@ -292,6 +296,7 @@ def test_eight_schools_adapted_reaches_rhat_and_matches_quadrature():
         assert abs(row["mean"] - target.exact[f"E[{site}]"]) <= Z * row["mcse_mean"]
 
 
+@pytest.mark.heavy
 def test_ctrl_c_during_adaptation_returns_it_and_resume_continues_bit_for_bit(tmp_path, ctrl_c_after):
     """The adaptation runs on the chunk driver: Ctrl-C after two chunks returns a trace with no
     draws, the state and the parameters after 20 of 40 steps; the checkpoint holds the
@@ -359,6 +364,7 @@ def test_robust_adaptation_keeps_heavy_tailed_radius_quantiles(df):
     assert evals < 6.5, f"{evals:.2f} evaluations per step"
 
 
+@pytest.mark.heavy
 def test_plus_inf_and_nan_during_warmup_neither_freeze_nor_pass_silently():
     """Issue #23 point 8: a log-density that is +inf beyond x_0 = 1 and NaN below x_1 = -1.5.
 

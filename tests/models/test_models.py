@@ -295,6 +295,7 @@ def test_flat_initial_positions_have_chain_axis_and_overdispersed_spread(factory
 # ----------------------------------------------------------------------------- eight schools
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("centered", [False, True])
 def test_eight_schools_initial_positions_and_postprocess(eight_schools_targets, centered):
     target = eight_schools_targets[centered]

@@ -178,6 +178,7 @@ def test_observable_must_be_callable(rmh, x0):
         run(rmh, x0, 5, observables={"bad": 3})
 
 
+@pytest.mark.heavy
 def test_chains_sharded_over_devices_match_one_device(four_devices):
     """With 4 (emulated) CPU devices the chain axis is sharded and the draws are unchanged."""
     four_devices.assert_passed("sharded")

@@ -45,6 +45,7 @@ def reference(alg, x0):
     return sample(alg, x0, 60, num_warmup=4, thin=2, observables=OBSERVABLES)
 
 
+@pytest.mark.heavy
 def test_store_opens_as_arviz_datatree(alg, x0, reference, tmp_path):
     path = tmp_path / "run.zarr"
     trace = sample(alg, x0, 60, num_warmup=4, thin=2, observables=OBSERVABLES, chunk_size=10, checkpoint=path)
@@ -136,6 +137,7 @@ def test_target_runs_store_constrained_sites_and_need_the_target(tmp_path):
         psample.resume(path, alg, 5)
 
 
+@pytest.mark.heavy
 def test_resume_with_another_target_names_both(tmp_path):
     import numpyro
     import numpyro.distributions as dist
@@ -209,6 +211,7 @@ def test_a_store_in_use_is_locked(alg, x0, tmp_path):
     assert psample.resume(path, alg, progress=False).num_draws == 10
 
 
+@pytest.mark.heavy
 def test_a_second_process_cannot_write_the_same_store(alg, x0, tmp_path):
     """Another process holds the store (as a running sample would): this one is refused."""
     path = tmp_path / "run.zarr"
@@ -237,6 +240,7 @@ def test_a_second_process_cannot_write_the_same_store(alg, x0, tmp_path):
     assert psample.resume(path, alg, progress=False).num_draws == 10
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("damage", ["delete", "truncate"])
 def test_a_damaged_chunk_file_is_refused_and_named(alg, x0, tmp_path, damage):
     path = tmp_path / "run.zarr"
@@ -362,6 +366,7 @@ def uninterrupted(target_and_adaptive, x0):
     return get
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "where, adapt, presses",
     [

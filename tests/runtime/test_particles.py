@@ -63,6 +63,7 @@ def test_shapes_and_observables():
     assert "ParticleResult(replicates=3, particles=64" in repr(result)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("alg", [FIXED, ADAPTIVE], ids=["fixed", "adaptive"])
 def test_result_does_not_depend_on_chunking(alg, fixed_result, adaptive_in_one_chunk):
     reference = fixed_result if alg is FIXED else adaptive_in_one_chunk
@@ -216,6 +217,7 @@ def _beta_bernoulli_model(y):
         numpyro.sample("y", dist.Bernoulli(p), obs=y)
 
 
+@pytest.mark.heavy
 def test_weighted_mean_is_on_the_constrained_scale_by_default():
     """As NumPyro's get_samples(): a Beta site's mean in (0, 1), a 3-simplex with 3 entries,
     deterministic sites; unconstrained=True gives the sampler's space (logit, 2 entries)."""

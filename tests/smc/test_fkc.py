@@ -158,6 +158,7 @@ def test_old_resampling_keywords_map_onto_the_new_ones(old, new):
         assert seen(**new) == new
 
 
+@pytest.mark.heavy
 def test_old_resampling_keywords_give_the_same_draws_and_refuse_mixing():
     problem = fkc_problem("product", VP())
     scores, options = [m.score for m in problem.models], dict(schedule=VP(), num_steps=12, t_min=problem.t_min, shape=(2,))
@@ -217,6 +218,7 @@ def _nan_where(score, where, value=jnp.nan):
     return lambda t, x: jnp.where(where(x), value, score(t, x))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("weights", ["score", "stein"])
 @pytest.mark.parametrize("value", [jnp.nan, jnp.inf])
 def test_non_finite_score_on_one_mode_is_counted_and_warned(weights, value):
@@ -288,6 +290,7 @@ def _two_steps(resample_ess):
     return states, rates
 
 
+@pytest.mark.heavy
 def test_noise_ratio_names_and_numbers():
     # A number r gives c_t^2 = r g_t^2: r = 1 is the standard noise bit for bit, r = 1/B the
     # tempered one; only the move depends on r (same weights).
@@ -324,6 +327,7 @@ def test_stein_divergence_is_unbiased_and_its_control_variate_works():
         assert estimate.var() < (0.06 if isotropic else 0.35) * raw.var(), (estimate.var(), raw.var())
 
 
+@pytest.mark.heavy
 def test_stein_weights_keep_scores_with_their_particles_and_beta_one():
     model = diffusion_mixture([0.7, 0.3], [[-2.0, 0.0], [2.0, 0.0]], [0.25, 0.25], VP())
     algorithm = psample.smc.fkc_smc([model.score], [2.0], schedule=VP(), num_steps=6, weights="stein")
@@ -517,6 +521,7 @@ def test_guidance_fkc_matches_where_naive_cfg_is_wrong():
     assert abs(naive_var - var) > 4 * naive_var_se + 0.01 or abs(naive_mean - mean) > 4 * naive_se + 0.01
 
 
+@pytest.mark.heavy
 def test_cli_samplers_and_fkc_demo(tmp_path, capsys):
     from psample.cli import main
 

@@ -70,6 +70,7 @@ def assert_close(estimate, se, exact, se_max):
     assert abs(estimate - exact) <= 4 * se, f"{estimate} vs exact {exact} (4 se = {4 * se})"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "mcmc, metric",
     [("hmc", "dense"), ("polar_slice", "dense"), ("hmc", "diagonal"), pytest.param("rwm", "dense", marks=pytest.mark.slow)],
@@ -93,6 +94,7 @@ def test_conjugate_gaussian_evidence_and_moments(mcmc, metric):
     assert np.all(result.num_steps >= 2)
 
 
+@pytest.mark.heavy
 def test_linear_regression_evidence_from_a_numpyro_target():
     target = psample.models.linear_regression()
     result = run(psample.smc.tempered_smc(target, mcmc="polar_slice", num_mcmc_steps=5), num_particles=300, num_replicates=8)
@@ -114,6 +116,7 @@ def test_log_Z_is_unbiased_in_Z():
     assert_close(ratio.mean(), ratio.std(ddof=1) / np.sqrt(ratio.size), 1.0, 0.05)
 
 
+@pytest.mark.heavy
 def test_adaptive_resampling_increment_matches_resampling_every_step():
     """The log-Z increment with non-uniform incoming weights is log sum W g, not log mean g."""
     schedule = np.linspace(0.0, 1.0, 9) ** 3
@@ -146,6 +149,7 @@ def test_fixed_schedule_takes_its_steps_and_reaches_one():
     np.testing.assert_allclose(result.info.temperature, [[0.3, 1.0], [0.3, 1.0]])
 
 
+@pytest.mark.heavy
 def test_single_replicate_uses_the_lee_whiteley_estimator(rwm2_single_run):
     result = rwm2_single_run  # resampling="multinomial", the default
     assert result.resampling == "multinomial"
@@ -245,6 +249,7 @@ def _nan_on_five_percent(x):
     return jnp.where(x[0] > 1.645 * PRIOR_SD, jnp.nan, loglik(x))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mcmc", ["rwm", "hmc", "polar_slice"])
 def test_nan_log_likelihood_is_counted_and_warned(mcmc):
     """NaN counts as zero likelihood, but never in silence: info.num_nonfinite counts it (the
@@ -281,6 +286,7 @@ def test_complex_log_likelihood_is_refused():
         run(alg, num_replicates=1)
 
 
+@pytest.mark.heavy
 def test_stopping_at_max_steps_is_not_silent(rwm2_single_run):
     """20 observations need several adaptive levels: two steps stop short of temperature 1."""
     alg = smc(mcmc="rwm", num_mcmc_steps=2, max_steps=2)

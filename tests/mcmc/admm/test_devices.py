@@ -81,6 +81,7 @@ def _run_devices(graphs):
     assert "OK" in out.stdout
 
 
+@pytest.mark.heavy
 def test_agents_sharded_over_4_devices_match_one_device():
     """Bit for bit: the complete graph (exact sums) on 4 shards and on the 2x2 (chains x shards)
     mesh, a 3-regular graph (neighbour tables) on 2x2."""

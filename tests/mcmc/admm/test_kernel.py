@@ -38,6 +38,7 @@ from .reference import (
 # ----------------------------------------------------------------------------- the recursion
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("graph", ["ring", pytest.param("complete", marks=pytest.mark.slow),
                                    pytest.param("regular", marks=pytest.mark.slow)])
 def test_finite_k_moments_of_every_agent_match_the_exact_recursion(graph, reference_data, ring_quadratic):
@@ -69,6 +70,7 @@ def test_finite_k_moments_of_every_agent_match_the_exact_recursion(graph, refere
             assert (np.abs(emp - Si) / se).max() < z, (k, i, emp, Si)
 
 
+@pytest.mark.heavy
 def test_noise_free_admm_reaches_the_posterior_mode_in_consensus(reference_data):
     """ADMM without noise: every agent -> posterior mean (= MAP) to 1e-8, duals summing to 0."""
     X, y = regression_data()
@@ -87,6 +89,7 @@ def test_noise_free_admm_reaches_the_posterior_mode_in_consensus(reference_data)
         np.testing.assert_allclose(np.asarray(states.position[0]), mu, atol=1e-8)
 
 
+@pytest.mark.heavy
 def test_stationary_mean_is_unbiased_and_the_bias_is_the_recursions(reference_data, ring_quadratic):
     """Large k on the ring: agent means = posterior mean; covariance = the recursion's, not the posterior's.
 

@@ -39,6 +39,7 @@ def skewed_logistic(num_agents=10, rows=20, seed=0):
     return admm.shard(jnp.asarray(y), num_agents), logprior_b, loglik_b, mean, sd
 
 
+@pytest.mark.heavy
 def test_mean_offset_check_fires_on_a_biased_run_and_names_rho():
     """Ring, rho = 0.5 on a skewed posterior: the network average's mean is 0.9 posterior sd off.
 

@@ -27,6 +27,7 @@ def logistic_data(num=400, seed=1):
     return X, y
 
 
+@pytest.mark.heavy
 def test_numpyro_helper_splits_the_log_joint_over_shards():
     X, y = logistic_data()
     model = admm.sharded_numpyro_model(logistic_model, 8, {"X": X, "y": y})
