@@ -59,6 +59,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from psample.base import is_nonfinite_logdensity
 from psample.diffusion.networks import DriftNetwork
 from psample.schedules import VP
 
@@ -74,7 +75,7 @@ def _as_float(n):
 
 def nonfinite_value(log_density):
     """Whether a log-density value is NaN or ``+inf`` (``-inf``, zero density, is legitimate)."""
-    return jnp.isnan(log_density) | (log_density == jnp.inf)
+    return is_nonfinite_logdensity(log_density)
 
 
 def nonfinite_evaluation(log_density, grad):

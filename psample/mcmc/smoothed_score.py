@@ -27,6 +27,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
+from psample.base import is_nonfinite_logdensity
 from psample.errors import InvalidTuningError, ModelError, NumericalWarning, ShapeError, check_positive_int
 
 __all__ = [
@@ -197,10 +198,10 @@ def importance_smoothed_score(logdensity_fn: Callable, num_samples: int = DEFAUL
 
         if estimator == "tweedie":
             logw = jax.vmap(flat_logdensity)(xs)
-            bad = jnp.isnan(logw) | (logw == jnp.inf)
+            bad = is_nonfinite_logdensity(logw)
         else:
             logw, grads = jax.vmap(jax.value_and_grad(flat_logdensity))(xs)
-            bad = jnp.isnan(logw) | (logw == jnp.inf)
+            bad = is_nonfinite_logdensity(logw)
             bad = bad | (jnp.isfinite(logw) & ~jnp.all(jnp.isfinite(grads), axis=1))
         logw = jnp.where(bad, -jnp.inf, logw)
         num_nonfinite = jnp.sum(bad).astype(jnp.int32)

@@ -42,12 +42,10 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 from blackjax.smc import ess as smc_ess
-from blackjax.smc import resampling
 from blackjax.types import Array, ArrayTree, PRNGKey
 from jax.scipy.special import logsumexp
 
-from psample.base import RESAMPLING, ParticleAlgorithm, resampling_fn
-from psample.errors import InvalidTuningError
+from psample.base import RESAMPLING, ParticleAlgorithm, is_nonfinite_logdensity, resampling_fn
 
 __all__ = [
     "ParticleAlgorithm",
@@ -94,7 +92,7 @@ def reweight(log_weights: Array, log_increments: Array) -> Reweighted:
         right whatever the previous step's resampling) and the ESS of the new weights
         (``blackjax.smc.ess``).
     """
-    log_increments = jnp.where(jnp.isnan(log_increments) | jnp.isposinf(log_increments), -jnp.inf, log_increments)
+    log_increments = jnp.where(is_nonfinite_logdensity(log_increments), -jnp.inf, log_increments)
     unnormalised = log_weights + log_increments
     increment = logsumexp(unnormalised)
     new = unnormalised - increment
@@ -128,7 +126,7 @@ def resample_if(
 def count_nonfinite_logdensity(values: Array) -> Array:
     """Number of NaN or ``+inf`` entries of log-density values (``-inf``, zero density, is
     legitimate and not counted), as ``int32``."""
-    return jnp.sum(jnp.isnan(values) | jnp.isposinf(values)).astype(jnp.int32)
+    return jnp.sum(is_nonfinite_logdensity(values)).astype(jnp.int32)
 
 
 def count_nonfinite_score(values: Array) -> Array:
