@@ -10,8 +10,11 @@ runs that finished but whose results need a second look.
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 
 __all__ = [
+    "user_stacklevel",
     "PsampleError",
     "InvalidTuningError",
     "ShapeError",
@@ -125,3 +128,25 @@ def check_positive_int(name: str, value, *, minimum: int = 1, error=InvalidTunin
     if value < minimum:
         raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+_PSAMPLE_DIRS = tuple(
+    os.path.join(root, "")
+    for root in (
+        os.path.dirname(os.path.abspath(__file__)),  # psample/ (models/ and diagnostics/ inside it when installed)
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models"),  # source tree
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "diagnostics"),
+    )
+)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` point at the first caller outside psample.
+
+    Call it as the argument of ``warnings.warn``: psample's own frames (decorators, helpers,
+    runners) are skipped, so the warning names the user's line however deep psample called.
+    """
+    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
+    while frame is not None and frame.f_code.co_filename.startswith(_PSAMPLE_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level

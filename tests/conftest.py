@@ -1,23 +1,37 @@
 """Test configuration: float64 everywhere (several reference values need it), CPU only.
 
-XLA compiles without LLVM's optimisations here (``TEST_XLA_FLAGS``): a test's time is mostly
-compilation of small programs, which this roughly halves; what is compiled is the same program,
-and the results the tests check (statistics, bit-for-bit equalities between two runs of one
-configuration) do not depend on it. Benchmarks and users keep XLA's default. Subprocesses that set
-their own ``XLA_FLAGS`` add theirs to these (:func:`xla_flags`).
+A run of the fast suite (``-m "not slow"``, ``make test`` and ``make test-fast``) compiles
+without LLVM's optimisations (``TEST_XLA_FLAGS``): its time is mostly the compilation of small
+programs, which this roughly halves, and what it checks (statistics with MC tolerances, bit-for-bit
+equalities between two runs of one configuration) does not depend on it. A run that selects the
+long statistical tests (``slow``) compiles as users and benchmarks do, with XLA's defaults: a
+learned sampler's training, for one, follows another floating-point path without them.
+Subprocesses that set their own ``XLA_FLAGS`` add theirs to these (:func:`xla_flags`).
 """
 
 import os
+import re
 
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+def _fast_run(markexpr: str) -> bool:
+    return re.fullmatch(r"not slow( and .*)?", markexpr.strip()) is not None
+
+
+def pytest_configure(config):
+    # Before any test module is imported or any computation runs (JAX reads XLA_FLAGS when
+    # its CPU backend starts).
+    if _fast_run(config.getoption("markexpr") or "") and TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
 def xla_flags(*flags: str) -> str:
-    """``XLA_FLAGS`` for a test's subprocess: the test flags and ``flags``."""
-    return " ".join((TEST_XLA_FLAGS, *flags))
+    """``XLA_FLAGS`` for a test's subprocess: this run's test flags and ``flags``."""
+    own = TEST_XLA_FLAGS if TEST_XLA_FLAGS in os.environ.get("XLA_FLAGS", "") else ""
+    return " ".join(f for f in (own, *flags) if f)
+
 
 import jax  # noqa: E402
 

@@ -42,6 +42,7 @@ from psample.diffusion.networks import DriftNetwork
 from psample.diffusion.processes import Process, nonfinite_value
 from psample.schedules import VP
 from psample.errors import (
+    user_stacklevel,
     CheckpointError,
     ModelError,
     NonFiniteError,
@@ -262,7 +263,7 @@ class TrainedSampler:
             # The runner's own warning about non-finite values is replaced by the one below,
             # which speaks of this call; the others (Ctrl-C) pass through.
             if not issubclass(w.category, NumericalWarning):
-                warnings.warn(w.message, w.category, stacklevel=2)
+                warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
         fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(ParticleResult)}
         log_w = np.asarray(result.final_state.log_w)
         with np.errstate(invalid="ignore"):  # a weight-zero particle: ELBO -inf, its error NaN
@@ -400,7 +401,7 @@ def _check_result(result: SamplerResult) -> None:
             f"{num_bad} evaluations ({final} of them at the {result.num_replicates * result.num_particles} "
             "final particles, which get weight zero): log_Z and the weights are those of the target restricted "
             "to where it is finite, not of the target; info.num_nonfinite counts them per step",
-            NumericalWarning, stacklevel=3,
+            NumericalWarning, stacklevel=user_stacklevel(),
         )  # fmt: skip
     if result.unreliable:
         ess = float(np.min(result.final_ess))
@@ -410,7 +411,7 @@ def _check_result(result: SamplerResult) -> None:
             f"{ess:.1f} of num_particles={result.num_particles} (smallest over the replicates); log_Z is then "
             "likely below the truth by more than its error bar. Raise num_particles, or train the sampler longer "
             "(train_sampler's num_iterations)",
-            UnreliableErrorWarning, stacklevel=3,
+            UnreliableErrorWarning, stacklevel=user_stacklevel(),
         )  # fmt: skip
 
 

@@ -50,7 +50,7 @@ from blackjax.base import SamplingAlgorithm
 
 from psample import _deprecated
 from psample.diagnostics.batch_means import Estimate, batch_means, check_tails, reciprocal
-from psample.errors import InvalidTuningError, MotifError, NetworkError, UnreliableErrorWarning, check_positive_int
+from psample.errors import InvalidTuningError, MotifError, NetworkError, UnreliableErrorWarning, check_positive_int, user_stacklevel
 from psample.graphs import observables as obs
 from psample.graphs.embeddings import initial_embeddings
 from psample.graphs.glauber import as_top_level_api as glauber
@@ -347,7 +347,7 @@ def hom_density(network, motif, rng_key=None, *, num_chains: int = 1000, num_dra
             f"show it; raise num_chains x num_draws "
             + (f"to about {needed:.0e}" if needed else "beyond 1e15") + f", or note that {exact_instead}",
             UnreliableErrorWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     else:
         check_tails(run.chain_means["w"], f"t(F, G) for {motif!r}", f"use more chains (num_chains), or note that "

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from psample import _deprecated
-from psample.errors import NumericalWarning
+from psample.errors import NumericalWarning, user_stacklevel
 from psample.mcmc.logconcave_chain import DEFAULT_NUM_SCORE_SAMPLES, MIN_EFFECTIVE_SCORE_SAMPLES, check_score_ess
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.runtime.chains import sample
@@ -155,8 +155,8 @@ def _warn(nonfinite, first_score_ess, tuning):
             f"them, so those samples treat the places concerned as zero density: check {what} "
             "for overflow or invalid values",
             NumericalWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     if "smoothed_score" in tuning or "smoothed_logdensity" in tuning:
         return
-    check_score_ess(first_score_ess, int(tuning.get("num_score_samples", DEFAULT_NUM_SCORE_SAMPLES)), stacklevel=4)
+    check_score_ess(first_score_ess, int(tuning.get("num_score_samples", DEFAULT_NUM_SCORE_SAMPLES)), stacklevel=user_stacklevel())
