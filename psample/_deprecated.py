@@ -66,7 +66,7 @@ class _MovedModuleLoader(importlib.abc.Loader):
         self.new = new
 
     def create_module(self, spec):
-        return None  # a placeholder; exec_module swaps in the real module
+        return None  # an empty module; exec_module swaps in the real one
 
     def exec_module(self, module):
         _warn_moved(module.__name__, self.new)

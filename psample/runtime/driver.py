@@ -8,7 +8,7 @@ carry is. It owns what every run needs around that function:
   progress bar, an ``on_chunk`` consumer such as a checkpoint, or a person at a command line:
   :func:`interactive`), in time: the first chunk is
   one step, timed without its compilation, and the next ones are sized to take about
-  :data:`TARGET_CHUNK_SECONDS` (re-measured once at full speed). Ctrl-C is then answered and a
+  :data:`TARGET_CHUNK_SECONDS` (measured again once at full speed). Ctrl-C is then answered and a
   kill loses at most a few seconds of work.
 * **double buffering**: chunk ``i + 1`` is dispatched before chunk ``i`` is copied to the host,
   so the device never waits for Python, the disk or the bar.
