@@ -5,7 +5,6 @@ errors computed from the spread of independent replicates (``sd / sqrt(R)``), an
 error itself is capped so that a broken, noisy sampler cannot pass by being noisy.
 """
 
-import importlib
 import warnings
 
 import jax
