@@ -20,6 +20,8 @@ import sys
 import types
 import warnings
 
+from psample.errors import user_stacklevel
+
 __all__ = ["MOVED_MODULES", "install", "deprecate_calling", "renamed_keywords", "warn"]
 
 #: Old module path -> new module path.
@@ -44,21 +46,8 @@ def _warn_moved(old: str, new: str) -> None:
     warnings.warn(
         f"{old} moved to {new}; the old path is removed in the next release",
         DeprecationWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
-
-
-def _user_stacklevel() -> int:
-    """The stack level of the user's code: our frames and module ``__getattr__`` skipped
-    (``warnings`` itself skips importlib's)."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None:
-        ours = frame.f_code.co_filename == __file__ or frame.f_code.co_name == "__getattr__"
-        if not (ours or "importlib" in frame.f_code.co_filename):
-            break
-        level += ours
-        frame = frame.f_back
-    return level
 
 
 class _MovedModuleLoader(importlib.abc.Loader):
@@ -115,11 +104,7 @@ def deprecate_calling(module: types.ModuleType, replacement: str, new_path: str)
 
 def warn(message: str) -> None:
     """A ``DeprecationWarning`` attributed to the user's code (psample's own frames skipped)."""
-    frame, level = sys._getframe(1), 2  # level 1 is this function, 2 its caller
-    package = __file__.rsplit("/", 1)[0]
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(f"{message} (removed in the next release)", DeprecationWarning, stacklevel=level)
+    warnings.warn(f"{message} (removed in the next release)", DeprecationWarning, stacklevel=user_stacklevel())
 
 
 def renamed_keywords(**renames: str):

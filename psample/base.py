@@ -10,7 +10,7 @@ Chains (:func:`psample.sample`)
 :class:`ChainAlgorithm` is BlackJAX's ``SamplingAlgorithm`` contract, ``init(position) ->
 State`` and ``step(rng_key, state) -> (State, Info)``, with optional hooks as typed fields.
 Anything with ``init`` and ``step`` runs (a ``blackjax.base.SamplingAlgorithm`` too); the runner
-reads the hooks through :func:`as_chain_algorithm`, so a BlackJAX algorithm has none of them.
+reads each hook with ``getattr``, so a BlackJAX algorithm simply has none of them.
 
 State contract: ``state.position`` is the draw (a pytree), ``state.logdensity`` (when present)
 is recorded. Info contract: any NamedTuple of arrays; an ``int`` field ``num_nonfinite``
@@ -65,7 +65,6 @@ __all__ = [
     "ParticleAlgorithm",
     "RESAMPLING",
     "resampling_fn",
-    "as_chain_algorithm",
     "provides_adaptation",
     "is_stepwise",
     "is_nonfinite_logdensity",
@@ -214,13 +213,6 @@ def resampling_fn(resampling_name) -> Callable:
             f"(rng_key, weights, num_samples) -> indices, got {resampling_name!r}"
         )
     return RESAMPLING[resampling_name]
-
-
-def as_chain_algorithm(algorithm) -> ChainAlgorithm:
-    """``algorithm`` as a :class:`ChainAlgorithm`: itself, or any ``init``/``step`` pair without hooks."""
-    if isinstance(algorithm, ChainAlgorithm):
-        return algorithm
-    return ChainAlgorithm(algorithm.init, algorithm.step)
 
 
 def provides_adaptation(algorithm) -> bool:

@@ -144,9 +144,17 @@ def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a ``warnings.warn`` point at the first caller outside psample.
 
     Call it as the argument of ``warnings.warn``: psample's own frames (decorators, helpers,
-    runners) are skipped, so the warning names the user's line however deep psample called.
+    runners, module ``__getattr__`` and import hooks) are skipped, so the warning names the user's
+    line however deep psample called. importlib's frames are passed over without counting them,
+    as ``warnings`` itself skips them.
     """
     frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
     while frame is not None and frame.f_code.co_filename.startswith(_PSAMPLE_DIRS):
         frame, level = frame.f_back, level + 1
+        while frame is not None and _is_importlib(frame.f_code.co_filename):
+            frame = frame.f_back
     return level
+
+
+def _is_importlib(filename: str) -> bool:
+    return "importlib" in filename and "_bootstrap" in filename

@@ -30,11 +30,11 @@ def __getattr__(name):
     import importlib
     import warnings
 
-    from psample._deprecated import _user_stacklevel
+    from psample.errors import user_stacklevel
 
     warnings.warn(
         f"psample.cli.{name} moved to {new}.{name}; the old path is removed in the next release",
         DeprecationWarning,
-        stacklevel=_user_stacklevel(),
+        stacklevel=user_stacklevel(),
     )
     return getattr(importlib.import_module(new), name)

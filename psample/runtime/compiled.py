@@ -28,18 +28,19 @@ def cached(owner: Hashable, key: Hashable, build: Callable):
     was built for it (shapes, options). An unhashable owner or key is built every time.
     """
     try:
-        entries = _by_owner.get(owner)
-        if entries is None:
-            entries = _by_owner[owner] = {}
-            while len(_by_owner) > MAX_ALGORITHMS:
-                _by_owner.popitem(last=False)
-        else:
-            _by_owner.move_to_end(owner)
-        if key not in entries:
-            entries[key] = build()
-        return entries[key]
+        hash((owner, key))
     except TypeError:
         return build()
+    entries = _by_owner.get(owner)
+    if entries is None:
+        entries = _by_owner[owner] = {}
+        while len(_by_owner) > MAX_ALGORITHMS:
+            _by_owner.popitem(last=False)
+    else:
+        _by_owner.move_to_end(owner)
+    if key not in entries:
+        entries[key] = build()  # an error while building (a user function's) propagates as is
+    return entries[key]
 
 
 def clear() -> None:
