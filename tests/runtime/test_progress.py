@@ -206,10 +206,14 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.heavy
 def test_a_real_terminal_shows_the_bar_and_keeps_its_last_line_a_pipe_does_not():
+    import fcntl
     import pty
+    import struct
+    import termios
 
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
     try:
         process = subprocess.Popen([sys.executable, "-c", SCRIPT], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=secondary, env=env)  # fmt: skip
