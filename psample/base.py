@@ -37,7 +37,9 @@ Particles (:func:`psample.run_particles`)
 :class:`ParticleAlgorithm`: ``init(rng_key, num_particles)`` draws and weights a population,
 ``step(rng_key, state)`` makes one time step. State contract: ``particles`` (leaves ``(N, ...)``),
 ``log_weights`` ``(N,)`` normalised, ``log_Z`` ``()``; optionally ``eve`` ``(N,)`` and
-``num_resampled`` ``()`` (single-run variance estimator). Info contract: ``ess``,
+``num_resampled`` ``()`` (single-run variance estimator), and for an until-done algorithm
+``temperature`` ``()`` in ``[0, 1]``, how far it has come (the progress bar shows it, as a
+fraction reaching 1). Info contract: ``ess``,
 ``log_Z_increment``, ``is_resampled``, optionally ``num_nonfinite``.
 
 Non-finite values

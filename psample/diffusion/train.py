@@ -310,7 +310,7 @@ def train_sampler(
         Path of a ``.npz`` file: written after every chunk (parameters, optimizer state, losses);
         if it exists, training resumes from it (same arguments required).
     progress
-        A tqdm bar with the loss (on a terminal).
+        A progress bar with the loss (in a terminal or a notebook; off in pipes and CI).
     chunk_length
         Iterations per jitted chunk (default: the driver's, about a second each when watched).
     max_nonfinite_fraction

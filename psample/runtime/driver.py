@@ -4,6 +4,10 @@ A run is a jitted "run one chunk" function applied again and again to a carry (c
 states, a particle population, network parameters). The driver knows nothing of what the
 carry is. It owns what every run needs around that function:
 
+* **the progress bar** (:mod:`psample.runtime.progress`): shown in terminals and notebooks, off
+  in pipes and CI; "compiling" until the first chunk returns, then a rate and a time left that
+  count from there; its last line stays. A run that only knows how far along it is (a
+  temperature from 0 to 1) passes ``position`` and gets a fraction bar.
 * **chunk lengths** bounded in host memory (``bytes_per_step``) and, when someone watches (a
   progress bar, an ``on_chunk`` consumer such as a checkpoint, or a person at a command line:
   :func:`interactive`), in time: the first chunk is
@@ -28,7 +32,6 @@ import contextlib
 import contextvars
 import math
 import signal
-import sys
 import threading
 import time
 from typing import Any, Callable, NamedTuple
@@ -38,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from psample.errors import PsampleError, RunError
+from psample.runtime.progress import progress_bar, shows_progress
 
 __all__ = ["drive", "DriveResult", "concatenate", "interactive", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
 
@@ -97,14 +101,9 @@ def concatenate(records: list, axis: int = 0):
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *records)
 
 
-def _shows_progress(progress: bool) -> bool:
-    return progress and sys.stderr.isatty()
-
-
-def _progress_bar(total, enabled: bool, desc: str, unit: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not _shows_progress(enabled), leave=False)
+_shows_progress = shows_progress
+#: The bar factory (tests replace it with a bar that presses Ctrl-C at a chosen update).
+_progress_bar = progress_bar
 
 
 class _InterruptFlag:
@@ -237,6 +236,8 @@ def drive(
     unit: str = "step",
     on_chunk: Callable | None = None,
     postfix: Callable | None = None,
+    position: Callable | None = None,
+    total: float | None = None,
 ) -> DriveResult:
     """Apply ``run_chunk`` chunk after chunk from step ``start`` to ``stop``.
 
@@ -263,12 +264,18 @@ def drive(
         is true (chunks dispatched after that are dropped). With ``stop=None``, ``run_chunk``
         must leave the carry unchanged after it is done.
     progress, desc, unit
-        A tqdm bar (only on a terminal) with this description and unit.
+        A progress bar (:mod:`psample.runtime.progress`: shown in a terminal or a notebook, off
+        in pipes) with this description and unit.
     on_chunk
         ``on_chunk(carry, records, num_done)`` after each chunk is on the host (a checkpoint
         append); Ctrl-C never interrupts it.
     postfix
         ``postfix(records) -> dict`` shown on the bar after each chunk (e.g. a loss).
+    position, total
+        ``position(carry, records) -> number``: how far the run has come after a chunk, shown
+        instead of the steps run; with ``total`` (e.g. ``1.0``) a fraction bar (the temperature
+        reached, say), without it a count with no end (the steps that did something, say).
+        Default: the steps run, out of ``stop - start``.
 
     Returns
     -------
@@ -285,7 +292,13 @@ def drive(
         raise ValueError("drive needs stop or until")
     watched = _shows_progress(progress) or on_chunk is not None or _INTERACTIVE.get()
     planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=watched)
-    bar = _progress_bar(None if stop is None else stop - start, progress, desc, unit)
+    if position is None:
+        bar = _progress_bar(None if stop is None else stop - start, progress, desc, unit)
+    else:
+        bar = _progress_bar(total, progress, desc, unit, fraction=total is not None)
+    shown = 0  # the bar's position, with ``position``
+    leave_out = getattr(bar, "leave_out", lambda seconds: None)
+    compiled_lengths: set = set()
     records_out: list = []
     done, launched, launched_carry = start, start, carry
     in_flight: collections.deque = collections.deque()
@@ -298,7 +311,7 @@ def drive(
         return DriveResult(carry, records_out, done - start, interrupted)
 
     def complete(chunk: _Chunk) -> None:
-        nonlocal carry, done, finished
+        nonlocal carry, done, finished, shown
         host_start = time.perf_counter()
         records = jax.device_get(chunk.records)
         carry, done = chunk.carry, chunk.first + chunk.length
@@ -307,9 +320,14 @@ def drive(
             on_chunk(carry, records, done - start)
         now = time.perf_counter()
         planner.observe_completion(chunk.length, now, now - host_start, remaining_from(done))
-        bar.update(chunk.length)
         if postfix is not None and records is not None:
             bar.set_postfix(postfix(records), refresh=False)
+        if position is None:
+            bar.update(chunk.length)
+        else:
+            reached = position(carry, records)
+            bar.update(reached - shown)
+            shown = reached
         if until is not None and bool(until(carry)):
             finished = True
 
@@ -328,6 +346,7 @@ def drive(
                 # Dispatch up to two chunks (the probe alone: its timing must be clean).
                 while len(in_flight) < 2 and (stop is None or launched < stop) and not flag.requested:
                     length = planner.next_length(remaining_from(launched))
+                    began = time.perf_counter()
                     indices = jnp.arange(launched, launched + length, dtype=jnp.int32)
                     probe = planner.timed and planner.length is None
                     if probe:
@@ -335,6 +354,9 @@ def drive(
                         planner.observe_probe(seconds / length, remaining_from(launched + length))
                     else:
                         launched_carry, records = run_chunk(launched_carry, indices)
+                        if length not in compiled_lengths:  # compiled as it was dispatched: not in the bar's rate
+                            leave_out(time.perf_counter() - began)
+                            compiled_lengths.add(length)
                     in_flight.append(_Chunk(launched_carry, records, launched, length))
                     launched += length
                     if probe:

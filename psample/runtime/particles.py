@@ -178,7 +178,9 @@ def run_particles(
         ``{name: fn(state) -> array}`` evaluated on each replicate's population after every
         step, inside the scan (e.g. a weighted mean of the particles).
     progress
-        Show a tqdm bar (only on a terminal).
+        Show a progress bar where someone watches (a terminal or a notebook; off in pipes and
+        CI): the steps out of ``num_steps`` for a fixed schedule; for an until-done algorithm with
+        a ``temperature`` in its state (tempered SMC), the temperature reached from 0 to 1.
     chunk_length
         Steps per jitted chunk; default: the driver's choice (bounded by memory and, with a
         bar, by time).
@@ -250,15 +252,10 @@ def run_particles(
         done_fn = _all_done(algorithm)
         until = lambda c: bool(done_fn(c[0]))
 
-    def postfix(records):
-        ess = np.asarray(records[0].ess[-1])
-        finite = ess[np.isfinite(ess)]
-        return {"ess": f"{float(finite.mean()):.0f}" if finite.size else "nan"}
-
+    bar = _bar(algorithm, states)
     result = driver.drive(
         run_chunk, carry, 0, algorithm.num_steps, chunk_length=chunk_length,
-        bytes_per_step=bytes_per_step, until=until, progress=progress,
-        desc="particles", unit="step", postfix=postfix,
+        bytes_per_step=bytes_per_step, until=until, progress=progress, unit="step", **bar,
     )  # fmt: skip
     info, obs, valid = driver.concatenate(result.records, axis=0)
     # Until-done runs end with steps where every replicate was already done: drop them.
@@ -301,6 +298,49 @@ def run_particles(
     if not result.interrupted and not complete.all() and incomplete_message:
         warnings.warn(incomplete_message, NumericalWarning, stacklevel=2)
     return out
+
+
+def _bar(algorithm, states) -> dict:
+    """The driver's bar arguments: a step count out of ``num_steps`` for a fixed schedule; for an
+    until-done algorithm, a fraction bar of its ``temperature`` (the slowest replicate's, 0 to 1)
+    when its state has one, else a count of the steps taken. The postfix: the mean ESS of the
+    last step (and the steps taken, on a fraction bar)."""
+    taken = _StepsTaken()
+    fraction = algorithm.is_done is not None and hasattr(states, "temperature")
+
+    last_ess = ["nan"]
+
+    def postfix(records):
+        ess, valid = np.asarray(records[0].ess), np.asarray(records[2])
+        moved = np.flatnonzero(np.any(valid, axis=1))
+        if moved.size:  # the ESS of the chunk's last step that moved (not a no-op after done)
+            row = ess[moved[-1]][valid[moved[-1]] & np.isfinite(ess[moved[-1]])]
+            last_ess[0] = f"{float(row.mean()):.0f}" if row.size else "nan"
+        shown = {"steps": taken(records)} if fraction else {}
+        shown["ess"] = last_ess[0]
+        return shown
+
+    if fraction:
+        def temperature(carry, records):
+            return float(np.clip(np.min(jax.device_get(carry[0].temperature)), 0.0, 1.0))
+
+        return {"desc": "temperature", "postfix": postfix, "position": temperature, "total": 1.0}
+    if algorithm.is_done is not None:  # no fraction known: the steps taken (not the no-ops after)
+        return {"desc": "particles", "postfix": postfix, "position": lambda carry, records: taken(records)}
+    return {"desc": "particles", "postfix": postfix}
+
+
+class _StepsTaken:
+    """Steps in which some replicate moved, summed over the chunks seen (each counted once)."""
+
+    def __init__(self):
+        self.steps, self._seen = 0, None
+
+    def __call__(self, records) -> int:
+        if records is not self._seen:
+            self._seen = records
+            self.steps += int(np.any(records[2], axis=1).sum())
+        return self.steps
 
 
 def _check_nonfinite(result: "ParticleResult", raw_log_weights: np.ndarray, source: str | None) -> None:
