@@ -85,7 +85,7 @@ def sample(
         each (measured on a first one-draw chunk), so Ctrl-C answers at once and a kill loses
         seconds of draws.
     progress
-        Show a tqdm bar (only on a terminal) and size chunks in time.
+        Show a tqdm bar (in a terminal or a notebook; off in pipes and CI) and size chunks in time.
     checkpoint
         Path of a Zarr store, created now (so an unwritable path fails before any work) and
         locked against other processes: every chunk is appended to it, with the state and key
