@@ -178,8 +178,8 @@ def sample(
             checkpoint, plan=plan, states=states, rng_key=rng_key, target=target,
             placement=sharding.placement(chain_mesh), observable_names=list(observables),
         )  # fmt: skip
-        try:
-            checks.check_run_size(bytes_per_draw, num_chains, num_draws, checkpoint)
+        try:  # the store's disk is process 0's (several processes: its answer holds for all)
+            sharding.on_first_process(lambda: checks.check_run_size(bytes_per_draw, num_chains, num_draws, checkpoint))
         except InvalidTuningError:
             writer.remove()
             raise
@@ -511,7 +511,7 @@ def resume(
         writer.target = target
         functions = chunk_functions(algorithm, observables, plan, chain_mesh)
         bytes_per_draw = record_bytes(functions, states, saved.rng_key)
-        checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
+        sharding.on_first_process(lambda: checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint))
         steps_done, parameters = saved.steps_done, saved.parameters
         if adapting:
             if carry is not None:  # the chains' leaves are sharded inside the jitted chunks

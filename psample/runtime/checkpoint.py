@@ -184,30 +184,8 @@ class Checkpoint:
 
 
 def _first_process(action, path):
-    """``action()`` on process 0 alone (in one process: just called); every process raises if it failed.
-
-    Returns what ``action`` returned on process 0 and ``None`` on the others. A collective
-    under ``jax.distributed``: every process calls it at the same point.
-    """
-    if not sharding.is_multiprocess():
-        return action()
-    value, error = None, None
-    if jax.process_index() == 0:
-        try:
-            value = action()
-        except Exception as exc:  # noqa: BLE001 - sent to the other processes, then re-raised
-            error = exc
-    failure = sharding.broadcast_object(
-        None if error is None else (isinstance(error, CheckpointError), f"{type(error).__name__}: {error}", str(error))
-    )
-    if error is not None:
-        raise error
-    if failure is not None:
-        is_checkpoint_error, described, message = failure
-        raise CheckpointError(
-            message if is_checkpoint_error else f"process 0 could not write the checkpoint {str(path)!r} ({described})"
-        )
-    return value
+    """``action()`` where the store is (process 0; :func:`psample.runtime.sharding.on_first_process`)."""
+    return sharding.on_first_process(action, f"could not write the checkpoint {str(path)!r}")
 
 
 class CheckpointWriter:

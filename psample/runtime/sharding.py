@@ -30,6 +30,8 @@ helpers below are the only places the runners talk across processes:
   (``jax.experimental.multihost_utils.process_allgather`` for arrays spread over processes);
 - :func:`broadcast_object` sends a picklable object from process 0 to all (a checkpoint read
   by process 0 alone, or the error it raised);
+- :func:`on_first_process` runs an action on process 0 alone (the checkpoint's reads and
+  writes) and raises its error on every process;
 - :func:`any_process` tells every process whether any of them raised a flag (the chunk
   driver's Ctrl-C agreement);
 - :func:`topology` is what a checkpoint records of the processes.
@@ -52,7 +54,7 @@ from psample.errors import CheckpointError, InvalidTuningError, ShapeError
 
 __all__ = [
     "CHAIN_AXIS", "chain_mesh", "place", "place_replicated", "placement", "mesh_from_placement",
-    "is_multiprocess", "to_host", "broadcast_object", "any_process", "topology", "describe_topology",
+    "is_multiprocess", "to_host", "broadcast_object", "any_process", "topology", "describe_topology", "on_first_process",
 ]
 
 #: The mesh axis chains (and particle replicates) are sharded along.
@@ -196,7 +198,7 @@ def to_host(tree):
     """
     leaves, treedef = jax.tree.flatten(tree)
     spread = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable]
-    out = list(jax.device_get(leaves))
+    out = list(jax.device_get([None if i in spread else leaf for i, leaf in enumerate(leaves)]))
     if spread:
         from jax.experimental import multihost_utils
 
@@ -238,3 +240,36 @@ def any_process(flag: bool, values=()) -> tuple[bool, tuple]:
     local = np.array([float(flag), *values], dtype=np.float32)
     gathered = np.asarray(multihost_utils.process_allgather(local))
     return bool(gathered[:, 0].any()), tuple(float(v) for v in gathered[0, 1:])
+
+
+def on_first_process(action, what: str = "failed"):
+    """``action()`` on process 0 alone (in one process: just called); its error raised on every process.
+
+    Returns what ``action`` returned on process 0 and ``None`` on the others. The others raise
+    the same exception (pickled), or a :class:`~psample.errors.RunError` saying that process 0
+    ``what`` when it cannot be pickled. A collective: every process calls it at the same point.
+    """
+    if not is_multiprocess():
+        return action()
+    import pickle
+
+    value, error, sent = None, None, None
+    if jax.process_index() == 0:
+        try:
+            value = action()
+        except Exception as exc:  # noqa: BLE001 - sent to the other processes, then re-raised
+            error = exc
+            try:
+                sent = pickle.loads(pickle.dumps(exc))
+            except Exception:  # noqa: BLE001
+                sent = f"process 0 {what} ({type(exc).__name__}: {exc})"
+    failure = broadcast_object(sent)
+    if error is not None:
+        raise error
+    if isinstance(failure, BaseException):
+        raise failure
+    if failure is not None:
+        from psample.errors import RunError
+
+        raise RunError(failure)
+    return value
