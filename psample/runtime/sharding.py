@@ -191,13 +191,17 @@ def describe_topology(recorded: dict | None) -> str:
 def to_host(tree):
     """``tree`` as NumPy arrays, whole on every process.
 
-    Leaves spread over several processes' devices are gathered with
+    Leaves split over several processes' devices are gathered with
     ``jax.experimental.multihost_utils.process_allgather`` (a collective: every process calls
-    this with the same tree structure); the others are copied with ``jax.device_get``.
+    this with the same tree structure); the others (local, or whole on every device) are copied
+    with ``jax.device_get``.
     ``None`` leaves stay ``None``.
     """
     leaves, treedef = jax.tree.flatten(tree)
-    spread = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable]
+    spread = [
+        i for i, leaf in enumerate(leaves)
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not leaf.is_fully_replicated
+    ]  # fmt: skip
     out = list(jax.device_get([None if i in spread else leaf for i, leaf in enumerate(leaves)]))
     if spread:
         from jax.experimental import multihost_utils
