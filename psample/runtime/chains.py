@@ -12,6 +12,17 @@ Randomness is a function of the step index alone (``fold_in(rng_key, step)``, th
 per chain), so the same key gives the same draws whatever the chunking, and a resumed run
 continues bit for bit.
 
+Several processes (``jax.distributed``): every process runs the same script with the same
+arguments; the chains are sharded over the devices of all processes (:mod:`psample.runtime.sharding`),
+every chunk's draws are gathered on every process, so the returned :class:`Trace` holds all
+of them everywhere, equal to a one-process run with the same key (bit for bit: each chain's
+steps depend on its key alone, and each device runs the same program on its chains). Gathering
+per chunk (not at the end) keeps device memory to one chunk, as in one process, and gives the
+checkpoint, written by process 0, the whole chunk. ``trace.final_state`` stays a
+``jax.Array`` spread over the processes (``multihost_utils.process_allgather`` reads it whole).
+Only process 0 shows a bar; a Ctrl-C stops every process after the same chunk
+(:mod:`psample.runtime.driver`); checkpoints: :mod:`psample.runtime.checkpoint`.
+
 A run with draws ends with its checks: a warning counting the log-density's non-finite values,
 the algorithm's own check of its draws (``check_trace``) and the convergence check
 (:func:`psample.diagnostics.check_convergence`: rank-normalised R-hat, bulk and tail ESS).
@@ -147,9 +158,11 @@ def sample(
         warnings.warn("sample(devices=...) is deprecated: pass mesh=jax.sharding.Mesh(devices, ('chains',))",
                       DeprecationWarning, stacklevel=2)
     chain_mesh = sharding.chain_mesh(num_chains, mesh, devices)
+    if sharding.is_multiprocess():
+        _check_same_everywhere(initial_positions, rng_key)
     positions = sharding.place(initial_positions, chain_mesh)
     states = checks.init_states(algorithm, positions)
-    checks.check_initial_states(algorithm, positions, states)
+    checks.check_initial_states(algorithm, *_on_host(positions, states))
     checks.check_step_keeps_state(algorithm, states)
 
     adapts = adapt and num_warmup > 0 and provides_adaptation(algorithm)
@@ -165,8 +178,8 @@ def sample(
             checkpoint, plan=plan, states=states, rng_key=rng_key, target=target,
             placement=sharding.placement(chain_mesh), observable_names=list(observables),
         )  # fmt: skip
-        try:
-            checks.check_run_size(bytes_per_draw, num_chains, num_draws, checkpoint)
+        try:  # the store's disk is process 0's (several processes: its answer holds for all)
+            sharding.on_first_process(lambda: checks.check_run_size(bytes_per_draw, num_chains, num_draws, checkpoint))
         except InvalidTuningError:
             writer.remove()
             raise
@@ -190,6 +203,27 @@ def sample(
                  parameters=parameters)
     return _finish(trace, algorithm, compute_convergence_checks, "Draw more (num_draws), warm up longer (num_warmup) "
                    "or reparametrise the model; compute_convergence_checks=False skips this check")
+
+
+def _on_host(*trees):
+    """``trees`` readable on this process: gathered when spread over several processes."""
+    return sharding.to_host(trees) if sharding.is_multiprocess() else trees
+
+
+def _check_same_everywhere(initial_positions, rng_key) -> None:
+    """Several processes: each must pass the same key and initial positions (one run, not several)."""
+    from jax.experimental import multihost_utils
+
+    from psample.runtime.checkpoint import _key_to_host
+
+    for name, value in (("rng_key", _key_to_host(rng_key)[0]), ("initial_positions", initial_positions)):
+        try:
+            multihost_utils.assert_equal(jax.tree.map(np.asarray, value))
+        except AssertionError:
+            raise InvalidTuningError(
+                f"the processes of this jax.distributed run passed different {name}: every process must "
+                "run the same script with the same arguments (the chains are spread over them)"
+            ) from None
 
 
 def _adapt(algorithm, positions, rng_key, plan: RunPlan, progress, writer, carry=None, steps_done=0):
@@ -357,6 +391,20 @@ def _warn_nonfinite_steps(trace: Trace) -> None:
     )
 
 
+def _check_topology(saved, checkpoint) -> None:
+    """A checkpoint resumes in the topology it was written in (processes, devices per process)."""
+    recorded = saved.topology or {"processes": 1, "devices_per_process": None}
+    now = sharding.topology()
+    same = recorded["processes"] == now["processes"] and (
+        now["processes"] == 1 or recorded.get("devices_per_process") == now["devices_per_process"]
+    )
+    if not same:
+        raise CheckpointError(
+            f"the run in {str(checkpoint)!r} was written by {sharding.describe_topology(recorded)} and this "
+            f"resume runs on {sharding.describe_topology(now)}: resume it in the topology it was written in"
+        )
+
+
 def resume(
     checkpoint,
     algorithm,
@@ -401,7 +449,8 @@ def resume(
 
     writer = CheckpointWriter.reopen(checkpoint)
     try:
-        saved = writer.load()
+        saved = writer.load_everywhere()
+        _check_topology(saved, checkpoint)
         algorithm = warmup.restore(algorithm, saved.parameters)
         plan = saved.plan
         remaining = plan.num_draws - saved.draws_done
@@ -462,7 +511,7 @@ def resume(
         writer.target = target
         functions = chunk_functions(algorithm, observables, plan, chain_mesh)
         bytes_per_draw = record_bytes(functions, states, saved.rng_key)
-        checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint)
+        sharding.on_first_process(lambda: checks.check_run_size(bytes_per_draw, plan.num_chains, total, checkpoint))
         steps_done, parameters = saved.steps_done, saved.parameters
         if adapting:
             if carry is not None:  # the chains' leaves are sharded inside the jitted chunks

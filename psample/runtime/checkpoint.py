@@ -23,6 +23,37 @@ What makes it safe:
   chunk file back as fill values and fails to decode a truncated one; loading recomputes the
   checksums and refuses a store that does not match (or cannot be read) with
   :class:`~psample.errors.CheckpointError`, naming the arrays and the first damaged chunk.
+
+Several processes (``jax.distributed``)
+---------------------------------------
+A run of several processes writes **one store, by process 0**, holding every chain. Why one
+store and not one per process with a manifest:
+
+* the chunk driver already gathers every chunk's draws on every process (the returned
+  :class:`~psample.Trace` holds them whole), so process 0 has what the store needs; only the
+  sampler state is gathered in addition, once per chunk;
+* the store stays one ordinary ArviZ DataTree, opened like a one-process store, with the same
+  checksums, commit point and crash consistency, and no manifest that could disagree with its
+  parts;
+* only process 0 needs the path: the others never open it (no shared file system is needed),
+  and on resume process 0 reads and verifies the store and sends it to the others
+  (:func:`psample.runtime.sharding.broadcast_object`).
+
+The cost: the state crosses the network once per chunk, and process 0's disk takes every write.
+
+**Lock.** Process 0 alone takes the ``flock``, so the sibling processes of one run are never
+refused, and a second, independent run (another ``jax.distributed`` job, or one process) is:
+its process 0 finds the store locked and every one of its processes raises the same
+:class:`~psample.errors.CheckpointError`. Every write is agreed: when process 0 cannot write
+(disk full, say), every process raises, none waits for it.
+
+**Topology.** The store records the number of processes and of devices per process; a resume
+must run in the same topology (same count of processes and of devices per process), and is
+refused otherwise with an error naming both. A one-process store written before this record
+existed reads as one process.
+
+**Ctrl-C** stops every process after the same chunk (:mod:`psample.runtime.driver`), so the
+store holds exactly the chunks every process reports.
 """
 
 from __future__ import annotations
@@ -42,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from psample.errors import CheckpointError
+from psample.runtime import sharding
 from psample.runtime.trace import Trace
 
 __all__ = ["CheckpointWriter", "load_checkpoint", "Checkpoint"]
@@ -148,14 +180,22 @@ class Checkpoint:
     placement: dict | None
     parameters: object = None  # the adapted parameters (psample.runtime.warmup), or None
     adapting: bool = False  # ``states`` is a warm-up adaptation's carry (psample.runtime.warmup.warmup)
+    topology: dict | None = None  # psample.runtime.sharding.topology() of the run; None: one process
+
+
+def _first_process(action, path):
+    """``action()`` where the store is (process 0; :func:`psample.runtime.sharding.on_first_process`)."""
+    return sharding.on_first_process(action, f"could not write the checkpoint {str(path)!r}")
 
 
 class CheckpointWriter:
     """Writes one run's chunks to a Zarr store it holds locked (see the module docstring)."""
 
-    def __init__(self, path: Path, lock_fd: int):
+    def __init__(self, path: Path, lock_fd: int | None, writes: bool = True):
         self.path = Path(path)
         self._lock_fd = lock_fd
+        #: False on processes other than 0 of a multi-process run: they gather, process 0 writes.
+        self.writes = writes
         self.steps_done = 0
         self.target = None  # names the ArviZ groups' sites; set by create, and by resume
 
@@ -183,10 +223,25 @@ class CheckpointWriter:
 
     @classmethod
     def create(cls, path, *, plan, states, rng_key, target, placement=None, observable_names=()) -> "CheckpointWriter":
-        """Create and lock a new store at ``path`` and save the initial state in it."""
+        """Create and lock a new store at ``path`` and save the initial state in it.
+
+        Under ``jax.distributed`` every process calls this; process 0 creates and locks the
+        store, the others get a writer that only takes part in the gathers.
+        """
+        path = Path(path)
+        states = sharding.to_host(states)  # several processes: every process takes part
+        writer = _first_process(
+            lambda: cls._create_here(path, plan, states, rng_key, target, placement, observable_names), path
+        )
+        if writer is None:
+            writer = cls(path, None, writes=False)
+            writer.target = target
+        return writer
+
+    @classmethod
+    def _create_here(cls, path: Path, plan, states, rng_key, target, placement, observable_names) -> "CheckpointWriter":
         import zarr
 
-        path = Path(path)
         if path.is_file():
             raise CheckpointError(f"checkpoint path {str(path)!r} is a file: choose a directory path (run.zarr)")
         writer = cls._locked(path, create=True)
@@ -211,13 +266,14 @@ class CheckpointWriter:
                     "target_name": None if target is None else str(target.name),
                     "observables": sorted(observable_names),
                     "placement": placement,
+                    "topology": sharding.topology(),
                     "checksums": {},
                     "chunk_lengths": [],
                     "chunk_crcs": [],
                 }
             )
             writer.target = target
-            writer._write_state(states, steps_done=0, draws_done=0)
+            writer._store_state(jax.tree.leaves(states), steps_done=0, draws_done=0)
         except OSError as exc:
             writer.close()
             raise CheckpointError(f"cannot write the checkpoint at {str(path)!r}: {exc.strerror or exc}") from None
@@ -228,11 +284,19 @@ class CheckpointWriter:
 
     @classmethod
     def reopen(cls, path) -> "CheckpointWriter":
-        """Lock an existing store to continue it (used by :func:`psample.resume`)."""
+        """Lock an existing store to continue it (used by :func:`psample.resume`).
+
+        Under ``jax.distributed`` every process calls this; process 0 locks the store.
+        """
         path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint path {str(path)!r} does not exist")
-        return cls._locked(path, create=False)
+
+        def here():
+            if not path.is_dir():
+                raise CheckpointError(f"checkpoint path {str(path)!r} does not exist")
+            return cls._locked(path, create=False)
+
+        writer = _first_process(here, path)
+        return writer if writer is not None else cls(path, None, writes=False)
 
     def close(self) -> None:
         """Release the lock (the store stays as written)."""
@@ -248,7 +312,12 @@ class CheckpointWriter:
         import shutil
 
         self.close()
-        shutil.rmtree(self.path)
+        if self.writes:
+            shutil.rmtree(self.path)
+
+    def _agreed(self, action) -> None:
+        """``action()`` where the store is written (process 0), agreed by every process."""
+        _first_process(lambda: action() if self.writes else None, self.path)
 
     # -- writing
 
@@ -259,10 +328,16 @@ class CheckpointWriter:
 
     def _write_state(self, states, *, steps_done: int, draws_done: int, extra_attrs=None) -> None:
         """Write ``states`` to the free slot, then flip the attributes to it (the commit point)."""
+        leaves = jax.tree.leaves(sharding.to_host(states))  # every process takes part in the gather
+        self._agreed(lambda: self._store_state(leaves, steps_done=steps_done, draws_done=draws_done,
+                                               extra_attrs=extra_attrs))  # fmt: skip
+
+    def _store_state(self, leaves, *, steps_done: int, draws_done: int, extra_attrs=None) -> None:
+        """:meth:`_write_state` of host ``leaves``, on the process that writes."""
         group = self._state_group()
         attrs = dict(group.attrs)
         slot = "b" if attrs.get("state_slot") == "a" else "a"
-        leaves = [np.asarray(leaf) for leaf in jax.device_get(jax.tree.leaves(states))]
+        leaves = [np.asarray(leaf) for leaf in leaves]
         for i, leaf in enumerate(leaves):
             _write_array(group, f"state_{slot}_{i}", leaf)
         attrs.update(extra_attrs or {})
@@ -287,8 +362,14 @@ class CheckpointWriter:
         """
         from psample.runtime.warmup import parameters_to_attrs
 
+        parameters = sharding.to_host(parameters)
+        state_leaves = jax.tree.leaves(sharding.to_host(states))
+        treedef = _encode(jax.tree.structure(states))
+        self._agreed(lambda: self._store_adapted(parameters, state_leaves, treedef, steps_done, parameters_to_attrs))
+
+    def _store_adapted(self, parameters, state_leaves, state_treedef, steps_done, parameters_to_attrs) -> None:
         group = self._state_group()
-        leaves = [np.asarray(leaf) for leaf in jax.device_get(jax.tree.leaves(parameters))]
+        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(parameters)]
         for i, leaf in enumerate(leaves):
             _write_array(group, f"parameter_{i}", leaf)
         group.attrs.update(
@@ -300,9 +381,9 @@ class CheckpointWriter:
         import zarr
 
         zarr.open_group(str(self.path), mode="a", use_consolidated=False).attrs.update(parameters_to_attrs(parameters))
-        self._write_state(
-            states, steps_done=steps_done, draws_done=0,
-            extra_attrs={"state_treedef": _encode(jax.tree.structure(states)), "adapting": False},
+        self._store_state(
+            state_leaves, steps_done=steps_done, draws_done=0,
+            extra_attrs={"state_treedef": state_treedef, "adapting": False},
         )  # fmt: skip
 
     def save_adaptation(self, carry, steps_done: int) -> None:
@@ -321,7 +402,12 @@ class CheckpointWriter:
         self._write_state(states, steps_done=steps_done, draws_done=0)
 
     def append(self, records, states, draws_done: int) -> None:
-        """Append one chunk of ``records`` (a Draw with leaves ``(chain, draw, ...)``), then save the state."""
+        """Append one chunk of ``records`` (a Draw with leaves ``(chain, draw, ...)``, on the host
+        and whole on every process), then save the state."""
+        state_leaves = jax.tree.leaves(sharding.to_host(states))
+        self._agreed(lambda: self._store_chunk(records, state_leaves, draws_done))
+
+    def _store_chunk(self, records, state_leaves, draws_done: int) -> None:
         attrs = dict(self._state_group().attrs)
         plan = _decode(attrs["plan"])
         length = jax.tree.leaves(records.position)[0].shape[1]
@@ -346,12 +432,35 @@ class CheckpointWriter:
         }
         if "records_treedef" not in attrs:
             extra["records_treedef"] = _encode(jax.tree.structure(records))
-        self._write_state(states, steps_done=plan.step_index(draws_done), draws_done=draws_done, extra_attrs=extra)
+        self._store_state(state_leaves, steps_done=plan.step_index(draws_done), draws_done=draws_done, extra_attrs=extra)
 
     def extend(self, plan, placement) -> None:
         """Record a resumed run's new plan and device placement."""
-        group = self._state_group()
-        group.attrs.update({"plan": _encode(plan), "placement": placement})
+        self._agreed(
+            lambda: self._state_group().attrs.update(
+                {"plan": _encode(plan), "placement": placement, "topology": sharding.topology()}
+            )
+        )
+
+    def load_everywhere(self) -> Checkpoint:
+        """:meth:`load` on process 0, sent to every process (in one process: :meth:`load`).
+
+        A collective under ``jax.distributed``: process 0 reads and verifies the store, the
+        others receive it (they need not see the path).
+        """
+        if not sharding.is_multiprocess():
+            return self.load()
+
+        def portable():
+            saved = self.load()
+            from dataclasses import replace
+
+            return replace(saved, states=jax.device_get(saved.states), rng_key=_key_to_host(saved.rng_key))
+
+        saved = sharding.broadcast_object(_first_process(portable, self.path))
+        from dataclasses import replace
+
+        return replace(saved, states=jax.tree.map(jnp.asarray, saved.states), rng_key=_key_from_host(*saved.rng_key))
 
     # -- reading
 
@@ -409,6 +518,7 @@ class CheckpointWriter:
             placement=attrs.get("placement"),
             parameters=parameters,
             adapting=bool(attrs.get("adapting", False)),
+            topology=attrs.get("topology"),
         )
 
 

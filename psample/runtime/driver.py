@@ -20,6 +20,14 @@ carry is. It owns what every run needs around that function:
   The driver polls the chunk in flight, so it answers within milliseconds; every chunk that
   completed is kept and handed to ``on_chunk`` before the driver returns, so what a caller
   reports as drawn is also what its checkpoint holds. A chunk still computing is abandoned.
+* **several processes** (``jax.distributed``; every process runs the same script): records
+  spread over the processes are gathered at every chunk (:func:`psample.runtime.sharding.to_host`),
+  so each process holds them whole, and only process 0 shows a bar. The processes must agree on
+  every chunk (each is a computation over all of them), so the loop answers a Ctrl-C at a chunk
+  boundary: after each chunk they share their Ctrl-C flags (:func:`psample.runtime.sharding.any_process`,
+  a few bytes) and all stop when any was pressed, keeping the same chunks; timed chunk lengths
+  follow process 0's clock. A second Ctrl-C stops that process at once, and the others then wait
+  in their next collective until ``jax.distributed`` notices the process gone.
 * **failures**: an exception raised while a chunk runs (a log-density's host callback, say) is
   re-raised as :class:`psample.errors.RunError` carrying the :class:`DriveResult` of the chunks
   that completed.
@@ -41,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from psample.errors import PsampleError, RunError
+from psample.runtime import sharding
 from psample.runtime.progress import progress_bar, shows_progress
 
 __all__ = ["drive", "DriveResult", "concatenate", "interactive", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
@@ -291,6 +300,10 @@ def drive(
     if stop is None and until is None:
         raise ValueError("drive needs stop or until")
     watched = _shows_progress(progress) or on_chunk is not None or _INTERACTIVE.get()
+    multiprocess = sharding.is_multiprocess()
+    if multiprocess:  # chunk lengths must be the same everywhere
+        watched = sharding.any_process(watched)[0]
+    clock_start = time.perf_counter()
     planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=watched)
     if position is None:
         bar = _progress_bar(None if stop is None else stop - start, progress, desc, unit)
@@ -303,6 +316,7 @@ def drive(
     done, launched, launched_carry = start, start, carry
     in_flight: collections.deque = collections.deque()
     interrupted = finished = False
+    agreed_stop = False  # several processes: a Ctrl-C flag shared at the last chunk boundary
 
     def remaining_from(step):
         return None if stop is None else stop - step
@@ -310,16 +324,25 @@ def drive(
     def result():
         return DriveResult(carry, records_out, done - start, interrupted)
 
+    def stop_requested() -> bool:
+        return agreed_stop if multiprocess else flag.requested
+
     def complete(chunk: _Chunk) -> None:
-        nonlocal carry, done, finished, shown
+        nonlocal carry, done, finished, shown, agreed_stop
         host_start = time.perf_counter()
-        records = jax.device_get(chunk.records)
+        records = sharding.to_host(chunk.records)
         carry, done = chunk.carry, chunk.first + chunk.length
         records_out.append(records)
         if on_chunk is not None:
             on_chunk(carry, records, done - start)
         now = time.perf_counter()
-        planner.observe_completion(chunk.length, now, now - host_start, remaining_from(done))
+        host_seconds = now - host_start
+        if multiprocess:  # every process stops after the same chunk, sized by process 0's clock
+            agreed_stop, (elapsed, host_seconds) = sharding.any_process(
+                flag.requested, (now - clock_start, host_seconds)
+            )
+            now = clock_start + elapsed
+        planner.observe_completion(chunk.length, now, host_seconds, remaining_from(done))
         if postfix is not None and records is not None:
             bar.set_postfix(postfix(records), refresh=False)
         if position is None:
@@ -344,13 +367,15 @@ def drive(
         try:
             while not finished and (stop is None or done < stop):
                 # Dispatch up to two chunks (the probe alone: its timing must be clean).
-                while len(in_flight) < 2 and (stop is None or launched < stop) and not flag.requested:
+                while len(in_flight) < 2 and (stop is None or launched < stop) and not stop_requested():
                     length = planner.next_length(remaining_from(launched))
                     began = time.perf_counter()
                     indices = jnp.arange(launched, launched + length, dtype=jnp.int32)
                     probe = planner.timed and planner.length is None
                     if probe:
                         (launched_carry, records), seconds = _timed_call(run_chunk, launched_carry, indices)
+                        if multiprocess:
+                            seconds = sharding.any_process(False, (seconds,))[1][0]
                         planner.observe_probe(seconds / length, remaining_from(launched + length))
                     else:
                         launched_carry, records = run_chunk(launched_carry, indices)
@@ -361,12 +386,12 @@ def drive(
                     launched += length
                     if probe:
                         break
-                if flag.requested or not in_flight:
+                if stop_requested() or not in_flight:
                     break
                 chunk = in_flight[0]
-                while not _is_ready((chunk.carry, chunk.records)) and not flag.requested:
+                while not _is_ready((chunk.carry, chunk.records)) and not (flag.requested and not multiprocess):
                     time.sleep(_POLL_SECONDS)
-                if flag.requested:
+                if stop_requested():
                     break
                 in_flight.popleft()
                 complete(chunk)
@@ -377,7 +402,8 @@ def drive(
             bar.close()
             raise
         except Exception as exc:
-            drain_ready()
+            if not multiprocess:  # keeping more chunks would need the other processes to agree
+                drain_ready()
             bar.close()
             lines = [line for line in str(exc).splitlines() if line.strip()]
             raise RunError(
@@ -385,9 +411,10 @@ def drive(
                 f"{lines[-1].strip() if lines else ''}); what completed is kept (error.result)",
                 result=result(),
             ) from exc
-        if flag.requested:
+        if stop_requested():
             interrupted = True
-            drain_ready()
+            if not multiprocess:
+                drain_ready()
     bar.close()
     if interrupted and done == start:
         raise KeyboardInterrupt("interrupted before the first chunk completed: nothing to return")

@@ -18,8 +18,29 @@ Contract
   checkpoint stores (device ids, shape, axis names) and back, on the same devices when they
   exist, so a resumed run is sharded as the original was.
 
-Limits: one process's local devices by default; meshes spanning several processes must be
-passed explicitly (``mesh=``).
+Several processes (``jax.distributed``)
+---------------------------------------
+Every process runs the same script with the same arguments. Without ``mesh=``, the chains go
+over ``jax.devices()``, the devices of every process, in JAX's order (process 0's first), so
+chain ``i`` sits on the same mesh position as in one process with as many devices, and the
+draws are those of that run bit for bit (each chain's key depends on its index alone). The
+helpers below are the only places the runners talk across processes:
+
+- :func:`to_host` brings a pytree to the host whole on every process
+  (``jax.experimental.multihost_utils.process_allgather`` for arrays spread over processes);
+- :func:`broadcast_object` sends a picklable object from process 0 to all (a checkpoint read
+  by process 0 alone, or the error it raised);
+- :func:`on_first_process` runs an action on process 0 alone (the checkpoint's reads and
+  writes) and raises its error on every process;
+- :func:`any_process` tells every process whether any of them raised a flag (the chunk
+  driver's Ctrl-C agreement);
+- :func:`topology` is what a checkpoint records of the processes.
+
+Each of them is a collective: every process must call it, in the same order, or they wait.
+
+Limits: one process's local devices by default in one process; with several processes, chains
+that do not divide evenly over all devices run whole on every process (each process computes
+every chain, as one process would).
 """
 
 from __future__ import annotations
@@ -31,7 +52,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from psample.errors import CheckpointError, InvalidTuningError, ShapeError
 
-__all__ = ["CHAIN_AXIS", "chain_mesh", "place", "place_replicated", "placement", "mesh_from_placement"]
+__all__ = [
+    "CHAIN_AXIS", "chain_mesh", "place", "place_replicated", "placement", "mesh_from_placement",
+    "is_multiprocess", "to_host", "broadcast_object", "any_process", "topology", "describe_topology", "on_first_process",
+]
 
 #: The mesh axis chains (and particle replicates) are sharded along.
 CHAIN_AXIS = "chains"
@@ -55,7 +79,8 @@ def chain_mesh(num_chains: int, mesh: Mesh | None = None, devices=None) -> Mesh 
     -------
     jax.sharding.Mesh or None
         ``None`` means one device: leave the arrays where they are. Without ``mesh`` and
-        ``devices``, all local devices when they divide ``num_chains`` evenly, else ``None``.
+        ``devices``, all devices when they divide ``num_chains`` evenly, else ``None``: the
+        local ones in one process, those of every process under ``jax.distributed``.
 
     Raises
     ------
@@ -78,7 +103,7 @@ def chain_mesh(num_chains: int, mesh: Mesh | None = None, devices=None) -> Mesh 
             )
         return mesh if size > 1 else None
     if devices is None:
-        devices = jax.local_devices()
+        devices = jax.devices() if is_multiprocess() else jax.local_devices()
         if len(devices) == 1 or num_chains % len(devices):
             return None
     devices = list(devices)
@@ -143,3 +168,112 @@ def mesh_from_placement(recorded: dict | None) -> Mesh | None:
             "available: pass mesh= to resume it on others"
         )
     return Mesh(np.array(devices).reshape(recorded["shape"]), tuple(recorded["axis_names"]))
+
+
+def is_multiprocess() -> bool:
+    """Whether this is one of several processes joined by ``jax.distributed``."""
+    return jax.process_count() > 1
+
+
+def topology() -> dict:
+    """What a checkpoint records of the processes: ``{"processes", "devices_per_process"}``."""
+    return {"processes": int(jax.process_count()), "devices_per_process": int(jax.local_device_count())}
+
+
+def describe_topology(recorded: dict | None) -> str:
+    """``"2 processes x 2 devices"``: a topology (:func:`topology`) in words."""
+    recorded = recorded or {"processes": 1, "devices_per_process": None}
+    processes, devices = recorded["processes"], recorded.get("devices_per_process")
+    words = f"{processes} process{'es' if processes != 1 else ''}"
+    return words if devices is None else f"{words} x {devices} device{'s' if devices != 1 else ''}"
+
+
+def to_host(tree):
+    """``tree`` as NumPy arrays, whole on every process.
+
+    Leaves split over several processes' devices are gathered with
+    ``jax.experimental.multihost_utils.process_allgather`` (a collective: every process calls
+    this with the same tree structure); the others (local, or whole on every device) are copied
+    with ``jax.device_get``.
+    ``None`` leaves stay ``None``.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [
+        i for i, leaf in enumerate(leaves)
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not leaf.is_fully_replicated
+    ]  # fmt: skip
+    out = list(jax.device_get([None if i in spread else leaf for i, leaf in enumerate(leaves)]))
+    if spread:
+        from jax.experimental import multihost_utils
+
+        gathered = multihost_utils.process_allgather([leaves[i] for i in spread], tiled=True)
+        for i, value in zip(spread, gathered):
+            out[i] = value
+    return jax.tree.unflatten(treedef, [np.asarray(x) if x is not None else x for x in out])
+
+
+def broadcast_object(obj):
+    """``obj`` (picklable) of process 0, returned on every process; ``obj`` itself in one process.
+
+    A collective: every process calls it (what the others pass is ignored).
+    """
+    if not is_multiprocess():
+        return obj
+    import pickle
+
+    from jax.experimental import multihost_utils
+
+    first = jax.process_index() == 0
+    payload = np.frombuffer(pickle.dumps(obj), dtype=np.uint8) if first else np.zeros(0, np.uint8)
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(payload.size)))
+    if not first:
+        payload = np.zeros(size, np.uint8)
+    data = np.asarray(multihost_utils.broadcast_one_to_all(payload), dtype=np.uint8)
+    return obj if first else pickle.loads(data.tobytes())
+
+
+def any_process(flag: bool, values=()) -> tuple[bool, tuple]:
+    """Whether ``flag`` is true on any process, and process 0's ``values`` (small floats).
+
+    In one process: ``(flag, values)``. A collective: every process calls it, with as many values.
+    """
+    if not is_multiprocess():
+        return bool(flag), tuple(values)
+    from jax.experimental import multihost_utils
+
+    local = np.array([float(flag), *values], dtype=np.float32)
+    gathered = np.asarray(multihost_utils.process_allgather(local))
+    return bool(gathered[:, 0].any()), tuple(float(v) for v in gathered[0, 1:])
+
+
+def on_first_process(action, what: str = "failed"):
+    """``action()`` on process 0 alone (in one process: just called); its error raised on every process.
+
+    Returns what ``action`` returned on process 0 and ``None`` on the others. The others raise
+    the same exception (pickled), or a :class:`~psample.errors.RunError` saying that process 0
+    ``what`` when it cannot be pickled. A collective: every process calls it at the same point.
+    """
+    if not is_multiprocess():
+        return action()
+    import pickle
+
+    value, error, sent = None, None, None
+    if jax.process_index() == 0:
+        try:
+            value = action()
+        except Exception as exc:  # noqa: BLE001 - sent to the other processes, then re-raised
+            error = exc
+            try:
+                sent = pickle.loads(pickle.dumps(exc))
+            except Exception:  # noqa: BLE001
+                sent = f"process 0 {what} ({type(exc).__name__}: {exc})"
+    failure = broadcast_object(sent)
+    if error is not None:
+        raise error
+    if isinstance(failure, BaseException):
+        raise failure
+    if failure is not None:
+        from psample.errors import RunError
+
+        raise RunError(failure)
+    return value
