@@ -238,8 +238,12 @@ def load_target(spec: str, data_path: str | None = None):
     data = load_data(data_path)
     check_keywords(fn, data, spec)
     name = _split(spec)[1]
+    import warnings
+
     try:
-        target = psample.from_numpyro(fn, **data)
+        with warnings.catch_warnings(record=True) as caught:  # shown below unless the one-line error says it
+            warnings.simplefilter("always")
+            target = psample.from_numpyro(fn, **data)
     except ModelError as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         if "Cannot find valid initial parameters" in str(cause):
@@ -249,6 +253,8 @@ def load_target(spec: str, data_path: str | None = None):
                 "the supports of the model's distributions"
             ) from None
         raise ModelError(f"--model {spec!r}: model {name!r} fails at its initial point: {_one_line(cause)}") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     import dataclasses
 
     return dataclasses.replace(target, name=name), fn, data
