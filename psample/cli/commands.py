@@ -1,11 +1,17 @@
 """The ``psample`` command: its parser, the dispatch to one module per subcommand, and the lists.
 
-``psample run`` samples a built-in model with a chain sampler and prints ArviZ diagnostics
-(:mod:`psample.cli.run`); ``psample models`` and ``psample samplers`` list what exists (here);
-``psample graph`` estimates network observables with graph-homomorphism chains
-(:mod:`psample.cli.graph`); ``psample evidence`` estimates a model's evidence with tempered SMC
-(:mod:`psample.cli.evidence`); ``psample fkc --demo anneal|product|guidance`` runs Feynman–Kac
-correctors on analytic diffusion score models (:mod:`psample.cli.fkc`).
+``psample run`` samples a model with a chain sampler and prints ArviZ diagnostics
+(:mod:`psample.cli.run`); ``psample admm`` runs distributed MCMC with ADMM on a model whose data
+split into shards (:mod:`psample.cli.admm`); ``psample models`` and ``psample samplers`` list
+what exists (here); ``psample graph`` estimates network observables with graph-homomorphism
+chains (:mod:`psample.cli.graph`); ``psample evidence`` estimates a model's evidence with
+tempered SMC or a diffusion sampler (:mod:`psample.cli.evidence`); ``psample fkc --demo
+anneal|product|guidance`` runs Feynman–Kac correctors on analytic diffusion score models
+(:mod:`psample.cli.fkc`). ``run``, ``evidence`` and ``admm`` also take the user's own NumPyro
+model, ``--model FILE.py:FUNCTION --data data.json|csv|npz`` (:mod:`psample.cli.user_model`).
+
+``psample samplers`` prints every sampler with the command that runs it, from one table,
+:data:`SAMPLER_COMMANDS`.
 
 Contract: :func:`main` returns the exit status (0 done, 2 a bad argument, reported on stderr as
 ``psample: error: ...`` before any long work, 130 interrupted); it never calls ``sys.exit``
@@ -17,32 +23,79 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NamedTuple
 
+from psample.cli.admm import add_admm_parser
 from psample.cli.common import check_plot_path
 from psample.cli.evidence import add_evidence_parser
 from psample.cli.fkc import add_fkc_parser
 from psample.cli.graph import add_graph_parser
 from psample.cli.run import SAMPLERS, add_run_parser, run_run
 
-__all__ = ["main", "OTHER_SAMPLERS"]
+__all__ = ["main", "SAMPLER_COMMANDS", "SamplerCommand"]
 
 #: What ``psample --help`` says first.
-DESCRIPTION = "The ``psample`` command line: sample a built-in model and print ArviZ diagnostics."
+DESCRIPTION = "The ``psample`` command line: sample a model and print ArviZ diagnostics."
 
-#: Samplers over other kinds of target, listed by ``psample samplers``.
-OTHER_SAMPLERS = {
-    "glauber": "Glauber chain over graph homomorphisms, any motif (use `psample graph --sampler glauber`)",
-    "pivot": "pivot chain over graph homomorphisms, tree motifs, exact MH (use `psample graph`)",
-    "tempered_smc": "tempered SMC with model evidence, rwm/hmc/polar-slice moves (use `psample evidence`)",
-    "admm": "distributed MCMC with ADMM (Tzikas et al. 2024): one data shard per agent, agents on a mesh's "
-    "'shards' devices (Python API: psample.admm)",
-    "fkc": "Feynman-Kac correctors (Skreta et al. 2025): SMC annealing, product of experts and guidance over "
-    "diffusion score models (psample.smc.fkc; demos: `psample fkc --demo anneal|product|guidance`)",
-    "reverse_diffusion": "training-free reverse diffusion, Monte Carlo scores, SMC-corrected log Z "
-    "(Python: psample.diffusion.reverse_diffusion + psample.run_particles)",
-    "dds": "Denoising Diffusion Sampler, learned (kl / log_variance / trajectory_balance), exact weights "
-    "(Python: psample.diffusion.train_sampler(method='dds'))",
-    "pis": "Path Integral Sampler, learned, exact weights (Python: psample.diffusion.train_sampler(method='pis'))",
+
+class SamplerCommand(NamedTuple):
+    """One line of ``psample samplers``: the command that runs the sampler, and what it is."""
+
+    command: str
+    description: str
+
+
+#: Commands that run the samplers not of ``psample run`` (those are listed from its own table).
+_OTHER_COMMANDS = {
+    "admm": SamplerCommand(
+        "psample admm",
+        "distributed MCMC with ADMM (Tzikas et al. 2024): one data shard per agent, agents on a mesh's "
+        "'shards' devices (Python: psample.admm)",
+    ),
+    "tempered_smc": SamplerCommand(
+        "psample evidence --sampler tempered_smc",
+        "tempered SMC with model evidence, rwm/hmc/polar-slice moves (Python: psample.smc.tempered_smc)",
+    ),
+    "reverse_diffusion": SamplerCommand(
+        "psample evidence --sampler reverse_diffusion --model conjugate_gaussian",
+        "training-free reverse diffusion, Monte Carlo scores, SMC-corrected log Z "
+        "(Python: psample.diffusion.reverse_diffusion + psample.run_particles)",
+    ),
+    "dds": SamplerCommand(
+        "psample evidence --sampler dds --model conjugate_gaussian",
+        "Denoising Diffusion Sampler, learned (kl / log_variance / trajectory_balance), exact weights "
+        "(Python: psample.diffusion.train_sampler(method='dds'))",
+    ),
+    "pis": SamplerCommand(
+        "psample evidence --sampler pis --model conjugate_gaussian",
+        "Path Integral Sampler, learned, exact weights (Python: psample.diffusion.train_sampler(method='pis'))",
+    ),
+    "glauber": SamplerCommand(
+        "psample graph --sampler glauber --network karate",
+        "Glauber chain over graph homomorphisms, any motif (Python: psample.graphs)",
+    ),
+    "pivot": SamplerCommand(
+        "psample graph --sampler pivot --network karate",
+        "pivot chain over graph homomorphisms, tree motifs, exact MH (Python: psample.graphs)",
+    ),
+    "fkc": SamplerCommand(
+        "psample fkc --demo anneal",
+        "Feynman-Kac correctors (Skreta et al. 2025): SMC annealing, product of experts and guidance over "
+        "diffusion score models (demos anneal|product|guidance; Python: psample.smc.fkc)",
+    ),
+}
+
+#: Every sampler of ``psample samplers``: name -> the command that runs it and its description;
+#: the chain samplers of ``psample run`` first (from :data:`psample.cli.run.SAMPLERS`).
+SAMPLER_COMMANDS: dict[str, SamplerCommand] = {
+    **{
+        name: SamplerCommand(
+            f"psample run --sampler {name}" + (" --model two_mode_mixture" if name == "logconcave_chain" else ""),
+            entry.description,
+        )
+        for name, entry in SAMPLERS.items()
+    },
+    **_OTHER_COMMANDS,
 }
 
 
@@ -51,7 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     sub.add_parser("models", help="list the built-in models")
-    sub.add_parser("samplers", help="list the samplers")
+    sub.add_parser("samplers", help="list the samplers and the command that runs each")
+    add_admm_parser(sub)
     add_graph_parser(sub)
     add_evidence_parser(sub)
     add_fkc_parser(sub)
@@ -67,10 +121,10 @@ def _cmd_models(_args) -> int:
 
 
 def _cmd_samplers(_args) -> int:
-    for name, entry in SAMPLERS.items():
-        print(f"{name:28s} {entry.description}")
-    for name, description in OTHER_SAMPLERS.items():
-        print(f"{name:28s} {description}")
+    width = max(len(entry.command) for entry in SAMPLER_COMMANDS.values())
+    print(f"{'sampler':20s} {'command':{width}s} description")
+    for name, entry in SAMPLER_COMMANDS.items():
+        print(f"{name:20s} {entry.command:{width}s} {entry.description}")
     return 0
 
 
@@ -91,6 +145,10 @@ def main(argv=None) -> int:
     from psample.cli.evidence import run_evidence
 
     commands = {"run": run_run, "models": _cmd_models, "samplers": _cmd_samplers, "evidence": run_evidence}
+    if args.command == "admm":
+        from psample.cli.admm import run_admm
+
+        commands["admm"] = run_admm
     if args.command == "graph":
         from psample.cli.graph import run_graph
 
@@ -114,3 +172,19 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def __getattr__(name):
+    if name == "OTHER_SAMPLERS":  # psample 0.2's table of the samplers outside `psample run`
+        import warnings
+
+        from psample.errors import user_stacklevel
+
+        warnings.warn(
+            "psample.cli.commands.OTHER_SAMPLERS is replaced by psample.cli.commands.SAMPLER_COMMANDS "
+            "(name -> SamplerCommand(command, description)); the old name is removed in the next release",
+            DeprecationWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return {k: v.description for k, v in _OTHER_COMMANDS.items()}
+    raise AttributeError(f"module 'psample.cli.commands' has no attribute {name!r}")

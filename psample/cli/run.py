@@ -1,7 +1,8 @@
-"""``psample run``: sample a built-in model with a chain sampler and print ArviZ diagnostics.
+"""``psample run``: sample a model with a chain sampler and print ArviZ diagnostics.
 
 The command builds a target of :mod:`psample.models` (by default the non-centred eight-schools
-model), builds a sampler of :data:`SAMPLERS` on it, runs :func:`psample.sample` (4 chains, 500
+model), or of the user's own NumPyro model (``--model FILE.py:FUNCTION --data data.json|csv|npz``,
+:mod:`psample.cli.user_model`), builds a sampler of :data:`SAMPLERS` on it, runs :func:`psample.sample` (4 chains, 500
 warm-up steps that adapt the sampler where it can adapt, 1,000 draws) and prints the ArviZ
 summary, then the convergence check (rank-normalised R-hat, bulk and tail ESS), whose advice
 names this command's options. ``--plot`` writes a trace plot and rank plots, ``--checkpoint`` a
@@ -24,6 +25,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 from psample.cli.common import PLOT_FORMATS, check_plot_path, pandas_display, rounded, silence_stdout, suffixed
+from psample.cli.user_model import DATA_RULE, MODEL_HELP
 
 __all__ = ["SAMPLERS", "SamplerEntry", "SUMMARY_VALUES", "DEFAULT_DRAWS", "add_run_parser", "run_run"]
 
@@ -90,8 +92,9 @@ SAMPLERS = {
 
 def add_run_parser(sub) -> argparse.ArgumentParser:
     """Add the ``run`` subcommand to ``sub`` (the subparsers of the ``psample`` parser)."""
-    run = sub.add_parser("run", help="sample a built-in model and print the ArviZ summary")
-    run.add_argument("--model", default="eight_schools", help="model name (see `psample models`)")
+    run = sub.add_parser("run", help="sample a model (built-in or your own) and print the ArviZ summary")
+    run.add_argument("--model", default="eight_schools", help=f"{MODEL_HELP} (default eight_schools)")
+    run.add_argument("--data", default=None, metavar="DATA.json|csv|npz", help=DATA_RULE)
     run.add_argument("--sampler", default="polar_slice", help="sampler name (see `psample samplers`)")
     run.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     # The defaults (4 chains, 500 warm-up steps with adaptation, 1,000 draws) are the shortest run
@@ -124,7 +127,7 @@ def run_run(args) -> int:
     import jax
 
     import psample
-    import psample.models
+    from psample.cli.user_model import load_target
 
     if args.sampler not in SAMPLERS:
         print(f"psample: unknown sampler {args.sampler!r}; known: {', '.join(SAMPLERS)}", file=sys.stderr)
@@ -132,7 +135,7 @@ def run_run(args) -> int:
     if args.plot:
         check_plot_path(args.plot, "--plot")
         check_plot_path(suffixed(args.plot, "_rank"), "--plot (rank plots)")
-    target = psample.models.get(args.model)
+    target = load_target(args.model, args.data)[0]
     algorithm = SAMPLERS[args.sampler].build(target)
     thin, draws, warmup = args.thin, args.draws if args.draws is not None else DEFAULT_DRAWS, args.warmup
     if args.sampler == "logconcave_chain":

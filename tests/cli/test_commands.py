@@ -51,7 +51,7 @@ def test_models_and_samplers_list_one_line_each(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(psample.models.describe())
     assert main(["samplers"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    names = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()[1:]]  # after the header
     assert names[: len(SAMPLERS)] == list(SAMPLERS) and "pivot" in names and "glauber" in names
 
 
