@@ -2,8 +2,10 @@
 
 :mod:`~psample.cli.commands` holds the parser, the dispatch and the ``models`` and ``samplers``
 lists; ``psample run`` is :mod:`~psample.cli.run`, ``psample evidence``
-:mod:`~psample.cli.evidence`, ``psample fkc`` :mod:`~psample.cli.fkc` and ``psample graph``
-:mod:`~psample.cli.graph`; :mod:`~psample.cli.common` has the helpers they share.
+:mod:`~psample.cli.evidence`, ``psample admm`` :mod:`~psample.cli.admm`, ``psample fkc``
+:mod:`~psample.cli.fkc` and ``psample graph`` :mod:`~psample.cli.graph`;
+:mod:`~psample.cli.user_model` loads a user's NumPyro model (``--model FILE.py:FUNCTION``) and
+its ``--data``, and :mod:`~psample.cli.common` has the helpers they share.
 
 In psample 0.1 ``psample.cli`` was one module that also exported ``SAMPLERS``,
 ``check_plot_path``, ``check_writable_file`` and ``PLOT_FORMATS``; those names still work from
