@@ -125,10 +125,13 @@ def _compile_chunk_runner(algorithm, observables: tuple, num_replicates: int, me
         return (new, key), (info, obs, valid)
 
     def run_chunk(carry, indices):
-        carry, records = lax.scan(one_step, (place(carry[0]), carry[1]), indices)
-        if mesh is not None:
-            records = lax.with_sharding_constraint(records, NamedSharding(mesh, PartitionSpec()))
-        return carry, records
+        if mesh is None:
+            return lax.scan(one_step, carry, indices)
+        # Traced under the mesh: the algorithm's resampling (psample.smc.base.resample_if) sees
+        # the "particles" axis and computes its indices on the whole population's weights.
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            carry, records = lax.scan(one_step, (place(carry[0]), carry[1]), indices)
+        return carry, lax.with_sharding_constraint(records, NamedSharding(mesh, PartitionSpec()))
 
     return jax.jit(run_chunk)
 

@@ -47,6 +47,9 @@ from jax.scipy.special import logsumexp
 
 from psample.base import RESAMPLING, ParticleAlgorithm, is_nonfinite_logdensity, resampling_fn
 
+#: The mesh axis a population is split along (``psample.runtime.sharding.PARTICLE_AXIS``).
+PARTICLE_AXIS = "particles"
+
 __all__ = [
     "ParticleAlgorithm",
     "RESAMPLING",
@@ -116,11 +119,28 @@ def resample_if(
         the inputs unchanged.
     """
     num_particles = log_weights.shape[0]
-    indices = resample(rng_key, jnp.exp(log_weights), num_particles)
+    weights = _whole_population(jnp.exp(log_weights))
+    indices = _whole_population(resample(rng_key, weights, num_particles))
     indices = jnp.where(do_resample, indices, jnp.arange(num_particles))
     particles = jax.tree.map(lambda x: x[indices], particles)
     uniform = jnp.full_like(log_weights, -jnp.log(num_particles))
     return particles, jnp.where(do_resample, uniform, log_weights), eve[indices]
+
+
+def _whole_population(x: Array) -> Array:
+    """``x`` whole on every device when the population is split over a ``"particles"`` mesh axis.
+
+    The runner traces the step under the mesh (``jax.sharding.use_abstract_mesh``). Resampling
+    then works on all ``N`` weights at once on every device (``N`` numbers, small next to the
+    particles): the cumulative weights and the indices are those of one device, bit for bit,
+    and cost no collective beyond one all-gather of the weights; left to the partitioner, the
+    cumulative sum and ``searchsorted``'s binary search run as chains of collectives. Without
+    such a mesh ``x`` is returned as is.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or PARTICLE_AXIS not in mesh.axis_names or mesh.shape[PARTICLE_AXIS] == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec())
 
 
 def count_nonfinite_logdensity(values: Array) -> Array:
