@@ -24,8 +24,12 @@ mesh with a ``"particles"`` axis (and optionally ``"chains"`` for replicates) an
 ``NamedSharding``: the replicate axis on ``"chains"``, the particle axis (axis 1) on
 ``"particles"``, everything else replicated. Under ``jax.jit`` with these shardings XLA's SPMD
 partitioner runs the per-particle work where the particles live and turns the reductions over
-the particle axis (log-sum-exp, cumulative weights of resampling) and the ancestor gather into
-collectives: a global, exact resampling, not independent islands.
+the particle axis (log-sum-exp for log Z and the ESS, the tempering bisection, the weighted
+moments that tune the moves) into collectives. Resampling is global and exact
+(:func:`psample.smc.base.resample_if`, traced under the mesh): the weights are all-gathered,
+every device computes the ``blackjax.smc.resampling`` indices of the whole population (those of
+one device, bit for bit), and the ancestors travel between devices in a ring of
+``lax.ppermute`` (``jax.shard_map``), so no device ever holds the whole population.
 
 Limits: one process's local devices by default for :func:`chain_mesh`; meshes spanning several
 processes must be passed explicitly (``mesh=``), except for :func:`population_mesh`, which
@@ -41,15 +45,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from psample.errors import CheckpointError, InvalidTuningError, ShapeError
 
-__all__ = [
-    "CHAIN_AXIS",
-    "PARTICLE_AXIS",
-    "chain_mesh",
-    "population_mesh",
-    "population_shardings",
-    "spans_processes",
-    "to_host",
-    "place", "place_replicated", "placement", "mesh_from_placement"]
+__all__ = ["CHAIN_AXIS", "chain_mesh", "place", "place_replicated", "placement", "mesh_from_placement"]
 
 #: The mesh axis chains (and particle replicates) are sharded along.
 CHAIN_AXIS = "chains"
@@ -165,9 +161,8 @@ def mesh_from_placement(recorded: dict | None) -> Mesh | None:
     return Mesh(np.array(devices).reshape(recorded["shape"]), tuple(recorded["axis_names"]))
 
 
-def spans_processes(mesh: Mesh | None) -> bool:
-    """Whether ``mesh`` has devices of other processes (under ``jax.distributed``)."""
-    return mesh is not None and any(d.process_index != jax.process_index() for d in mesh.devices.flat)
+# One population over devices (run_particles(..., mesh=)).
+__all__ += ["PARTICLE_AXIS", "population_mesh", "population_shardings", "to_host"]
 
 
 def population_mesh(num_replicates: int, num_particles: int, mesh: Mesh | None = None) -> Mesh | None:

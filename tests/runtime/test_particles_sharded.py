@@ -120,3 +120,26 @@ def test_population_on_4_devices_matches_one_device(four_device_run, name):
 def test_population_mesh_errors(four_device_run):
     """Particles not divisible by the axis, a foreign axis: clear errors before any work."""
     _assert_passed(four_device_run, "errors")
+
+
+def test_population_mesh_validation_on_one_device():
+    """Cheap checks of the placement rules (no run): the axis names agree between the sampler
+    floor and the runtime, one-device meshes place nothing, bad meshes are refused."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    from psample.errors import InvalidTuningError
+    from psample.runtime import sharding
+    from psample.smc import base as smc_base
+
+    assert smc_base.PARTICLE_AXIS == sharding.PARTICLE_AXIS == "particles"
+    one = np.array(jax.devices()[:1])
+    assert sharding.population_mesh(3, 65, Mesh(one, ("particles",))) is None
+    assert sharding.population_mesh(3, 65, Mesh(one, ("shards",))) is None
+    with pytest.raises(InvalidTuningError, match="Mesh"):
+        sharding.population_mesh(2, 64, "particles")
+    shapes = {"particles": jax.ShapeDtypeStruct((2, 64, 3), np.float64), "log_Z": jax.ShapeDtypeStruct((2,), np.float64)}
+    specs = sharding.population_shardings(shapes, Mesh(one.reshape(1, 1), ("chains", "particles")), 64)
+    assert tuple(specs["particles"].spec) == ("chains", "particles")
+    assert tuple(specs["log_Z"].spec) == ("chains",)
