@@ -3,8 +3,9 @@
 The step is :func:`psample.smc.base.resample_if` (what tempered SMC, FKC and reverse diffusion
 call): indices from ``blackjax.smc.resampling`` on the whole population's weights, then the
 ancestor gather. On the sharded side its inputs and outputs are laid out on a ``("particles",)``
-mesh and XLA's SPMD partitioner makes the cumulative weights and the gather collectives (which,
-the script prints from the compiled program). Both sides run in this one process, on the same
+mesh and the step is traced under it, as :func:`psample.run_particles` does: the weights are
+all-gathered, every device computes the whole population's indices, and the ancestors move in a
+ring of ``ppermute`` (the script prints the collectives of the compiled program). Both sides run in this one process, on the same
 machine, timed as the best of ``--repeats`` calls after a warm-up call.
 
 Usage (4 emulated CPU devices; the flag must be set before JAX starts)::

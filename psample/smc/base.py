@@ -112,6 +112,11 @@ def resample_if(
 ):
     """Resample the population when ``do_resample`` (a traced bool), else keep it.
 
+    Traced under a mesh with a ``"particles"`` axis (:func:`psample.run_particles` with
+    ``mesh=``), the resampling stays global and exact over the split population: the indices
+    are computed on every device from all ``N`` weights, and the ancestors are copied between
+    devices in a ring (:func:`_take_ancestors`); the result is that of one device, bit for bit.
+
     Returns
     -------
     particles, log_weights, eve
