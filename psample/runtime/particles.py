@@ -2,7 +2,8 @@
 
 A particle algorithm (:class:`psample.smc.ParticleAlgorithm`) moves one weighted population;
 :func:`run_particles` runs ``num_replicates`` independent populations of it, vmapped (and
-placed over the local devices when they divide the replicates evenly), through the chunk
+placed over the devices when they divide the replicates evenly; one population may also be
+split over the ``"particles"`` axis of a mesh, ``mesh=``), through the chunk
 driver (:mod:`psample.runtime.driver`): one jitted ``lax.scan`` per chunk of steps, the progress bar,
 Ctrl-C between chunks. Each step records the algorithm's info (ESS, log-Z increment, resampled
 or not, ...) and the observables, never the population history: memory is that of one
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from psample.runtime import compiled, driver, sharding
 from psample.errors import (
@@ -58,21 +60,40 @@ NONFINITE_FIELD = "num_nonfinite"
 _DRAWS_KEY_DATA = 0x0D4A
 
 
-def _batched_init(algorithm, num_particles: int):
-    build = lambda: jax.jit(jax.vmap(lambda key: algorithm.init(key, num_particles)))
-    return compiled.cached(algorithm, ("init", num_particles), build)
+def _batched_init(algorithm, num_particles: int, mesh=None, keys=None):
+    def build():
+        init = jax.vmap(lambda key: algorithm.init(key, num_particles))
+        if mesh is None:
+            return jax.jit(init)
+        # Drawn where they live: a population larger than one device's memory is never whole.
+        shapes = jax.eval_shape(init, keys)
+        return jax.jit(init, out_shardings=sharding.population_shardings(shapes, mesh, num_particles))
+
+    return compiled.cached(algorithm, ("init", num_particles, mesh), build)
 
 
-def _build_chunk_runner(algorithm, observables: tuple, num_replicates: int):
+def _build_chunk_runner(algorithm, observables: tuple, num_replicates: int, mesh=None, num_particles=None):
     """``run_chunk((states, key), indices) -> ((states, key), (info, observables, valid))``.
 
-    Records have the step axis first. Cached per (algorithm, observables, replicates).
+    Records have the step axis first. Cached per (algorithm, observables, replicates, mesh).
     """
-    build = lambda: _compile_chunk_runner(algorithm, observables, num_replicates)
-    return compiled.cached(algorithm, ("chunks", observables, num_replicates), build)
+    build = lambda: _compile_chunk_runner(algorithm, observables, num_replicates, mesh, num_particles)
+    return compiled.cached(algorithm, ("chunks", observables, num_replicates, mesh, num_particles), build)
 
 
-def _compile_chunk_runner(algorithm, observables: tuple, num_replicates: int):
+def _compile_chunk_runner(algorithm, observables: tuple, num_replicates: int, mesh=None, num_particles=None):
+    """With a ``mesh``, every step's states keep the placement of
+    :func:`psample.runtime.sharding.population_shardings` (replicates on ``"chains"``, particles
+    on ``"particles"``): XLA partitions the step around it, so per-particle work runs where the
+    particles live and reductions, resampling's cumulative weights and the ancestor gather over
+    the particle axis become collectives (global, exact). The records (a few numbers per
+    replicate and step) come back whole on every device, hence readable on every process."""
+    if mesh is None:
+        place = lambda states: states
+    else:
+        place = lambda states: lax.with_sharding_constraint(
+            states, sharding.population_shardings(states, mesh, num_particles)
+        )
     step = jax.vmap(algorithm.step)
     is_done = None if algorithm.is_done is None else jax.vmap(algorithm.is_done)
 
@@ -99,11 +120,18 @@ def _compile_chunk_runner(algorithm, observables: tuple, num_replicates: int):
             # Outside the vmap: once every replicate is done, steps cost nothing.
             new, info = lax.cond(jnp.all(done), skip, advance, states)
             valid = jnp.logical_not(done)
+        new = place(new)
         obs = {name: jax.vmap(fn)(new) for name, fn in observables}
         return (new, key), (info, obs, valid)
 
     def run_chunk(carry, indices):
-        return lax.scan(one_step, carry, indices)
+        if mesh is None:
+            return lax.scan(one_step, carry, indices)
+        # Traced under the mesh: the algorithm's resampling (psample.smc.base.resample_if) sees
+        # the "particles" axis and computes its indices on the whole population's weights.
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            carry, records = lax.scan(one_step, (place(carry[0]), carry[1]), indices)
+        return carry, lax.with_sharding_constraint(records, NamedSharding(mesh, PartitionSpec()))
 
     return jax.jit(run_chunk)
 
@@ -113,12 +141,12 @@ def _all_done(algorithm):
     return compiled.cached(algorithm, ("all_done",), build)
 
 
-def _bytes_per_step(algorithm, observables: tuple, num_replicates: int, carry) -> int:
+def _bytes_per_step(algorithm, observables: tuple, num_replicates: int, carry, mesh=None, num_particles=None) -> int:
     """Host bytes one step records; checks the info contract. Cached: tracing the chunk
     function to learn its output shapes costs as much as a small run."""
 
     def build():
-        run_chunk = _build_chunk_runner(algorithm, observables, num_replicates)
+        run_chunk = _build_chunk_runner(algorithm, observables, num_replicates, mesh, num_particles)
         one = jax.eval_shape(run_chunk, carry, jnp.arange(1, dtype=jnp.int32))[1]
         missing = [f for f in _REQUIRED_INFO if not hasattr(one[0], f)]
         if missing:
@@ -126,7 +154,7 @@ def _bytes_per_step(algorithm, observables: tuple, num_replicates: int, carry) -
         return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(one))
 
     shapes = (jax.tree.structure(carry), tuple((x.shape, x.dtype) for x in jax.tree.leaves(carry)))
-    return compiled.cached(algorithm, ("record_bytes", observables, num_replicates, shapes), build)
+    return compiled.cached(algorithm, ("record_bytes", observables, num_replicates, mesh, shapes), build)
 
 
 def _check_state(states) -> None:
@@ -159,6 +187,7 @@ def run_particles(
     observables: dict[str, Callable] | None = None,
     progress: bool = True,
     chunk_length: int | None = None,
+    mesh: Mesh | None = None,
 ) -> "ParticleResult":
     """Run ``num_replicates`` independent populations of a particle algorithm.
 
@@ -183,7 +212,17 @@ def run_particles(
         a ``temperature`` in its state (tempered SMC), the temperature reached from 0 to 1.
     chunk_length
         Steps per jitted chunk; default: the driver's choice (bounded by memory and, with a
-        bar, by time).
+        bar, by time). Under ``jax.distributed`` (several processes) every process must run the
+        same chunks: the default is then :data:`UNTIL_DONE_CHUNK_LENGTH` steps.
+    mesh
+        A ``jax.sharding.Mesh`` with a ``"particles"`` axis (one population split over its
+        devices; ``num_particles`` must divide evenly) and/or a ``"chains"`` axis (replicates
+        over its devices). Reweighting, ESS, log-Z, the tempering bisection and resampling stay
+        global and exact: the result is that of one device, up to the order of floating-point
+        sums over the particle axis (see :mod:`psample.runtime.sharding`). Default: replicates
+        over all devices of all processes under ``jax.distributed`` (when they divide evenly),
+        else over the local devices when they divide evenly. A mesh may span processes; every
+        process then runs the same call and gets the whole result.
 
     Returns
     -------
@@ -203,7 +242,10 @@ def run_particles(
     Raises
     ------
     InvalidTuningError
-        ``num_particles < 2``, ``num_replicates < 1``, a bad ``chunk_length``.
+        ``num_particles < 2``, ``num_replicates < 1``, a bad ``chunk_length``, a ``mesh`` with
+        an axis other than ``"chains"`` and ``"particles"`` of size > 1.
+    psample.errors.ShapeError
+        ``num_replicates`` or ``num_particles`` not divisible by the mesh's axis.
     psample.errors.NonFiniteError
         A replicate ended with no finite weight (or a non-finite ``log_Z``): no estimate can
         stand. ``error.result`` holds the :class:`ParticleResult`.
@@ -229,19 +271,30 @@ def run_particles(
         if not callable(fn):
             raise TypeError(f"observable {name!r} must be a function of the state, got {type(fn).__name__}")
 
+    mesh = sharding.population_mesh(num_replicates, num_particles, mesh)
+    multiprocess = jax.process_count() > 1
+    if multiprocess:
+        # Every process runs the same chunks (their collectives must pair up); the bar shows on
+        # process 0 alone (psample.runtime.progress).
+        if chunk_length is None:
+            chunk_length = UNTIL_DONE_CHUNK_LENGTH
+
     init_key, run_key = jax.random.split(rng_key)
     keys = jax.random.split(init_key, num_replicates)
-    # Replicates are placed like chains: over all local devices when they divide evenly.
-    keys = sharding.place(keys, sharding.chain_mesh(num_replicates))
-    states = _batched_init(algorithm, num_particles)(keys)
+    if mesh is not None:
+        # Replicates on "chains" (like chains: over all devices when they divide evenly).
+        chains = sharding.CHAIN_AXIS if sharding.CHAIN_AXIS in mesh.axis_names else None
+        keys = jax.device_put(keys, NamedSharding(mesh, PartitionSpec(chains)))
+        run_key = jax.device_put(run_key, NamedSharding(mesh, PartitionSpec()))
+    states = _batched_init(algorithm, num_particles, mesh, keys)(keys)
     _check_state(states)
     if algorithm.check_initial is not None:
-        algorithm.check_initial(jax.device_get(states))
+        algorithm.check_initial(sharding.to_host(states))
 
     observables = tuple(observables.items())
-    run_chunk = _build_chunk_runner(algorithm, observables, num_replicates)
+    run_chunk = _build_chunk_runner(algorithm, observables, num_replicates, mesh, num_particles)
     carry = (states, run_key)
-    bytes_per_step = _bytes_per_step(algorithm, observables, num_replicates, carry)
+    bytes_per_step = _bytes_per_step(algorithm, observables, num_replicates, carry, mesh, num_particles)
 
     until = None
     if algorithm.is_done is not None:
@@ -265,7 +318,7 @@ def run_particles(
     info = jax.tree.map(to_replicate_major, info)
     obs = {k: to_replicate_major(v) for k, v in obs.items()}
     valid = to_replicate_major(valid)
-    final = jax.device_get(result.carry[0])
+    final = sharding.to_host(result.carry[0])
     if result.interrupted:
         warnings.warn(
             f"interrupted after {result.num_done} steps: the populations and log_Z are those of "

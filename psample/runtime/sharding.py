@@ -41,6 +41,23 @@ Each of them is a collective: every process must call it, in the same order, or 
 Limits: one process's local devices by default in one process; with several processes, chains
 that do not divide evenly over all devices run whole on every process (each process computes
 every chain, as one process would).
+
+One particle population can also be split over devices: :func:`population_mesh` validates a
+mesh with a ``"particles"`` axis (and optionally ``"chains"`` for replicates) and
+:func:`population_shardings` gives every leaf of a batch of particle states its
+``NamedSharding``: the replicate axis on ``"chains"``, the particle axis (axis 1) on
+``"particles"``, everything else replicated. Under ``jax.jit`` with these shardings XLA's SPMD
+partitioner runs the per-particle work where the particles live and turns the reductions over
+the particle axis (log-sum-exp for log Z and the ESS, the tempering bisection, the weighted
+moments that tune the moves) into collectives. Resampling is global and exact
+(:func:`psample.smc.base.resample_if`, traced under the mesh): the weights are all-gathered,
+every device computes the ``blackjax.smc.resampling`` indices of the whole population (those of
+one device, bit for bit), and the ancestors travel between devices in a ring of
+``lax.ppermute`` (``jax.shard_map``), so no device ever holds the whole population.
+
+Without ``mesh=``, :func:`population_mesh` spreads replicates (never one population) over the
+devices; a population split over devices, or over several processes' devices, needs an explicit
+``mesh=`` with a ``"particles"`` axis.
 """
 
 from __future__ import annotations
@@ -48,17 +65,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from psample.errors import CheckpointError, InvalidTuningError, ShapeError
 
 __all__ = [
     "CHAIN_AXIS", "chain_mesh", "place", "place_replicated", "placement", "mesh_from_placement",
     "is_multiprocess", "to_host", "broadcast_object", "any_process", "topology", "describe_topology", "on_first_process",
+    "PARTICLE_AXIS", "population_mesh", "population_shardings",
 ]
 
 #: The mesh axis chains (and particle replicates) are sharded along.
 CHAIN_AXIS = "chains"
+#: The mesh axis one particle population is split along.
+PARTICLE_AXIS = "particles"
 
 
 def chain_mesh(num_chains: int, mesh: Mesh | None = None, devices=None) -> Mesh | None:
@@ -277,3 +297,81 @@ def on_first_process(action, what: str = "failed"):
 
         raise RunError(failure)
     return value
+
+
+# One population over devices (run_particles(..., mesh=)).
+
+
+def population_mesh(num_replicates: int, num_particles: int, mesh: Mesh | None = None) -> Mesh | None:
+    """The mesh :func:`psample.run_particles` places its populations on, or ``None``.
+
+    Parameters
+    ----------
+    num_replicates : int
+        Independent populations (sharded along ``"chains"``).
+    num_particles : int
+        Particles per population (sharded along ``"particles"``).
+    mesh : jax.sharding.Mesh, optional
+        The user's mesh: axes ``"chains"`` and/or ``"particles"`` (others must have size 1).
+        Without it: replicates over all devices of all processes (under
+        ``jax.distributed``, when they divide evenly), else over the local devices as
+        :func:`chain_mesh` does.
+
+    Returns
+    -------
+    jax.sharding.Mesh or None
+        A mesh with ``Auto`` axis types (an ``Explicit`` mesh from ``jax.make_mesh`` is rebuilt
+        on the same devices: the runner places arrays with ``NamedSharding`` and lets XLA
+        partition), or ``None`` for one device.
+
+    Raises
+    ------
+    InvalidTuningError
+        ``mesh`` not a ``Mesh``, or with another axis of size > 1.
+    ShapeError
+        The replicates or the particles cannot be split evenly over their axis.
+    """
+    if mesh is None:
+        devices = jax.devices()
+        if jax.process_count() > 1 and len(devices) > 1 and num_replicates % len(devices) == 0:
+            return Mesh(np.array(devices), (CHAIN_AXIS,))
+        return chain_mesh(num_replicates)
+    if not isinstance(mesh, Mesh):
+        raise InvalidTuningError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    other = {name: size for name, size in mesh.shape.items() if name not in (CHAIN_AXIS, PARTICLE_AXIS) and size > 1}
+    if other:
+        raise InvalidTuningError(
+            f"run_particles places replicates on a {CHAIN_AXIS!r} and particles on a {PARTICLE_AXIS!r} mesh "
+            f"axis; this mesh also has {other}"
+        )
+    for axis, count, what in ((CHAIN_AXIS, num_replicates, "replicates"), (PARTICLE_AXIS, num_particles, "particles")):
+        size = mesh.shape.get(axis, 1)
+        if count % size:
+            raise ShapeError(f"{count} {what} cannot be split evenly over the mesh's {size} {axis!r} devices")
+    if mesh.shape.get(CHAIN_AXIS, 1) * mesh.shape.get(PARTICLE_AXIS, 1) == 1:
+        return None
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+def population_shardings(states, mesh: Mesh, num_particles: int):
+    """``NamedSharding`` of every leaf of a batch of particle states (shapes or arrays).
+
+    A leaf ``(replicate, ...)`` has its replicate axis on ``"chains"`` (when the mesh has it);
+    a leaf ``(replicate, num_particles, ...)`` also has its axis 1 on ``"particles"``: the
+    per-particle fields (``particles``, ``log_weights``, ``eve``, ...). Leaves are told apart by
+    shape, so a per-replicate field whose second axis happens to equal ``num_particles`` is split
+    too (harmless: only its placement changes).
+    """
+    chains = CHAIN_AXIS if CHAIN_AXIS in mesh.axis_names else None
+    particles = PARTICLE_AXIS if PARTICLE_AXIS in mesh.axis_names else None
+
+    def spec(leaf):
+        shape = tuple(getattr(leaf, "shape", ()))
+        if not shape:
+            return NamedSharding(mesh, PartitionSpec())
+        if len(shape) >= 2 and shape[1] == num_particles:
+            return NamedSharding(mesh, PartitionSpec(chains, particles))
+        return NamedSharding(mesh, PartitionSpec(chains))
+
+    return jax.tree.map(spec, states)
+
