@@ -16,8 +16,8 @@ figure says what was left out.
 Why a rank plot once flagged ``p = 0.00`` while R-hat was at most 1.007: ArviZ's multi-chain
 uniformity test treats the draws of a chain as **independent**; MCMC draws are autocorrelated,
 so on all draws the ECDF of a chain's ranks wanders further from uniform than independent draws
-would, and the test rejects (on eight schools, 4 x 1,000 draws of adaptive polar slice: ``p <
-0.01`` for ``tau`` and three ``theta`` elements, every R-hat below 1.006). Rank-normalised R-hat
+would, and the test rejects (``psample run`` on eight schools, seed 0, 4 x 1,000 draws: ``p <
+0.01`` for ``tau`` and four ``theta`` elements while every R-hat was below 1.006). Rank-normalised R-hat
 accounts for autocorrelation; the test does not. :func:`rank_test` therefore runs the test on
 draws thinned until they are about independent (thinning factor ``chains x draws / min ESS``
 over the components, bulk and tail ESS as :func:`arviz.thin` computes them), and the rank plot
