@@ -274,3 +274,22 @@ def test_particle_result_plot_integer_steps_and_replicate_legend(tmp_path):
     # A replicate that stopped early draws nothing after its last step.
     assert np.isnan(ax_z.get_lines()[2].get_ydata()[5:]).all()
     assert_written_at_dpi(tmp_path / "again.png", fig)
+
+
+def test_plot_fkc_one_dimensional_guidance(tmp_path):
+    import psample
+    import psample.models
+
+    problem = psample.models.fkc_problem("guidance", psample.diffusion.VP())
+    rng = np.random.default_rng(3)
+    fkc = _Pop(rng.normal(1.0, 0.45, (2, 400, 1)), np.full((2, 400), -np.log(400.0)), 2, 400)
+    plain = _Pop(rng.normal(0.8, 0.5, (2, 400, 1)), np.zeros((2, 400)), 2, 400)
+    fig = plots.plot_fkc(tmp_path / "g.png", problem, fkc, plain, title="guidance demo, w = 3",
+                         table={"P(x_0<0)": (0.01, 0.02, 0.01, 0.05, 0.01)})
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "x_0" and ax.get_ylabel() == "marginal density of x_0"
+    (curve,) = [line for line in ax.get_lines() if line.get_label() == "exact marginal density"]
+    x, y = curve.get_data()
+    np.testing.assert_allclose(y, np.interp(x, problem.exact["grid"], problem.exact["density"]))
+    assert "P(x_0<0): exact 0.010" in ax.texts[0].get_text()
+    assert_written_at_dpi(tmp_path / "g.png", fig)
