@@ -98,24 +98,50 @@ def _second(flat):
     return flat[1]
 
 
-def build_cases() -> list[Case]:
+def _cauchy() -> Case:
     cauchy = models.cauchy(100)
+    # The funnel and the Cauchy need long runs for any sampler (IATs in the hundreds or more).
+    return Case("cauchy(d=100)", cauchy, "log|x|", _log_norm, cauchy.exact["E[log|x|]"], 1.0, 50_000, 2000)
+
+
+def _funnel() -> Case:
     funnel = models.neal_funnel(10)
+    return Case("funnel(d=10)", funnel, "x_0", _first, funnel.exact["E[x_0]"], 1.0, 50_000, 2000)
+
+
+def _logistic() -> Case:
+    # One logistic-regression evaluation costs a (569 x 31) mat-vec, so fewer draws.
     logistic = models.logistic_regression(prior_scale=1.0)
+    return Case("logistic(breast_cancer, d=31)", logistic, "log|x|", _log_norm, None, 1.0, 5000, 1000)
+
+
+def _eight_schools() -> Case:
     schools = models.eight_schools()
+    # Flat order of eight schools' sites: mu, tau (log scale, unconstrained), theta_tilde.
+    return Case("eight_schools(non-centred, d=10)", schools, "log tau", _second, schools.exact["E[log tau]"], 5.0,
+                20_000, 2000)  # fmt: skip
+
+
+def _ill_conditioned() -> Case:
     gaussian = models.ill_conditioned_gaussian(100)
     widest = jnp.asarray(gaussian.exact["eigenvectors"][:, 0])
-    # The funnel and the Cauchy need long runs for any sampler (IATs in the hundreds or
-    # more); one logistic-regression evaluation costs a (569 x 31) mat-vec, so fewer draws.
-    return [
-        Case("cauchy(d=100)", cauchy, "log|x|", _log_norm, cauchy.exact["E[log|x|]"], 1.0, 50_000, 2000),
-        Case("funnel(d=10)", funnel, "x_0", _first, funnel.exact["E[x_0]"], 1.0, 50_000, 2000),
-        Case("logistic(breast_cancer, d=31)", logistic, "log|x|", _log_norm, None, 1.0, 5000, 1000),
-        # Flat order of eight schools' sites: mu, tau (log scale, unconstrained), theta_tilde.
-        Case("eight_schools(non-centred, d=10)", schools, "log tau", _second, schools.exact["E[log tau]"], 5.0, 20_000, 2000),
-        Case("ill_conditioned_gaussian(d=100, kappa=100, rotated)", gaussian, "x.u_1 (widest direction)",
-             lambda flat: flat @ widest, 0.0, 1.0, 10_000, 2000),
-    ]
+    return Case("ill_conditioned_gaussian(d=100, kappa=100, rotated)", gaussian, "x.u_1 (widest direction)",
+                lambda flat: flat @ widest, 0.0, 1.0, 10_000, 2000)  # fmt: skip
+
+
+#: Case name prefix -> its builder, in the order of the report.
+CASES = {"cauchy": _cauchy, "funnel": _funnel, "logistic": _logistic, "eight_schools": _eight_schools,
+         "ill_conditioned_gaussian": _ill_conditioned}  # fmt: skip
+
+
+def build_cases(prefixes=None) -> list[Case]:
+    """The benchmark cases whose names start with one of ``prefixes`` (default: all), built on demand."""
+    return [build() for name, build in CASES.items() if prefixes is None or build_cases_selected(name, prefixes)]
+
+
+def build_cases_selected(name: str, prefixes) -> bool:
+    """Whether a case name prefix of ``prefixes`` may select the case of :data:`CASES` key ``name``."""
+    return any(name.startswith(p) or p.startswith(name) for p in prefixes)
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -339,7 +365,10 @@ def main(argv=None):
           f"NUTS, NumPyro NUTS and adapted polar slice: {num_warmup_nuts} warm-up (adaptation) steps per chain\n")
 
     key = jax.random.key(args.seed)
-    for case_index, case in enumerate(build_cases()):
+    for case_index, name in enumerate(CASES):  # the index seeds the case: the same with or without --cases
+        if args.cases and not build_cases_selected(name, args.cases):
+            continue
+        case = CASES[name]()
         if args.cases and not any(case.name.startswith(prefix) for prefix in args.cases):
             continue
         init_key, run_key = jax.random.split(jax.random.fold_in(key, case_index))

@@ -5,7 +5,9 @@ Gaussian-mixture score models of :func:`psample.models.fkc_problem` (VP schedule
 mixture at ``beta = 2``; ``product``: two 2-mode mixtures sharing one mode; ``guidance``: 1-D
 classifier-free guidance at ``w = 3``), and the same SDE without weights or resampling (the
 uncorrected sampler: annealed drift, naive product, naive CFG), prints each statistic next to
-its exact value, and with ``--plot`` draws the exact density beside both samplers' particles.
+its exact value, and with ``--plot`` draws the exact density beside both samplers' particles and
+their 1-D marginals against the exact marginal densities, with the mode masses
+(:func:`psample.cli.plots.plot_fkc`).
 """
 
 from __future__ import annotations
@@ -131,45 +133,6 @@ def run_demo(demo: str, *, num_particles=4096, num_replicates=4, num_steps=500, 
     return problem, result, plain, table
 
 
-def _plot(path, problem, result, plain, seed) -> None:
-    import jax
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fkc_draws = np.asarray(result.resample(jax.random.PRNGKey(seed + 1)))[0]
-    plain_draws = np.asarray(plain.particles)[0]
-    if problem.models[0].dim == 1:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        grid, density = problem.exact["grid"], problem.exact["density"]
-        sel = (grid > -3) & (grid < 3)
-        bins = np.linspace(-3, 3, 121)
-        ax.hist(plain_draws[:, 0], bins=bins, density=True, alpha=0.4, label="uncorrected (naive CFG)")
-        ax.hist(fkc_draws[:, 0], bins=bins, density=True, alpha=0.5, label="FKC")
-        ax.plot(grid[sel], density[sel], "k", lw=1.5, label="exact target")
-        ax.set_xlabel("x")
-        ax.legend(fontsize=8)
-        ax.set_title(problem.name, fontsize=10)
-    else:
-        ref = problem.reference
-        lo = np.minimum(ref.means.min(0), -3.5) - 1.0
-        hi = np.maximum(ref.means.max(0), 3.5) + 1.0
-        xs, ys = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
-        dens = np.exp(ref.logdensity(np.stack([xs, ys], -1)))
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4.3), sharex=True, sharey=True)
-        axes[0].contourf(xs, ys, dens, levels=30, cmap="viridis")
-        axes[0].set_title("exact target", fontsize=10)
-        for ax, draws, title in ((axes[1], fkc_draws, "FKC (resampled)"), (axes[2], plain_draws, "uncorrected SDE")):
-            ax.hist2d(draws[:, 0], draws[:, 1], bins=120, range=[[lo[0], hi[0]], [lo[1], hi[1]]], cmap="viridis")
-            ax.set_title(title, fontsize=10)
-        fig.suptitle(problem.name, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _resample_ess_of(resample: str, spelled: str) -> float:
     """``resample_ess`` of psample 0.1's ``resample`` mode (``"every_step"``: 1, ``"ess"``: 0.5), with a
     ``DeprecationWarning``."""
@@ -201,6 +164,11 @@ def run_fkc(args) -> int:
     for label, (exact, m, se, pm, pse) in table.items():
         print(f"{label:18s} {exact:9.4f} {m:9.4f} ± {se:7.4f} {pm:9.4f} ± {pse:7.4f}")
     if args.plot:
-        _plot(args.plot, problem, result, plain, args.seed)
+        from psample.cli.plots import plot_fkc
+
+        title = (f"{args.demo} demo: {FKC_PROBLEMS[problem.name].replace('beta', 'β')}\n"
+                 f"FKC (noise={args.noise}, weights={args.weights}, {args.resampling} resampling, "
+                 f"resample_ess={resample_ess:g}) vs the uncorrected SDE; {args.steps} steps, seed {args.seed}")
+        plot_fkc(args.plot, problem, result, plain, title=title, table=table)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0

@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from psample.cli.plots import plot_macc  # noqa: F401  (public here since psample 0.1; drawn in plots.py)
 from psample.errors import InvalidTuningError, MotifError, NetworkError, PsampleError, check_positive_int
 
 __all__ = ["OBSERVABLES", "add_graph_parser", "run_graph", "load_network", "plot_macc"]
@@ -160,45 +161,6 @@ def _z_line(estimate, mcse, exact) -> str:
     return f"max |estimate - exact| / MCSE = {worst} over {z.size} varying entries{note}"
 
 
-def plot_macc(estimate, path: str, title: str = "MACC") -> None:
-    """Write a MACC heat map (``(k, k)`` matrix) to ``path`` as PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    estimate = np.asarray(estimate)
-    k = estimate.shape[0]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.6 + 0.6 * k))
-    image = ax.imshow(estimate, cmap="viridis", vmin=0.0, vmax=max(1.0, float(estimate.max())))
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _plot_profile(thresholds, estimate, mcse, exact, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.errorbar(thresholds, estimate, yerr=2 * np.asarray(mcse), fmt="o", ms=3, label="MCMC ± 2 MCSE")
-    if exact is not None:
-        ax.plot(thresholds, exact, "x", color="k", ms=6, label="exact")
-    ax.set_xlabel("θ")
-    ax.set_ylabel("P(min A ≥ θ)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------ command
 def _is_path(motif) -> bool:
     k = motif.num_nodes
@@ -298,7 +260,10 @@ def _run(args) -> int:
         if reference is not None:
             print(_z_line(est.estimate, est.mcse, reference))
         if args.plot:
-            plot_macc(est.estimate, args.plot, title=f"MACC, {description}, {k}-path")
+            plot_macc(est.estimate, args.plot, mcse=est.mcse, exact=reference,
+                      title=f"Mean average clustering coefficient (MACC) of the motif {args.motif} ({k} nodes) in {description}\n"
+                            f"{args.sampler} chain, {chains} chains x {draws} draws (warm-up {warmup}), seed {args.seed}; "
+                            f"± = Monte Carlo standard error (batch means)")
     elif args.observable == "chd":
         est, profile = estimates["chd"], estimates["profile"]
         reference = exact.path_edge_expectation(network, k, 0, k - 1) if path_motif else None
@@ -316,8 +281,12 @@ def _run(args) -> int:
             print(_z_line(np.append(profile.estimate, est.estimate), np.append(profile.mcse, est.mcse),
                           np.append(exact_profile, reference)))
         if args.plot:
-            _plot_profile(CHD_THRESHOLDS, profile.estimate, profile.mcse, exact_profile, args.plot,
-                          title=f"CHD profile, {description}, cycle over {k}-path")
+            from psample.cli.plots import plot_chd_profile
+
+            plot_chd_profile(CHD_THRESHOLDS, profile.estimate, profile.mcse, exact_profile, args.plot, last=k - 1,
+                             title=f"Conditional homomorphism density profile in {description}: motif {args.motif} "
+                                   f"closed by the edge (0, {k - 1})\n{args.sampler} chain, {chains} chains x {draws} draws "
+                                   f"(warm-up {warmup}), seed {args.seed}")
     print(f"max R-hat of the block means: {worst_rhat:.3f}; sampling took {elapsed:.1f} s")
     if args.plot:
         print(f"plot written to {args.plot}")

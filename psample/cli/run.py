@@ -5,8 +5,9 @@ model), or of the user's own NumPyro model (``--model FILE.py:FUNCTION --data da
 :mod:`psample.cli.user_model`), builds a sampler of :data:`SAMPLERS` on it, runs :func:`psample.sample` (4 chains, 500
 warm-up steps that adapt the sampler where it can adapt, 1,000 draws) and prints the ArviZ
 summary, then the convergence check (rank-normalised R-hat, bulk and tail ESS), whose advice
-names this command's options. ``--plot`` writes a trace plot and rank plots, ``--checkpoint`` a
-Zarr store that :func:`psample.resume` continues.
+names this command's options. ``--plot`` writes a trace plot and rank plots
+(:func:`psample.cli.plots.plot_run`) and prints the line of the rank plots' uniformity test
+(which components fail it), ``--checkpoint`` a Zarr store that :func:`psample.resume` continues.
 
 Contract: exit status 0 when done, 2 for a bad argument (before any sampling), 130 when
 interrupted (Ctrl-C keeps the draws so far and prints their summary; a second Ctrl-C skips the
@@ -206,7 +207,12 @@ def _print_summary(trace, args) -> None:
     for warning in caught:
         print(f"psample: warning: {warning.message}", file=sys.stderr)
     if args.plot:
+        from psample.cli import plots
+
         rank_path = suffixed(args.plot, "_rank")
-        psample.diagnostics.plot_trace(shown, args.plot, kind="trace")
-        psample.diagnostics.plot_trace(shown, rank_path, kind="rank")
+        test = plots.rank_test(shown)
+        print(plots.rank_test_line(test), flush=True)
+        title = (f"{args.model} model, {args.sampler} sampler: {trace.num_chains} chains x {trace.num_draws:,} draws"
+                 f"{f' (one in {step} shown)' if step > 1 else ''}, warm-up {args.warmup}, thin {args.thin}, seed {args.seed}")
+        plots.plot_run(shown, args.plot, rank_path, title=title, test=test)
         print(f"trace plot written to {args.plot}, rank plots to {rank_path}", flush=True)

@@ -396,27 +396,11 @@ class ParticleResult:
 
     def plot(self, path) -> None:
         """Write a figure of the ESS (as a fraction of the particles) and of the running log Z
-        over the steps, one line per replicate, to ``path``."""
-        import matplotlib
+        over the steps, one line per replicate (with a legend), to ``path`` (150 dpi; see
+        :func:`psample.runtime.plotting.plot_particle_result`)."""
+        from psample.runtime.plotting import plot_particle_result
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_ess, ax_z) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-        steps = np.arange(1, self.valid.shape[1] + 1)
-        increments = np.where(self.valid, np.asarray(self.info.log_Z_increment), 0.0)
-        running = np.cumsum(increments, axis=1)
-        for r in range(self.num_replicates):
-            ax_ess.plot(steps, self.ess[r] / self.num_particles, lw=1)
-            ax_z.plot(steps, np.where(self.valid[r], running[r], np.nan), lw=1)
-        ax_ess.set_ylabel("ESS / particles")
-        ax_ess.set_ylim(0, 1.05)
-        ax_z.set_ylabel("running log Z")
-        ax_z.set_xlabel("step")
-        ax_z.set_title(f"log Z = {self.log_Z_mean:.3f} ± {self.log_Z_se:.3f} ({self.log_Z_se_method})", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        plot_particle_result(self, path)
 
     def __repr__(self) -> str:
         state = ", interrupted" if self.interrupted else ""
