@@ -55,6 +55,8 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro  # noqa: F401  the package first: after `import arviz` (whose lazy loader registers numpyro),
+# importing a submodule first leaves numpyro.infer without its submodules and az.from_numpyro fails
 from numpyro.infer import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
