@@ -233,9 +233,10 @@ def note_burn_in(algorithm, num_warmup: int) -> None:
         return
     warnings.warn(
         f"num_warmup={num_warmup}: this BlackJAX algorithm has no warm-up adaptation, so these steps are "
-        "plain burn-in with the step size and mass matrix it was built with. To adapt them (Stan's window "
-        "adaptation, as NumPyro's NUTS does), pass psample.window_adaptation(blackjax.nuts, logdensity_fn) "
-        "as the algorithm; adapt=False keeps the burn-in without this warning.",
+        "plain burn-in with the parameters it was built with. For HMC and NUTS, pass "
+        "psample.window_adaptation(blackjax.nuts, logdensity_fn) as the algorithm to adapt the step size and "
+        "mass matrix (Stan's window adaptation, as NumPyro's NUTS does); adapt=False keeps the burn-in "
+        "without this warning.",
         UserWarning,
         stacklevel=user_stacklevel(),
     )
