@@ -1,7 +1,9 @@
 """Diagnostics on psample traces, computed by ArviZ (arviz_stats): we write none of them.
 
-``psample.diagnostics.summary(trace)`` is ``arviz.summary`` on the trace's DataTree: mean, sd,
-credible interval, MCSE, bulk and tail ESS and rank-normalised split R-hat.
+A :class:`psample.Trace` is an ArviZ ``xarray.DataTree``: ``az.summary(trace)``, ``az.ess``,
+``az.loo`` and the plots take it as it is. ``psample.diagnostics.summary(trace)`` is
+``arviz.summary`` of the same groups (kept for the command line): mean, sd, credible interval,
+MCSE, bulk and tail ESS and rank-normalised split R-hat.
 :mod:`psample.diagnostics.batch_means` (the module; ``batch_means.batch_means(values)``) gives the
 batch-means standard errors of time averages over independent chains, as an :class:`Estimate`
 (the network observables' error bars), and checks their tails.
