@@ -250,14 +250,12 @@ def _numpyro_arviz(model, args, kwargs, model_trace, coords, dims) -> dict:
             raise ModelError(
                 f"coords[{dim!r}] has {len(values)} values but dim {dim!r} of model {name!r} has size {sizes[dim]}"
             )
-    pointwise = None
-    if observed:
-        def pointwise(sites):
-            batched = jax.tree.map(lambda v: v[None], sites)
-            return jax.tree.map(lambda v: v[0], log_likelihood(model, batched, *args, **kwargs))
+    def pointwise(sites):
+        batched = jax.tree.map(lambda v: v[None], sites)
+        return jax.tree.map(lambda v: v[0], log_likelihood(model, batched, *args, **kwargs))
 
     return dict(
-        pointwise_loglikelihood_fn=pointwise, observed_data=observed or None, constant_data=constant or None,
+        pointwise_loglikelihood_fn=pointwise if observed else None, observed_data=observed or None, constant_data=constant or None,
         dims=all_dims or None, coords=dict(coords) if coords else None,
     )  # fmt: skip
 
