@@ -1,7 +1,9 @@
 """Diagnostics on psample traces, computed by ArviZ (arviz_stats): we write none of them.
 
-``psample.diagnostics.summary(trace)`` is ``arviz.summary`` on the trace's DataTree: mean, sd,
-credible interval, MCSE, bulk and tail ESS and rank-normalised split R-hat.
+A :class:`psample.Trace` is an ArviZ ``xarray.DataTree``: ``az.summary(trace)``, ``az.ess``,
+``az.loo`` and the plots take it as it is. ``psample.diagnostics.summary(trace)`` is
+``arviz.summary`` of the same groups (kept for the command line): mean, sd, credible interval,
+MCSE, bulk and tail ESS and rank-normalised split R-hat.
 :mod:`psample.diagnostics.batch_means` (the module; ``batch_means.batch_means(values)``) gives the
 batch-means standard errors of time averages over independent chains, as an :class:`Estimate`
 (the network observables' error bars), and checks their tails.
@@ -9,7 +11,6 @@ batch-means standard errors of time averages over independent chains, as an :cla
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 
 import numpy as np
@@ -50,7 +51,9 @@ _MIN_CHECK_DRAWS = 10 * MIN_ESS_PER_CHAIN
 
 
 def to_datatree(trace_or_datatree):
-    """Return an ArviZ ``xarray.DataTree`` for a :class:`psample.Trace` (or pass one through)."""
+    """Return an ArviZ ``xarray.DataTree`` for a :class:`psample.Trace` (or pass one through).
+
+    A :class:`psample.Trace` is a DataTree already: every ``az.*`` function takes it as it is."""
     if hasattr(trace_or_datatree, "to_datatree"):
         return trace_or_datatree.to_datatree()
     return trace_or_datatree
@@ -133,10 +136,13 @@ def thinned(trace, max_values: int):
     def take(tree):
         return jax.tree.map(lambda x: np.asarray(x)[:, ::-1][:, ::step][:, ::-1], tree)
 
-    return dataclasses.replace(
-        trace, positions=take(trace.positions), info=take(trace.info),
-        logdensity=None if trace.logdensity is None else take(trace.logdensity), observables=take(trace.observables),
-    ), step  # fmt: skip
+    fields = {name: getattr(trace, name) for name in type(trace).FIELDS}
+    fields.update(
+        positions=take(trace.positions), info=take(trace.info),
+        logdensity=None if trace.logdensity is None else take(trace.logdensity),
+        observables=take({k: np.asarray(v) for k, v in trace.observables.items()}),
+    )  # fmt: skip
+    return type(trace)(**fields, log_likelihood=False), step
 
 
 def _component_names(name: str, shape: tuple) -> list[str]:
@@ -207,7 +213,7 @@ def check_convergence(trace, *, advice: str, max_values: int = CHECK_VALUES, sta
     table = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant components: R-hat 0/0 = nan
-        for name, values in checked.posterior().items():
+        for name, values in checked["posterior"].data_vars.items():
             values = np.asarray(values)
             if not np.issubdtype(values.dtype, np.inexact):
                 continue

@@ -32,9 +32,21 @@ the draws of ``psample.sample(algorithm, init_params, state.rng_key[0], num_samp
 (except that ``structure="auto"``'s final switch from a diagonal matrix to a vector, done
 outside tracing in ``psample.sample``, is not made here: the same scale, another round-off).
 
-Known limits. The kernel's state keeps no per-step info of the sampler (evaluation counts,
-non-finite log-densities): :func:`psample.sample` records it. The sampler runs on the
-unconstrained latent sites that :func:`numpyro.infer.util.initialize_model` returns.
+Diagnostics. The kernel's state keeps the last step's statistics in ``stats`` and exposes each
+as an attribute, and :attr:`PsampleKernel.default_fields` lists them, so ``MCMC`` collects them
+and ``az.from_numpyro(mcmc)`` has a ``sample_stats``: ``potential_energy`` (ArviZ's ``lp``) and
+the sampler's ``Info`` fields, renamed as NumPyro names them (:data:`NUMPYRO_NAMES`:
+``diverging``, ``accept_prob``) and without trajectory internals
+(:data:`psample.runtime.datatree.TRAJECTORY_FIELDS`); polar slice's ``num_evals``,
+``num_nonfinite``, ... keep their names. ``mcmc.print_summary()`` prints the latent sites only
+(NumPyro's ``exclude_deterministic=True``); ``print_summary(exclude_deterministic=False)`` adds
+the deterministic ones.
+
+Known limits. The sampler runs on the unconstrained latent sites that
+:func:`numpyro.infer.util.initialize_model` returns. The names of the statistics are found when
+the kernel is made, by tracing the sampler on a two-dimensional standard normal
+(``jax.eval_shape``, nothing runs); a sampler that cannot be built there reports
+``potential_energy`` only.
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro  # noqa: F401  the package first: after `import arviz` (whose lazy loader registers numpyro),
+# importing a submodule first leaves numpyro.infer without its submodules and az.from_numpyro fails
 from numpyro.infer import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
@@ -50,12 +64,39 @@ from numpyro.util import is_prng_key
 
 from psample.base import provides_adaptation
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
+from psample.runtime.datatree import TRAJECTORY_FIELDS
 from psample.runtime.warmup import adaptation_key
 
-__all__ = ["PsampleKernelState", "PsampleKernel", "kernel", "PolarSlice"]
+__all__ = ["PsampleKernelState", "PsampleKernel", "kernel", "PolarSlice", "NUMPYRO_NAMES"]
+
+#: Sampler ``Info`` field -> the name NumPyro's own kernels give it (``az.from_numpyro`` then
+#: renames ``accept_prob`` to ``acceptance_rate``); other fields keep their names.
+NUMPYRO_NAMES = {"is_divergent": "diverging", "acceptance_rate": "accept_prob", "energy": "energy"}
 
 
-class PsampleKernelState(NamedTuple):
+def _stats(states, info) -> dict:
+    """``{name: (chain,)}``: ``potential_energy`` and the Info fields in NumPyro's names."""
+    out = {}
+    logdensity = getattr(states, "logdensity", None)
+    if logdensity is not None:
+        out["potential_energy"] = -logdensity
+    fields = info._asdict() if hasattr(info, "_asdict") else {}
+    for name, value in fields.items():
+        if name in TRAJECTORY_FIELDS or not hasattr(value, "shape") or isinstance(value, tuple):
+            continue
+        out[NUMPYRO_NAMES.get(name, name)] = value
+    return out
+
+
+class _KernelState(NamedTuple):
+    i: Any
+    z: Any
+    inner: Any
+    rng_key: Any
+    stats: Any = None
+
+
+class PsampleKernelState(_KernelState):
     """State of a psample kernel inside NumPyro's ``MCMC``.
 
     i
@@ -70,12 +111,19 @@ class PsampleKernelState(NamedTuple):
         The run key: one key, or under ``chain_method="vectorized"`` the chains' batch of keys
         (NumPyro's convention, which ``MCMC.run`` replaces on a continued run) whose first is the
         run key. Step ``i`` uses ``fold_in(run_key, i)``.
+    stats
+        ``{name: (chain,) or ()}``: the last step's statistics (``potential_energy`` and the
+        sampler's ``Info`` fields in NumPyro's names), each also an attribute of the state
+        (``state.potential_energy``), which is how ``MCMC`` collects them.
     """
 
-    i: Any
-    z: Any
-    inner: Any
-    rng_key: Any
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        stats = tuple.__getitem__(self, 4)
+        if isinstance(stats, dict) and name in stats:
+            return stats[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _batched(tree):
@@ -125,6 +173,25 @@ class PsampleKernel(MCMCKernel):
         self._adapting = False
         self._num_warmup = 0
         self._vectorized = False
+        self._stat_names = self._find_stat_names()
+
+    def _find_stat_names(self) -> tuple:
+        """The names in the state's ``stats``, from the sampler traced on a 2-d standard normal."""
+        try:
+            algorithm = type(self)._factory(lambda z: -0.5 * jnp.sum(z**2), **self._algorithm_kwargs)
+
+            def one_step():
+                states = jax.vmap(algorithm.init)(jnp.zeros((1, 2)))
+                states, info = jax.vmap(algorithm.step)(jax.random.split(jax.random.key(0), 1), states)
+                return _stats(states, info)
+
+            return tuple(jax.eval_shape(one_step))
+        except Exception:  # a sampler that needs more than a 2-d position: the potential energy only
+            return ("potential_energy",)
+
+    @property
+    def default_fields(self):
+        return (self.sample_field,) + self._stat_names
 
     @property
     def model(self):
@@ -173,12 +240,25 @@ class PsampleKernel(MCMCKernel):
             inner = jax.vmap(algorithm.init)(positions)
         self._algorithm, self._adapting, self._num_warmup, self._vectorized = algorithm, adapting, num_warmup, vectorized
         self._sample_fn = self.sample
-        z = _states_of(inner, adapting).position
-        return PsampleKernelState(jnp.asarray(0), z if vectorized else _unbatched(z), inner, rng_key)
+        states = _states_of(inner, adapting)
+        z = states.position
+        stats = self._initial_stats(algorithm, states, vectorized)
+        return PsampleKernelState(jnp.asarray(0), z if vectorized else _unbatched(z), inner, rng_key, stats)
+
+    def _initial_stats(self, algorithm, states, vectorized):
+        """Statistics of the right shapes before the first step (zeros; ``potential_energy`` exact)."""
+        shapes = jax.eval_shape(lambda s: _stats(s, jax.vmap(algorithm.step)(
+            jax.random.split(jax.random.key(0), jax.tree.leaves(s.position)[0].shape[0]), s)[1]), states)  # fmt: skip
+        stats = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items() if k in self._stat_names}
+        if "potential_energy" in stats:
+            stats["potential_energy"] = -states.logdensity
+        for name in self._stat_names:  # a name the real target's sampler lacks: NaN rather than a KeyError
+            stats.setdefault(name, jnp.full(jax.tree.leaves(states.position)[0].shape[:1], jnp.nan))
+        return stats if vectorized else _unbatched(stats)
 
     def sample(self, state, model_args, model_kwargs):
         algorithm, adapting, num_warmup = self._algorithm, self._adapting, self._num_warmup
-        i, _, inner, rng_key = state
+        i, _, inner, rng_key = state[:4]
         run_key = rng_key[0] if self._vectorized else rng_key
         num_chains = jax.tree.leaves(_states_of(inner, adapting).position)[0].shape[0]
 
@@ -189,19 +269,28 @@ class PsampleKernel(MCMCKernel):
             else:
                 sampler, states = algorithm, carry
             keys = jax.random.split(jax.random.fold_in(run_key, i), num_chains)
-            states, _ = jax.vmap(sampler.step)(keys, states)
-            return carry._replace(states=states) if adapting else states
+            states, info = jax.vmap(sampler.step)(keys, states)
+            stats = _stats(states, info)
+            stats = {k: stats[k] if k in stats else previous[k] for k in previous}
+            return (carry._replace(states=states) if adapting else states), stats
 
+        previous = state.stats if self._vectorized else _batched(state.stats)
         if adapting:
             def warm(carry):
                 key = jax.random.fold_in(adaptation_key(run_key), i)
-                return algorithm.adaptation.step(key, carry, num_warmup)[0]
+                carry = algorithm.adaptation.step(key, carry, num_warmup)[0]
+                logdensity = getattr(carry.states, "logdensity", None)
+                stats = dict(previous)
+                if logdensity is not None and "potential_energy" in stats:
+                    stats["potential_energy"] = -logdensity
+                return carry, stats
 
-            inner = jax.lax.cond(i < num_warmup, warm, draw, inner)
+            inner, stats = jax.lax.cond(i < num_warmup, warm, draw, inner)
         else:
-            inner = draw(inner)
+            inner, stats = draw(inner)
         z = _states_of(inner, adapting).position
-        return PsampleKernelState(i + 1, z if self._vectorized else _unbatched(z), inner, rng_key)
+        unbatch = (lambda t: t) if self._vectorized else _unbatched
+        return PsampleKernelState(i + 1, unbatch(z), inner, rng_key, unbatch(stats))
 
     def get_diagnostics_str(self, state):
         return ""

@@ -56,6 +56,18 @@ class Target:
     prior_sample_fn
         ``(rng_key, num) -> positions``: independent draws from the prior in the unconstrained
         space, leading axis ``(num, ...)`` on every leaf; ``None`` when unknown.
+    pointwise_loglikelihood_fn
+        ``sites -> {observed site: log-likelihood}``: one draw's constrained sites (what
+        ``postprocess_fn`` returns) to the log-probability of each observation (batch shape of
+        the site, event dims summed), as :func:`numpyro.infer.log_likelihood` gives it; the
+        trace's ``log_likelihood`` group (``az.loo``, ``az.compare``). ``None``: no such group.
+    observed_data, constant_data
+        ``{name: array}`` for the DataTree's ``observed_data`` and ``constant_data`` groups.
+    dims
+        ``{site: [dim names]}`` of the non-sample axes of sites and data, as in
+        :func:`arviz.from_numpyro`; sites not named get ArviZ's ``{site}_dim_{i}``.
+    coords
+        ``{dim: values}`` (default ``0..n-1``), as in :func:`arviz.from_numpyro`.
     """
 
     logdensity_fn: Callable[[Any], jax.Array]
@@ -67,6 +79,11 @@ class Target:
     logprior_fn: Callable[[Any], jax.Array] | None = None
     loglikelihood_fn: Callable[[Any], jax.Array] | None = None
     prior_sample_fn: Callable[[jax.Array, int], Any] | None = None
+    pointwise_loglikelihood_fn: Callable[[dict], dict] | None = None
+    observed_data: dict | None = None
+    constant_data: dict | None = None
+    dims: dict | None = None
+    coords: dict | None = None
 
     def initial_positions(self, rng_key: jax.Array, num_chains: int):
         """Draw initial positions for ``num_chains`` chains (leading axis ``(num_chains, ...)``)."""
@@ -109,7 +126,7 @@ def observed_loglikelihood(model, args: tuple, kwargs: dict, z) -> jax.Array:
     return total
 
 
-def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
+def from_numpyro(model, *args, init_strategy=None, coords=None, dims=None, **kwargs) -> Target:
     """Wrap a NumPyro model as a :class:`Target` over its unconstrained latent sites.
 
     Parameters
@@ -120,6 +137,13 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
         Arguments passed to the model (data, hyper-parameters).
     init_strategy
         A NumPyro init strategy (default :func:`numpyro.infer.init_to_uniform`, radius 2).
+    coords, dims
+        As in :func:`arviz.from_numpyro`: ``{dim: values}`` and ``{site: [dim names]}`` of the
+        results' DataTree. ``dims`` are inferred from the model's plates
+        (``arviz_base.io_numpyro.infer_dims``: a site in ``numpyro.plate("school", 8)`` has
+        dim ``school``); the ``dims`` given replace the inferred ones site by site (ArviZ's
+        ``from_numpyro`` replaces all of them) and name data arguments too. A model whose own
+        keyword is called ``coords`` or ``dims`` cannot receive it through this function.
 
     Returns
     -------
@@ -131,7 +155,10 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
         masks applied as NumPyro does), ``logprior_fn(z) = logdensity_fn(z) - loglikelihood_fn(z)``
         (prior of the latent sites plus the log-Jacobian) and ``prior_sample_fn(key, n)``,
         prior draws of the latent sites (:class:`numpyro.infer.Predictive`) mapped to the
-        unconstrained space.
+        unconstrained space. For ArviZ: ``pointwise_loglikelihood_fn`` (the observed sites'
+        log-probabilities, :func:`numpyro.infer.log_likelihood`'s), ``observed_data`` (the
+        observed sites' values), ``constant_data`` (the model's array arguments, named by its
+        signature, that are not observed values), ``dims`` and ``coords``.
 
     Raises
     ------
@@ -169,6 +196,7 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
     def logprior_fn(z):
         return logdensity_fn(z) - loglikelihood_fn(z)
 
+    arviz = _numpyro_arviz(model, args, kwargs, info.model_trace, coords, dims)
     return Target(
         logdensity_fn=logdensity_fn,
         init_fn=init_fn,
@@ -177,7 +205,77 @@ def from_numpyro(model, *args, init_strategy=None, **kwargs) -> Target:
         logprior_fn=logprior_fn,
         loglikelihood_fn=loglikelihood_fn,
         prior_sample_fn=prior_sample_fn,
+        **arviz,
     )
+
+
+def _numpyro_arviz(model, args, kwargs, model_trace, coords, dims) -> dict:
+    """The :class:`Target` fields ArviZ's groups need, as :func:`arviz.from_numpyro` builds them."""
+    import inspect
+
+    import numpy as np
+    from arviz_base.io_numpyro import infer_dims
+    from numpyro.infer import log_likelihood
+
+    name = _model_name(model)
+    observed = {
+        site_name: np.asarray(site["value"])
+        for site_name, site in model_trace.items()
+        if site["type"] == "sample" and site["is_observed"]
+    }
+    constant = {}
+    try:
+        bound = inspect.signature(model).bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+    except (TypeError, ValueError):  # no signature (a callable object) or *args: name nothing
+        arguments = {}
+    for arg_name, value in arguments.items():
+        if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) > 0:
+            value = np.asarray(value)
+            if not any(v.shape == value.shape and np.array_equal(v, value) for v in observed.values()):
+                constant[arg_name] = value
+    try:
+        inferred = infer_dims(model, args, kwargs)
+    except Exception:  # a model that cannot be traced abstractly: ArviZ's default names
+        inferred = {}
+    if dims is not None and not isinstance(dims, dict):
+        raise ModelError(f"dims must be a dict {{site: [dim names]}}, got {dims!r}")
+    if coords is not None and not isinstance(coords, dict):
+        raise ModelError(f"coords must be a dict {{dim: values}}, got {coords!r}")
+    all_dims = {**inferred, **{k: list(v) for k, v in (dims or {}).items()}}
+    sizes = _dim_sizes(model_trace, all_dims, observed, constant)
+    for dim, values in (coords or {}).items():
+        if dim in sizes and len(values) != sizes[dim]:
+            raise ModelError(
+                f"coords[{dim!r}] has {len(values)} values but dim {dim!r} of model {name!r} has size {sizes[dim]}"
+            )
+    def pointwise(sites):
+        batched = jax.tree.map(lambda v: v[None], sites)
+        return jax.tree.map(lambda v: v[0], log_likelihood(model, batched, *args, **kwargs))
+
+    return dict(
+        pointwise_loglikelihood_fn=pointwise if observed else None, observed_data=observed or None, constant_data=constant or None,
+        dims=all_dims or None, coords=dict(coords) if coords else None,
+    )  # fmt: skip
+
+
+def _dim_sizes(model_trace, dims, observed, constant) -> dict:
+    """``{dim: size}`` of the model's plates and of the named axes of its sites and data."""
+    import numpy as np
+
+    sizes = {}
+    for site in model_trace.values():
+        if site["type"] == "plate":
+            sizes[site["name"]] = int(site["args"][0])
+    values = {**{k: s["value"] for k, s in model_trace.items() if s["type"] in ("sample", "deterministic")},
+              **observed, **constant}  # fmt: skip
+    for site_name, names in dims.items():
+        if site_name in values:
+            shape = np.shape(values[site_name])
+            for i, dim in enumerate(names[: len(shape)]):
+                sizes.setdefault(dim, shape[i])
+    return sizes
 
 
 def _numpyro_tempering(model, args, kwargs, info):

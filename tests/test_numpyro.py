@@ -102,7 +102,7 @@ def test_vectorized_draws_equal_psample_sample(vectorized):
     target = psample.from_numpyro(model)
     algorithm = psample.polar_slice(target.logdensity_fn, structure="dense")
     trace = psample.sample(algorithm, init, mcmc.last_state.rng_key[0], 30, num_warmup=50, target=target, progress=False)
-    ours = trace.posterior()
+    ours = {site: values.values for site, values in trace.posterior.data_vars.items()}
     for site in ("loc", "scale", "shifted"):
         np.testing.assert_allclose(np.asarray(numpyro_draws[site]), ours[site], rtol=1e-9, atol=1e-12)
 

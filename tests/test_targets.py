@@ -77,7 +77,8 @@ def test_trace_posterior_is_postprocess_bit_for_bit_whatever_the_batch(model, ar
         expected = target.postprocess(positions)
         trace = psample.Trace(positions=positions, info=None, logdensity=None, observables={}, final_state=None,
                               target=target)
-        for got in (trace.posterior(), constrained(target, positions)):
+        group = {site: values.values for site, values in trace.posterior.data_vars.items()}
+        for got in (group, constrained(target, positions)):
             assert set(got) == set(expected)
             for site, values in expected.items():
                 assert got[site].dtype == values.dtype and got[site].shape == values.shape

@@ -103,7 +103,6 @@ class SamplerInfo(NamedTuple):
     num_nonfinite: Any
 
 
-@dataclasses.dataclass(repr=False)
 class SamplerResult(ParticleResult):
     """A :class:`psample.ParticleResult` with the bounds of a learned sampler.
 
@@ -122,14 +121,17 @@ class SamplerResult(ParticleResult):
         means' errors cannot be trusted (:meth:`TrainedSampler.sample` warns).
     """
 
-    log_w: np.ndarray | None = None
-    elbo: float = float("nan")
-    elbo_se: float = float("nan")
-    eubo: float = float("nan")
-    eubo_se: float = float("nan")
-    khat: float = float("nan")
+    __slots__ = ("log_w", "elbo", "elbo_se", "eubo", "eubo_se", "khat")
+
+    def __init__(self, *args, log_w: np.ndarray | None = None, elbo: float = float("nan"),
+                 elbo_se: float = float("nan"), eubo: float = float("nan"), eubo_se: float = float("nan"),
+                 khat: float = float("nan"), **fields):
+        super().__init__(*args, **fields)
+        self.log_w, self.elbo, self.elbo_se, self.eubo, self.eubo_se, self.khat = log_w, elbo, elbo_se, eubo, eubo_se, khat
 
     def __repr__(self) -> str:
+        if self.particles is None:
+            return super().__repr__()
         flag = f" (unreliable: k-hat {self.khat:.2f})" if self.unreliable else ""
         return (f"SamplerResult(replicates={self.num_replicates}, particles={self.num_particles}, "
                 f"log_Z={self.log_Z_mean:.4f} ± {self.log_Z_se:.4f}{flag}, ELBO={self.elbo:.4f}, EUBO={self.eubo:.4f})")
@@ -264,7 +266,8 @@ class TrainedSampler:
             # which speaks of this call; the others (Ctrl-C) pass through.
             if not issubclass(w.category, NumericalWarning):
                 warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
-        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(ParticleResult)}
+        fields = {name: getattr(result, name) for name in ParticleResult.FIELDS}
+        fields["observables"] = result._raw_observables
         log_w = np.asarray(result.final_state.log_w)
         with np.errstate(invalid="ignore"):  # a weight-zero particle: ELBO -inf, its error NaN
             elbo_se = float(log_w.std(ddof=1) / math.sqrt(log_w.size))

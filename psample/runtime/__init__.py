@@ -8,7 +8,8 @@
 - :mod:`~psample.runtime.sharding`: device placement of chains and replicates (the
   ``"chains"`` mesh axis), written once for both runners and the checkpoint.
 - :mod:`~psample.runtime.warmup`: warm-up adaptation; :mod:`~psample.runtime.checkpoint`,
-  :mod:`~psample.runtime.trace`, :mod:`~psample.runtime.observables`,
+  :mod:`~psample.runtime.trace`, :mod:`~psample.runtime.datatree` (the groups ArviZ reads of a
+  ``Trace`` and a ``ParticleResult``, both ``xarray.DataTree`` s), :mod:`~psample.runtime.observables`,
   :mod:`~psample.runtime.checks` (validation before any work), :mod:`~psample.runtime.compiled`
   (the cache of compiled functions).
 

@@ -66,6 +66,7 @@ def sample(
     devices=None,
     adapt: bool = True,
     compute_convergence_checks: bool = True,
+    log_likelihood: bool = True,
 ) -> Trace:
     """Run many chains of ``algorithm`` and return their draws.
 
@@ -82,7 +83,10 @@ def sample(
     num_warmup
         Steps taken and discarded before the first kept draw. When ``algorithm`` provides an
         adaptation (:mod:`psample.runtime.warmup`) and ``adapt`` is true, these are its adaptation
-        steps; otherwise they are burn-in.
+        steps; otherwise they are burn-in with the algorithm's own parameters. A BlackJAX
+        algorithm (``blackjax.nuts(logdensity_fn, step_size, inverse_mass_matrix)``) has none:
+        its burn-in comes with a warning naming :func:`psample.window_adaptation`, which adapts
+        it with BlackJAX's window adaptation (``adapt=False`` asks for burn-in, silently).
     thin
         Steps per kept draw (>= 1).
     target
@@ -116,6 +120,11 @@ def sample(
         R-hat exceeds 1.01 or its bulk or tail ESS is below 100 per chain (ArviZ's numbers; see
         :func:`psample.diagnostics.check_convergence`, which bounds its cost on long runs).
         ``False`` skips the check (PyMC's name for it).
+    log_likelihood
+        Put the pointwise log-likelihood in the trace's ``log_likelihood`` group (for
+        ``az.loo`` / ``az.compare``) when ``target`` has one (a NumPyro model with observed
+        sites; default). It costs one evaluation of the observed sites per draw, jitted and
+        vmapped, at the end of the run; ``False`` skips it (ArviZ's and NumPyro's name).
 
     Returns
     -------
@@ -166,6 +175,8 @@ def sample(
     checks.check_step_keeps_state(algorithm, states)
 
     adapts = adapt and num_warmup > 0 and provides_adaptation(algorithm)
+    if adapt and num_warmup > 0 and not adapts:
+        warmup.note_burn_in(algorithm, num_warmup)
     plan = RunPlan(num_chains, num_warmup, thin, num_draws, chunk_size or 0, adapts)
     functions = chunk_functions(algorithm, observables, plan, chain_mesh)
     bytes_per_draw = record_bytes(functions, states, rng_key)
@@ -200,7 +211,7 @@ def sample(
                 writer.close()
             return _warmup_trace(functions, states, rng_key, plan, target, steps_done, parameters)
     trace = _run(functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done,
-                 parameters=parameters)
+                 parameters=parameters, log_likelihood=log_likelihood)
     return _finish(trace, algorithm, compute_convergence_checks, "Draw more (num_draws), warm up longer (num_warmup) "
                    "or reparametrise the model; compute_convergence_checks=False skips this check")
 
@@ -259,7 +270,7 @@ class _Drawn:
 
 def _run(
     functions, states, rng_key, plan, target, progress, writer, bytes_per_draw, steps_done=0, drawn=None,
-    parameters=None,
+    parameters=None, log_likelihood=True,
 ) -> Trace:
     """Run the rest of ``plan`` from ``states``, taken after ``steps_done`` sampler steps, with
     ``drawn`` the draws made before and ``parameters`` the adapted ones; close ``writer`` at the end."""
@@ -297,7 +308,8 @@ def _run(
             if not partial.records and drawn is None:
                 raise
             trace = _trace(
-                chunks + partial.records, partial.carry[0], plan, draws_done + partial.num_done, target, False, parameters
+                chunks + partial.records, partial.carry[0], plan, draws_done + partial.num_done, target, False, parameters,
+                log_likelihood,
             )
             raise RunError(str(error), result=partial, trace=trace) from error.__cause__
         except KeyboardInterrupt:
@@ -305,10 +317,10 @@ def _run(
                 raise
             result = None
         if result is None:  # Ctrl-C before the first new chunk of a resumed run: the old draws
-            return _trace(chunks, carry[0], plan, draws_done, target, True, parameters)
+            return _trace(chunks, carry[0], plan, draws_done, target, True, parameters, log_likelihood)
         trace = _trace(
             chunks + result.records, result.carry[0], plan, draws_done + result.num_done, target,
-            result.interrupted, parameters,
+            result.interrupted, parameters, log_likelihood,
         )  # fmt: skip
     finally:
         if writer is not None:
@@ -360,7 +372,8 @@ def _warm_up(functions, carry, steps_done, plan, progress, writer):
     )  # fmt: skip
 
 
-def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, interrupted: bool, parameters) -> Trace:
+def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, interrupted: bool, parameters,
+           log_likelihood: bool = True) -> Trace:
     return Trace.from_draws(
         concatenate(chunks, axis=1),
         final_state=final_state,
@@ -370,6 +383,7 @@ def _trace(chunks: list, final_state, plan: RunPlan, draws_done: int, target, in
         num_warmup=plan.num_warmup,
         thin=plan.thin,
         parameters=parameters,
+        log_likelihood=log_likelihood,
     )
 
 
@@ -416,6 +430,7 @@ def resume(
     progress: bool = True,
     mesh: Mesh | None = None,
     compute_convergence_checks: bool = True,
+    log_likelihood: bool = True,
 ) -> Trace:
     """Continue a checkpointed run from its saved state and key.
 
@@ -437,7 +452,7 @@ def resume(
         As in :func:`sample` (default: the run's own chunk size).
     mesh
         Where to shard the chains; default: the devices the run was sharded over.
-    compute_convergence_checks
+    compute_convergence_checks, log_likelihood
         As in :func:`sample`, over the whole run.
 
     Returns
@@ -530,7 +545,7 @@ def resume(
     drawn = _Drawn(saved.records, saved.draws_done) if saved.draws_done else None
     trace = _run(
         functions, states, saved.rng_key, plan, target, progress, writer, bytes_per_draw, steps_done, drawn,
-        parameters=parameters,
+        parameters=parameters, log_likelihood=log_likelihood,
     )
     return _finish(trace, algorithm, compute_convergence_checks, "Draw more (num_draws), or reparametrise the model; "
                    "compute_convergence_checks=False skips this check")

@@ -74,7 +74,8 @@ import numpy as np
 
 from psample.errors import CheckpointError
 from psample.runtime import sharding
-from psample.runtime.trace import Trace
+from psample.runtime.datatree import named_leaves, sample_stats_arrays
+from psample.runtime.trace import constrained
 
 __all__ = ["CheckpointWriter", "load_checkpoint", "Checkpoint"]
 
@@ -138,11 +139,11 @@ def _encoding(arrays: dict) -> dict:
 def _chunk_groups(records, target) -> dict[str, dict[str, np.ndarray]]:
     """The arrays one chunk adds to each group (the chunk as a Trace names them as
     :meth:`Trace.to_datatree` does)."""
-    chunk = Trace.from_draws(records, final_state=None, target=target)
+    posterior = constrained(target, records.position) if target is not None else named_leaves(records.position)
     groups = {
-        "posterior": chunk.posterior(),
-        "sample_stats": chunk.sample_stats(),
-        "observables": chunk.observables,
+        "posterior": posterior,
+        "sample_stats": sample_stats_arrays(records.info, records.logdensity),
+        "observables": records.observables,
         _RAW: {f"leaf_{i}": leaf for i, leaf in enumerate(jax.tree.leaves(records))},
     }
     return {g: {k: np.asarray(v) for k, v in arrays.items()} for g, arrays in groups.items() if arrays}

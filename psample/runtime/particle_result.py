@@ -16,23 +16,31 @@ References
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
 from psample.runtime import compiled
 from psample.base import resampling_fn
 from psample.errors import InvalidTuningError, UnreliableErrorWarning, check_positive_int
+from psample.runtime.datatree import picklable_state, attach, named_leaves
 
 __all__ = ["ParticleResult"]
 
 
-@dataclass
-class ParticleResult:
-    """The result of :func:`run_particles`: final weighted populations and their history.
+class ParticleResult(xr.DataTree):
+    """The result of :func:`run_particles`: an ArviZ ``xarray.DataTree`` of the final weighted
+    populations and their history, with the weighted estimates and their errors.
+
+    ArviZ ignores weights, so the groups it reads hold equal-weight draws: ``posterior`` is each
+    replicate's population resampled deterministically from the run (:meth:`equal_weight_draws`
+    with :attr:`draws_key`, a key derived from the run's ``rng_key``), ``chain`` = replicate;
+    the weights, ``log_Z`` and the step history are in their own groups. The layout is
+    :meth:`to_datatree`'s (PyMC's ``sample_smc``'s), which says what ArviZ's ESS and R-hat mean
+    on these draws. A result without a :attr:`draws_key` has no ``posterior`` group.
 
     Attributes
     ----------
@@ -46,7 +54,7 @@ class ParticleResult:
         The algorithm's info NamedTuple per step, leaves ``(replicate, step, ...)``; entries of
         steps a replicate did not take (it was done earlier) are NaN (floats), 0 or False.
     observables
-        ``{name: (replicate, step, ...)}``, masked like ``info``.
+        The ``observables`` group, ``(chain, step, ...)`` masked like ``info`` (``{}`` without).
     valid
         ``(replicate, step)`` bool: the replicate took that step.
     final_state
@@ -63,22 +71,74 @@ class ParticleResult:
         temperature 1). An incomplete replicate's particles and ``log_Z`` are those of an
         intermediate distribution.
     draws_key
-        Key of the equal-weight draws of :meth:`to_datatree` (derived from the run's
+        Key of the equal-weight draws of the ``posterior`` group (derived from the run's
         ``rng_key``), or ``None``.
+
+    A ``ParticleResult()`` with no arguments is an empty node (what ``copy`` starts from).
     """
 
-    particles: Any
-    log_weights: np.ndarray
-    log_Z: np.ndarray
-    info: Any
-    observables: dict
-    valid: np.ndarray
-    final_state: Any
-    interrupted: bool = False
-    postprocess_fn: Callable | None = field(default=None, repr=False)
-    resampling: str | None = None
-    complete: np.ndarray | None = None
-    draws_key: Any = field(default=None, repr=False)
+    #: The record, as the constructor takes it.
+    FIELDS = ("particles", "log_weights", "log_Z", "info", "observables", "valid", "final_state", "interrupted",
+              "postprocess_fn", "resampling", "complete", "draws_key")
+    __slots__ = ("particles", "log_weights", "log_Z", "info", "_raw_observables", "valid", "final_state",
+                 "interrupted", "postprocess_fn", "resampling", "complete", "draws_key")
+
+    def __init__(
+        self,
+        particles: Any = None,
+        log_weights: np.ndarray | None = None,
+        log_Z: np.ndarray | None = None,
+        info: Any = None,
+        observables: dict | None = None,
+        valid: np.ndarray | None = None,
+        final_state: Any = None,
+        interrupted: bool = False,
+        postprocess_fn: Callable | None = None,
+        resampling: str | None = None,
+        complete: np.ndarray | None = None,
+        draws_key: Any = None,
+        *,
+        dataset=None,
+        children=None,
+        name=None,
+    ):
+        super().__init__(dataset=dataset, children=children, name=name)
+        self.particles, self.log_weights, self.log_Z, self.info = particles, log_weights, log_Z, info
+        self._raw_observables = dict(observables or {})
+        self.valid, self.final_state, self.interrupted = valid, final_state, interrupted
+        self.postprocess_fn, self.resampling, self.complete, self.draws_key = (
+            postprocess_fn, resampling, complete, draws_key)  # fmt: skip
+        if particles is not None:
+            attach(self, self._groups(draws_key))
+
+    def _copy_node(self, inherit: bool, deep: bool = False, memo=None):
+        new = super()._copy_node(inherit=inherit, deep=deep, memo=memo)
+        for cls in type(self).__mro__:
+            if cls is xr.DataTree:
+                break
+            for name in cls.__dict__.get("__slots__", ()):
+                object.__setattr__(new, name, getattr(self, name, None))
+        return new
+
+    @classmethod
+    def from_dict(cls, *args, **kwargs) -> xr.DataTree:
+        """``xarray.DataTree.from_dict``: a plain ``DataTree`` (selections such as ``isel`` and
+        ``sel`` are made through it, and have no run record)."""
+        return xr.DataTree.from_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        return picklable_state(self, super().__getstate__())
+
+    @property
+    def observables(self):
+        """The ``observables`` group (``{}`` when the run had none)."""
+        return self["observables"] if "observables" in self.children else {}
+
+    def _legacy_group(self, name: str, particles=None):
+        """What psample 0.1's ``result.posterior(particles)`` returned (now :meth:`sites`)."""
+        if name == "posterior":
+            return self.sites(particles)
+        return {k: v.values for k, v in self[name].data_vars.items()}
 
     @property
     def num_replicates(self) -> int:
@@ -316,10 +376,12 @@ class ParticleResult:
         rows = np.arange(self.num_replicates)[:, None]
         return jax.tree.map(lambda x: np.asarray(x)[rows, indices], self.particles)
 
-    def posterior(self, particles=None) -> dict[str, np.ndarray]:
-        """Particles as ``{site: (replicate, particle, ...)}``, constrained when possible."""
-        from psample.runtime.trace import named_leaves
+    def sites(self, particles=None) -> dict[str, np.ndarray]:
+        """Particles as ``{site: (replicate, particle, ...)}``, constrained when possible.
 
+        Default: the weighted final populations (:attr:`particles`). psample 0.1 called this
+        ``posterior(particles)``; ``result.posterior`` is now the DataTree group.
+        """
         particles = self.particles if particles is None else particles
         if self.postprocess_fn is not None:
             out = self._mapped(self.postprocess_fn)(particles)
@@ -328,7 +390,7 @@ class ParticleResult:
             return {k: np.asarray(v) for k, v in particles.items()}
         return named_leaves(particles)
 
-    def to_datatree(self, *, rng_key=None):
+    def to_datatree(self, *, rng_key=None) -> xr.DataTree:
         """The ArviZ 1.x ``xarray.DataTree`` of the final populations and the step history.
 
         The layout is PyMC's ``sample_smc``'s, which SMC users know:
@@ -357,25 +419,34 @@ class ParticleResult:
         Parameters
         ----------
         rng_key
-            Key of the equal-weight draws; default: the result's :attr:`draws_key`.
+            Key of the equal-weight draws; default: the result's :attr:`draws_key` (then these
+            are the result's own groups, in a plain ``xarray.DataTree``).
         """
-        import arviz as az
-        import xarray as xr
+        if rng_key is None:
+            if self.draws_key is None:
+                self.equal_weight_draws()  # raises: no key to draw with
+            groups = {name: node.to_dataset() for name, node in self.children.items()}
+        else:
+            groups = self._groups(rng_key)
+        return xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
 
-        from psample.runtime.trace import named_leaves
+    def _groups(self, rng_key) -> dict[str, xr.Dataset]:
+        """The groups of :meth:`to_datatree`, with equal-weight draws from ``rng_key`` (none if ``None``)."""
+        from arviz_base import dict_to_dataset
 
-        tree = az.from_dict({"posterior": self.posterior(self.equal_weight_draws(rng_key))})
+        groups = {}
+        if rng_key is not None:
+            groups["posterior"] = dict_to_dataset(self.sites(self.equal_weight_draws(rng_key)), inference_library=None)
         chains = np.arange(self.num_replicates)
-        tree["sample_stats"] = xr.DataTree(xr.Dataset(
-            {"log_marginal_likelihood": (("chain",), self.log_Z)}, coords={"chain": chains}))  # fmt: skip
+        groups["sample_stats"] = xr.Dataset(
+            {"log_marginal_likelihood": (("chain",), self.log_Z)}, coords={"chain": chains})  # fmt: skip
         weighted = {}
-        for name, values in self.posterior().items():
+        for name, values in self.sites().items():
             values = np.asarray(values)
             dims = ("chain", "particle") + tuple(f"{name}_dim_{i}" for i in range(values.ndim - 2))
             weighted[name] = (dims, values)
         weighted["log_weight"] = (("chain", "particle"), self.log_weights)
-        tree["particles"] = xr.DataTree(xr.Dataset(
-            weighted, coords={"chain": chains, "particle": np.arange(self.num_particles)}))  # fmt: skip
+        groups["particles"] = xr.Dataset(weighted, coords={"chain": chains, "particle": np.arange(self.num_particles)})
         steps = {}
         for name, values in named_leaves(self.info, default="info").items():
             dims = ("chain", "step") + tuple(f"{name}_dim_{i}" for i in range(values.ndim - 2))
@@ -385,14 +456,15 @@ class ParticleResult:
         if self.complete is not None:
             steps["complete"] = (("chain",), np.asarray(self.complete))
         coords = {"chain": chains, "step": np.arange(self.valid.shape[1])}
-        tree["particle_steps"] = xr.DataTree(xr.Dataset(steps, coords=coords))
-        if self.observables:
+        groups["particle_steps"] = xr.Dataset(steps, coords=coords)
+        if self._raw_observables:
             obs = {}
-            for name, values in self.observables.items():
+            for name, values in self._raw_observables.items():
+                values = np.asarray(values)
                 dims = ("chain", "step") + tuple(f"{name}_dim_{i}" for i in range(values.ndim - 2))
                 obs[name] = (dims, values)
-            tree["observables"] = xr.DataTree(xr.Dataset(obs, coords=coords))
-        return tree
+            groups["observables"] = xr.Dataset(obs, coords=coords)
+        return groups
 
     def plot(self, path) -> None:
         """Write a figure of the ESS (as a fraction of the particles) and of the running log Z
@@ -403,6 +475,8 @@ class ParticleResult:
         plot_particle_result(self, path)
 
     def __repr__(self) -> str:
+        if self.particles is None:
+            return super().__repr__()
         state = ", interrupted" if self.interrupted else ""
         if self.complete is not None and not np.all(self.complete):
             state += f", incomplete in {int(np.sum(~np.asarray(self.complete)))} replicate(s)"

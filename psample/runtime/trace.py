@@ -1,17 +1,28 @@
-"""Traces: the draws of a run, and their conversion to an ArviZ DataTree.
+"""Traces: the draws of a run, as the ArviZ ``xarray.DataTree`` they are.
 
-A :class:`Trace` holds host (NumPy) arrays with leading axes ``(chain, draw)``. It knows
-nothing of the sampler that produced it: ``positions`` is whatever pytree the sampler's
-state carries as its position, ``info`` whatever NamedTuple its ``step`` returns.
+A :class:`Trace` is an ``xarray.DataTree`` (as PyMC's ``sample`` returns one): every ``az.*``
+function takes it as it is (``az.summary(trace)``, ``az.loo(trace)``, ``az.plot_trace_dist(trace)``).
+Its groups are built once, when the run ends (:mod:`psample.runtime.datatree` says what each
+holds); the run's raw record stays in attributes: host (NumPy) arrays with leading axes
+``(chain, draw)``. It knows nothing of the sampler that produced it: ``positions`` is whatever
+pytree the sampler's state carries as its position, ``info`` whatever NamedTuple its ``step``
+returns.
+
+Limits: ``trace.copy()`` and pickling keep the run record (pickling drops a target's local
+functions, ``trace.target`` is then ``None``); selections (``trace.isel(draw=...)``,
+``trace.sel(...)``) are plain ``xarray.DataTree`` s, without a record that would no longer match
+them; ``trace.to_datatree()`` gives the groups in a plain ``xarray.DataTree``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import xarray as xr
+
+from psample.runtime.datatree import picklable_state, attach, batched_map, build_groups, named_leaves, sample_stats_arrays
 
 __all__ = ["Trace", "Draw", "named_leaves", "constrained", "NONFINITE_FIELD"]
 
@@ -19,27 +30,6 @@ __all__ = ["Trace", "Draw", "named_leaves", "constrained", "NONFINITE_FIELD"]
 #: returned NaN or +inf (psample's convention; ``PolarSliceInfo`` has it). The runner warns when it is
 #: positive anywhere, and it lands in ``sample_stats`` like every other info field.
 NONFINITE_FIELD = "num_nonfinite"
-
-
-def _key_name(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
-def named_leaves(tree, default: str = "x") -> dict[str, np.ndarray]:
-    """Flatten a pytree into ``{name: leaf}`` with readable names.
-
-    Dict keys and NamedTuple fields become names (nested ones joined by ``.``); a bare array is
-    called ``default``.
-    """
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    out = {}
-    for path, leaf in leaves:
-        name = ".".join(_key_name(p) for p in path) or default
-        out[name] = np.asarray(leaf)
-    return out
 
 
 #: The batch sizes :func:`constrained` maps a target's ``postprocess_fn`` over: powers of two
@@ -106,9 +96,26 @@ class Draw(NamedTuple):
     observables: dict
 
 
-@dataclass
-class Trace:
-    """The result of :func:`psample.sample`.
+class Trace(xr.DataTree):
+    """The result of :func:`psample.sample`: an ArviZ ``xarray.DataTree`` with the run's record.
+
+    Groups (built once, when the trace is made; :mod:`psample.runtime.datatree`)
+    ------------------------------------------------------------------------------
+    posterior
+        ``(chain, draw, ...)`` draws: the target's constrained sites (deterministic ones
+        included), with the dims and coordinates of its NumPyro plates and its ``dims``/``coords``;
+        without a target the position's leaves (``x`` for a bare array).
+    sample_stats
+        The sampler's ``Info`` in ArviZ's names (``lp``, ``diverging``, ``acceptance_rate``,
+        ``n_steps``, ``tree_depth``, ``energy`` where the algorithm has them; its own fields such
+        as ``num_evals``, ``num_nonfinite`` otherwise); no trajectory internals.
+    log_likelihood
+        Pointwise log-likelihood of each observation (targets from :func:`psample.from_numpyro`
+        with observed sites), unless ``log_likelihood=False``.
+    observed_data, constant_data
+        The target's data (no sample dims).
+    observables
+        ``(chain, draw, ...)`` values of the run's observables, if any.
 
     Attributes
     ----------
@@ -121,7 +128,7 @@ class Trace:
         ``(chain, draw)`` log-density of each draw where the sampler's state records one, else
         ``None``.
     observables
-        ``{name: (chain, draw, ...)}`` values of the observables evaluated inside the scan.
+        The ``observables`` group (``trace.observables["name"]``), or ``{}`` without observables.
     final_state
         The batched sampler state after the last completed draw (leading chain axis); pass it
         back to continue sampling.
@@ -134,19 +141,89 @@ class Trace:
     parameters
         The parameters the warm-up adaptation chose (``{"w", "center", "scale"}`` for polar
         slice), or ``None`` if the run did not adapt (:mod:`psample.runtime.warmup`).
+
+    Parameters
+    ----------
+    log_likelihood
+        Build the ``log_likelihood`` group when the target can (default ``True``: ``az.loo`` and
+        ``az.compare`` work at once). It costs one evaluation of the observed sites per draw,
+        jitted and vmapped; ``False`` skips it. A ``Trace()`` with no arguments is an empty node
+        (what ``copy`` starts from).
     """
 
-    positions: Any
-    info: Any
-    logdensity: np.ndarray | None
-    observables: dict
-    final_state: Any
-    target: Any = None
-    interrupted: bool = False
-    num_steps: int = 0
-    num_warmup: int = 0
-    thin: int = 1
-    parameters: Any = None
+    #: The run's record, as the constructor takes it.
+    FIELDS = ("positions", "info", "logdensity", "observables", "final_state", "target", "interrupted",
+              "num_steps", "num_warmup", "thin", "parameters")
+    __slots__ = ("positions", "info", "logdensity", "_raw_observables", "final_state", "target", "interrupted",
+                 "num_steps", "num_warmup", "thin", "parameters")
+
+    def __init__(
+        self,
+        positions: Any = None,
+        info: Any = None,
+        logdensity: np.ndarray | None = None,
+        observables: dict | None = None,
+        final_state: Any = None,
+        target: Any = None,
+        interrupted: bool = False,
+        num_steps: int = 0,
+        num_warmup: int = 0,
+        thin: int = 1,
+        parameters: Any = None,
+        *,
+        log_likelihood: bool = True,
+        dataset=None,
+        children=None,
+        name=None,
+    ):
+        super().__init__(dataset=dataset, children=children, name=name)
+        self.positions, self.info, self.logdensity = positions, info, logdensity
+        self._raw_observables = dict(observables or {})
+        self.final_state, self.target, self.interrupted = final_state, target, interrupted
+        self.num_steps, self.num_warmup, self.thin, self.parameters = num_steps, num_warmup, thin, parameters
+        if positions is not None:
+            self._build(log_likelihood)
+
+    def _build(self, log_likelihood: bool) -> None:
+        from psample.runtime.warmup import parameters_to_attrs
+
+        target = self.target
+        posterior = self._posterior_arrays()
+        groups = {
+            "posterior": posterior,
+            "sample_stats": sample_stats_arrays(self.info, self.logdensity),
+        }
+        pointwise = getattr(target, "pointwise_loglikelihood_fn", None)
+        if log_likelihood and pointwise is not None and self.num_chains * self.num_draws > 0:
+            groups["log_likelihood"] = batched_map(
+                pointwise, posterior, (self.num_chains, self.num_draws), owner=pointwise, key="log_likelihood"
+            )  # fmt: skip
+        groups["observables"] = {k: np.asarray(v) for k, v in self._raw_observables.items()}
+        groups["observed_data"] = dict(getattr(target, "observed_data", None) or {})
+        groups["constant_data"] = dict(getattr(target, "constant_data", None) or {})
+        datasets = build_groups(groups, dims=getattr(target, "dims", None), coords=getattr(target, "coords", None))
+        attach(self, datasets)
+        self.attrs.update(parameters_to_attrs(self.parameters))
+
+    def _posterior_arrays(self) -> dict[str, np.ndarray]:
+        if self.target is not None:
+            return constrained(self.target, self.positions)
+        return named_leaves(self.positions)
+
+    def _copy_node(self, inherit: bool, deep: bool = False, memo=None):
+        new = super()._copy_node(inherit=inherit, deep=deep, memo=memo)
+        for name in Trace.__slots__:
+            object.__setattr__(new, name, getattr(self, name, None))
+        return new
+
+    @classmethod
+    def from_dict(cls, *args, **kwargs) -> xr.DataTree:
+        """``xarray.DataTree.from_dict``: a plain ``DataTree`` (selections such as ``isel`` and
+        ``sel`` are made through it, and have no run record)."""
+        return xr.DataTree.from_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        return picklable_state(self, super().__getstate__())
 
     @classmethod
     def from_draws(cls, draws: Draw, **kwargs) -> "Trace":
@@ -158,6 +235,11 @@ class Trace:
             observables=dict(draws.observables),
             **kwargs,
         )
+
+    @property
+    def observables(self):
+        """The ``observables`` group (``{}`` when the run had none)."""
+        return self["observables"] if "observables" in self.children else {}
 
     @property
     def num_chains(self) -> int:
@@ -178,38 +260,26 @@ class Trace:
             return None
         return (np.asarray(counts) > 0).sum(axis=1)
 
-    def posterior(self) -> dict[str, np.ndarray]:
-        """Draws as ``{site: (chain, draw, ...)}``: constrained NumPyro sites when a target is set."""
-        if self.target is not None:
-            return constrained(self.target, self.positions)
-        return named_leaves(self.positions)
+    def _legacy_group(self, name: str) -> dict[str, np.ndarray]:
+        """What psample 0.1's ``trace.posterior()`` / ``trace.sample_stats()`` returned."""
+        return {k: v.values for k, v in self[name].data_vars.items()}
 
-    def sample_stats(self) -> dict[str, np.ndarray]:
-        """Per-draw sampler statistics, named after the ``Info`` fields (``lp`` = log-density)."""
-        stats = named_leaves(self.info, default="info") if self.info is not None else {}
-        if self.logdensity is not None:
-            stats["lp"] = np.asarray(self.logdensity)
-        return stats
-
-    def to_datatree(self):
-        """The ArviZ 1.x ``xarray.DataTree``: ``posterior``, ``sample_stats`` and ``observables``.
+    def to_datatree(self) -> xr.DataTree:
+        """The same groups in a plain ``xarray.DataTree`` (no run record attached).
 
         Returns
         -------
         xarray.DataTree
-            Every variable has dims ``(chain, draw, ...)``.
+            ``posterior``, ``sample_stats`` and, where they apply, ``log_likelihood``,
+            ``observed_data``, ``constant_data``, ``observables``; every sampled variable has
+            dims ``(chain, draw, ...)``.
         """
-        import arviz as az
-
-        groups = {"posterior": self.posterior(), "sample_stats": self.sample_stats()}
-        if self.observables:
-            groups["observables"] = {k: np.asarray(v) for k, v in self.observables.items()}
-        from psample.runtime.warmup import parameters_to_attrs
-
-        tree = az.from_dict(groups)
-        tree.attrs.update(parameters_to_attrs(self.parameters))
+        tree = xr.DataTree.from_dict({f"/{name}": node.to_dataset() for name, node in self.children.items()})
+        tree.attrs.update(self.attrs)
         return tree
 
     def __repr__(self) -> str:
+        if self.positions is None:
+            return super().__repr__()
         state = ", interrupted" if self.interrupted else ""
-        return f"Trace(chains={self.num_chains}, draws={self.num_draws}{state})"
+        return f"Trace(chains={self.num_chains}, draws={self.num_draws}{state}; groups: {', '.join(self.children)})"

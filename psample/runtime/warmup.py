@@ -14,7 +14,9 @@ on :func:`psample.runtime.driver.drive` in jitted chunks of steps, with a bar, C
 the states and parameters of the steps completed) and a checkpoint of the carry after every
 chunk, so a resumed run continues the adaptation bit for bit; any other adaptation runs as one
 ``run`` call. Otherwise nothing happens here and the runner's warm-up is plain burn-in with the
-algorithm's own parameters.
+algorithm's own parameters; for a BlackJAX ``SamplingAlgorithm`` (which never has an adaptation
+hook) :func:`note_burn_in` says so with a warning that names
+:func:`psample.window_adaptation`, BlackJAX's window adaptation as a psample warm-up.
 The adapted parameters are stored in the :class:`psample.Trace` (``trace.parameters``), in the
 DataTree's attributes (:func:`parameters_to_attrs`) and in checkpoints, and
 :func:`restore` rebuilds the tuned algorithm when a checkpointed run is resumed.
@@ -36,6 +38,7 @@ __all__ = [
     "warmup",
     "restore",
     "parameters_to_attrs",
+    "note_burn_in",
 ]
 
 
@@ -210,3 +213,30 @@ def parameters_to_attrs(parameters, prefix: str = "adapted") -> dict:
         value = np.asarray(leaf)
         out[".".join([prefix, *parts])] = value.item() if value.ndim == 0 else value.tolist()
     return out
+
+
+def note_burn_in(algorithm, num_warmup: int) -> None:
+    """Warn that ``num_warmup`` steps of a BlackJAX ``SamplingAlgorithm`` are plain burn-in.
+
+    A BlackJAX kernel (``blackjax.nuts(logdensity_fn, step_size, inverse_mass_matrix)``) runs
+    with the parameters it was built with; users coming from NumPyro or Stan expect the warm-up
+    to tune them. psample's own algorithms without adaptation (graph chains, ...) are meant to
+    burn in and are not warned about. ``adapt=False`` asks for burn-in and silences this.
+    """
+    import warnings
+
+    from blackjax.base import SamplingAlgorithm
+
+    from psample.errors import user_stacklevel
+
+    if type(algorithm) is not SamplingAlgorithm:
+        return
+    warnings.warn(
+        f"num_warmup={num_warmup}: this BlackJAX algorithm has no warm-up adaptation, so these steps are "
+        "plain burn-in with the parameters it was built with. For HMC and NUTS, pass "
+        "psample.window_adaptation(blackjax.nuts, logdensity_fn) as the algorithm to adapt the step size and "
+        "mass matrix (Stan's window adaptation, as NumPyro's NUTS does); adapt=False keeps the burn-in "
+        "without this warning.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )

@@ -590,7 +590,7 @@ def test_nan_log_density_mid_run_is_counted_and_warned():
     x0 = 0.3 * jnp.ones((4, 3))
     with pytest.warns(NumericalWarning, match=r"NaN or \+inf \d+ time\(s\), in \d+ recorded step\(s\) of 4 chain"):
         trace = psample.sample(algorithm, x0, jax.random.PRNGKey(0), 200, progress=False)
-    counts = trace.sample_stats()["num_nonfinite"]
+    counts = trace.sample_stats["num_nonfinite"].values
     assert counts.shape == (4, 200) and counts.sum() > 0
     np.testing.assert_array_equal(trace.nonfinite_steps, (counts > 0).sum(axis=1))
     assert "num_nonfinite" in trace.to_datatree()["sample_stats"]
@@ -623,7 +623,7 @@ def test_plus_inf_log_density_mid_run_is_counted_warned_and_never_entered():
         warnings.simplefilter("always")
         trace = psample.sample(algorithm, x0, jax.random.PRNGKey(0), 400, progress=False)
     assert any(issubclass(w.category, NumericalWarning) and "recorded step" in str(w.message) for w in caught)
-    counts = trace.sample_stats()["num_nonfinite"]
+    counts = trace.sample_stats["num_nonfinite"].values
     assert counts.shape == (4, 400) and np.all((counts > 0).sum(axis=1) > 10)  # every chain met +inf
     x, lp = np.asarray(trace.positions), np.asarray(trace.logdensity)
     assert np.all(np.isfinite(lp)) and np.all(x[..., 0] < 1.0)

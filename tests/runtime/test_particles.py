@@ -229,7 +229,7 @@ def test_weighted_mean_is_on_the_constrained_scale_by_default():
     # Exact posterior Beta(18, 6): mean 3/4 (E[logit p] = 1.12). Tolerance: 4 standard errors
     # (replicates' spread).
     assert 0 < se < 0.03 and abs(mean - 18 / 24) < 4 * se
-    sites = result.posterior()
+    sites = result.sites()
     weights = np.exp(result.log_weights)
     np.testing.assert_allclose(mean, np.mean(np.sum(weights * sites["p"], axis=1)), rtol=1e-12)
     simplex, _ = result.weighted_mean(lambda s: s["w"])
