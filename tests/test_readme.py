@@ -1,0 +1,153 @@
+"""README.md tells the truth: its generated blocks match the code, and its Python snippets run.
+
+- Every block between ``<!-- generated: ... -->`` and ``<!-- end generated -->`` equals what
+  ``tools/readme.py`` makes from the code now (command-line help, the entry points' signatures),
+  and every subcommand of ``psample`` has its ``--help`` block.
+- Every fenced ``python`` block runs, as a user would run it (JAX's default 32-bit precision, a
+  fresh namespace, a scratch working directory), with warnings as errors: any DeprecationWarning
+  and any UserWarning (psample's ``ConvergenceWarning``, ``NumericalWarning``, ... included).
+
+A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose items are
+
+- ``name=value, ...``: replace the keyword argument ``name=...`` in the block by ``name=value``
+  (fast settings for a snippet that shows realistic sizes; every name must occur in the block);
+- ``continues``: run in the namespace the previous python block left (a snippet that builds on
+  the one above it);
+- ``heavy``: mark the block's test ``heavy`` (seconds of compilation);
+- ``skip: REASON``: do not run it (a reason is required);
+- ``allow: WARNING (REASON)``: let the block issue that warning of :mod:`psample.errors`, where
+  the fast settings cause it (a reason is required).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import warnings
+from pathlib import Path
+
+import jax
+import pytest
+
+import psample.errors
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("psample_readme_tool", ROOT / "tools" / "readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<code>.*?)^```\n", re.S | re.M)
+MARKER = re.compile(r"<!-- test: (?P<items>.*?) -->\n$")
+
+
+def _blocks(text: str):
+    """``(line, code, items)`` of every python block, ``items`` parsed from its marker."""
+    found = []
+    for match in FENCE.finditer(text):
+        if match["lang"] != "python":
+            continue
+        before = text[: match.start()]
+        line = before.count("\n") + 1
+        marker = MARKER.search(before)
+        items = {"subs": {}, "continues": False, "heavy": False, "skip": None, "allow": []}
+        if marker is not None and marker.end() == len(before):
+            for item in (i.strip() for i in marker["items"].split(";")):
+                if item in ("continues", "heavy"):
+                    items[item] = True
+                elif item.startswith("skip:") and item[5:].strip():
+                    items["skip"] = item[5:].strip()
+                elif (allow := re.fullmatch(r"allow: (\w+) \(.+\)", item)) is not None:
+                    items["allow"].append(allow[1])
+                elif re.fullmatch(r"\w+=[^,=]+(,\s*\w+=[^,=]+)*", item):
+                    items["subs"].update(kv.strip().split("=", 1) for kv in item.split(","))
+                else:
+                    raise ValueError(f"README.md line {line}: bad test marker item {item!r}")
+        found.append((line, match["code"], items))
+    return found
+
+
+BLOCKS = _blocks(README.read_text())
+
+
+def _substitute(code: str, subs: dict[str, str], line: int) -> str:
+    for name, value in subs.items():
+        code, count = re.subn(rf"(?<![\w.]){name}\s*=\s*[^,)\n]+", f"{name}={value}", code)
+        assert count, f"README.md line {line}: the test marker sets {name}=, which the block does not pass"
+    return code
+
+
+def test_generated_blocks_are_up_to_date():
+    tool = _tool()
+    text = README.read_text()
+    new = tool.regenerate(text)
+    assert new == text, (
+        f"README.md differs from the code; regenerate it with: {tool.COMMAND}\n{tool.diff(text, new)}"
+    )
+
+
+def test_every_subcommand_has_its_help_in_the_readme():
+    tool = _tool()
+    present = set(tool.specs(README.read_text()))
+    missing = [c for c in ["", *tool.subcommands()] if f"psample {c} --help".replace("  ", " ") not in present]
+    assert not missing, (
+        "README.md has no generated help for: "
+        + ", ".join(f"`psample {c} --help`".replace("  ", " ") for c in missing)
+        + "; add `<!-- generated: psample CMD --help -->` + `<!-- end generated -->` under"
+        f" Command line, then {tool.COMMAND}"
+    )
+
+
+def test_readme_markers_are_well_formed():
+    assert len(BLOCKS) >= 5
+    for line, code, items in BLOCKS:
+        for name in items["allow"]:
+            assert issubclass(getattr(psample.errors, name, None) or type, Warning), f"line {line}: {name}"
+        if items["subs"]:
+            _substitute(code, items["subs"], line)
+
+
+_namespaces: dict[int, dict] = {}
+
+
+def _params():
+    params = []
+    for index, (line, code, items) in enumerate(BLOCKS):
+        marks = [pytest.mark.heavy] if items["heavy"] else []
+        if items["skip"]:
+            marks.append(pytest.mark.skip(reason=items["skip"]))
+        params.append(pytest.param(index, id=f"line{line}", marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("index", _params())
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    line, code, items = BLOCKS[index]
+    if items["continues"]:
+        if index - 1 not in _namespaces:
+            pytest.skip(f"the block before line {line} did not run in this process")
+        namespace = dict(_namespaces[index - 1])
+    else:
+        namespace = {"__name__": "__readme__"}
+    code = _substitute(code, items["subs"], line)
+    monkeypatch.chdir(tmp_path)  # snippets write checkpoints and saved samplers
+    import matplotlib
+
+    matplotlib.use("Agg")
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)  # as a user runs it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            warnings.simplefilter("error", UserWarning)
+            for name in items["allow"]:
+                warnings.simplefilter("ignore", getattr(psample.errors, name))
+            exec(compile("\n" * (line) + code, str(README), "exec"), namespace)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    _namespaces[index] = namespace
