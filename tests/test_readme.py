@@ -92,15 +92,31 @@ def test_generated_blocks_are_up_to_date():
 
 
 def test_every_subcommand_has_its_help_in_the_readme():
+    """``psample --help`` and, for each subcommand, its help (or, for a listing, its output)."""
     tool = _tool()
     present = set(tool.specs(README.read_text()))
-    missing = [c for c in ["", *tool.subcommands()] if f"psample {c} --help".replace("  ", " ") not in present]
+    wanted = {"psample --help": ["psample --help"]}
+    wanted |= {f"psample {c} --help": [f"psample {c} --help", f"psample {c}"] for c in tool.subcommands()}
+    missing = [name for name, forms in wanted.items() if not present.intersection(forms)]
     assert not missing, (
-        "README.md has no generated help for: "
-        + ", ".join(f"`psample {c} --help`".replace("  ", " ") for c in missing)
-        + "; add `<!-- generated: psample CMD --help -->` + `<!-- end generated -->` under"
-        f" Command line, then {tool.COMMAND}"
+        f"README.md has no generated block for: {', '.join(missing)}; add `<!-- generated: psample CMD --help -->`"
+        f" and `<!-- end generated -->` under Command line, then run {tool.COMMAND}"
     )
+
+
+def test_layout_names_every_subpackage():
+    """The Layout block names every folder that installs as a package (``name/`` at its depth)."""
+    text = README.read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[: layout.index("```", layout.index("```text") + 3)]
+    folders = [init.parent for top in ("psample", "models", "diagnostics") for init in (ROOT / top).rglob("__init__.py")]
+    folders.append(ROOT / "models" / "data")
+    missing = []
+    for folder in folders:
+        parts = folder.relative_to(ROOT).parts  # psample/mcmc/admm -> "    admm/" in the block
+        if not re.search(rf"^{' ' * 2 * (len(parts) - 1)}{parts[-1]}/ ", layout, re.M):
+            missing.append("/".join(parts))
+    assert not missing, f"README.md's Layout does not list: {', '.join(missing)}"
 
 
 def test_readme_markers_are_well_formed():
