@@ -128,6 +128,35 @@ def test_readme_markers_are_well_formed():
             _substitute(code, items["subs"], line)
 
 
+#: Short names the README's prose uses, as in its snippets (``import psample.graphs as pg``, ...).
+ALIASES = {"pg": "psample.graphs", "admm": "psample.mcmc.admm", "models": "psample.models"}
+
+
+def test_names_in_the_prose_exist():
+    """Every ``psample.x.y`` (or ``pg.x``, ``admm.x``, ``models.x``) in inline code exists; a name
+    reached only through a deprecation shim may appear only where its paragraph says so."""
+    tool = _tool()
+    prose = re.sub(r"^```.*?^```\n", "", README.read_text(), flags=re.S | re.M)
+    missing = []
+    for paragraph in prose.split("\n\n"):
+        for span in re.findall(r"`([^`]+)`", paragraph):
+            for match in re.finditer(r"(?<![\w./])((?:psample|pg|admm|models)\.[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?!\w*/)", span):
+                head, _, rest = match[1].partition(".")
+                name = f"{ALIASES.get(head, head)}.{rest}"
+                if name.endswith(".py"):
+                    continue  # a file (benchmarks/admm.py)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", DeprecationWarning)
+                        tool.resolve(name)
+                except DeprecationWarning:
+                    if "DeprecationWarning" not in paragraph:
+                        missing.append(f"{match[1]} (deprecated)")
+                except (AttributeError, ImportError):
+                    missing.append(match[1])
+    assert not missing, f"README.md names what the code does not have: {', '.join(sorted(set(missing)))}"
+
+
 _namespaces: dict[int, dict] = {}
 
 
