@@ -12,7 +12,8 @@ A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose 
 - ``name=value, ...``: replace the keyword argument ``name=...`` in the block by ``name=value``
   (fast settings for a snippet that shows realistic sizes; every name must occur in the block);
 - ``continues``: run in the namespace the previous python block left (a snippet that builds on
-  the one above it);
+  the one above it; the previous block runs first where it has not run in this process, as
+  under pytest-xdist);
 - ``heavy``: mark the block's test ``heavy`` (seconds of compilation);
 - ``skip: REASON``: do not run it (a reason is required);
 - ``allow: WARNING (REASON)``: let the block issue that warning of :mod:`psample.errors`, where
@@ -170,20 +171,14 @@ def _params():
     return params
 
 
-@pytest.mark.parametrize("index", _params())
-def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+def _run_block(index: int) -> dict:
+    """Run block ``index`` (after the block it continues, if that has not run in this process)."""
     line, code, items = BLOCKS[index]
     if items["continues"]:
-        if index - 1 not in _namespaces:
-            pytest.skip(f"the block before line {line} did not run in this process")
-        namespace = dict(_namespaces[index - 1])
+        namespace = dict(_namespaces[index - 1] if index - 1 in _namespaces else _run_block(index - 1))
     else:
         namespace = {"__name__": "__readme__"}
     code = _substitute(code, items["subs"], line)
-    monkeypatch.chdir(tmp_path)  # snippets write checkpoints and saved samplers
-    import matplotlib
-
-    matplotlib.use("Agg")
     x64 = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", False)  # as a user runs it
     try:
@@ -192,7 +187,17 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch):
             warnings.simplefilter("error", UserWarning)
             for name in items["allow"]:
                 warnings.simplefilter("ignore", getattr(psample.errors, name))
-            exec(compile("\n" * (line) + code, str(README), "exec"), namespace)
+            exec(compile("\n" * line + code, str(README), "exec"), namespace)
     finally:
         jax.config.update("jax_enable_x64", x64)
     _namespaces[index] = namespace
+    return namespace
+
+
+@pytest.mark.parametrize("index", _params())
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # snippets write checkpoints and saved samplers
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _run_block(index)
