@@ -161,13 +161,19 @@ def test_names_in_the_prose_exist():
 _namespaces: dict[int, dict] = {}
 
 
+def _before(line: int) -> str:
+    return "\n".join(README.read_text().splitlines()[:line])
+
+
 def _params():
     params = []
     for index, (line, code, items) in enumerate(BLOCKS):
         marks = [pytest.mark.heavy] if items["heavy"] else []
         if items["skip"]:
             marks.append(pytest.mark.skip(reason=items["skip"]))
-        params.append(pytest.param(index, id=f"line{line}", marks=marks))
+        heading = re.findall(r"^## (.+)$", _before(line), re.M)
+        slug = re.sub(r"[^a-z0-9]+", "-", (heading[-1] if heading else "top").lower()).strip("-")[:40]
+        params.append(pytest.param(index, id=f"{slug}-line{line}", marks=marks))
     return params
 
 
