@@ -4,7 +4,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow test-all bench clean
+.PHONY: run test test-fast test-slow test-all bench readme clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $$(bash .ci/find-python) -m venv $(VENV)
@@ -35,6 +35,11 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PYTEST) -m "slow or not slow" --durations=25
+
+# Regenerate README.md's generated blocks (command-line help, signatures) from the code;
+# tests/test_readme.py fails until this has been run after a change to either.
+readme: $(STAMP)
+	$(VENV)/bin/python tools/readme.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,209 @@
+"""README.md tells the truth: its generated blocks match the code, and its Python snippets run.
+
+- Every block between ``<!-- generated: ... -->`` and ``<!-- end generated -->`` equals what
+  ``tools/readme.py`` makes from the code now (command-line help, the entry points' signatures),
+  and every subcommand of ``psample`` has its ``--help`` block.
+- Every fenced ``python`` block runs, as a user would run it (JAX's default 32-bit precision, a
+  fresh namespace, a scratch working directory), with warnings as errors: any DeprecationWarning
+  and any UserWarning (psample's ``ConvergenceWarning``, ``NumericalWarning``, ... included).
+
+A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose items are
+
+- ``name=value, ...``: replace the keyword argument ``name=...`` in the block by ``name=value``
+  (fast settings for a snippet that shows realistic sizes; every name must occur in the block);
+- ``continues``: run in the namespace the previous python block left (a snippet that builds on
+  the one above it; the previous block runs first where it has not run in this process, as
+  under pytest-xdist);
+- ``heavy``: mark the block's test ``heavy`` (seconds of compilation);
+- ``skip: REASON``: do not run it (a reason is required);
+- ``allow: WARNING (REASON)``: let the block issue that warning of :mod:`psample.errors`, where
+  the fast settings cause it (a reason is required).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import warnings
+from pathlib import Path
+
+import jax
+import pytest
+
+import psample.errors
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("psample_readme_tool", ROOT / "tools" / "readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<code>.*?)^```\n", re.S | re.M)
+MARKER = re.compile(r"<!-- test: (?P<items>.*?) -->\n$")
+
+
+def _blocks(text: str):
+    """``(line, code, items)`` of every python block, ``items`` parsed from its marker."""
+    found = []
+    for match in FENCE.finditer(text):
+        if match["lang"] != "python":
+            continue
+        before = text[: match.start()]
+        line = before.count("\n") + 1
+        marker = MARKER.search(before)
+        items = {"subs": {}, "continues": False, "heavy": False, "skip": None, "allow": []}
+        if marker is not None and marker.end() == len(before):
+            for item in (i.strip() for i in marker["items"].split(";")):
+                if item in ("continues", "heavy"):
+                    items[item] = True
+                elif item.startswith("skip:") and item[5:].strip():
+                    items["skip"] = item[5:].strip()
+                elif (allow := re.fullmatch(r"allow: (\w+) \(.+\)", item)) is not None:
+                    items["allow"].append(allow[1])
+                elif re.fullmatch(r"\w+=[^,=]+(,\s*\w+=[^,=]+)*", item):
+                    items["subs"].update(kv.strip().split("=", 1) for kv in item.split(","))
+                else:
+                    raise ValueError(f"README.md line {line}: bad test marker item {item!r}")
+        found.append((line, match["code"], items))
+    return found
+
+
+BLOCKS = _blocks(README.read_text())
+
+
+def _substitute(code: str, subs: dict[str, str], line: int) -> str:
+    for name, value in subs.items():
+        code, count = re.subn(rf"(?<![\w.]){name}\s*=\s*[^,)\n]+", f"{name}={value}", code)
+        assert count, f"README.md line {line}: the test marker sets {name}=, which the block does not pass"
+    return code
+
+
+def test_generated_blocks_are_up_to_date():
+    tool = _tool()
+    text = README.read_text()
+    new = tool.regenerate(text)
+    assert new == text, (
+        f"README.md differs from the code; regenerate it with: {tool.COMMAND}\n{tool.diff(text, new)}"
+    )
+
+
+def test_every_subcommand_has_its_help_in_the_readme():
+    """``psample --help`` and, for each subcommand, its help (or, for a listing, its output)."""
+    tool = _tool()
+    present = set(tool.specs(README.read_text()))
+    wanted = {"psample --help": ["psample --help"]}
+    wanted |= {f"psample {c} --help": [f"psample {c} --help", f"psample {c}"] for c in tool.subcommands()}
+    missing = [name for name, forms in wanted.items() if not present.intersection(forms)]
+    assert not missing, (
+        f"README.md has no generated block for: {', '.join(missing)}; add `<!-- generated: psample CMD --help -->`"
+        f" and `<!-- end generated -->` under Command line, then run {tool.COMMAND}"
+    )
+
+
+def test_layout_names_every_subpackage():
+    """The Layout block names every folder that installs as a package (``name/`` at its depth)."""
+    text = README.read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[: layout.index("```", layout.index("```text") + 3)]
+    folders = [init.parent for top in ("psample", "models", "diagnostics") for init in (ROOT / top).rglob("__init__.py")]
+    folders.append(ROOT / "models" / "data")
+    missing = []
+    for folder in folders:
+        parts = folder.relative_to(ROOT).parts  # psample/mcmc/admm -> "    admm/" in the block
+        if not re.search(rf"^{' ' * 2 * (len(parts) - 1)}{parts[-1]}/ ", layout, re.M):
+            missing.append("/".join(parts))
+    assert not missing, f"README.md's Layout does not list: {', '.join(missing)}"
+
+
+def test_readme_markers_are_well_formed():
+    assert len(BLOCKS) >= 5
+    for line, code, items in BLOCKS:
+        for name in items["allow"]:
+            assert issubclass(getattr(psample.errors, name, None) or type, Warning), f"line {line}: {name}"
+        if items["subs"]:
+            _substitute(code, items["subs"], line)
+
+
+#: Short names the README's prose uses, as in its snippets (``import psample.graphs as pg``, ...).
+ALIASES = {"pg": "psample.graphs", "admm": "psample.mcmc.admm", "models": "psample.models"}
+
+
+def test_names_in_the_prose_exist():
+    """Every ``psample.x.y`` (or ``pg.x``, ``admm.x``, ``models.x``) in inline code exists; a name
+    reached only through a deprecation shim may appear only where its paragraph says so."""
+    tool = _tool()
+    prose = re.sub(r"^```.*?^```\n", "", README.read_text(), flags=re.S | re.M)
+    missing = []
+    for paragraph in prose.split("\n\n"):
+        for span in re.findall(r"`([^`]+)`", paragraph):
+            for match in re.finditer(r"(?<![\w./])((?:psample|pg|admm|models)\.[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?!\w*/)", span):
+                head, _, rest = match[1].partition(".")
+                name = f"{ALIASES.get(head, head)}.{rest}"
+                if name.endswith(".py"):
+                    continue  # a file (benchmarks/admm.py)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", DeprecationWarning)
+                        tool.resolve(name)
+                except DeprecationWarning:
+                    if "DeprecationWarning" not in paragraph:
+                        missing.append(f"{match[1]} (deprecated)")
+                except (AttributeError, ImportError):
+                    missing.append(match[1])
+    assert not missing, f"README.md names what the code does not have: {', '.join(sorted(set(missing)))}"
+
+
+_namespaces: dict[int, dict] = {}
+
+
+def _before(line: int) -> str:
+    return "\n".join(README.read_text().splitlines()[:line])
+
+
+def _params():
+    params = []
+    for index, (line, code, items) in enumerate(BLOCKS):
+        marks = [pytest.mark.heavy] if items["heavy"] else []
+        if items["skip"]:
+            marks.append(pytest.mark.skip(reason=items["skip"]))
+        heading = re.findall(r"^## (.+)$", _before(line), re.M)
+        slug = re.sub(r"[^a-z0-9]+", "-", (heading[-1] if heading else "top").lower()).strip("-")[:40]
+        params.append(pytest.param(index, id=f"{slug}-line{line}", marks=marks))
+    return params
+
+
+def _run_block(index: int) -> dict:
+    """Run block ``index`` (after the block it continues, if that has not run in this process)."""
+    line, code, items = BLOCKS[index]
+    if items["continues"]:
+        namespace = dict(_namespaces[index - 1] if index - 1 in _namespaces else _run_block(index - 1))
+    else:
+        namespace = {"__name__": "__readme__"}
+    code = _substitute(code, items["subs"], line)
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)  # as a user runs it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            warnings.simplefilter("error", UserWarning)
+            for name in items["allow"]:
+                warnings.simplefilter("ignore", getattr(psample.errors, name))
+            exec(compile("\n" * line + code, str(README), "exec"), namespace)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    _namespaces[index] = namespace
+    return namespace
+
+
+@pytest.mark.parametrize("index", _params())
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # snippets write checkpoints and saved samplers
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _run_block(index)
