@@ -64,6 +64,7 @@ from psample.targets import Target, from_numpyro
 
 __all__ = [
     "sp500_small_returns",
+    "ar1_scale_tril",
     "stochastic_volatility_model",
     "stochastic_volatility",
     "radon_minnesota_data",
@@ -84,8 +85,27 @@ def sp500_small_returns() -> np.ndarray:
     return returns - returns.mean()
 
 
+def ar1_scale_tril(num_timesteps: int, persistence, noise_scale):
+    """Cholesky factor ``(T, T)`` of the stationary AR(1) covariance, in closed form.
+
+    ``x = mean + L z`` with ``z ~ N(0, I)`` is the AR(1) series driven by the innovations ``z``:
+    ``L[t, s] = noise_scale · persistence^(t-s)`` for ``1 <= s <= t`` and
+    ``L[t, 0] = persistence^t · noise_scale / sqrt(1 - persistence²)``.
+    """
+    t = jnp.arange(num_timesteps)
+    lag = t[:, None] - t[None, :]
+    powers = jnp.where(lag >= 0, persistence ** jnp.maximum(lag, 0), 0.0)
+    first = jnp.where(t == 0, 1.0 / jnp.sqrt(1.0 - persistence**2), 1.0)
+    return noise_scale * powers * first[None, :]
+
+
 def stochastic_volatility_model(centered_returns):
-    """The gym's stochastic volatility model (centred AR(1) log-volatility), one site per step."""
+    """The gym's stochastic volatility model: the centred AR(1) log-volatility as one vector site.
+
+    ``log_volatility ~ MultivariateNormal(mean, L Lᵀ)`` with ``L`` the AR(1) Cholesky factor
+    (:func:`ar1_scale_tril`): the same density and coordinates as the gym's one site per step,
+    in one site (a NumPyro model with a site per step, or a ``scan``, takes minutes to trace).
+    """
     num_timesteps = len(centered_returns)
     # 2 Beta(20, 1.5) - 1 as a Beta site and a deterministic one: NumPyro's TransformedDistribution
     # of an affine map reports a wrong support to init_to_uniform; the logit of the Beta site is
@@ -94,12 +114,12 @@ def stochastic_volatility_model(centered_returns):
     persistence = numpyro.deterministic("persistence_of_volatility", 2.0 * beta - 1.0)
     mean = numpyro.sample("mean_log_volatility", dist.Cauchy(0.0, 5.0))
     noise_scale = numpyro.sample("white_noise_shock_scale", dist.HalfCauchy(2.0))
-    x = numpyro.sample("x_000000", dist.Normal(mean, noise_scale / jnp.sqrt(1.0 - persistence**2)))
-    xs = [x]
-    for t in range(1, num_timesteps):
-        x = numpyro.sample(f"x_{t:06d}", dist.Normal(mean + persistence * (x - mean), noise_scale))
-        xs.append(x)
-    log_volatility = numpyro.deterministic("log_volatility", jnp.stack(xs))
+    log_volatility = numpyro.sample(
+        "log_volatility",
+        dist.MultivariateNormal(
+            jnp.full(num_timesteps, mean), scale_tril=ar1_scale_tril(num_timesteps, persistence, noise_scale)
+        ),
+    )
     numpyro.sample("returns", dist.Normal(0.0, jnp.exp(log_volatility / 2.0)), obs=jnp.asarray(centered_returns))
 
 

@@ -262,7 +262,10 @@ def noncentered(model, sites=None):
     Every latent (not observed) site whose distribution is a ``Normal``, ``StudentT``, ``Cauchy``
     or ``Laplace`` (possibly batched by ``expand``, ``to_event`` or a plate) is rewritten by
     :class:`numpyro.infer.reparam.LocScaleReparam` with ``centered=0``:
-    ``x = loc + scale · x_decentered``, ``x_decentered`` drawn from the standard form. The model
+    ``x = loc + scale · x_decentered``, ``x_decentered`` drawn from the standard form; a
+    ``MultivariateNormal`` site (not batched) becomes ``x = loc + L x_decentered`` with ``L`` its
+    ``scale_tril`` and ``x_decentered ~ N(0, I)`` (e.g. a latent AR(1) series driven by its
+    innovations). The model
     defines the same distribution on its original sites, which stay in its trace as deterministic
     sites (so ``Target.postprocess`` and the DataTree's ``posterior`` hold them, beside the new
     ``<name>_decentered`` sites); only the geometry the sampler sees changes. Where a scale
@@ -308,9 +311,28 @@ def noncentered(model, sites=None):
             return None
         if wanted is not None and site["name"] not in wanted:
             return None
+        if isinstance(site["fn"], dist.MultivariateNormal):
+            return _MultivariateNormalDecentering()
         return LocScaleReparam(centered=0) if isinstance(base(site["fn"]), families) else None
 
     return reparam(model, config=config)
+
+
+def _MultivariateNormalDecentering():
+    """``x = loc + L z``, ``z ~ N(0, I)``: the non-centred form of a ``MultivariateNormal`` site."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer.reparam import Reparam
+
+    class MultivariateNormalDecentering(Reparam):
+        def __call__(self, name, fn, obs):
+            if obs is not None:
+                raise ModelError(f"noncentered: site {name!r} is observed; only latent sites are non-centred")
+            standard = dist.Normal(jnp.zeros_like(fn.loc), 1.0).to_event(1)
+            z = numpyro.sample(f"{name}_decentered", standard)
+            return None, fn.loc + jnp.einsum("...ij,...j->...i", fn.scale_tril, z)
+
+    return MultivariateNormalDecentering()
 
 
 __all__ += ["noncentered"]
