@@ -217,6 +217,7 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
         carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup)
         run = chunk_runner(step, position, num_chains, num_draws // num_chunks)
         compiled = run.lower(carry, draw_key).compile()
+        print(f"  {kind}: warm-up {warm_seconds:.0f} s incl. compile", flush=True)
         runs[kind] = dict(target=target, unravel=unravel, carry=carry, compiled=compiled, records=[], evals=[],
                           seconds=0.0, warm=warm_seconds)
     for chunk in range(num_chunks):  # alternating, chunk by chunk
