@@ -94,8 +94,10 @@ def ar1_scale_tril(num_timesteps: int, persistence, noise_scale):
     """
     t = jnp.arange(num_timesteps)
     lag = t[:, None] - t[None, :]
-    powers = jnp.where(lag >= 0, persistence ** jnp.maximum(lag, 0), 0.0)
-    first = jnp.where(t == 0, 1.0 / jnp.sqrt(1.0 - persistence**2), 1.0)
+    # persistence^lag for a negative persistence too (a float power of a negative base is NaN)
+    sign = jnp.where((persistence < 0) & (lag % 2 == 1), -1.0, 1.0)
+    powers = jnp.where(lag >= 0, sign * jnp.abs(persistence) ** jnp.maximum(lag, 0).astype(float), 0.0)
+    first = jnp.where(t == 0, 1.0 / jnp.sqrt((1.0 - persistence) * (1.0 + persistence)), 1.0)
     return noise_scale * powers * first[None, :]
 
 

@@ -42,10 +42,11 @@ def test_noncentred_density_is_the_centred_one_times_the_jacobian(schools):
 def test_a_multivariate_normal_site_is_driven_by_its_innovations():
     """The AR(1) factor is the Cholesky factor of the stationary covariance, and the non-centred
     SV density is the centred one times |det L| (and 5 for the Cauchy mean's rescaling)."""
-    p, s, num_timesteps = 0.9, 0.3, 6
-    L = np.asarray(hierarchical.ar1_scale_tril(num_timesteps, p, s))
+    s, num_timesteps = 0.3, 6
     lag = np.abs(np.subtract.outer(np.arange(num_timesteps), np.arange(num_timesteps)))
-    np.testing.assert_allclose(L @ L.T, s**2 / (1 - p**2) * p**lag, rtol=1e-12)
+    for p in (0.9, -0.76):  # a negative persistence too (no NaN from a float power)
+        L = np.asarray(hierarchical.ar1_scale_tril(num_timesteps, p, s))
+        np.testing.assert_allclose(L @ L.T, s**2 / (1 - p**2) * p**lag, rtol=1e-12, atol=1e-15)
     returns = hierarchical.sp500_small_returns()[:num_timesteps]
     centred = from_numpyro(hierarchical.stochastic_volatility_model, returns)
     rewritten = from_numpyro(noncentered(hierarchical.stochastic_volatility_model), returns)
