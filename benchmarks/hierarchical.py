@@ -1,0 +1,304 @@
+"""Adapted polar slice against BlackJAX NUTS on hierarchical posteriors of inference-gym (issue #28).
+
+Posteriors (``psample.models.hierarchical``: NumPyro versions of inference-gym's targets, written
+site by site from the gym's source, fed the gym's data through readers of the files shipped in
+``psample/models/data``; the gym itself loads radon through TensorFlow Datasets, not installed):
+
+- ``sv``: ``StochasticVolatilitySP500Small`` (d = 103);
+- ``radon``: ``RadonContextualEffectsMinnesota`` (d = 91).
+
+Ground truth: the gym's own ``targets/ground_truth`` modules (posterior means and standard
+deviations of every component of its ``identity`` transformation), read from the installed
+``inference_gym`` package (``pip install -e .[bench]``). ``--check`` first verifies that the NumPyro
+model's log-joint differs from the gym's ``unnormalized_log_prob`` by one constant at random
+points (the gym's JAX substrate: ``inference_gym.using_jax``, TFP's JAX backend).
+
+Protocol (the issue's): 8 chains, the same 500 warm-up steps for both, then sampling in jitted
+``lax.scan`` chunks, NUTS and polar slice alternating chunk by chunk, each chunk compiled before
+it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk counts).
+
+- ``nuts``: ``blackjax.nuts`` after ``blackjax.window_adaptation`` (diagonal mass matrix), per
+  chain, on the model **as the gym writes it** (centred);
+- ``polar``: ``psample.polar_slice`` after its own warm-up adaptation, on the same centred model
+  (what the issue measured);
+- ``polar_nc``: ``psample.polar_slice`` after its adaptation on the **non-centred** model
+  (``psample.targets.noncentered``: ``LocScaleReparam(centered=0)`` on location-scale sites, the
+  AR(1) series by its innovations). The same posterior on the user's sites, another geometry.
+
+Starts: NumPyro's ``init_to_uniform`` (radius 2) in each parameterisation, from the same key.
+Reported per sampler, over every scalar component of the gym's identity sites (the constrained,
+original sites; for ``polar_nc`` the deterministic sites the reparameterisation recovers): max
+rank-normalised R-hat, min bulk and min tail ESS (ArviZ), min-ESS per second of sampling, and the
+worst ``|mean - truth| / SE`` with ``SE = sd_truth / sqrt(ESS_bulk)`` per component; then the
+ratios of min-ESS/s to NUTS's.
+
+Run ``python benchmarks/hierarchical.py`` (8 chains x 2,000 draws) or ``--quick`` (4 chains x 300
+draws, a smoke run). ``--draws``, ``--chains``, ``--warmup``, ``--samplers`` and ``--cases``
+override. NUTS on the centred SV model takes deep trees (about 45 gradient evaluations per step):
+on two shared CPU cores the full SV case takes tens of minutes; ``--draws 500`` a few. An ESS
+below about 100 (a short run) makes the min-ESS/s ratio unreliable: read the R-hat column first.
+
+Not covered (issue #28 lists them): ``GermanCreditNumericSparseLogisticRegression`` (already
+non-centred in the gym: non-centring cannot help it) and ``ConvectionLorenzBridgeUnknownScales``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import arviz as az  # noqa: E402
+import blackjax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from arviz_stats.base import array_stats  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+import psample  # noqa: E402
+from psample.models import hierarchical  # noqa: E402
+from psample.targets import from_numpyro, noncentered  # noqa: E402
+
+SAMPLERS = ("nuts", "polar", "polar_nc")
+
+#: case -> (gym target class, gym ground-truth module, the gym's identity sites in its order)
+CASES = {
+    "sv": ("StochasticVolatilitySP500Small", "stochastic_volatility_sp500_small",
+           ("persistence_of_volatility", "mean_log_volatility", "white_noise_shock_scale", "log_volatility")),
+    "radon": ("RadonContextualEffectsMinnesota", "radon_contextual_effects_minnesota",
+              ("county_effect_mean", "county_effect_scale", "county_effect", "weight", "log_radon_scale")),
+}
+
+
+def model_and_data(case):
+    if case == "sv":
+        return hierarchical.stochastic_volatility_model, (hierarchical.sp500_small_returns(),), {}
+    return hierarchical.radon_model, (), hierarchical.radon_minnesota_data()
+
+
+def ground_truth(case):
+    """``{site: (mean, sd)}`` from the gym's ground-truth module (arrays as the site)."""
+    import importlib
+
+    module = importlib.import_module(f"inference_gym.targets.ground_truth.{CASES[case][1]}")
+    return {
+        site: (np.asarray(getattr(module, f"IDENTITY_{site.upper()}_MEAN")),
+               np.asarray(getattr(module, f"IDENTITY_{site.upper()}_STANDARD_DEVIATION")))
+        for site in CASES[case][2]
+    }  # fmt: skip
+
+
+def check_against_gym(case, num_points=4):
+    """The NumPyro model's log-joint minus the gym's ``unnormalized_log_prob``: one constant."""
+    from numpyro.infer.util import log_density
+    from inference_gym import using_jax as gym
+
+    model, args, kwargs = model_and_data(case)
+    target = from_numpyro(model, *args, **kwargs)
+    positions = target.initial_positions(jax.random.key(1), num_points)
+    sites = target.postprocess(jax.tree.map(lambda a: a[None], positions))
+    if case == "sv":
+        gym_target = gym.targets.StochasticVolatilitySP500Small()
+    else:
+        d = hierarchical.radon_minnesota_data()
+        dataset = dict(num_counties=d["num_counties"], train_log_uranium=d["log_uranium"], train_floor=d["floor"],
+                       train_county=d["county"], train_floor_by_county=d["floor_by_county"],
+                       train_log_radon=d["log_radon"])
+        # the gym's radon loader needs TFDS: its model class is fed these arrays instead
+        gym_target = gym.targets.RadonContextualEffects(**dataset)
+    differences, logps = [], []
+    for i in range(num_points):
+        value = {k: np.asarray(v[0, i]) for k, v in sites.items()}
+        ours = float(log_density(model, args, kwargs, {k: value[k] for k in positions})[0])
+        if case == "sv":
+            dtype, f32 = gym_target.dtype, (lambda v: jnp.asarray(v, jnp.float32))  # the gym's SV is float32
+            gym_value = type(dtype)(f32(value["persistence_of_volatility"]), f32(value["mean_log_volatility"]),
+                                    f32(value["white_noise_shock_scale"]),
+                                    type(dtype[-1])(*[f32(x) for x in value["log_volatility"]]))
+        else:
+            gym_value = {k: jnp.asarray(value[k]) for k in CASES[case][2]}
+        theirs = float(gym_target.unnormalized_log_prob(gym_value))
+        differences.append(ours - theirs)
+        logps.append(ours)
+    spread = max(differences) - min(differences)
+    tolerance = (1e-5 if case == "sv" else 1e-10) * max(abs(x) for x in logps) + 1e-9  # float32 gym SV
+    print(f"  check against inference-gym: log-joint differences {np.round(differences, 6).tolist()} "
+          f"(spread {spread:.2e}; {'OK' if spread < tolerance else 'MISMATCH'}, tolerance {tolerance:.1e})")
+
+
+def flat_target(target, num_chains, key):
+    positions = target.initial_positions(key, num_chains)
+    example = jax.tree.map(lambda a: a[0], positions)
+    _, unravel = ravel_pytree(example)
+    flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(positions)
+    return (lambda flat: target.logdensity_fn(unravel(flat))), flat0, unravel
+
+
+def warm_up(kind, logdensity, flat0, key, num_warmup):
+    """Tuned ``(states, step)`` after ``num_warmup`` adaptation steps, and the warm-up seconds."""
+    start = time.perf_counter()
+    if kind == "nuts":
+        adaptation = blackjax.window_adaptation(blackjax.nuts, logdensity)
+        (states, parameters), _ = jax.jit(jax.vmap(lambda k, x: adaptation.run(k, x, num_steps=num_warmup)))(
+            jax.random.split(key, flat0.shape[0]), flat0
+        )
+
+        def step(k, chain):
+            state, params = chain
+            state, info = blackjax.nuts(logdensity, **params).step(k, state)
+            return (state, params), info.num_integration_steps
+
+        carry = (states, parameters)
+        position = lambda chain: chain[0].position  # noqa: E731
+    else:
+        algorithm = psample.polar_slice(logdensity, w=10.0)
+        (states, parameters), _ = algorithm.adaptation.run(key, flat0, num_warmup)
+        tuned = algorithm.with_parameters(parameters)
+
+        def step(k, state):
+            state, info = tuned.step(k, state)
+            return state, info.num_evals
+
+        carry = states
+        position = lambda state: state.position  # noqa: E731
+    jax.block_until_ready(carry)
+    return carry, step, position, time.perf_counter() - start
+
+
+def chunk_runner(step, position, num_chains, chunk_length):
+    def one(carry, key):
+        carry, evals = jax.vmap(step)(jax.random.split(key, num_chains), carry)
+        return carry, (position(carry), evals)
+
+    return jax.jit(lambda carry, key: jax.lax.scan(one, carry, jax.random.split(key, chunk_length)))
+
+
+def component_table(draws_by_site, sites):
+    """``(chain, draw, K)`` of the gym's identity components, and their labels."""
+    columns, labels = [], []
+    for site in sites:
+        values = np.asarray(draws_by_site[site])
+        flat = values.reshape(values.shape[:2] + (-1,))
+        columns.append(flat)
+        labels += [site] if flat.shape[2] == 1 and values.ndim == 2 else [f"{site}[{j}]" for j in range(flat.shape[2])]
+    return np.concatenate(columns, axis=2), labels
+
+
+def summarise(values, labels, truth_mean, truth_sd, seconds, evals):
+    rhat = np.asarray(array_stats.rhat(values, chain_axis=0, draw_axis=1))
+    bulk = np.asarray(array_stats.ess(values, chain_axis=0, draw_axis=1, method="bulk"))
+    tail = np.asarray(array_stats.ess(values, chain_axis=0, draw_axis=1, method="tail", prob=0.94))
+    mean = values.mean(axis=(0, 1))
+    z = np.abs(mean - truth_mean) / (truth_sd / np.sqrt(bulk))
+    min_ess = float(min(bulk.min(), tail.min()))
+    worst_ess = labels[int(np.argmin(np.minimum(bulk, tail)))]
+    return {
+        "max_rhat": float(np.nanmax(rhat)), "worst_rhat": labels[int(np.nanargmax(rhat))],
+        "min_ess": min_ess, "worst_ess": worst_ess, "ess/s": min_ess / seconds, "seconds": seconds,
+        "max_z": float(np.max(z)), "worst_z": labels[int(np.argmax(z))], "n_over_5": int(np.sum(z > 5)),
+        "evals/step": float(evals),
+    }  # fmt: skip
+
+
+def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repeats, seed):
+    model, args, kwargs = model_and_data(case)
+    sites = CASES[case][2]
+    truth = ground_truth(case)
+    truth_mean = np.concatenate([np.ravel(truth[s][0]) for s in sites])
+    truth_sd = np.concatenate([np.ravel(truth[s][1]) for s in sites])
+    key = jax.random.key(seed)
+    init_key, warm_key, draw_key = jax.random.split(key, 3)
+    runs = {}
+    for kind in samplers:
+        target = from_numpyro(noncentered(model) if kind == "polar_nc" else model, *args, **kwargs)
+        logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
+        carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup)
+        run = chunk_runner(step, position, num_chains, num_draws // num_chunks)
+        compiled = run.lower(carry, draw_key).compile()
+        print(f"  {kind}: warm-up {warm_seconds:.0f} s incl. compile", flush=True)
+        runs[kind] = dict(target=target, unravel=unravel, carry=carry, compiled=compiled, records=[], evals=[],
+                          seconds=0.0, warm=warm_seconds)
+    for chunk in range(num_chunks):  # alternating, chunk by chunk
+        chunk_key = jax.random.fold_in(draw_key, chunk)
+        for kind in samplers:
+            r = runs[kind]
+            fastest = math.inf
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = jax.block_until_ready(r["compiled"](r["carry"], chunk_key))
+                fastest = min(fastest, time.perf_counter() - start)
+            r["carry"], (flat, evals) = out
+            r["seconds"] += fastest
+            r["records"].append(np.asarray(flat))
+            r["evals"].append(np.asarray(evals))
+    results = {}
+    for kind in samplers:
+        r = runs[kind]
+        flat = np.concatenate(r["records"]).swapaxes(0, 1)  # (chain, draw, d)
+        positions = jax.vmap(jax.vmap(r["unravel"]))(flat)
+        constrained = r["target"].postprocess(positions)
+        values, labels = component_table(constrained, sites)
+        results[kind] = summarise(values, labels, truth_mean, truth_sd, r["seconds"], np.mean(r["evals"]))
+        results[kind]["warm"] = r["warm"]
+    return results
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 chains x 300 draws, a smoke run")
+    parser.add_argument("--chains", type=int, default=None)
+    parser.add_argument("--draws", type=int, default=None, help="draws per chain (default 2000)")
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
+    parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true", help="first compare each model with inference-gym's")
+    args = parser.parse_args(argv)
+    num_chains = args.chains or (4 if args.quick else 8)
+    num_draws = args.draws or (300 if args.quick else 2000)
+    num_chunks = 10
+    print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; devices {jax.devices()}; jax {jax.__version__}, "
+          f"blackjax {blackjax.__version__}, arviz {az.__version__}")
+    print(f"{num_chains} chains, {args.warmup} warm-up steps, {num_draws} draws per chain in {num_chunks} "
+          "alternating chunks, float64\n")
+    for case in args.cases:
+        print(f"== {case} (inference-gym {CASES[case][0]})")
+        if args.check:
+            check_against_gym(case)
+        results = run_case(case, args.samplers, num_chains, num_draws, args.warmup, num_chunks, args.repeats, args.seed)
+        print(f"{'sampler':<9} {'evals/step':>10} {'time s':>8} {'max R-hat':>10} {'min ESS':>8} {'ESS/s':>8} "
+              f"{'max |z|':>8} {'#|z|>5':>6}  worst (R-hat / ESS / z)")
+        for kind, r in results.items():
+            print(f"{kind:<9} {r['evals/step']:>10.1f} {r['seconds']:>8.2f} {r['max_rhat']:>10.3f} {r['min_ess']:>8.0f} "
+                  f"{r['ess/s']:>8.2f} {r['max_z']:>8.1f} {r['n_over_5']:>6}  {r['worst_rhat']} / {r['worst_ess']} / "
+                  f"{r['worst_z']}   (warm-up {r['warm']:.0f} s incl. compile)")
+        if "nuts" in results:
+            for kind in results:
+                if kind != "nuts":
+                    print(f"  {kind} / nuts: min-ESS/s x{results[kind]['ess/s'] / results['nuts']['ess/s']:.3g}")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
