@@ -64,6 +64,8 @@ from .evidence import (
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
+from . import hierarchical
+from .hierarchical import radon, stochastic_volatility
 from .mixtures import (
     SmoothedDensity,
     gaussian_mixture,
@@ -100,6 +102,9 @@ from .schools import (
 
 __all__ = [
     "QUANTILE_LEVELS",
+    "hierarchical",
+    "radon",
+    "stochastic_volatility",
     "isotropic_gaussian",
     "ill_conditioned_gaussian",
     "hyperplane_disk",

@@ -19,6 +19,7 @@ from .evidence import conjugate_gaussian, linear_regression, student_t_regressio
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
+from .hierarchical import radon, stochastic_volatility
 from .mixtures import two_mode_mixture
 from .regression import logistic_regression
 from .schools import eight_schools
@@ -90,6 +91,14 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     "student_t_regression": (
         student_t_regression,
         "Robust regression with Student-t noise and outliers, p=2 (NumPyro; evidence by quadrature)",
+    ),
+    "radon": (
+        radon,
+        "Minnesota radon, county intercepts and scales, centred as inference-gym writes it, d=91 (NumPyro)",
+    ),
+    "stochastic_volatility": (
+        stochastic_volatility,
+        "Stochastic volatility on the last 100 S&P 500 returns, inference-gym's SV SP500 small, d=103 (NumPyro)",
     ),
 }
 

@@ -3,7 +3,7 @@
 Public API
 ----------
 - :func:`from_numpyro`, :func:`from_logdensity`, :class:`Target`: targets from NumPyro models
-  or plain log-densities.
+  or plain log-densities; :func:`noncentered` non-centres a NumPyro model's location-scale sites.
 - :func:`sample`, :func:`resume`, :class:`Trace`: the chain runner (many chains, chunks,
   checkpoints); :func:`run_particles`, :class:`ParticleResult`: the particle runner.
 - :func:`polar_slice`: Gibbsian polar slice sampling, with an affine preconditioner adapted
@@ -37,10 +37,10 @@ from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.chains import resume, sample
 from psample.runtime.particles import ParticleResult, run_particles
 from psample.runtime.trace import Trace
-from psample.targets import Target, from_logdensity, from_numpyro
+from psample.targets import Target, from_logdensity, from_numpyro, noncentered
 
 __all__ = ["base", "diagnostics", "diffusion", "errors", "smc", "Target", "Trace", "from_numpyro",
-           "from_logdensity", "sample", "resume", "polar_slice", "window_adaptation", "logconcave_chain",
+           "from_logdensity", "noncentered", "sample", "resume", "polar_slice", "window_adaptation", "logconcave_chain",
            "logconcave_chain_samples", "run_particles", "ParticleResult", "admm"]
 __version__ = "0.1.0"
 
