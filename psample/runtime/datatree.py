@@ -40,6 +40,7 @@ import xarray as xr
 from psample.errors import user_stacklevel
 
 __all__ = [
+    "RunTree",
     "SAMPLE_STATS_NAMES",
     "TRAJECTORY_FIELDS",
     "sample_stats_arrays",
@@ -238,3 +239,34 @@ def picklable_state(obj, state, names=("target", "postprocess_fn")):
             except Exception:  # a local function: not picklable by design
                 slots[name] = None
     return state
+
+
+class RunTree(xr.DataTree):
+    """The base of psample's results: an ``xarray.DataTree`` whose subclasses keep the run's
+    record (positions, info, final state, ...) as ``__slots__`` attributes beside the groups.
+
+    Copies (``copy``, ``deepcopy``) keep the record; selections (``isel``, ``sel``, made through
+    :meth:`from_dict`) give a plain ``DataTree``, since a selection no longer matches the record;
+    pickling keeps the record except the functions that cannot be pickled.
+    """
+
+    __slots__ = ()
+
+    def _copy_node(self, inherit: bool, deep: bool = False, memo=None):
+        new = super()._copy_node(inherit=inherit, deep=deep, memo=memo)
+        for cls in type(self).__mro__:
+            if cls is RunTree:
+                break
+            for name in cls.__dict__.get("__slots__", ()):
+                object.__setattr__(new, name, getattr(self, name, None))
+        return new
+
+    @classmethod
+    def from_dict(cls, *args, **kwargs) -> xr.DataTree:
+        """``xarray.DataTree.from_dict``: a plain ``DataTree`` (selections such as ``isel`` and
+        ``sel`` are made through it, and have no run record)."""
+        return xr.DataTree.from_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        return picklable_state(self, super().__getstate__())
+

@@ -26,12 +26,12 @@ import xarray as xr
 from psample.runtime import compiled
 from psample.base import resampling_fn
 from psample.errors import InvalidTuningError, UnreliableErrorWarning, check_positive_int
-from psample.runtime.datatree import picklable_state, attach, named_leaves
+from psample.runtime.datatree import RunTree, attach, named_leaves
 
 __all__ = ["ParticleResult"]
 
 
-class ParticleResult(xr.DataTree):
+class ParticleResult(RunTree):
     """The result of :func:`run_particles`: an ArviZ ``xarray.DataTree`` of the final weighted
     populations and their history, with the weighted estimates and their errors.
 
@@ -110,24 +110,6 @@ class ParticleResult(xr.DataTree):
             postprocess_fn, resampling, complete, draws_key)  # fmt: skip
         if particles is not None:
             attach(self, self._groups(draws_key))
-
-    def _copy_node(self, inherit: bool, deep: bool = False, memo=None):
-        new = super()._copy_node(inherit=inherit, deep=deep, memo=memo)
-        for cls in type(self).__mro__:
-            if cls is xr.DataTree:
-                break
-            for name in cls.__dict__.get("__slots__", ()):
-                object.__setattr__(new, name, getattr(self, name, None))
-        return new
-
-    @classmethod
-    def from_dict(cls, *args, **kwargs) -> xr.DataTree:
-        """``xarray.DataTree.from_dict``: a plain ``DataTree`` (selections such as ``isel`` and
-        ``sel`` are made through it, and have no run record)."""
-        return xr.DataTree.from_dict(*args, **kwargs)
-
-    def __getstate__(self):
-        return picklable_state(self, super().__getstate__())
 
     @property
     def observables(self):

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from psample.runtime.datatree import picklable_state, attach, batched_map, build_groups, named_leaves, sample_stats_arrays
+from psample.runtime.datatree import RunTree, attach, batched_map, build_groups, named_leaves, sample_stats_arrays
 
 __all__ = ["Trace", "Draw", "named_leaves", "constrained", "NONFINITE_FIELD"]
 
@@ -96,7 +96,7 @@ class Draw(NamedTuple):
     observables: dict
 
 
-class Trace(xr.DataTree):
+class Trace(RunTree):
     """The result of :func:`psample.sample`: an ArviZ ``xarray.DataTree`` with the run's record.
 
     Groups (built once, when the trace is made; :mod:`psample.runtime.datatree`)
@@ -209,21 +209,6 @@ class Trace(xr.DataTree):
         if self.target is not None:
             return constrained(self.target, self.positions)
         return named_leaves(self.positions)
-
-    def _copy_node(self, inherit: bool, deep: bool = False, memo=None):
-        new = super()._copy_node(inherit=inherit, deep=deep, memo=memo)
-        for name in Trace.__slots__:
-            object.__setattr__(new, name, getattr(self, name, None))
-        return new
-
-    @classmethod
-    def from_dict(cls, *args, **kwargs) -> xr.DataTree:
-        """``xarray.DataTree.from_dict``: a plain ``DataTree`` (selections such as ``isel`` and
-        ``sel`` are made through it, and have no run record)."""
-        return xr.DataTree.from_dict(*args, **kwargs)
-
-    def __getstate__(self):
-        return picklable_state(self, super().__getstate__())
 
     @classmethod
     def from_draws(cls, draws: Draw, **kwargs) -> "Trace":
