@@ -53,8 +53,16 @@ def test_every_listed_command_parses():
         assert args.command == argv[0]
 
 
+#: Listed commands another CLI test already runs end to end in the default suite (``run`` on the
+#: default sampler, ``evidence``, ``graph`` with the pivot chain, ``fkc --demo anneal``, ``admm`` on
+#: a user's model): here only in the slow suite, to keep CI's time down.
+RUN_ELSEWHERE = {"polar_slice", "tempered_smc", "pivot", "fkc", "admm"}
+
+
 @pytest.mark.heavy
-@pytest.mark.parametrize("name", list(SAMPLER_COMMANDS))
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in RUN_ELSEWHERE else name for name in SAMPLER_COMMANDS
+])  # fmt: skip
 def test_every_listed_command_runs(capsys, name):
     argv = shlex.split(SAMPLER_COMMANDS[name].command)[1:]
     argv += TINY.get(name, TINY.get(argv[0], [])) + ["--no-progress"]

@@ -100,7 +100,13 @@ def test_a_bad_csv_column_and_data_for_a_built_in_model(capsys, files):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("data", ["data.json", "data.csv", "data.npz"])
+@pytest.mark.parametrize("data", [
+    "data.json",
+    # The readers of the other formats are checked fast (test_the_data_rules); end to end only in
+    # the slow suite, to keep CI's time down.
+    pytest.param("data.csv", marks=pytest.mark.slow),
+    pytest.param("data.npz", marks=pytest.mark.slow),
+])  # fmt: skip
 def test_run_samples_the_users_model_with_each_data_format(capsys, files, data):
     code = main(["run", "--model", str(files / "model.py:regression"), "--data", str(files / data), "--chains", "2",
                  "--draws", "50", "--warmup", "50", "--no-progress"])  # fmt: skip
