@@ -89,7 +89,8 @@ myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 # myst.header: BENCHMARKS.md is included as it is written; ref.citation: numpydoc's References
 # sections list papers that the text need not cite inline.
-suppress_warnings = ["myst.header", "ref.citation"]
+# config.cache: sphinx-gallery's reset_argv is a function (the environment is rebuilt each time).
+suppress_warnings = ["myst.header", "ref.citation", "config.cache"]
 
 html_theme = "pydata_sphinx_theme"
 html_title = "psample"

@@ -93,17 +93,23 @@ def _listing(name: str, description: str) -> str:
     return "\n".join(lines)
 
 
+@__import__("functools").cache
 def all_modules() -> list[str]:
     """Every module of the installed package (``psample.models`` and ``.diagnostics`` included)."""
     import pkgutil
 
     import psample
 
-    names = ["psample"]
-    for info in pkgutil.walk_packages(psample.__path__, "psample."):
-        if info.name.rsplit(".", 1)[-1] in ("__main__", "_deprecated") or ".models.data" in info.name:
-            continue
-        names.append(info.name)
+    import psample.diagnostics
+    import psample.models
+
+    names = ["psample", "psample.models", "psample.diagnostics"]
+    for package in (psample, psample.models, psample.diagnostics):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.rsplit(".", 1)[-1] in ("__main__", "_deprecated") or ".models.data" in info.name:
+                continue
+            if info.name not in names:
+                names.append(info.name)
     return sorted(names)
 
 
@@ -202,7 +208,102 @@ class SignaturesDirective(Directive):
         return [block]
 
 
+def _lookup(path: str):
+    """The object at a dotted path (modules imported as needed), or None."""
+    parts = path.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[k:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _canonical(obj, path: str) -> list[str]:
+    names = []
+    if isinstance(obj, types.ModuleType):
+        names.append(obj.__name__)
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    if isinstance(qualname, str) and isinstance(module, str):
+        names.append(f"{module}.{qualname}")
+    owner, _, attr = path.rpartition(".")
+    if owner:  # a constant: documented under the module that defines (or re-exports) it
+        for other in all_modules():
+            mod = importlib.import_module(other)
+            if getattr(mod, attr, None) is obj and not isinstance(obj, types.ModuleType):
+                names.append(f"{other}.{attr}")
+    return names
+
+
+def resolve_by_import(app, env, node, contnode):
+    """Resolve a short or re-exported Python reference the way Python would.
+
+    A docstring of module ``m`` may write ``:class:`Network``` for a class that ``m`` imports
+    from ``psample.graphs.network``; Sphinx looks for ``m.Network`` only. This handler imports
+    ``m``, follows the name to the object, and links the page that documents the object under
+    its defining module. A name that does not exist stays a warning (a broken reference).
+    References to private helpers (a component starting with ``_``) have no page by design:
+    they are shown as code, without a link.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = node["reftarget"].lstrip("~.")
+    if any(part.startswith("_") and not part.startswith("__") for part in target.split(".")):
+        return contnode
+    module = node.get("py:module") or ""
+    cls = node.get("py:class") or ""
+    candidates = []
+    if module and cls:
+        candidates.append(f"{module}.{cls}.{target}")
+    if module:
+        candidates.append(f"{module}.{target}")
+        # a method or attribute of the class that a module-level docstring names (Class.attr)
+    candidates.append(target)
+    domain = env.get_domain("py")
+    from sphinx.util.nodes import make_refnode
+
+    def link(name):
+        entry = domain.objects[name]
+        return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, name)
+
+    for path in candidates:
+        obj = _lookup(path)
+        if obj is None:
+            continue
+        for name in [path, *_canonical(obj, path)]:
+            if name in domain.objects:
+                return link(name)
+    # A name the module does not import at run time (only for type checking): accept it when every
+    # documented object of that name is one and the same object; otherwise it is ambiguous.
+    matches = [name for name in domain.objects if name.endswith("." + target)]
+    objects = {id(_lookup(name)) for name in matches}
+    if matches and len(objects) == 1 and _lookup(matches[0]) is not None:
+        obj = _lookup(matches[0])
+        canonical = [n for n in _canonical(obj, matches[0]) if n in domain.objects]
+        return link(canonical[0] if canonical else sorted(matches, key=len)[0])
+    return None
+
+
+def drop_type_docstring(app, what, name, obj, options, lines):
+    """A constant has no docstring of its own: do not show its type's (numpy's ``ndarray``...)."""
+    if what not in ("data", "attribute") or inspect.isclass(obj) or callable(obj):
+        return
+    doc = inspect.getdoc(type(obj)) or ""
+    first = next((line.strip() for line in lines if line.strip()), None)
+    if first is not None and doc and first == doc.strip().splitlines()[0].strip():
+        lines.clear()
+
+
 def setup(app):
+    app.connect("missing-reference", resolve_by_import)
+    app.connect("autodoc-process-docstring", drop_type_docstring, priority=400)
     app.add_directive("psample-cli", CliDirective)
     app.add_directive("psample-signatures", SignaturesDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
