@@ -73,7 +73,7 @@ _THIRD_PARTY = (
     "jax", "jaxlib", "jnp", "numpy", "np", "numpyro", "blackjax", "arviz", "arviz_stats", "az",
     "xarray", "xr", "optax", "networkx", "nx", "scipy", "pandas", "pd", "zarr", "matplotlib",
     "tqdm", "flax", "typing", "collections", "concurrent", "pathlib", "os", "enum", "dataclasses",
-    "functools", "contextlib", "warnings", "argparse", "inspect", "abc", "chex", "tensorflow_probability",
+    "functools", "contextlib", "importlib", "sys", "warnings", "argparse", "inspect", "abc", "chex", "tensorflow_probability",
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_THIRD_PARTY)})(\..*)?"),

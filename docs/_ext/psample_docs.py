@@ -265,6 +265,13 @@ def resolve_by_import(app, env, node, contnode):
     if module:
         candidates.append(f"{module}.{target}")
         # a method or attribute of the class that a module-level docstring names (Class.attr)
+    # A docstring shown on the page of a re-exported name (psample.smc.fkc_anneal) refers to names
+    # of the module that defines it (psample.smc.fkc).
+    page = node["refdoc"].rsplit("/", 1)[-1]
+    documented = _lookup(page) if page.startswith("psample.") else None
+    defining = getattr(documented, "__module__", None)
+    if isinstance(defining, str):
+        candidates.append(f"{defining}.{target}")
     candidates.append(target)
     domain = env.get_domain("py")
     from sphinx.util.nodes import make_refnode
@@ -295,10 +302,12 @@ def drop_type_docstring(app, what, name, obj, options, lines):
     """A constant has no docstring of its own: do not show its type's (numpy's ``ndarray``...)."""
     if what not in ("data", "attribute") or inspect.isclass(obj) or callable(obj):
         return
-    doc = inspect.getdoc(type(obj)) or ""
     first = next((line.strip() for line in lines if line.strip()), None)
-    if first is not None and doc and first == doc.strip().splitlines()[0].strip():
-        lines.clear()
+    for doc in (getattr(obj, "__doc__", None), inspect.getdoc(type(obj))):
+        head = next((line.strip() for line in (doc or "").splitlines() if line.strip()), None)
+        if first is not None and head is not None and first == head:
+            lines.clear()
+            return
 
 
 def setup(app):
