@@ -52,7 +52,8 @@ def _tool():
     return module
 
 
-FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<code>.*?)^```\n", re.S | re.M)
+#: A fenced block: a language (``python``, ``text``, ...) or a MyST directive (```` ```{name} args ````).
+FENCE = re.compile(r"^```(?P<lang>[a-z]*|\{[^}\n]*\}[^\n]*)\n(?P<code>.*?)^```\n", re.S | re.M)
 MARKER = re.compile(r"<!-- test: (?P<items>.*?) -->\n$")
 
 
