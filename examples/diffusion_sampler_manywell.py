@@ -1,4 +1,8 @@
-"""A learned diffusion sampler (DDS) on the 32-dimensional many-well, with exact importance weights.
+"""
+Learned diffusion sampler (DDS) on the 32-d many-well
+=====================================================
+
+A learned diffusion sampler (DDS) on the 32-dimensional many-well, with exact importance weights.
 
 The many-well target has 2^16 modes and a known normaliser (log Z = 164.6957). DDS is trained
 with the reverse-KL loss (``psample.diffusion.train_sampler``; a tqdm bar shows the loss,

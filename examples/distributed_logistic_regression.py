@@ -1,4 +1,8 @@
-"""Distributed logistic regression: the data split over 4 devices, sampled with ADMM (D-ADMMS).
+"""
+Distributed logistic regression with ADMM
+=========================================
+
+Distributed logistic regression: the data split over 4 devices, sampled with ADMM (D-ADMMS).
 
 The breast-cancer data of ``psample.models`` (560 of its 569 rows, 30 standardised features
 and an intercept, prior N(0, I)) is split into 20 shards of 28 rows, one per agent; the 20

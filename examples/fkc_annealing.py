@@ -1,4 +1,8 @@
-"""Feynman–Kac correctors on a trained score network: anneal, compose, guide.
+"""
+Feynman–Kac correctors: anneal, compose, guide
+==============================================
+
+Feynman–Kac correctors on a trained score network: anneal, compose, guide.
 
 1. **Train** a small score network (MLP, optax Adam) by denoising score matching on draws from
    a 2-D four-mode mixture (corners ``±1.5``, std 0.4, weights 0.1/0.2/0.3/0.4), VP schedule.

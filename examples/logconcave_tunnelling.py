@@ -1,4 +1,8 @@
-"""Tunnelling between modes with the chain of log-concave Markov chains (walk-jump sampling).
+"""
+Tunnelling between modes with log-concave chains
+================================================
+
+Tunnelling between modes with the chain of log-concave Markov chains (walk-jump sampling).
 
 The target is a two-mode Gaussian mixture in d = 32 (modes at ±1, covariance 0.05 I,
 weights 2:1): the modes are 51 standard deviations apart, so a Langevin chain stays in the mode

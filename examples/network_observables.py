@@ -1,4 +1,8 @@
-"""Network observables of four small social networks, and a clustering of the networks by them.
+"""
+Network observables of four social networks
+===========================================
+
+Network observables of four small social networks, and a clustering of the networks by them.
 
 For Zachary's karate club, Les Misérables, the Florentine families and Davis' southern women
 (the networks shipped with networkx), a pivot chain over homomorphisms of the k-path estimates

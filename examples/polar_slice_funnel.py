@@ -1,4 +1,8 @@
-"""Neal's funnel with Gibbsian polar slice sampling, checked against its exact quantiles.
+"""
+Polar slice sampling on Neal's funnel
+=====================================
+
+Neal's funnel with Gibbsian polar slice sampling, checked against its exact quantiles.
 
 The funnel (x1 ~ N(0, 9), x_i | x1 ~ N(0, e^{x1}), d = 10) is the classic target where
 gradient-based samplers cannot enter the neck. Here polar slice sampling runs 16 chains with

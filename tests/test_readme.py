@@ -1,4 +1,10 @@
-"""README.md tells the truth: its generated blocks match the code, and its Python snippets run.
+"""README.md and the documentation's Markdown pages tell the truth: generated blocks match the
+code, the names they give exist, and their Python snippets run.
+
+The long prose that README.md used to carry lives in ``docs/`` (the Sphinx site, ``make docs``);
+its pages are checked here exactly as README.md is (:data:`PAGES`). The command-line help on
+``docs/cli.md`` is generated at build time (the ``psample-cli`` directive of
+``docs/_ext/psample_docs.py``), so it cannot drift; the test checks every subcommand has it.
 
 - Every block between ``<!-- generated: ... -->`` and ``<!-- end generated -->`` equals what
   ``tools/readme.py`` makes from the code now (command-line help, the entry points' signatures),
@@ -34,6 +40,9 @@ import psample.errors
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+#: The files whose prose and Python blocks are checked: README.md, then the site's Markdown pages.
+PAGES = [README, *sorted(DOCS.glob("*.md")), *sorted((DOCS / "families").glob("*.md"))]
 
 
 def _tool():
@@ -43,12 +52,14 @@ def _tool():
     return module
 
 
-FENCE = re.compile(r"^```(?P<lang>[a-z]*)\n(?P<code>.*?)^```\n", re.S | re.M)
+#: A fenced block: a language (``python``, ``text``, ...) or a MyST directive (```` ```{name} args ````).
+FENCE = re.compile(r"^```(?P<lang>[a-z]*|\{[^}\n]*\}[^\n]*)\n(?P<code>.*?)^```\n", re.S | re.M)
 MARKER = re.compile(r"<!-- test: (?P<items>.*?) -->\n$")
 
 
-def _blocks(text: str):
-    """``(line, code, items)`` of every python block, ``items`` parsed from its marker."""
+def _blocks(path: Path):
+    """``(path, line, code, items)`` of every python block, ``items`` parsed from its marker."""
+    text = path.read_text()
     found = []
     for match in FENCE.finditer(text):
         if match["lang"] != "python":
@@ -68,18 +79,18 @@ def _blocks(text: str):
                 elif re.fullmatch(r"\w+=[^,=]+(,\s*\w+=[^,=]+)*", item):
                     items["subs"].update(kv.strip().split("=", 1) for kv in item.split(","))
                 else:
-                    raise ValueError(f"README.md line {line}: bad test marker item {item!r}")
-        found.append((line, match["code"], items))
+                    raise ValueError(f"{path.name} line {line}: bad test marker item {item!r}")
+        found.append((path, line, match["code"], items))
     return found
 
 
-BLOCKS = _blocks(README.read_text())
+BLOCKS = [block for page in PAGES for block in _blocks(page)]
 
 
-def _substitute(code: str, subs: dict[str, str], line: int) -> str:
+def _substitute(code: str, subs: dict[str, str], line: int, path: Path = README) -> str:
     for name, value in subs.items():
         code, count = re.subn(rf"(?<![\w.]){name}\s*=\s*[^,)\n]+", f"{name}={value}", code)
-        assert count, f"README.md line {line}: the test marker sets {name}=, which the block does not pass"
+        assert count, f"{path.name} line {line}: the test marker sets {name}=, which the block does not pass"
     return code
 
 
@@ -92,22 +103,23 @@ def test_generated_blocks_are_up_to_date():
     )
 
 
-def test_every_subcommand_has_its_help_in_the_readme():
-    """``psample --help`` and, for each subcommand, its help (or, for a listing, its output)."""
+def test_every_subcommand_has_its_help_in_the_docs():
+    """``docs/cli.md`` shows ``psample --help`` and, for each subcommand, its help (or, for a
+    listing, its output), generated at build time by the ``psample-cli`` directive."""
     tool = _tool()
-    present = set(tool.specs(README.read_text()))
+    present = {"psample " + m for m in re.findall(r"^```\{psample-cli\} (.+)$", (DOCS / "cli.md").read_text(), re.M)}
     wanted = {"psample --help": ["psample --help"]}
     wanted |= {f"psample {c} --help": [f"psample {c} --help", f"psample {c}"] for c in tool.subcommands()}
     missing = [name for name, forms in wanted.items() if not present.intersection(forms)]
     assert not missing, (
-        f"README.md has no generated block for: {', '.join(missing)}; add `<!-- generated: psample CMD --help -->`"
-        f" and `<!-- end generated -->` under Command line, then run {tool.COMMAND}"
+        f"docs/cli.md shows no help for: {', '.join(missing)}; add a block ```{{psample-cli}} CMD --help``` for it"
     )
 
 
 def test_layout_names_every_subpackage():
-    """The Layout block names every folder that installs as a package (``name/`` at its depth)."""
-    text = README.read_text()
+    """The Layout block (``docs/vocabulary.md``) names every folder that installs as a package
+    (``name/`` at its depth)."""
+    text = (DOCS / "vocabulary.md").read_text()
     layout = text[text.index("## Layout"):]
     layout = layout[: layout.index("```", layout.index("```text") + 3)]
     folders = [init.parent for top in ("psample", "models", "diagnostics") for init in (ROOT / top).rglob("__init__.py")]
@@ -117,27 +129,31 @@ def test_layout_names_every_subpackage():
         parts = folder.relative_to(ROOT).parts  # psample/mcmc/admm -> "    admm/" in the block
         if not re.search(rf"^{' ' * 2 * (len(parts) - 1)}{parts[-1]}/ ", layout, re.M):
             missing.append("/".join(parts))
-    assert not missing, f"README.md's Layout does not list: {', '.join(missing)}"
+    assert not missing, f"docs/vocabulary.md's Layout does not list: {', '.join(missing)}"
 
 
 def test_readme_markers_are_well_formed():
     assert len(BLOCKS) >= 5
-    for line, code, items in BLOCKS:
+    for path, line, code, items in BLOCKS:
         for name in items["allow"]:
-            assert issubclass(getattr(psample.errors, name, None) or type, Warning), f"line {line}: {name}"
+            assert issubclass(getattr(psample.errors, name, None) or type, Warning), f"{path.name} line {line}: {name}"
         if items["subs"]:
-            _substitute(code, items["subs"], line)
+            _substitute(code, items["subs"], line, path)
+        if items["continues"]:
+            index = next(i for i, b in enumerate(BLOCKS) if b[0] == path and b[1] == line)
+            assert index and BLOCKS[index - 1][0] == path, f"{path.name} line {line}: continues a block of another file"
 
 
 #: Short names the README's prose uses, as in its snippets (``import psample.graphs as pg``, ...).
 ALIASES = {"pg": "psample.graphs", "admm": "psample.mcmc.admm", "models": "psample.models"}
 
 
-def test_names_in_the_prose_exist():
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_names_in_the_prose_exist(page):
     """Every ``psample.x.y`` (or ``pg.x``, ``admm.x``, ``models.x``) in inline code exists; a name
     reached only through a deprecation shim may appear only where its paragraph says so."""
     tool = _tool()
-    prose = re.sub(r"^```.*?^```\n", "", README.read_text(), flags=re.S | re.M)
+    prose = re.sub(r"^```.*?^```\n", "", page.read_text(), flags=re.S | re.M)
     missing = []
     for paragraph in prose.split("\n\n"):
         for span in re.findall(r"`([^`]+)`", paragraph):
@@ -155,36 +171,37 @@ def test_names_in_the_prose_exist():
                         missing.append(f"{match[1]} (deprecated)")
                 except (AttributeError, ImportError):
                     missing.append(match[1])
-    assert not missing, f"README.md names what the code does not have: {', '.join(sorted(set(missing)))}"
+    assert not missing, f"{page.name} names what the code does not have: {', '.join(sorted(set(missing)))}"
 
 
 _namespaces: dict[int, dict] = {}
 
 
-def _before(line: int) -> str:
-    return "\n".join(README.read_text().splitlines()[:line])
+def _before(path: Path, line: int) -> str:
+    return "\n".join(path.read_text().splitlines()[:line])
 
 
 def _params():
     params = []
-    for index, (line, code, items) in enumerate(BLOCKS):
+    for index, (path, line, code, items) in enumerate(BLOCKS):
         marks = [pytest.mark.heavy] if items["heavy"] else []
         if items["skip"]:
             marks.append(pytest.mark.skip(reason=items["skip"]))
-        heading = re.findall(r"^## (.+)$", _before(line), re.M)
+        heading = re.findall(r"^## (.+)$", _before(path, line), re.M)
         slug = re.sub(r"[^a-z0-9]+", "-", (heading[-1] if heading else "top").lower()).strip("-")[:40]
-        params.append(pytest.param(index, id=f"{slug}-line{line}", marks=marks))
+        prefix = "" if path == README else path.stem + "-"
+        params.append(pytest.param(index, id=f"{prefix}{slug}-line{line}", marks=marks))
     return params
 
 
 def _run_block(index: int) -> dict:
     """Run block ``index`` (after the block it continues, if that has not run in this process)."""
-    line, code, items = BLOCKS[index]
+    path, line, code, items = BLOCKS[index]
     if items["continues"]:
         namespace = dict(_namespaces[index - 1] if index - 1 in _namespaces else _run_block(index - 1))
     else:
         namespace = {"__name__": "__readme__"}
-    code = _substitute(code, items["subs"], line)
+    code = _substitute(code, items["subs"], line, path)
     x64 = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", False)  # as a user runs it
     try:
@@ -193,7 +210,7 @@ def _run_block(index: int) -> dict:
             warnings.simplefilter("error", UserWarning)
             for name in items["allow"]:
                 warnings.simplefilter("ignore", getattr(psample.errors, name))
-            exec(compile("\n" * line + code, str(README), "exec"), namespace)
+            exec(compile("\n" * line + code, str(path), "exec"), namespace)
     finally:
         jax.config.update("jax_enable_x64", x64)
     _namespaces[index] = namespace

@@ -156,7 +156,7 @@ def rank_test(data) -> RankTest:
     """Run ArviZ's multi-chain uniformity test on every scalar component, on thinned draws.
 
     The draws are thinned by ``max over variables of floor(chains x draws / min(bulk ESS, tail
-    ESS))`` (:meth:`thin_factor` of arviz-stats with ``reduce_func="min"``), at most down to 20
+    ESS))`` (``thin_factor`` of arviz-stats with ``reduce_func="min"``), at most down to 20
     draws per chain, so that the test's assumption of independent draws about holds; and to at
     most :data:`MAX_TEST_DRAWS` draws per chain (the test's cost grows faster than linearly).
 

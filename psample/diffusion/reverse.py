@@ -170,7 +170,7 @@ class ScoreEstimate(NamedTuple):
 
 
 def time_grid(schedule: Schedule, num_steps: int, t_min: float) -> np.ndarray:
-    """``t_0 = 1 > ... > t_K = t_min`` uniform in the log noise-to-signal ratio ``log(σ_t/α_t)``
+    """``t_0 = 1 > … > t_K = t_min`` uniform in the log noise-to-signal ratio ``log(σ_t/α_t)``
     (uniform in ``t`` for :class:`VE`): every step shrinks the noise by the same factor."""
     fine = np.linspace(t_min, 1.0, 100_001)
     ratio = np.asarray(np.log(schedule.sigma(fine)) - schedule.log_alpha(fine), dtype=np.float64)

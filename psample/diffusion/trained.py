@@ -106,8 +106,10 @@ class SamplerInfo(NamedTuple):
 class SamplerResult(ParticleResult):
     """A :class:`psample.ParticleResult` with the bounds of a learned sampler.
 
-    Attributes (besides :class:`~psample.ParticleResult`'s)
-    ------------------------------------------------------
+    Its attributes are :class:`~psample.ParticleResult`'s and those below.
+
+    Attributes
+    ----------
     log_w
         ``(replicate, particle)`` unnormalised log importance weights.
     elbo, elbo_se

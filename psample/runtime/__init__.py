@@ -1,10 +1,10 @@
 """The runtime: everything written once around the sampler contracts of :mod:`psample.base`.
 
 - :mod:`~psample.runtime.driver`: the one Python loop (chunks, progress bar, Ctrl-C).
-- :mod:`~psample.runtime.chains`: :func:`sample` and :func:`resume` (many chains), with the
+- :mod:`~psample.runtime.chains`: :func:`~psample.sample` and :func:`~psample.resume` (many chains), with the
   end-of-run checks; :mod:`~psample.runtime.plan`: the run plan and its jitted chunk functions.
-- :mod:`~psample.runtime.particles`: :func:`run_particles`; :mod:`~psample.runtime.particle_result`:
-  :class:`ParticleResult` (weighted estimates, resampling, the DataTree).
+- :mod:`~psample.runtime.particles`: :func:`~psample.run_particles`; :mod:`~psample.runtime.particle_result`:
+  :class:`~psample.ParticleResult` (weighted estimates, resampling, the DataTree).
 - :mod:`~psample.runtime.sharding`: device placement of chains and replicates (the
   ``"chains"`` mesh axis), written once for both runners and the checkpoint.
 - :mod:`~psample.runtime.warmup`: warm-up adaptation; :mod:`~psample.runtime.checkpoint`,

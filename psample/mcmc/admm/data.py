@@ -100,7 +100,7 @@ def _place(tree, mesh: Mesh | None):
 
 
 def load_shards(loader: Callable, num_agents: int, mesh: Mesh | None = None):
-    """Data for :func:`as_top_level_api` of which every process loads only its own agents.
+    """Data for :func:`~psample.mcmc.admm.kernel.as_top_level_api` of which every process loads only its own agents.
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ def load_shards(loader: Callable, num_agents: int, mesh: Mesh | None = None):
     -------
     A pytree of global ``jax.Array`` of shape ``(N, ...)`` laid out on ``"shards"``; on a
     multi-process mesh no process holds another's blocks. Every process calls this (and
-    :func:`as_top_level_api`, and ``psample.sample``) with the same arguments but its own data.
+    :func:`~psample.mcmc.admm.kernel.as_top_level_api`, and ``psample.sample``) with the same arguments but its own data.
     """
     num_agents = check_positive_int("num_agents", num_agents)
     if mesh is None or SHARD_AXIS not in mesh.axis_names:

@@ -25,7 +25,7 @@ __all__ = ["ShardedModel", "sharded_numpyro_model"]
 
 
 class ShardedModel(NamedTuple):
-    """A NumPyro model split for :func:`as_top_level_api` by :func:`sharded_numpyro_model`.
+    """A NumPyro model split for :func:`~psample.mcmc.admm.kernel.as_top_level_api` by :func:`sharded_numpyro_model`.
 
     logprior_fn
         ``z -> scalar``: log-prior of the latent sites in NumPyro's unconstrained space, the
