@@ -229,7 +229,10 @@ def note_burn_in(algorithm, num_warmup: int) -> None:
 
     from psample.errors import user_stacklevel
 
-    if type(algorithm) is not SamplingAlgorithm:
+    # BlackJAX's own kernels only: psample builds some algorithms (graph chains, block averages)
+    # as a SamplingAlgorithm too, with a step function of its own.
+    module = getattr(getattr(algorithm, "step", None), "__module__", None) or ""
+    if type(algorithm) is not SamplingAlgorithm or not module.startswith("blackjax"):
         return
     warnings.warn(
         f"num_warmup={num_warmup}: this BlackJAX algorithm has no warm-up adaptation, so these steps are "
