@@ -17,9 +17,8 @@ A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose 
 
 - ``name=value, ...``: replace the keyword argument ``name=...`` in the block by ``name=value``
   (fast settings for a snippet that shows realistic sizes; every name must occur in the block);
-- ``continues``: run in the namespace the previous python block left (a snippet that builds on
-  the one above it; the previous block runs first where it has not run in this process, as
-  under pytest-xdist);
+- ``continues``: run after the previous python block, in one program (a snippet that builds on
+  the one above it); every block runs in a fresh interpreter with JAX's defaults, as a user's;
 - ``heavy``: mark the block's test ``heavy`` (seconds of compilation);
 - ``skip: REASON``: do not run it (a reason is required);
 - ``allow: WARNING (REASON)``: let the block issue that warning of :mod:`psample.errors`, where
@@ -29,14 +28,17 @@ A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
-import jax
 import pytest
 
 import psample.errors
+from tests.conftest import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -174,9 +176,6 @@ def test_names_in_the_prose_exist(page):
     assert not missing, f"{page.name} names what the code does not have: {', '.join(sorted(set(missing)))}"
 
 
-_namespaces: dict[int, dict] = {}
-
-
 def _before(path: Path, line: int) -> str:
     return "\n".join(path.read_text().splitlines()[:line])
 
@@ -194,33 +193,38 @@ def _params():
     return params
 
 
-def _run_block(index: int) -> dict:
-    """Run block ``index`` (after the block it continues, if that has not run in this process)."""
+def _program(index: int) -> str:
+    """Block ``index`` as one program: after the block it continues (recursively), each block at
+    its own line numbers so a traceback names the page's line."""
     path, line, code, items = BLOCKS[index]
-    if items["continues"]:
-        namespace = dict(_namespaces[index - 1] if index - 1 in _namespaces else _run_block(index - 1))
-    else:
-        namespace = {"__name__": "__readme__"}
+    before = _program(index - 1) if items["continues"] else ""
     code = _substitute(code, items["subs"], line, path)
-    x64 = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", False)  # as a user runs it
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", DeprecationWarning)
-            warnings.simplefilter("error", UserWarning)
-            for name in items["allow"]:
-                warnings.simplefilter("ignore", getattr(psample.errors, name))
-            exec(compile("\n" * line + code, str(path), "exec"), namespace)
-    finally:
-        jax.config.update("jax_enable_x64", x64)
-    _namespaces[index] = namespace
-    return namespace
+    offset = line - before.count("\n")
+    return before + "\n" * max(offset, 1) + code
+
+
+def _run_block(index: int, cwd: Path) -> None:
+    """Run block ``index`` in a fresh interpreter, as a user runs it: JAX's defaults (no x64, no
+    state left by other tests), psample's DeprecationWarnings and every UserWarning as errors but
+    those the block's marker allows."""
+    path, line, code, items = BLOCKS[index]
+    prelude = [
+        "import warnings, matplotlib",
+        "matplotlib.use('Agg')",
+        "warnings.simplefilter('error', DeprecationWarning)",
+        "warnings.simplefilter('error', UserWarning)",
+    ]
+    if items["allow"]:
+        prelude.append("import psample.errors")
+        prelude += [f"warnings.simplefilter('ignore', psample.errors.{name})" for name in items["allow"]]
+    program = "; ".join(prelude) + _program(index)
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "PYTHONWARNINGS")}
+    env["XLA_FLAGS"] = xla_flags()
+    done = subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, f"{path.name} line {line}:\n{done.stderr[-4000:]}"
 
 
 @pytest.mark.parametrize("index", _params())
-def test_readme_python_block_runs(index, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # snippets write checkpoints and saved samplers
-    import matplotlib
-
-    matplotlib.use("Agg")
-    _run_block(index)
+def test_readme_python_block_runs(index, tmp_path):
+    _run_block(index, tmp_path)  # snippets write checkpoints and saved samplers: in tmp_path
