@@ -113,3 +113,31 @@ def test_an_unconverged_polar_slice_run_ends_with_the_convergence_warning(school
     positions = {**positions, "mu": positions["mu"] + jnp.array([-30.0, -10.0, 10.0, 30.0])}
     with pytest.warns(ConvergenceWarning, match="R-hat > 1.01"):
         psample.sample(algorithm, positions, jax.random.key(2), 40, target=centred, progress=False)
+
+
+def test_german_credit_sparse_is_the_gyms_model_on_the_shipped_data():
+    """Data as the gym preprocesses them, and the log-joint written out by hand (numpy, scipy)."""
+    import scipy.stats
+
+    data = hierarchical.german_credit_numeric_data()
+    features, labels = data["features"], data["labels"]
+    assert features.shape == (1000, 24) and labels.shape == (1000,)
+    np.testing.assert_allclose(features.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(features.std(0), 1.0, rtol=1e-12)
+    assert set(np.unique(labels)) == {0, 1} and labels.sum() == 300  # 300 bad credits (label 1)
+    target = hierarchical.german_credit_sparse()
+    position = jax.tree.map(lambda a: a[0], target.initial_positions(jax.random.key(2), 1))
+    assert {k: np.shape(v) for k, v in position.items()} == {
+        "unscaled_weights": (25,), "local_scales": (25,), "global_scale": ()}  # fmt: skip
+    sites = {k: np.asarray(v)[0, 0] for k, v in target.postprocess(jax.tree.map(lambda a: a[None, None], position)).items()}
+    weights = sites["unscaled_weights"] * sites["local_scales"] * sites["global_scale"]
+    logits = np.c_[features, np.ones(1000)] @ weights
+    expected = (
+        scipy.stats.norm.logpdf(sites["unscaled_weights"]).sum()
+        + scipy.stats.gamma.logpdf(sites["local_scales"], 0.5, scale=2.0).sum()
+        + scipy.stats.gamma.logpdf(sites["global_scale"], 0.5, scale=2.0)
+        + np.sum(labels * logits - np.logaddexp(0.0, logits))
+        # log-Jacobian of the exp bijector of the 26 scales
+        + np.log(sites["local_scales"]).sum() + np.log(sites["global_scale"])
+    )
+    np.testing.assert_allclose(target.logdensity_fn(position), expected, rtol=1e-10)
