@@ -65,7 +65,7 @@ from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
 from . import hierarchical
-from .hierarchical import radon, stochastic_volatility
+from .hierarchical import german_credit_sparse, radon, stochastic_volatility
 from .mixtures import (
     SmoothedDensity,
     gaussian_mixture,
@@ -105,6 +105,7 @@ __all__ = [
     "hierarchical",
     "radon",
     "stochastic_volatility",
+    "german_credit_sparse",
     "isotropic_gaussian",
     "ill_conditioned_gaussian",
     "hyperplane_disk",

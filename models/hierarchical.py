@@ -1,6 +1,6 @@
 """Hierarchical posteriors of inference-gym, as NumPyro models in the gym's own (centred) form.
 
-Two posteriors of inference-gym (Sountsov, Radul and contributors, 2020) whose difficulty is a
+Three posteriors of inference-gym (Sountsov, Radul and contributors, 2020) whose difficulty is a
 scale hyperparameter that sets the local scale of many latents (funnel geometry):
 
 - :func:`stochastic_volatility_model` / :func:`stochastic_volatility`: the gym's
@@ -15,8 +15,11 @@ scale hyperparameter that sets the local scale of many latents (funnel geometry)
       returns[t] ~ N(0, exp(log_volatility[t] / 2))
 
   The persistence is the site ``persistence_beta`` (``Beta(20, 1.5)``) mapped to the
-  deterministic site ``persistence_of_volatility``. One site per time step (``x_000000`` ... as the gym names them), and the deterministic site
-  ``log_volatility`` ``(100,)`` stacking them.
+  deterministic site ``persistence_of_volatility``. The log-volatility path is one site
+  ``log_volatility`` ``(100,)`` with the AR(1) chain's joint Gaussian law
+  (:func:`ar1_scale_tril` gives its Cholesky factor in closed form): the same density as the
+  gym's one site per time step, and non-centred by :func:`psample.noncentered` into the
+  innovations.
 - :func:`radon_model` / :func:`radon`: the gym's ``RadonContextualEffectsMinnesota`` (919 houses,
   85 counties, ``d = 91``), uniform priors on the scales as in the original Stan model::
 

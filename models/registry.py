@@ -19,7 +19,7 @@ from .evidence import conjugate_gaussian, linear_regression, student_t_regressio
 from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
-from .hierarchical import radon, stochastic_volatility
+from .hierarchical import german_credit_sparse, radon, stochastic_volatility
 from .mixtures import two_mode_mixture
 from .regression import logistic_regression
 from .schools import eight_schools
@@ -95,6 +95,10 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     "radon": (
         radon,
         "Minnesota radon, county intercepts and scales, centred as inference-gym writes it, d=91 (NumPyro)",
+    ),
+    "german_credit_sparse": (
+        german_credit_sparse,
+        "Sparse logistic regression on German credit (global and local Gamma scales), inference-gym's, d=51 (NumPyro)",
     ),
     "stochastic_volatility": (
         stochastic_volatility,

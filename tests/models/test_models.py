@@ -27,6 +27,9 @@ from psample.errors import ModelError
 Z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 80)))
 MODELS_DIR = pathlib.Path(models.__file__).parent
 REGISTRY_NAMES = {
+    "radon",
+    "stochastic_volatility",
+    "german_credit_sparse",
     "gmm25",
     "gmm40",
     "many_well",
