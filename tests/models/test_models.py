@@ -523,7 +523,8 @@ def test_registry_names_and_descriptions():
 
 def test_registry_builds_flat_models_with_finite_logdensity():
     numpyro_models = {"eight_schools", "eight_schools_centered", "logistic_regression",
-                      "conjugate_gaussian", "linear_regression", "student_t_regression"}  # fmt: skip
+                      "conjugate_gaussian", "linear_regression", "student_t_regression",
+                      "radon", "stochastic_volatility", "german_credit_sparse"}  # fmt: skip
     for name in sorted(REGISTRY_NAMES - numpyro_models):
         target = models.get(name)
         x = target.initial_positions(jax.random.PRNGKey(3), 5)
