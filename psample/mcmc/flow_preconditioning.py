@@ -15,7 +15,7 @@ which is closer to a standard Gaussian than ``π`` is; transport elliptical slic
 (:mod:`psample.mcmc.polar_slice`) runs in ``u`` (with the affine adaptation on top of it, in
 ``u``), and every draw is mapped back to ``x = T(u)``.
 
-The flow. ``T = A ∘ C_K ∘ ... ∘ C_1`` with ``K`` affine coupling layers (RealNVP, Dinh et al.
+The flow. ``T = A ∘ C_K ∘ ⋯ ∘ C_1`` with ``K`` affine coupling layers (RealNVP, Dinh et al.
 [3]) and an element-wise affine layer ``A(y) = shift + exp(log_scale) y``. Coupling layer ``k``
 keeps the coordinates of a fixed binary mask ``m_k`` (alternating halves of a fixed
 permutation) and maps the others by ``y ↦ y exp(s(m y)) + t(m y)`` with ``(s, t)`` from a
@@ -143,7 +143,7 @@ def _masks(d: int, num_layers: int) -> np.ndarray:
 
 
 def init_flow(rng_key: PRNGKey, d: int, *, num_layers: int = 4, hidden: int = 64, shift=None, dtype=None) -> dict:
-    """Parameters of an identity-initialised flow ``T = A ∘ C_K ∘ ... ∘ C_1`` on ``R^d``.
+    """Parameters of an identity-initialised flow ``T = A ∘ C_K ∘ ⋯ ∘ C_1`` on ``R^d``.
 
     Parameters
     ----------
