@@ -51,6 +51,13 @@ def _polar_slice(target):
     return psample.polar_slice(target.logdensity_fn, w=target.hints.get("polar_slice_w", 1.0))
 
 
+def _flow_polar_slice(target):
+    import psample
+
+    # Adaptive: the flow is fitted at the start of warm-up, then centre, scale and w in its base space.
+    return psample.flow_polar_slice(target.logdensity_fn, w=target.hints.get("polar_slice_w", 1.0))
+
+
 def _hit_and_run_slice(target):
     import blackjax
 
@@ -79,6 +86,11 @@ SAMPLERS = {
         "Gibbsian polar slice sampling (Schär, Habeck, Rudolf 2023), adapting centre, scale and w in warm-up; "
         "heavy tails, funnels",
         _polar_slice,
+    ),
+    "flow_polar_slice": SamplerEntry(
+        "polar slice sampling in the base space of a RealNVP flow fitted by reverse KL in warm-up (NeuTra); "
+        "hierarchical posteriors where one affine map cannot follow the scales",
+        _flow_polar_slice,
     ),
     "hit_and_run_slice": SamplerEntry(
         "BlackJAX hit-and-run uniform slice sampling (the paper's HRUSS baseline)", _hit_and_run_slice
