@@ -150,13 +150,14 @@ class Group(xr.DataTree):
         return {k: v.values for k, v in self.data_vars.items()}
 
 
-def batched_map(fn, tree, lead: tuple, *, owner=None, key=None, batch_sizes=(64, 4096)):
-    """``fn`` (one draw -> pytree) over the ``lead`` axes of ``tree``, jitted and vmapped.
+def batched_map(fn, tree, lead: tuple, *, owner=None, key=None, batch_sizes=(64, 4096), jit=True):
+    """``fn`` (one draw -> pytree) over the ``lead`` axes of ``tree``, vmapped (and jitted).
 
-    Draws go through ``jit(vmap(fn))`` in batches whose size is a power of two between
-    ``batch_sizes`` (the last one padded with copies of its last draw, which are dropped), so
-    one compiled function serves runs of any length. It is cached under ``(owner, key)``
-    (:mod:`psample.runtime.compiled`) when ``owner`` is given.
+    Draws go through ``jit(vmap(fn))`` (``vmap(fn)`` with ``jit=False``: the values ``fn`` gives
+    op by op) in batches whose size is a power of two between ``batch_sizes`` (the last one
+    padded with copies of its last draw, which are dropped), so one compiled function serves
+    runs of any length. It is cached under ``(owner, key)`` (:mod:`psample.runtime.compiled`)
+    when ``owner`` is given.
 
     Returns
     -------
@@ -170,7 +171,7 @@ def batched_map(fn, tree, lead: tuple, *, owner=None, key=None, batch_sizes=(64,
     flat = [leaf.reshape((total,) + leaf.shape[len(lead):]) for leaf in leaves]
     smallest, largest = batch_sizes
     batch = min(largest, max(smallest, 1 << max(0, total - 1).bit_length()))
-    build = lambda: jax.jit(jax.vmap(fn))  # noqa: E731
+    build = lambda: jax.jit(jax.vmap(fn)) if jit else jax.vmap(fn)  # noqa: E731
     mapped = build() if owner is None else compiled.cached(owner, (key, batch), build)
     parts = []
     for start in range(0, total, batch):  # host loop over batches of draws, not over draws

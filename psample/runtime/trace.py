@@ -59,22 +59,7 @@ def constrained(target, positions) -> dict[str, np.ndarray]:
     lead = jax.tree.leaves(positions)[0].shape[:2]
     if getattr(target, "postprocess_fn", None) is None or 0 in lead:
         return {k: np.asarray(v) for k, v in target.postprocess(positions).items()}
-    leaves, treedef = jax.tree.flatten(positions)
-    leaves = [np.asarray(leaf) for leaf in leaves]
-    total = int(np.prod(lead))
-    flat = [leaf.reshape((total,) + leaf.shape[2:]) for leaf in leaves]
-    smallest, largest = POSTPROCESS_BATCH
-    batch = min(largest, max(smallest, 1 << max(0, total - 1).bit_length()))
-    mapped = jax.vmap(target.postprocess_fn)
-    parts = []
-    for start in range(0, total, batch):
-        stop = min(start + batch, total)
-        chunk = [leaf[start:stop] for leaf in flat]
-        if stop - start < batch:  # pad with the last draw, dropped below
-            chunk = [np.concatenate([x, np.repeat(x[-1:], batch - (stop - start), axis=0)]) for x in chunk]
-        out = mapped(jax.tree.unflatten(treedef, chunk))
-        parts.append({k: np.asarray(v)[: stop - start] for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in parts]).reshape(lead + parts[0][k].shape[1:]) for k in parts[0]}
+    return batched_map(target.postprocess_fn, positions, lead, batch_sizes=POSTPROCESS_BATCH, jit=False)
 
 
 class Draw(NamedTuple):
