@@ -13,21 +13,11 @@ density
 which is closer to a standard Gaussian than ``π`` is; transport elliptical slice sampling
 (Cabezas and Nemeth [2]) does the same for a slice sampler. Here Gibbsian polar slice sampling
 (:mod:`psample.mcmc.polar_slice`) runs in ``u`` (with the affine adaptation on top of it, in
-``u``), and every draw is mapped back to ``x = T(u)``.
-
-The flow. ``T = A ∘ C_K ∘ ⋯ ∘ C_1`` with ``K`` affine coupling layers (RealNVP, Dinh et al.
-[3]) and an element-wise affine layer ``A(y) = shift + exp(log_scale) y``. Coupling layer ``k``
-keeps the coordinates of a fixed binary mask ``m_k`` (alternating halves of a fixed
-permutation) and maps the others by ``y ↦ y exp(s(m y)) + t(m y)`` with ``(s, t)`` from a
-two-hidden-layer MLP (``tanh``), ``s`` soft-clamped to ``(-3, 3)``. The last layer of every MLP
-starts at zero: the flow starts at ``A``, whose shift is the initial positions' mean. ``T``,
-``T⁻¹`` and ``log|det J_T|`` are closed-form, ``O(K d h + K h²)`` per point with ``h`` hidden
-units.
-
-Training (during warm-up, in :func:`fit_flow`): maximise the ELBO ``E_u[log π(T(u)) + log|det
-J_T(u)|]`` (reverse KL to the posterior up to a constant) by Adam (optax) over reparameterised
-batches of ``u ~ N(0, I)``; non-finite gradients are zeroed and gradients clipped (a few draws
-may land where the log-density overflows). The time it takes is warm-up time.
+``u``), and every draw is mapped back to ``x = T(u)``. The flow is RealNVP (Dinh et al. [3]):
+``num_layers`` affine coupling layers with ``tanh`` MLPs of ``hidden`` units and an
+element-wise affine layer, starting at the identity shifted to the initial positions' mean;
+:func:`fit_flow` maximises the ELBO (reverse KL) by Adam (optax) during warm-up.
+See the :doc:`family page </families/polar_slice>` for the method, tuning and measured limits.
 
 Contract. :func:`flow_polar_slice` returns a :class:`psample.base.ChainAlgorithm` whose states
 are :class:`FlowPolarSliceState` (``position`` is the draw ``x``, a pytree shaped like the
@@ -43,7 +33,8 @@ only chooses the map, which is fixed afterwards.
 Limits. The fit is a stochastic optimisation of a mode-seeking objective: the flow can miss
 modes or understate tails; the sampler stays exact but then mixes no better than without it.
 Each evaluation of ``π_u`` costs a flow pass on top of the target; the flow's size is set by
-``num_layers`` and ``hidden``. Positions must be real float arrays (``d >= 2``).
+``num_layers`` and ``hidden``, and the fit is warm-up time. Positions must be real float arrays
+(``d >= 2``).
 
 References
 ----------

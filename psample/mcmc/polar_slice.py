@@ -1,32 +1,16 @@
 """Gibbsian polar slice sampling (GPSS), with an affine preconditioner adapted during warm-up.
 
-Polar slice sampling (Roberts and Rosenthal [2]) factors a target density on
-:math:`\\mathbb{R}^d` as :math:`\\varrho(x) = \\|x\\|^{-(d-1)} \\cdot
-\\|x\\|^{d-1}\\varrho(x)` and draws the slice variable with respect to the second
-factor only. In polar coordinates :math:`x = r\\theta` the first factor is the
-Lebesgue measure :math:`\\mathrm{d}r\\,\\mathrm{d}\\sigma(\\theta)`, so one
-transition must draw :math:`(r, \\theta)` uniformly on the slice
+Polar slice sampling (Roberts and Rosenthal [2]) draws, in polar coordinates
+:math:`x = r\\theta`, uniformly on the slice :math:`\\{(r, \\theta) : L(r, \\theta) > \\ell\\}` of
+:math:`L(r, \\theta) = (d-1)\\log r + \\log\\varrho(r\\theta)`. The Gibbsian polar slice sampler of
+Schär, Habeck and Rudolf [1] replaces that joint draw by two Gibbs updates at one level
+:math:`\\ell`: the direction :math:`\\theta \\mid r` by geodesic shrinkage on a random great circle
+of the unit sphere, and the radius :math:`r \\mid \\theta` by stepping-out and shrinkage (Neal
+[3]) on the ray, with initial window ``w``. It needs no gradients, mixes in the radius almost
+independently of the dimension for rotationally (near-)invariant targets, and copes with heavy
+tails and funnels where random-walk, hit-and-run and elliptical slice samplers get stuck.
 
-.. math::
-
-    \\{(r, \\theta) : L(r, \\theta) > \\ell\\}, \\qquad
-    L(r, \\theta) = (d-1)\\log r + \\log\\varrho(r\\theta),
-
-with :math:`\\ell = L(r_{\\text{old}}, \\theta_{\\text{old}}) + \\log U`. The
-Gibbsian polar slice sampler of Schär, Habeck and Rudolf [1] replaces this joint
-draw, which is rarely tractable, by two Gibbs updates that share the level
-:math:`\\ell`:
-
-1. the direction :math:`\\theta \\mid r`, by shrinkage on a great circle of the
-   unit sphere through the current direction (geodesic shrinkage, the sphere
-   analogue of elliptical slice sampling);
-2. the radius :math:`r \\mid \\theta`, by stepping-out and shrinkage
-   (Neal [3]) on the ray :math:`\\{s\\theta : s > 0\\}`, with initial window
-   ``w``.
-
-The resulting chain mixes in the radius almost independently of the dimension for
-rotationally (near-)invariant targets, and copes with heavy tails and funnels
-where random-walk, hit-and-run and elliptical slice samplers get stuck.
+See the :doc:`family page </families/polar_slice>` for the method, tuning and measured limits.
 
 Contract
 --------
@@ -39,14 +23,11 @@ warm-up ``adaptation`` and ``with_parameters``. The transition itself (state, ``
 :class:`LowRankScale`, :func:`reparametrize` and :func:`check_preconditioner`
 (:mod:`psample.mcmc.preconditioning`).
 
-**Affine preconditioning.** The sampler is neither translation- nor affine-invariant: it is
-centred at the origin and isotropic. With a ``center`` ``c`` and a ``scale`` ``S`` it runs on
-``z`` with ``x = c + S z``, whose density ``ϱ(c + S z)`` differs from the target's by the
-constant ``|det S|``: every transition is exact for any fixed ``(c, S)``. ``S`` is a vector (a
-diagonal scale), a lower-triangular matrix (a dense one) or a :class:`LowRankScale`
-``diag(D) (I + U diag(a) Uᵀ)``. Positions and draws stay in ``x``; the state's ``radius`` and
-``direction`` are those of ``z``. :mod:`psample.mcmc.polar_slice_adaptation` estimates
-``(c, S, w)`` during warm-up.
+**Affine preconditioning.** The sampler is centred at the origin and isotropic. With a
+``center`` ``c`` and a ``scale`` ``S`` (a vector, a lower-triangular matrix or a
+:class:`LowRankScale`) it runs on ``z`` with ``x = c + S z``, exact for any fixed ``(c, S)``.
+Positions and draws stay in ``x``; the state's ``radius`` and ``direction`` are those of ``z``.
+:mod:`psample.mcmc.polar_slice_adaptation` estimates ``(c, S, w)`` during warm-up.
 
 Known limits
 ------------

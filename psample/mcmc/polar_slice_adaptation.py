@@ -5,6 +5,8 @@ isotropic: it is not translation- or affine-invariant, and pays heavily where a 
 far from the origin or is correlated. Run on ``z`` with ``x = c + S z``
 (``psample.polar_slice(..., center=c, scale=S)``) it is exact for any fixed ``(c, S)``; this
 module chooses ``c``, ``S`` and the radius window ``w`` from the chains' own warm-up draws.
+See the :doc:`family page </families/polar_slice>` for the method, tuning and measured limits;
+it gives the adaptation's rules in full.
 
 Contract. :func:`polar_slice_adaptation` returns a :class:`PolarSliceAdaptation`: BlackJAX's
 ``run(rng_key, positions, num_steps) -> ((states, parameters), info)`` over all chains at once
@@ -14,69 +16,30 @@ Contract. :func:`polar_slice_adaptation` returns a :class:`PolarSliceAdaptation`
 keyword arguments of :func:`psample.polar_slice`, and the returned states are valid states of
 the sampler with those parameters.
 
-Schedule (Stan-like [3]). The warm-up is cut into windows: a first window of a tenth of the
-steps, then windows doubling from ``num_steps / 40``, the last one stretched to the end. At the
-end of each window the parameters are re-estimated from that window's draws only (pooled over
-all chains: cross-chain), the chains' polar coordinates are recomputed in the new ``z``
-(no density evaluation) and the next window runs with the new parameters, so each window
-restarts from the latest estimates and forgets the transient. Every window keeps at most
-``max_draws_per_chain`` evenly thinned draws per chain.
-
-Estimators (robust: heavy tails are this sampler's home ground, and a multivariate Cauchy has
-no mean or covariance; details in :func:`estimate_parameters`):
-
-- diagonal ``scale``: ``sqrt(MAD(x_j) / MAD(∂_j log ρ))`` (nutpie's rule, exact for diagonal
-  Gaussians whatever draws it sees) where the gradients are reliable, else the MAD of the draws
-  (times 1.4826: the standard deviation of a Gaussian).
-- dense ``scale``: Cholesky factor of the geometric mean ``A # B⁻¹`` of the covariances of
-  the draws and of the log-density's gradients at the window's thinned draws, both weighted
-  with Tyler's M-estimator weights [2] (exact for a Gaussian from *any* draws, even a stuck
-  chain's), used where the Newton points ``x + Σ ∇ log ρ`` agree (the target is locally
-  Gaussian); otherwise the MAD-scaled Tyler shape of the draws, shrunk toward the identity
-  with weight ``d / (n + d)`` (Chen, Wiesel and Hero [4]). Tyler's estimator exists for every
-  elliptical law, Cauchy included.
-- low-rank ``scale``: ``diag(D) (I + U diag(a) Uᵀ)`` with ``U`` the ``rank`` leading
-  directions of the spatial-sign covariance of the MAD-standardised draws, and ``1 + a_j`` the
-  MAD along ``u_j`` relative to the MAD of the rest (draws only: no gradients).
-- ``center``: the coordinate-wise median, taken in the coordinates whitened by the new scale
-  (its error is then small along every direction, also the narrow ones of a correlated target);
-  it stays exactly at the user's centre (default 0) unless an ``F`` test, with the noise
-  estimated from the window's two halves, rejects "no offset" at level 0.001, and a significant
-  offset is then shrunk toward the user's centre by positive-part James-Stein. A centre the
-  draws do not tell apart from the user's stays there (heavy tails: the Cauchy), a real shift
-  is kept.
-- ``w``: balanced stepping-out and shrinkage (after Tibbits et al. [5]): the window's average
-  radius expansions ``E`` and shrinkage rejections ``S`` per transition give
-  ``w (1.5 E + 1) / (S + 1)``, carried to the new coordinates by the ratio of the radii's
-  interquartile ranges.
-
-Gradients (``jax.grad`` of the log-density) are evaluated only at the windows' thinned draws
-(at most ``max_draws_per_chain`` per chain and window); sampling never uses them, and a
-log-density that cannot be differentiated is adapted from the draws alone. A non-finite or
-degenerate estimate (chains that did not move) keeps the previous parameters.
+The rules, in brief. Stan-like windows ([3], :func:`window_schedule`); at the end of each, the
+parameters are re-estimated from that window's thinned draws (at most ``max_draws_per_chain``
+per chain), pooled over all chains, and the chains' polar coordinates recomputed in the new
+``z``. The estimators are robust (medians, MADs, Tyler's M-estimator [2] with shrinkage [4]),
+and use the log-density's gradients at the thinned draws where they are trusted (nutpie's
+diagonal rule; the geometric mean of the draws' and gradients' covariances for a dense scale,
+exact for a Gaussian from any draws); the centre stays the user's unless a test finds the
+draws clearly move it; ``w`` balances the radius bracket's expansions and shrinks ([5]).
+``structure="auto"`` chooses a dense scale up to ``d = 512`` (diagonal where the draws show no
+correlation beyond noise or the gradients are not trusted) and a low-rank one above. Details
+in :func:`estimate_parameters`. Sampling never uses gradients; a log-density that cannot be
+differentiated is adapted from the draws alone. A non-finite or degenerate estimate (chains
+that did not move) keeps the previous parameters.
 
 Non-finite log-densities. The transitions treat NaN and ``+inf`` as outside every slice (see
-:mod:`psample.mcmc.polar_slice`), so the windows' draws never sit at such points and a chain
-does not freeze on them; gradients that are not finite at a draw leave that draw out of the
-gradient-based estimates. The steps that met one are counted per chain, and ``final`` warns
+:mod:`psample.mcmc.polar_slice`), so the windows' draws never sit at such points; gradients
+that are not finite at a draw leave that draw out of the gradient-based estimates. The steps
+that met one are counted per chain, and ``final`` warns
 (:class:`psample.errors.NumericalWarning`) with the count, as the runner does for the draws.
-
-Dense, low-rank or diagonal (``structure``). A dense scale costs one ``O(d²)`` product per
-transition (``S y`` for the new great circle; each evaluation then costs ``O(d)`` more than the
-target's own), a low-rank one ``O(d k)``, a diagonal one ``O(d)``. With
-``structure="auto"`` the windows estimate a dense scale up to ``d = 512`` and a low-rank one
-(``rank = 16``) above; each window keeps the dense estimate only where (i) the gradients are
-trusted (Newton points agree) and (ii) the draws' Tyler shape has a condition number above
-twice the Marchenko-Pastur ratio ``λ₊/λ₋`` of ``n`` draws from the identity (correlation beyond
-noise), and otherwise uses the diagonal estimate; at the end of warm-up a diagonal matrix is
-turned into the vector form (``O(d)`` per transition).
 
 Known limits. On a strongly correlated Gaussian only the dense form (from the gradients) makes
 the target near-isotropic in ``z``; the diagonal and the low-rank form (fitted to draws only)
-leave it badly conditioned. A dense scale fitted to the draws alone can degrade the chain: a
-slowly mixing window's draws understate the spread along the slow directions, and the next
-window mixes slower still (heavy-tailed targets such as the multivariate Cauchy, where the
-gradients are not trusted). That is why (i) is required, and why the low-rank form is only the
+leave it badly conditioned. A dense scale fitted to the draws alone can degrade the chain on
+heavy-tailed targets, where the gradients are not trusted; hence the low-rank form is only the
 fallback of very large ``d``. ``benchmarks/polar_slice_structures.py`` compares the forms.
 
 References
@@ -209,7 +172,8 @@ class PolarSliceAdaptation(NamedTuple):
         ``step(rng_key, adaptation_state, num_steps) -> (adaptation_state, PolarSliceAdaptationInfo)``.
     final
         ``final(adaptation_state) -> (states, parameters)``: the structure decision of
-        ``structure="auto"`` (only where the values are concrete), see the module docstring;
+        ``structure="auto"`` (only where the values are concrete), see the
+        :doc:`family page </families/polar_slice>`;
         with a concrete carry it warns (:class:`psample.errors.NumericalWarning`) when some
         step met a NaN or ``+inf`` log-density.
     """
@@ -323,7 +287,7 @@ def _geometric_mean_with_inverse(a, b):
 
 
 def _low_rank_scale(y, valid, mad, rank):
-    """``LowRankScale`` from standardised rows ``y`` (see the module docstring)."""
+    """``LowRankScale`` from standardised rows ``y`` (see the family page, docs/families/polar_slice.md)."""
     d = y.shape[1]
     y0 = jnp.where(valid[:, None], y, 0.0)
     norms = jnp.linalg.norm(y0, axis=1)
@@ -695,7 +659,8 @@ def polar_slice_adaptation(
     max_proposals
         As for :func:`psample.polar_slice`.
     structure
-        ``"auto"``, ``"dense"``, ``"low_rank"`` or ``"diagonal"`` (module docstring).
+        ``"auto"``, ``"dense"``, ``"low_rank"`` or ``"diagonal"`` (see the
+        :doc:`family page </families/polar_slice>`).
     rank
         Directions of a low-rank scale (at most ``d``).
     max_draws_per_chain

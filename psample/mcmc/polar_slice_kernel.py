@@ -4,39 +4,27 @@ The method, its references and its contract are described in :mod:`psample.mcmc.
 whose top-level constructor bundles this kernel with its warm-up adaptation (and re-exports
 every name here). This module is the transition alone, so that the adaptation
 (:mod:`psample.mcmc.polar_slice_adaptation`) can drive it without importing the constructor.
+See the :doc:`family page </families/polar_slice>` for the method, tuning and measured limits.
 
 Implementation
 --------------
 One transition draws a slice level ``ℓ = L(r, θ) + log U`` with
-``L(r, θ) = (d - 1) log r + log ϱ(c + r S θ)`` and then, at that level,
+``L(r, θ) = (d - 1) log r + log ϱ(c + r S θ)`` and then, at that level, the direction ``θ | r``
+by geodesic shrinkage on a uniformly random great circle through ``θ`` ([1], Alg. 1) and the
+radius ``r | θ`` by stepping-out and shrinkage on the ray ([3]) from a window of width ``w``
+at a uniform offset. Every evaluation of one transition happens at one site of one
+``lax.while_loop`` that walks through the phases direction, step-down, step-up, shrink: the
+target is traced once, and under ``vmap`` a chain waits for the slowest chain once per
+transition. All arithmetic is in log space (``L(0, ·) = -inf``, strict ``L > ℓ``), and every
+direction proposal is re-normalised to unit length (the authors' reference code fixed a
+missing normalisation of the first proposal in 2025). With a preconditioner ``S`` is applied
+once per transition, to the circle's second axis.
 
-1. the direction ``θ | r``: geodesic shrinkage on a uniformly random great circle through
-   ``θ`` (Schär, Habeck and Rudolf [1], Alg. 1);
-2. the radius ``r | θ``: stepping-out and shrinkage on the ray (Neal [3]) from a window of
-   width ``w`` at a uniform offset.
-
-Every evaluation of one transition happens at one site of one ``lax.while_loop`` that walks
-through the phases direction, step-down, step-up, shrink: the target is traced once, and under
-``vmap`` a chain waits for the slowest chain once per transition, not at every phase boundary.
-All arithmetic is in log space: ``L(0, ·) = -inf``, the comparison is strict (``L > ℓ``), and
-every direction proposal is re-normalised to unit length (the authors' reference code fixed a
-missing normalisation of the first proposal in 2025).
-
-Stepping-out uses Neal's limit ``m = max_proposals`` split at random between the two ends of
-the radius bracket ([3], Fig. 3), which keeps the radius update exact however far the slice
-reaches; with the default ``m = 1000`` it differs from unlimited stepping-out only where the
-slice is more than about ``1000 w`` wide. Each shrinkage loop (angle, radius) is capped at
-``max_proposals`` evaluations; a capped loop keeps the old value of its coordinate, which lies
-in the slice, and sets ``hit_max_proposals``. The cap only guards against pathological
-densities (shrinkage converges geometrically): a transition that hits it is not exactly
-invariant, so rerun with a better ``w`` if it ever triggers.
-
-A NaN or ``+inf`` log-density counts as outside every slice and in ``num_nonfinite``: an
-accepted ``+inf`` would make every later level ``+inf`` and freeze the chain.
-
-With a preconditioner (:mod:`psample.mcmc.preconditioning`) every point a transition evaluates
-is ``c + r S θ'`` with ``θ'`` on one great circle, so ``S`` is applied once per transition (to
-the circle's second axis) and each evaluation costs ``O(d)`` more than the target's own.
+Limits: stepping-out uses Neal's limit ``m = max_proposals`` split at random between the two
+ends of the bracket ([3], Fig. 3), which keeps the radius update exact; each shrinkage loop is
+capped at ``max_proposals`` evaluations, and a capped loop keeps the old value of its
+coordinate and sets ``hit_max_proposals`` (that transition is not exactly invariant). A NaN or
+``+inf`` log-density counts as outside every slice and in ``num_nonfinite``.
 
 References
 ----------
