@@ -4,7 +4,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow test-all bench readme docs clean
+.PHONY: run test test-fast test-slow test-all bench readme docs docs-examples clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $$(bash .ci/find-python) -m venv $(VENV)
@@ -44,16 +44,28 @@ readme: $(STAMP)
 # The documentation site (docs/, Sphinx): the same environment plus the `docs` extra. Warnings are
 # errors and every cross-reference must resolve (-n, nitpicky), so a renamed function that a page
 # or docstring still names fails the build. The fast gallery scripts (examples/plot_*.py) run on
-# every build; PSAMPLE_GALLERY_RUN=0 skips them (code only).
+# every build; PSAMPLE_GALLERY_RUN=0 skips them (code only). Pages are read and written in parallel
+# (-j auto); the gallery scripts run first, one after the other.
 DOCS_STAMP := $(VENV)/.installed-docs
 
 $(DOCS_STAMP): $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e ".[test,docs]"
 	@touch $(DOCS_STAMP)
 
+SPHINX := $(VENV)/bin/python -m sphinx -W --keep-going -n -j auto -b html docs docs/_build/html
+
 docs: $(DOCS_STAMP)
-	$(VENV)/bin/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
+	$(SPHINX)
 	@echo "open docs/_build/html/index.html"
 
+# The site with every gallery script run, the long ones too (a minute or more each on a CPU), so
+# that their pages show the output and figures of the current code. Later `make docs` builds keep
+# a script's outputs while the script is unchanged (sphinx-gallery's checksum in
+# docs/auto_examples/); `make clean` drops them. PSAMPLE_GALLERY_RERUN=1 reruns also the scripts
+# whose outputs are current; their output files (--plot, --out) go to docs/_build/gallery_files/.
+docs-examples: $(DOCS_STAMP)
+	PSAMPLE_GALLERY_PATTERN='.*' PSAMPLE_GALLERY_RERUN=1 $(SPHINX)
+	@echo "open docs/_build/html/auto_examples/index.html"
+
 clean:
-	rm -rf $(VENV) build *.egg-info docs/_build docs/api/generated docs/auto_examples
+	rm -rf $(VENV) build *.egg-info docs/_build docs/api/generated docs/auto_examples docs/sg_execution_times.rst
