@@ -44,15 +44,16 @@ readme: $(STAMP)
 # The documentation site (docs/, Sphinx): the same environment plus the `docs` extra. Warnings are
 # errors and every cross-reference must resolve (-n, nitpicky), so a renamed function that a page
 # or docstring still names fails the build. The fast gallery scripts (examples/plot_*.py) run on
-# every build; PSAMPLE_GALLERY_RUN=0 skips them (code only). Pages are read and written in parallel
-# (-j auto); the gallery scripts run first, one after the other.
+# every build; PSAMPLE_GALLERY_RUN=0 skips them (code only). No -j: a parallel build warns about
+# a name documented twice (psample.graphs.Estimate, psample.diagnostics.batch_means.Estimate) where
+# a serial one does not, and saved no CPU time on the 2-core box.
 DOCS_STAMP := $(VENV)/.installed-docs
 
 $(DOCS_STAMP): $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e ".[test,docs]"
 	@touch $(DOCS_STAMP)
 
-SPHINX := $(VENV)/bin/python -m sphinx -W --keep-going -n -j auto -b html docs docs/_build/html
+SPHINX := $(VENV)/bin/python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 
 docs: $(DOCS_STAMP)
 	$(SPHINX)

@@ -17,8 +17,8 @@ Choices, and why:
   whose outputs later builds keep while a script is unchanged (see "About this site" in
   ``docs/getting_started.md``). Every script starts with JAX's defaults and runs with its own
   default arguments, a long script's output file going to ``docs/_build/gallery_files/``.
-- ``sphinx-build -j``: the build reads and writes pages in parallel (``make docs`` uses
-  ``-j auto``); the gallery scripts run before that, one after the other, in the main process.
+- No parallel build (``sphinx-build -j``): it warns about a name documented twice that a serial
+  build accepts, and the gallery scripts run one after the other in the main process anyway.
 - The command-line page and the signatures are generated at build time by ``_ext/psample_docs.py``
   (from argparse itself, via ``tools/readme.py``), so they cannot drift.
 """
@@ -110,7 +110,7 @@ html_static_path: list[str] = []
 GALLERY_FILES = DOCS / "_build" / "gallery_files"
 
 
-def gallery_argv(script_path, script_vars):
+def gallery_argv(gallery_conf, script_vars):
     """Command-line arguments of a gallery script run by the build (sphinx-gallery's ``reset_argv``).
 
     None (the script's defaults), except the output path of a long script that writes a PNG
@@ -118,11 +118,12 @@ def gallery_argv(script_path, script_vars):
     clean, so the file goes to ``docs/_build/gallery_files/``; the page shows the script's open
     matplotlib figures either way.
     """
-    text = Path(script_path).read_text()
+    script = Path(script_vars["src_file"])
+    text = script.read_text()
     for flag in ("--plot", "--out"):
         if f'add_argument("{flag}"' in text:
             GALLERY_FILES.mkdir(parents=True, exist_ok=True)
-            return [flag, str(GALLERY_FILES / f"{Path(script_path).stem}.png")]
+            return [flag, str(GALLERY_FILES / f"{script.stem}.png")]
     return []
 
 
