@@ -2,8 +2,8 @@
 Log-concave chains across the modes of a 2-D mixture
 =====================================================
 
-The chain of log-concave Markov chains (:func:`psample.logconcave_chain_samples`; Saremi, Park
-and Bach 2024) on a two-dimensional mixture of three Gaussians whose modes are 12 to 15
+The chain of log-concave Markov chains (:func:`psample.logconcave_chain`; Saremi, Park
+and Bach 2024) on a two-dimensional mixture of three Gaussians whose modes are 11 to 13
 standard deviations apart. Each sample is the jump :math:`\\hat x_m = E[X \\mid y_1, \\dots,
 y_m]` after ``m`` noisy measurements :math:`y_k = x + \\sigma\\varepsilon_k`, each drawn from a
 log-concave conditional, so the chains move between modes that a Langevin chain never leaves.
