@@ -1,99 +1,55 @@
 """Chain of log-concave Markov chains (one-at-a-time walk-jump sampling).
 
-Saremi, Park and Bach [1] sample a density :math:`p(x) \\propto e^{-f(x)}` on
-:math:`\\mathbb{R}^d` through noisy measurements :math:`y_l = x + \\sigma \\varepsilon_l`,
-:math:`l = 1, \\dots, m`, all at one noise scale :math:`\\sigma`. The measurements are drawn
-one at a time (OAT): the :math:`k`-th from its conditional law given the previous ones, whose
-score depends on the past only through the running mean :math:`\\bar y_k`,
+Saremi, Park and Bach [1] sample a density :math:`p` on :math:`\\mathbb{R}^d` through noisy
+measurements :math:`y_k = x + \\sigma \\varepsilon_k`, :math:`k = 1, \\dots, m`, drawn one at a
+time, each from its conditional law given the previous ones. That conditional depends on the past
+only through the running mean :math:`\\bar y_k`, its score is
+:math:`(\\bar y_k - y_k)/\\sigma^2 + \\frac1k \\nabla \\log p_{\\sigma/\\sqrt k}(\\bar y_k)` with
+:math:`p_s = p * N(0, s^2 I)` the smoothed density, and it is log-concave once :math:`\\sigma`
+exceeds the radius of the target's mass ([1], Theorem 1). Each conditional is sampled by a short
+Langevin chain (the *walk*); the *jump* :math:`\\hat x_k = E[X \\mid y_{1:k}] = \\bar y_k +
+\\frac{\\sigma^2}{k} \\nabla \\log p_{\\sigma/\\sqrt k}(\\bar y_k)` (Tweedie's formula [2]) estimates
+the clean sample, and :math:`\\hat x_m` is the sample. Walk-jump sampling is the case
+:math:`m = 1`. The smoothed score is given (``smoothed_score`` / ``smoothed_logdensity``: a
+denoiser or an exact formula) or estimated by importance sampling from ``logdensity_fn``
+(:mod:`psample.mcmc.smoothed_score`). Inner kernels (:data:`INNER_KERNELS`): ``"underdamped"``
+(the A-B-O-B-A splitting of Sachs, Leimkuhler and Danos [3]), ``"ula"`` and ``"mala"``
+(BlackJAX's); time is measured in units of :math:`\\sigma^2`, so the relative step lies in
+``(0, MAX_STEP_SIZE)``. Each inner chain starts at the re-noised jump
+:math:`\\hat x_{k-1} + \\sigma\\xi`, as in Grenioux et al. [4].
 
-.. math::
+See the :doc:`family page </families/logconcave_chain>` for the method, tuning and measured limits.
 
-    \\nabla_{y_k} \\log p(y_k \\mid y_{1:k-1})
-        = \\frac{\\bar y_k - y_k}{\\sigma^2} + \\frac1k \\nabla \\log p_{\\sigma/\\sqrt k}(\\bar y_k),
-    \\qquad \\bar y_k = \\bar y_{k-1} + (y_k - \\bar y_{k-1}) / k,
+Contract
+--------
+:func:`as_top_level_api` (exported as :func:`psample.logconcave_chain`) returns a
+:class:`psample.base.ChainAlgorithm`: ``init(position) -> LogConcaveChainState`` (``position`` a
+pytree without a chain axis, the jump :math:`\\hat x_0` the first walk starts from) and
+``step(rng_key, state) -> (LogConcaveChainState, LogConcaveChainInfo)``. One step adds one
+measurement (the inner chain runs in ``lax.fori_loop``) and sets ``state.position`` to the jump
+:math:`\\hat x_k`, so a chain's draws are the trajectory :math:`\\hat x_1, \\dots, \\hat x_m`;
+the step after the ``m``-th starts a new chain of measurements from the re-noised jump
+:math:`\\hat x_m + \\sigma\\xi`, so draws ``m, 2m, ...`` are successive samples
+(``psample.sample(..., thin=m)``, or :func:`psample.logconcave_chain_samples`). The state's
+flat fields have shape ``(d,)``; the info fields are scalars: evaluation counts
+(``num_score_evals``, ``num_density_evals``), ``acceptance_rate`` (MALA), ``score_ess`` (the
+importance weights' relative ESS) and ``num_nonfinite``.
 
-where :math:`p_s = p * N(0, s^2 I)` is the smoothed density. Every such conditional is
-:math:`1/\\sigma^2`-smooth (its log-density's Hessian is
-:math:`-I/\\sigma^2 + \\mathrm{Cov}(X \\mid y_{1:k})/\\sigma^4 \\succeq -I/\\sigma^2`), and it is
-log-concave once :math:`\\sigma` exceeds the radius of the target's support plus its Gaussian
-part ([1], Theorem 1): "once log-concave, always log-concave" along the chain. Each
-conditional is sampled by a short Langevin chain (the *walk*); after :math:`k` measurements
-the *jump* (Tweedie / empirical Bayes)
-
-.. math::
-
-    \\hat x_k = E[X \\mid y_{1:k}] = \\bar y_k + \\frac{\\sigma^2}{k} \\nabla \\log
-        p_{\\sigma/\\sqrt k}(\\bar y_k)
-
-estimates the clean sample. The output :math:`\\hat x_m` is a draw from the law of
-:math:`E[X \\mid Y_{1:m}]`, which tends to :math:`p` as :math:`m` grows (the bias is at most
-:math:`E\\|X - \\bar Y_m\\|^2 = d\\sigma^2/m` in squared :math:`W_2`). Walk-jump sampling
-(Saremi and Hyvärinen [2]) is the case :math:`m = 1`.
-
-Here one ``step`` adds one measurement: it runs the inner chain on the next conditional
-(``lax.fori_loop``), updates the running mean and sets ``state.position`` to the jump
-:math:`\\hat x_k`. A chain's draws are thus the "tunnelling" trajectory
-:math:`\\hat x_1, \\dots, \\hat x_m`, and its ``m``-th draw is the sample. A further step starts
-a new chain of measurements from the re-noised jump :math:`\\hat x_m + \\sigma \\xi` (which
-is approximately a draw of :math:`p_\\sigma`), so draws ``m, 2m, 3m, ...`` are successive
-samples: run with ``thin=num_measurements`` to keep only those
-(:func:`psample.logconcave_chain_samples` does this).
-
-The smoothed score :math:`\\nabla \\log p_s` comes from one of
-
-* ``smoothed_score(y, s)`` (or ``smoothed_logdensity(y, s)``) given by the user: a trained
-  denoiser, or an exact formula (``psample.models`` has Gaussians and Gaussian mixtures,
-  :mod:`psample.models.mixtures`);
-* the self-normalised importance-sampling estimator of [1] (§4.2.1, eq. 4.8;
-  :mod:`psample.mcmc.smoothed_score`), built from
-  ``logdensity_fn`` alone: draw :math:`\\varepsilon_i \\sim N(0, I)`, weight
-  :math:`w_i \\propto p(y + s\\varepsilon_i)`, then
-
-  - ``"tweedie"`` (the paper's): :math:`\\sum_i w_i \\varepsilon_i / s`;
-  - ``"identity"`` (the score identity :math:`\\nabla\\log p_s(y) = E[\\nabla \\log p(X) \\mid y]`,
-    one gradient per sample): :math:`\\sum_i w_i \\nabla\\log p(y + s\\varepsilon_i)`;
-  - ``"mixed"`` (default when ``logdensity_fn`` is differentiable): the convex combination of the
-    two with the weight that minimises their joint delta-method variance, estimated from the same
-    samples. For a Gaussian of variance :math:`\\lambda` the variances of the first two are
-    :math:`\\propto \\lambda / (s^2(\\lambda + s^2))` and :math:`s^2/(\\lambda(\\lambda + s^2))`:
-    the paper's estimator wins at large noise, the identity at small noise (late measurements,
-    :math:`s = \\sigma/\\sqrt k`), and the mixture follows the better one.
-
-  Each estimate costs ``num_score_samples`` target evaluations; its failure mode is weight
-  degeneracy (the proposal :math:`N(y, s^2 I)` misses the posterior of :math:`X` given
-  :math:`y` in high dimension, or narrow, separated modes in low dimension), reported per step
-  as ``info.score_ess``. The first measurement decides which mode a chain of measurements
-  ends in, at the largest noise scale :math:`\\sigma`; when its estimates rest on a handful of
-  effective proposals (narrow, well-separated modes, or a few dimensions already) the mode
-  weights come out biased, toward the light mode or the wide one, and more proposals help
-  only slowly: use an exact or learned smoothed score there.
-  :func:`psample.logconcave_chain_samples` and :func:`psample.sample` warn when the first
-  measurement rests on fewer than :data:`MIN_EFFECTIVE_SCORE_SAMPLES` effective proposals
-  (``state.first_score_ess`` times ``num_score_samples``).
-  Non-finite evaluations are dropped and counted (``info.num_nonfinite``), and the denoiser is
-  kept among the proposals (:func:`importance_smoothed_score`), so no jump is ever NaN or thrown
-  far from the walk.
-
-Inner kernels (the step size is relative: time is measured in units of :math:`\\sigma^2`, the
-inverse of the smoothness bound, so that every conditional has curvature at most 1):
-
-* ``"underdamped"`` (default; the splitting of Sachs, Leimkuhler and Danos [3] used by [1]):
-  inverse mass :math:`u = \\sigma^2`, one score evaluation per step,
-  :math:`y \\mathrel{+}= h v/2;\\ \\psi = g(y);\\ v \\mathrel{+}= u h\\psi/2;\\ v = \\zeta v + u h\\psi/2
-  + \\sqrt{u(1-\\zeta^2)}\\,\\xi;\\ y \\mathrel{+}= h v/2` with :math:`\\zeta = e^{-\\gamma h}`,
-  velocity refreshed from :math:`N(0, uI)` at every measurement. On a Gaussian conditional
-  this A-B-O-B-A splitting leaves the position law exactly invariant at every stable step
-  (its discrete Lyapunov equation; tested at ``h = 0.5`` and ``1``), so its bias is of order
-  :math:`h^2` only through the conditional's non-Gaussianity;
-* ``"ula"``: :math:`y \\mathrel{+}= h\\sigma^2 g(y) + \\sqrt{2h\\sigma^2}\\,\\xi`
-  (BlackJAX's ``sgmcmc`` Euler step);
-* ``"mala"``: BlackJAX's MALA kernel with step :math:`h\\sigma^2` on
-  :math:`\\log p(y_k \\mid y_{1:k-1}) = -(1-1/k)\\|y_k - \\bar y_{k-1}\\|^2/(2\\sigma^2)
-  + \\log p_{\\sigma/\\sqrt k}(\\bar y_k)`: needs ``smoothed_logdensity``.
-
-Each inner chain starts at the re-noised jump :math:`\\hat x_{k-1} + \\sigma\\xi` (as the
-reimplementation of Grenioux et al. [4] does; :math:`\\hat x_0` is the position given to
-``init``).
+Limits
+------
+- The sample is drawn from the law of :math:`E[X \\mid Y_{1:m}]`, not from :math:`p`: its bias
+  is at most :math:`d\\sigma^2/m` in squared :math:`W_2`, and it is under-dispersed within
+  each mode.
+- Below the log-concavity threshold the first conditional is multimodal, and a short first walk
+  leaves the mode weights where the chains started (:func:`default_steps_schedule`).
+- The importance-sampling score degenerates in more than a few dimensions and on narrow,
+  separated modes: the mode weights are then biased. :func:`psample.sample` and
+  :func:`psample.logconcave_chain_samples` warn when the first measurement rests on fewer than
+  :data:`MIN_EFFECTIVE_SCORE_SAMPLES` effective proposals (``state.first_score_ess`` times
+  ``num_score_samples``).
+- Non-finite evaluations are dropped (importance sampling) or leave the walk in place (a given
+  score), are counted in ``info.num_nonfinite`` and warned about at the end of the run; no jump
+  is ever NaN.
 
 References
 ----------

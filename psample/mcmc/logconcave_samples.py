@@ -12,6 +12,8 @@ measurements the algorithm starts a new chain of measurements from the re-noised
     trace = psample.sample(algorithm, positions, rng_key, n, thin=m)
     idata = trace.to_datatree()
 
+See the :doc:`family page </families/logconcave_chain>` for the method, tuning and measured limits.
+
 Contract
 --------
 ``logconcave_chain_samples(initial_positions, rng_key, logdensity_fn=None, *, num_draws=1,

@@ -9,6 +9,8 @@ counting non-finite proposals. Its known limit: with few effective proposals on 
 measurement the estimated mode weights are biased towards wide modes; :func:`check_score_ess`
 detects that regime and warns.
 
+See the :doc:`family page </families/logconcave_chain>` for the method, tuning and measured limits.
+
 References
 ----------
 .. [1] Saeed Saremi, Ji Won Park and Francis Bach, "Chain of Log-Concave Markov Chains",

@@ -24,6 +24,8 @@ population carries into the step and the incremental weights ``g``: it is right 
 the previous step resampled. Writing ``log mean_i g_i`` instead (which assumes equal weights) is
 the classic bug of adaptive-resampling code ([1], §3.5; [3], eq. 17).
 
+See the :doc:`family page </families/tempered_smc>` for the method, tuning and measured limits.
+
 References
 ----------
 .. [1] Pierre Del Moral, Arnaud Doucet and Ajay Jasra, "Sequential Monte Carlo samplers",

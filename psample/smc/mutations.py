@@ -21,6 +21,8 @@ Kernels (:data:`MUTATIONS`, chosen by tempered SMC's ``mcmc=``):
   no acceptance-rate tuning and no gradient, and its radius moves are robust to the heavy tails
   of early, nearly-prior levels.
 
+See the :doc:`family page </families/tempered_smc>` for the method, tuning and measured limits.
+
 Contract
 --------
 :func:`build_mutation` returns a :class:`Mutation`: ``initial_scale(d)``, ``level_scale``,

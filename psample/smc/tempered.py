@@ -1,30 +1,20 @@
 """Tempered sequential Monte Carlo with model evidence.
 
-Likelihood tempering moves a weighted population of particles through the bridge
+Likelihood tempering moves a weighted population of ``N`` particles from the prior :math:`p`
+to the posterior through :math:`\\pi_\\lambda(x) \\propto p(x)\\, L(x)^{\\lambda}`,
+:math:`0 = \\lambda_0 < \\dots < \\lambda_T = 1` (Neal [3]; Del Moral, Doucet and Jasra [1]).
+Each step reweights by :math:`g_i = L(x_i)^{\\lambda_t - \\lambda_{t-1}}`, adds
+:math:`\\log \\sum_i W_i g_i` (``W`` the normalised weights carried into the step) to the
+log-evidence estimate, resamples (``resampling=``, a ``blackjax.smc.resampling`` scheme) when the
+ESS falls below ``resample_ess * N``, and moves every particle by ``num_mcmc_steps`` steps of a
+kernel that leaves :math:`\\pi_{\\lambda_t}` invariant, tuned from the weighted population
+(:mod:`psample.smc.mutations`: random-walk Metropolis, HMC or polar slice, cross-fitted). The
+schedule is fixed (``schedule``) or adaptive: :math:`\\lambda_t` solves, by bisection
+(``blackjax.smc.solver.dichotomy``), for a conditional ESS (Zhou, Johansen and Aston [4]) of
+``target_ess`` times its value at :math:`\\delta = 0^+`, which also holds when the step did not
+start from a resampled population.
 
-.. math::
-
-    \\pi_\\lambda(x) \\propto p(x)\\, L(x)^{\\lambda}, \\qquad
-    0 = \\lambda_0 < \\lambda_1 < \\dots < \\lambda_T = 1,
-
-from the prior :math:`p` to the posterior (Neal [3]; Del Moral, Doucet and Jasra [1]). One
-step from :math:`\\lambda_{t-1}` to :math:`\\lambda_t`:
-
-1. **reweight** by :math:`g_i = L(x_i)^{\\lambda_t - \\lambda_{t-1}}`; the evidence estimate
-   grows by :math:`\\log \\sum_i W_i g_i` (normalised weights ``W`` carried into the step, so
-   the increment is right whether or not the previous step resampled);
-2. **resample** (``resampling=``, a ``blackjax.smc.resampling`` scheme) when the effective
-   sample size (``blackjax.smc.ess``) falls below ``resample_ess * N`` (``resample_ess >= 1``:
-   every step);
-3. **move** every particle by ``num_mcmc_steps`` steps of a Markov kernel that leaves
-   :math:`\\pi_{\\lambda_t}` invariant, tuned from the weighted population at this level
-   (:mod:`psample.smc.mutations`: random-walk Metropolis, HMC or polar slice, cross-fitted).
-
-The schedule is fixed (``schedule``) or adaptive: :math:`\\lambda_t` solves, by bisection
-(``blackjax.smc.solver.dichotomy``, as BlackJAX's ``adaptive_tempered_smc``), for a conditional
-ESS (Zhou, Johansen and Aston [4]) of ``target_ess`` times its value at :math:`\\delta = 0^+`;
-with equal weights this is BlackJAX's ESS rule, and unlike it, it also holds when the step did
-not start from a resampled population.
+See the :doc:`family page </families/tempered_smc>` for the method, tuning and measured limits.
 
 Contract
 --------
