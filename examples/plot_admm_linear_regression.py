@@ -97,6 +97,6 @@ for ax, (label, (draws, rule)) in zip(axes, runs.items()):
     ax.set_title(label)
     ax.set_xlabel(r"$\beta_0$")
 axes[0].set_ylabel("density")
-axes[1].legend(fontsize=8, loc="upper right")
+axes[0].legend(fontsize=8, loc="upper left")
 fig.suptitle("Linear regression, 10 agents x 8 rows, 8 chains x 3000 draws")
 fig.tight_layout()
