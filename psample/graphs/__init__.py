@@ -15,6 +15,8 @@ data analysis", JMLR 24(9), 2023 (arXiv:1910.09483).
   :func:`macc`, :func:`hom_density`, :func:`conditional_density`, :func:`chd_profile`,
   :func:`sample_patches`; exact reference values in :mod:`psample.graphs.exact`, exact one-step
   kernels in :mod:`psample.graphs.transitions`.
+
+See the :doc:`family page </families/graphs>` for the method, tuning and measured limits.
 """
 
 from psample import _deprecated

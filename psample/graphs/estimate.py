@@ -30,6 +30,7 @@ therefore refuse a network with more than one component that has an edge (take
 :func:`psample.models.graphs.largest_component` first). The error bars assume the chains
 forgot their starts within ``num_warmup`` steps and that each chain's time average is close to
 normal; :func:`hom_density`, whose terms can be heavy-tailed, checks the latter and warns.
+See the :doc:`family page </families/graphs>` for the method, tuning and measured limits.
 
 References
 ----------

@@ -6,23 +6,15 @@ For a network ``G = ([n], A, α)`` (edge weights ``A ≥ 0``, node probabilities
     π_{F→G}(x) = Π_i α(x_i) Π_{(i,j)∈E_F} A(x_i, x_j) / t(F, G),
 
 with homomorphism density ``t(F, G)`` its normaliser (Lyu, Mémoli & Sivakoff 2023, §2). When
-``F`` is a tree everything below is exact in ``O(k · nnz(A))``:
-
-* subtree partition functions ``h_j(z) = α(z) Π_{c child of j} (A h_c)(z)`` (one sparse mat-vec
-  per motif edge), ``t(F, G) = Σ_z h_root(z)``;
-* the path density ``t(P_k, G) = αᵀ (A D_α)^{k−1} 1`` (``n^{−k} 1ᵀ A^{k−1} 1`` for uniform α);
-* the matrix of average clustering coefficients of the k-path,
-  ``MACC[i, j] = E_π[A(x_i, x_j)] = L_iᵀ (M_{j−i} ∘ A) D_α R_j / t(P_k, G)`` with left/right
-  partial sums ``L_i``, ``R_j`` and the middle walk matrix ``M_m = A (D_α A)^{m−1}``; for
-  uniform α and symmetric 0/1 ``A`` this is ``u_iᵀ (A^{j−i} ∘ A) v_j / 1ᵀ A^{k−1} 1`` with
-  ``u_i = A^{i−1} 1``, ``v_j = A^{k−j} 1``. ``M ∘ A`` is evaluated on the support of
-  ``A`` only, by splitting ``M = M_a D_α M_b`` so that no dense ``n × n`` matrix is formed;
-* the triangle conditional density ``t(C_3, G | P_3) = MACC_3[1, 3]``, equal to
-  ``tr(A³) / 1ᵀ A² 1`` for uniform α and symmetric 0/1 ``A``;
-* CHD profiles of a k-path plus one extra edge, ``P_π(A(x_i, x_j) ≥ θ)``.
-
-Brute-force enumeration over all ``n^k`` maps (tiny graphs only) computes the same quantities
-for any motif and cross-checks the formulas in the tests.
+``F`` is a tree everything below is exact in ``O(k · nnz(A))`` (one sparse mat-vec per motif
+edge, never a dense ``n × n`` matrix): subtree partition functions and ``t(F, G)``
+(:func:`subtree_partition_functions`, :func:`tree_hom_density`), the path density
+(:func:`path_hom_density`), the k-path's MACC ``E_π[A(x_i, x_j)]`` (:func:`path_macc`,
+:func:`path_edge_expectation`), the triangle conditional density (:func:`triangle_chd`) and
+CHD profiles of a k-path plus one extra edge (:func:`path_chd_profile`). Brute-force
+enumeration over all ``n^k`` maps (tiny graphs only) computes the same quantities for any
+motif and cross-checks the formulas in the tests. See the :doc:`family page
+</families/graphs>` for the formulas, the method and measured limits.
 
 References
 ----------

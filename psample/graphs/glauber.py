@@ -13,6 +13,7 @@ homomorphism) ``x_v`` is kept. Heat-bath updates are reversible with respect to 
 The chain moves only within the connected component (of the symmetrised network) in which it
 starts. Mixing can be slow on sparse or very inhomogeneous networks (the paper's motivation for
 the pivot chain, :mod:`psample.graphs.pivot`); the one-step kernel is exact regardless.
+See the :doc:`family page </families/graphs>` for the method, tuning and measured limits.
 
 References
 ----------

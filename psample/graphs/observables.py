@@ -12,11 +12,9 @@ Sivakoff, JMLR 24(9), 2023, arXiv:1910.09483):
   ``A[x, x]`` (the k×k adjacency induced on the embedding);
 * **homomorphism density** ``t(F, G)`` of a tree motif. It is exact by dynamic programming
   (:func:`psample.graphs.exact.tree_hom_density`); the chain estimates it only to check itself,
-  through an importance identity: the top-down neighbour walk ``g(x) = α(x_root) Π_c
-  A(x_p(c), x_c) α(x_c) / d(x_p(c))`` is a probability law on the homomorphisms (when every
-  node has out-mass ``d > 0``) and ``g / w = Π_{c ≠ root} 1 / d(x_p(c))`` with ``w = t · π``,
-  so ``E_π[Π_c 1 / d(x_p(c))] = 1 / t(F, G)``. The estimate is the reciprocal of that time
-  average, its standard error by the delta method.
+  through the importance identity ``E_π[Π_{c ≠ root} 1 / d(x_p(c))] = 1 / t(F, G)`` (the
+  reciprocal of that time average, its standard error by the delta method; the derivation is
+  on the :doc:`family page </families/graphs>`).
 
 Runner observables are functions ``fn(state) -> array`` of one chain's state, jittable and
 vmappable, evaluated inside the runner's scan (``psample.sample(..., observables=...)`` or the

@@ -14,7 +14,8 @@ Metropolis–Hastings probability
 (The authors' code by default targets a uniform root, accepting with ``deg(x)/deg(y)``; that
 is exact only on regular graphs and is not used here.) On bipartite graphs the root walk is
 periodic: use ``lazy=True``, which holds with probability 1/2. The chain moves only within the
-connected component (of the symmetrised network) in which it starts.
+connected component (of the symmetrised network) in which it starts. See the :doc:`family page
+</families/graphs>` for the method, tuning and measured limits.
 
 References
 ----------

@@ -7,6 +7,7 @@ equally). Every agent keeps a local sample and a dual; one synchronous iteration
 al. [1] is a noisy proximal step per agent, one message (a ``d``-vector) to its neighbours and
 a dual step (:mod:`psample.mcmc.admm.kernel` states it exactly). ``psample.admm`` is
 :func:`as_top_level_api`; its draws are the network average of the agents' samples.
+See the :doc:`family page </families/admm>` for the method, tuning and measured limits.
 
 Contract
 --------
@@ -21,52 +22,20 @@ arguments (``ChainAlgorithm.hoisted_arguments``) and ends every run with
 
 Known limits
 ------------
-**The method is biased by design.** For Gaussian targets the stationary mean of every agent is
-the posterior mean, but the stationary covariance is not the posterior's: it depends on ``rho``
-and on the graph (the tests compare it with the exact law of the linear recursion). Noise-free
-ADMM (``noise=False``) converges to the posterior mode with the agents in consensus. A graph
-without edges leaves every agent at its local MAP (no noise enters: the noise only acts through
-edges).
-
-**rho on a regular graph** (degree ``D``: ``N - 1`` for the complete graph, 2 for the ring).
-Summing the agents' prox optimality conditions (``sum_i p_i = 0`` and ``sum_i c_i = N x̄``)
-gives the network average's update exactly:
-
-.. math::
-
-    \\bar x^{k+1} = \\bar x^k - \\eta \\sum_i \\nabla f_i(x_i^{k+1})
-                    - \\bar\\xi, \\qquad \\eta = \\frac{1}{2\\rho D N}, \\quad
-                    \\bar\\xi \\sim N\\big(0, \\tfrac{1}{2\\rho^2 N} I\\big),
-
-an implicit Langevin step on the posterior potential (when the agents' gradients act as one
-gradient at the average) at temperature :math:`T = D/(2\\rho)`: the noise variance is
-:math:`2\\eta T`. For a Gaussian posterior of precision ``H`` its stationary covariance is
-:math:`T H^{-1} (I + \\eta H / 2)^{-1}`: exact when every shard has the same curvature, and a
-lower bound of the exact law, a few per cent to tens of per cent below it, when the shards'
-curvatures differ (checked against the exact recursion in ``tests/mcmc/admm``). So the
-variance is ``T`` times the posterior's only while ``eta lambda << 1`` (``lambda`` a posterior
-precision eigenvalue); ``rho = D / 2`` gives ``T = 1`` but not the posterior's variance when
-``lambda`` is comparable to ``2 rho D N``. The average relaxes in about ``2 rho D N / lambda``
-iterations; with many agents on the complete graph no ``rho`` is both fast (small ``rho D N``)
-and accurate (``T`` near 1): prefer a sparse graph.
-
-**rho and the mean.** For a non-Gaussian posterior the gradients at the agents' own positions
-(spread around the average by the noise, sd ``1 / (sqrt(2) rho)`` per agent and step) do not
-act as one gradient at the average, and the average's mean moves off the posterior's. A larger
-``rho`` shrinks that offset and, by the rule above, the variance with it. The default stays the
-paper's ``rho = 5``, and the offset is flagged at the end of the run: :func:`check_mean_offset`
-tests the mean of the posterior's score at the network average (``info.average_score``; 0 when
-the gradients act as one) against its Monte Carlo error and warns naming ``rho``. It sees the
-offset that the agents' disagreement causes, not the shift of a too-narrow law's mean towards
-the posterior's mode: the variance error of the rule above remains the method's, by design.
-The parameters' scale matters: the noise is fixed in the parameters' units, so the method is
-not invariant to rescaling them.
-
-**Not the reference code.** The neighbour sums run over each agent's real neighbours. The
-authors' code (``sisl/Distributed_ADMM_Sampler``) sums the quadratic term over agents
-``0 .. deg_i - 1`` instead (its dual step does use the real neighbours); that index slip is not
-copied, so its stored figures are not reproduced exactly. Nor is the baseline-only slip of its
-logistic script (the prior gradient of D-SGLD taken at the true parameter).
+**Biased by design.** For Gaussian targets the agents' stationary mean is the posterior mean,
+but the network average's covariance is not the posterior's: on a regular graph of degree ``D``
+the average is an implicit Langevin chain with step ``eta = 1 / (2 rho D N)`` at temperature
+``T = D / (2 rho)``, so for a posterior of precision ``H`` its covariance is
+``T H^-1 (I + eta H / 2)^-1`` (exact for shards of equal curvature, a lower bound otherwise),
+and it relaxes in about ``2 rho D N / lambda`` iterations (``lambda`` a precision eigenvalue).
+With many agents on the complete graph no ``rho`` is both fast and accurate: prefer a sparse
+graph. On non-Gaussian posteriors the mean moves off the posterior's too, less for larger
+``rho``; :func:`check_mean_offset` flags the offset caused by the agents' disagreement (not a
+too-narrow law's shift towards the mode). Noise-free ADMM (``noise=False``) converges to the
+posterior mode; a graph without edges leaves every agent at its local MAP. The method is not
+invariant to rescaling the parameters (the noise is fixed in their units). The neighbour sums
+run over each agent's real neighbours, not over agents ``0 .. deg_i - 1`` as the authors' code
+does, so its stored figures are not reproduced exactly.
 
 Modules
 -------

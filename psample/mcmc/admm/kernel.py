@@ -2,32 +2,28 @@
 
 Every agent ``i`` of ``N`` keeps a local sample :math:`x_i` and a dual :math:`p_i`, with the
 local potential :math:`f_i(x) = -\\log p(D_i \\mid x) - \\tfrac{1}{N} \\log p(x)`. One
-synchronous iteration is
+synchronous iteration draws noise :math:`\\xi_i \\sim N(0, I / (2\\rho^2))` per agent (from
+``fold_in(key, i)``, so the device layout does not change the draws), takes the noisy proximal
+step
 
-1. noise :math:`\\xi_i \\sim N(0, \\sigma^2 I)`, :math:`\\sigma^2 = 1 / (2\\rho^2)`, one draw per
-   agent shared by all its edge terms, from ``fold_in(key, i)`` (the device layout does not
-   change the draws);
-2. the noisy proximal step (:mod:`psample.mcmc.admm.prox`), with :math:`c_i = \\tfrac12 (x_i^k
-   + \\operatorname{mean}_{j \\in N_i} x_j^k)` and :math:`\\deg_i = |N_i|`:
+.. math::
 
-   .. math::
+    x_i^{k+1} = \\arg\\min_x \\; f_i(x) + \\langle p_i^k, x \\rangle
+                + \\rho \\deg_i \\, \\| x - (c_i - \\xi_i) \\|^2, \\qquad
+    c_i = \\tfrac12 (x_i^k + \\operatorname{mean}_{j \\in N_i} x_j^k)
 
-       x_i^{k+1} = \\arg\\min_x \\; f_i(x) + \\langle p_i^k, x \\rangle
-                   + \\rho \\deg_i \\, \\| x - (c_i - \\xi_i) \\|^2 ;
-
-3. communication (:mod:`psample.mcmc.admm.collectives`): every agent sends
-   :math:`x_i^{k+1}` (one ``d``-vector) to its neighbours; the neighbour sums serve the dual
-   step now and the proximal step of the next iteration, so one message per iteration is all
-   the algorithm needs;
-4. the dual step :math:`p_i^{k+1} = p_i^k + \\rho \\sum_{j \\in N_i} (x_i^{k+1} - x_j^{k+1})`
-   (:math:`\\sum_i p_i` stays 0: recorded as ``info.dual_sum``).
+(:mod:`psample.mcmc.admm.prox`), sends :math:`x_i^{k+1}` to the neighbours (one message per
+iteration, :mod:`psample.mcmc.admm.collectives`) and takes the dual step
+:math:`p_i^{k+1} = p_i^k + \\rho \\sum_{j \\in N_i} (x_i^{k+1} - x_j^{k+1})` (:math:`\\sum_i p_i`
+stays 0: ``info.dual_sum``). See the :doc:`family page </families/admm>` for the method, tuning
+and measured limits.
 
 Contract: ``as_top_level_api`` returns a :class:`psample.base.ChainAlgorithm` whose
 ``state.position`` is the network average (a pytree shaped like the initial position) and whose
 info is :class:`ADMMInfo`. With a mesh whose ``"shards"`` axis has several devices, each device
 holds a block of ``N / S`` consecutive agents through ``jax.shard_map``; with one device the
-same block code runs on all agents at once. The method's bias, the rules for ``rho`` and the
-other known limits are in :mod:`psample.mcmc.admm`.
+same block code runs on all agents at once. The method's bias and the rules for ``rho`` are
+summarised in :mod:`psample.mcmc.admm`.
 
 References
 ----------
