@@ -43,7 +43,7 @@ print(f"  FKC            {float(fkc_left):.4f} +- {float(fkc_left_se):.4f}")
 print(f"  annealed drift {plain_left.mean():.4f} +- {plain_left.std(ddof=1) / np.sqrt(plain_left.size):.4f}")
 # log Z estimates the log of the mass of q^beta at t_min over that at t = 1. The weights
 # discretise continuous-time weights, so it carries an O(h) bias, which a narrow mode makes
-# large at 200 steps; it shrinks with more steps (or with weights="stein").
+# large at 200 steps; it shrinks with more steps, and weights="stein" makes it smaller.
 log_Z_exact = exact.log_mass - psample.models.mixture_power(model.at(1.0), 3).log_mass
 print(f"log Z = {fkc.log_Z_mean:.3f} +- {fkc.log_Z_se:.3f} (exact {log_Z_exact:.3f})")
 
