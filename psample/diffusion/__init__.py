@@ -8,6 +8,8 @@
   :mod:`psample.diffusion.processes`.
 - The noise schedules :class:`VP` and :class:`VE` (:mod:`psample.schedules`, shared with FKC:
   ``t`` in ``[0, 1]``, ``t = 0`` is data), re-exported here.
+
+See the :doc:`family page </families/diffusion>` for the methods, tuning and measured limits.
 """
 
 import sys

@@ -1,20 +1,12 @@
 """The drift network of the learned diffusion samplers (plain JAX; parameters train with optax).
 
 The "PIS-grad" architecture of Zhang and Chen [1], also used by DDS [2] and gfn-diffusion [3]:
-
-.. math::
-
-    f_\\theta(t, x) = \\mathrm{MLP}_1([x, e(t)]) + \\mathrm{MLP}_2(e(t)) \\odot
-    \\mathrm{clip}(\\nabla \\log \\gamma(x), -c, c),
-
-with ``e(t)`` a learned embedding of Fourier features ``sin/cos(π k t)``, ``k = 1..H``, GELU
-activations, and the last layer of both MLPs initialised to zero so that an untrained sampler is
-exactly its reference process (``f = 0``). The target-gradient term is clipped (gfn-diffusion
-clips at 100) so that steep targets (many-well's quartic walls) cannot blow a step up; it is
-an input, so no gradient flows through it (``stop_gradient``: no second derivatives of ``γ``).
-
-A plain MLP needs no neural-network library: parameters are a dict of arrays (a pytree optax
-updates and :mod:`numpy` saves).
+``f_θ(t, x) = MLP_1([x, e(t)]) + MLP_2(e(t)) ⊙ clip(∇ log γ(x), -c, c)``, with ``e(t)`` a
+learned embedding of Fourier features ``sin/cos(π k t)``, GELU activations, and the last layer
+of both MLPs initialised to zero. The target-gradient term is clipped (gfn-diffusion clips at
+100) so that steep targets cannot blow a step up, and is an input (``stop_gradient``: no second
+derivatives of ``γ``). Parameters are a dict of arrays, a pytree optax updates and :mod:`numpy`
+saves. See the :doc:`family page </families/diffusion>` for the method and tuning.
 
 Contract
 --------

@@ -1,8 +1,8 @@
 """Reference processes of the learned samplers and their exact path-space importance weights.
 
-A learned sampler moves ``x_0 -> x_1 -> ... -> x_K`` (sampler time ``n``; ``n = 0`` is the
-reference side, ``n = K`` the target side) by Gaussian kernels ``F_n(x_{n+1} | x_n)`` whose mean
-holds the network's drift. Against a fixed backward (noising) process ``B_n(x_n | x_{n+1})``, the
+A learned sampler moves ``x_0 -> x_1 -> ... -> x_K`` (``n = 0`` the reference side, ``n = K``
+the target side) by Gaussian kernels ``F_n(x_{n+1} | x_n)`` whose mean holds the network's
+drift ``f_θ``. Against a fixed backward (noising) process ``B_n(x_n | x_{n+1})`` the
 extended-space importance weight
 
 .. math::
@@ -10,22 +10,15 @@ extended-space importance weight
     \\log w = \\log \\gamma(x_K) + \\sum_n \\log B_n(x_n | x_{n+1}) - \\log p_0(x_0)
               - \\sum_n \\log F_n(x_{n+1} | x_n)
 
-satisfies ``E[w] = Z`` exactly, for every ``K`` and every network (the ratio of the backward
-path law to the forward one, ``log_pb - log_pf`` in gfn-diffusion [3]): ``E[log w]`` is the
-ELBO ``<= log Z``, and the
-same weight along *backward* paths started at exact target draws has mean EUBO ``>= log Z``.
+satisfies ``E[w] = Z`` exactly, for every ``K`` and every network (``log_pb - log_pf`` in
+gfn-diffusion [3]): ``E[log w]`` is the ELBO ``<= log Z``, and along *backward* paths started
+at exact target draws its mean is the EUBO ``>= log Z``. ``"dds"`` (Vargas, Grathwohl, Doucet
+[1]) takes the variance-preserving OU process with stationary law ``N(0, s² I)``, discretised
+exactly on a :class:`VP` schedule's grid (with ``f_θ = 0`` every weight of the target
+``N(0, s² I)`` is ``log Z``); ``"pis"`` (Zhang and Chen [2]) Brownian motion from ``x_0 = 0``
+with diffusion ``s`` over ``[0, T]`` and the Brownian-bridge backward kernel.
 
-- ``"dds"`` (Vargas, Grathwohl, Doucet [1]): the variance-preserving OU process with stationary
-  law ``N(0, s² I)``, discretised exactly on the grid ``t_n = 1 - n/K`` of a :class:`VP`
-  schedule: with ``a_n = α(t_n)/α(t_{n+1})``,
-  ``B_n = N(a_n x_{n+1}, s²(1 - a_n²) I)``, ``F_n = N(a_n x_n + 2 s² (1 - a_n) f_θ, s²(1 - a_n²) I)``
-  (the exponential-integrator form of [1], eq. 14), ``x_0 ~ N(0, s² I)``. With ``f_θ = 0`` the
-  chain is the stationary, reversible AR(1): for the target ``N(0, s² I)`` every weight is
-  ``log Z``.
-- ``"pis"`` (Zhang and Chen [2]): Brownian motion from ``x_0 = 0`` with diffusion ``s`` over
-  ``[0, T]``, ``t_n = n T / K``: ``F_n = N(x_n + h f_θ, s² h I)`` and the Brownian-bridge
-  backward kernel ``B_n = N(x_{n+1} t_n / t_{n+1}, s² h t_n / t_{n+1} I)`` (``B_0`` is the point
-  mass at 0, which cancels ``x_0``'s).
+See the :doc:`family page </families/diffusion>` for the kernels, tuning and measured limits.
 
 Contract
 --------

@@ -1,73 +1,39 @@
 """Training-free reverse diffusion with Monte Carlo scores, corrected by exact SMC weights.
 
-The target ``π ∝ γ`` is noised by an affine forward process (:mod:`psample.schedules`):
-``q_t(x) = ∫ γ(x_0) N(x; α_t x_0, σ_t² I) dx_0``, unnormalised with mass ``Z``. Its score is a
-posterior expectation (RDMC, Huang et al. [1]; iDEM, Akhound-Sadegh et al. [2]):
-
-.. math::
-
-    \\nabla \\log q_t(x) = E[(α_t x_0 - x) / σ_t^2 \\mid x_t = x]
-                        = E[\\nabla \\log γ(x_0) \\mid x_t = x] / α_t ,
-    \\qquad p(x_0 \\mid x_t = x) \\propto γ(x_0) N(x; α_t x_0, σ_t^2 I).
-
-``score_estimator="importance"`` estimates it by self-normalised importance sampling with
-``M = num_score_samples`` draws from the Gaussian posterior of the data model
-``x_0 ~ N(0, τ² I)`` (``τ = data_std``, the target's rough scale),
-``r(x_0) = N(α_t τ² x / c_t, τ² σ_t² / c_t I)``, ``c_t = α_t² τ² + σ_t²``, whose weights are
-``γ(x_0) / N(x_0; 0, τ² I)``. The two forms of the score are mixed with weight ``λ_t = r_t² / (1 + r_t²)`` on the second,
-``r_t = α_t² τ² / σ_t²`` the signal-to-noise ratio: the first (bounded by the draws' spread over
-``σ_t²``) at high noise, where a draw in a steep tail would give the second a huge gradient, and
-the second at low noise, where the first has variance ``~1/σ_t²``. The implied posterior mean
-``(x + σ_t² ŝ) / α_t`` is clipped to the draws' range (coordinate-wise), where the first form
-always lies: when the weights degenerate (high dimension, steep tails) the second form can
-overshoot and, step after step, throw particles out. The same draws give
-an unbiased estimate of the noised density itself,
-``q̂_t(x) = N(x; 0, c_t I) · mean_m γ(x_0^m) / N(x_0^m; 0, τ² I)``. At high noise the draws
-come from (about) ``N(0, τ² I)``: a ``τ`` far below the target's spread starves the score of
-the outer modes (the weights stay exact, but modes the moves never reach are lost).
-``score_estimator="langevin"`` (RDMC's small-noise estimator) starts ``M`` chains at draws
-resampled from those weights and runs ``num_langevin_steps`` Metropolis-adjusted Langevin steps
-on ``p(x_0 | x_t = x)`` before averaging (MALA rather than RDMC's unadjusted steps: no step-size
-blow-up on steep targets; the density estimate still comes from the importance draws).
-
-The reverse process runs on the grid ``t_0 = 1 > t_1 > ... > t_K = t_min`` (uniform in
-``log(σ_t/α_t)``), each
-step a Gaussian proposal built from the estimated score ``ŝ`` (Tweedie's formula for the
-one-step transition, whose mean is exact for the exact score):
-
-.. math::
-
-    x_{n+1} \\sim F_n = N\\big((x_n + v_n ŝ_n) / a_n,\\; v_n c_{t_{n+1}} / c_{t_n} \\, I\\big),
-    \\quad a_n = α_{t_n} / α_{t_{n+1}}, \\quad v_n = σ_{t_n}^2 - a_n^2 σ_{t_{n+1}}^2
-
-(the variance is the exact one-step posterior variance when the data are ``N(0, τ² I)``).
-
-**Exact weights (``correction=True``).** With the forward transition as backward kernel,
-``B_n(x_n | x_{n+1}) = N(a_n x_{n+1}, v_n I)``, the population is an SMC sampler (Del Moral,
-Doucet and Jasra [3]) on the extended space of the paths *and* the Monte Carlo draws, whose
-intermediate targets are the estimates ``q̂_{t_n}`` carried with each particle, whose first
-target is the normalised reference ``N(0, s² I)`` and whose last is ``γ`` itself at the final
-particle:
+The target ``π ∝ γ`` is noised by an affine forward process (:mod:`psample.schedules`), and the
+reverse process runs from its Gaussian reference at ``t = 1`` to ``t_min`` on a grid uniform in
+``log(σ_t/α_t)``. At every step each particle's score of the noised target
+``q_t(x) = ∫ γ(x_0) N(x; α_t x_0, σ_t² I) dx_0`` is estimated from ``M = num_score_samples``
+draws of ``p(x_0 | x_t = x)`` (self-normalised importance sampling from the Gaussian posterior
+of the data model ``x_0 ~ N(0, τ² I)``, ``τ = data_std``; or MALA on that posterior,
+``score_estimator="langevin"``), as in RDMC [1] and iDEM [2]; the move is the Gaussian
+one-step transition that Tweedie's formula builds from it. The same draws give an unbiased
+estimate ``q̂_t(x)`` of the noised density, and with it the population is an SMC sampler
+(Del Moral, Doucet and Jasra [3]) on the extended space of the paths and the draws, with the
+forward transition as backward kernel:
 
 .. math::
 
     \\log g_n = \\log \\hat q_{t_{n+1}}(x_{n+1}) + \\log B_n(x_n \\mid x_{n+1})
               - \\log \\hat q_{t_n}(x_n) - \\log F_n(x_{n+1} \\mid x_n)
 
-(``q̂_{t_K} := γ``). The draws' density cancels because ``q̂`` is unbiased given ``x``, so the
-product of the increments' weighted means is an unbiased estimate of ``Z`` whatever ``M``, the
-estimator's bias or the step count: the score only shapes the proposal. Resampling
-(``blackjax.smc.resampling``) happens when the ESS falls below ``resample_ess · N``.
-``correction=False`` runs the plain reverse SDE (uniform weights, ``log_Z`` NaN).
+(``q̂_{t_K} := γ``), so ``log_Z`` is unbiased in ``Z`` whatever ``M``, the score's quality or
+the step count: the score only shapes the proposal. ``correction=False`` runs the plain reverse
+SDE (uniform weights, ``log_Z`` NaN).
+
+See the :doc:`family page </families/diffusion>` for the method, tuning and measured limits.
 
 Contract
 --------
 ``reverse_diffusion(logdensity_fn, *, schedule, num_steps, num_score_samples, ...)`` returns a
 :class:`psample.base.ParticleAlgorithm` for :func:`psample.run_particles`: one ``step`` is one
 time step (move, reweight, resample by ``resampling=`` when the ESS falls below
-``resample_ess · N``); the state holds ``particles`` ``(N, d)``, ``log_weights`` ``(N,)`` and
-``log_Z`` ``()``. Positions are flat ``(d,)`` vectors. NaN or ``+inf`` values of the target are
-counted in ``info.num_nonfinite`` and get weight zero; ``-inf`` is zero density.
+``resample_ess · N``); the state (:class:`ReverseDiffusionState`) holds ``particles``
+``(N, d)``, ``log_weights`` ``(N,)`` and ``log_Z`` ``()``, the info
+(:class:`ReverseDiffusionInfo`) ``ess``, ``log_Z_increment``, ``is_resampled``, ``time``,
+``num_evals`` and ``num_nonfinite``. Positions are flat ``(d,)`` vectors. NaN or ``+inf``
+values of the target are counted in ``info.num_nonfinite`` and get weight zero; ``-inf`` is
+zero density.
 
 Limits
 ------
@@ -184,7 +150,7 @@ def estimate_score(rng_key, logdensity_fn, schedule: Schedule, t, x, num_samples
                    estimator: str = "importance", data_std: float = 1.0, num_langevin_steps: int = 5,
                    langevin_step_size: float = 0.1) -> ScoreEstimate:  # fmt: skip
     """Monte Carlo estimate of ``log q_t(x)`` (unbiased in ``exp``) and ``∇ log q_t(x)``
-    (consistent) for one point ``x`` ``(d,)`` (see the module docstring)."""
+    (consistent) for one point ``x`` ``(d,)`` (see the :doc:`family page </families/diffusion>`)."""
     d = x.shape[0]
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     tau2 = data_std**2
@@ -305,11 +271,12 @@ def reverse_diffusion(
         ``M >= 1`` Monte Carlo draws per particle per step (each one target evaluation with
         gradient).
     score_estimator
-        ``"importance"`` or ``"langevin"`` (module docstring).
+        ``"importance"`` or ``"langevin"`` (:doc:`family page </families/diffusion>`).
     dim
         Dimension ``d`` (required with a plain function).
     data_std
-        ``τ``, the rough scale of the target, setting the importance proposal (module docstring).
+        ``τ``, the rough scale of the target, setting the importance proposal
+        (:doc:`family page </families/diffusion>`).
     t_min
         Last time of the grid, in ``(0, 1)``.
     correction

@@ -2,28 +2,21 @@
 
 :func:`train_sampler` fits the drift network of :mod:`psample.diffusion.networks` so that the
 sampler's path law matches the target's extended-space law (the path-space importance weight
-``log w`` of :mod:`psample.diffusion.processes`, ``E[w] = Z``):
+``log w`` of :mod:`psample.diffusion.processes`, ``E[w] = Z``), with one of three losses:
+``"kl"``, the reverse KL ``-E[log w]`` by reparameterisation through the simulated path (PIS
+[1], DDS [2]); ``"log_variance"``, ``Var_batch(log w)`` on paths simulated with frozen
+parameters (Richter et al. [3]); ``"trajectory_balance"``, ``mean((log Z_φ - log w)²)`` with a
+learned scalar ``log Z_φ`` (Malkin et al. [4]; Sendera et al. [5]). The two off-policy losses
+accept paths from any law: ``exploration`` widens the sampler's own paths, and
+``target_samples`` adds backward paths started at rough target draws, which teach the sampler
+modes its own paths never visit. Every pair of ``method`` and ``loss`` is supported. One jitted
+optax step per iteration; the chunk driver (:func:`psample.runtime.driver.drive`) runs
+``lax.scan`` chunks of iterations with the loss on a progress bar, turns Ctrl-C into "return
+the parameters trained so far", and, with ``checkpoint=path``, saves the parameters and the
+optimizer state after every chunk, from which a later call with the same arguments resumes
+(iteration ``i`` uses ``fold_in(key, i)``, so a resumed run reproduces an uninterrupted one).
 
-- ``loss="kl"``: the reverse KL ``-E[log w]`` (minus the ELBO), by reparameterisation through
-  the whole simulated path (PIS [1], DDS [2]); the target's gradient is an input of the network
-  and is not differentiated again.
-- ``loss="log_variance"``: ``Var_batch(log w)`` on paths simulated with frozen parameters
-  (VarGrad / log-variance loss of Richter et al. [3]; no backpropagation through the SDE).
-- ``loss="trajectory_balance"``: ``mean((log Z_φ - log w)²)`` with a learned scalar
-  ``log Z_φ`` (GFlowNet trajectory balance, Malkin et al. [4]; Sendera et al. [5]), on-policy
-  paths with frozen parameters.
-
-The two off-policy losses accept paths from any law: ``exploration`` widens the sampler's own
-paths, and ``target_samples`` adds paths of the backward (noising) process started at rough
-target draws, which is how a sampler learns modes its own paths never visit (Sendera et al.
-[5] take them from a replay buffer filled by local search; any MCMC or SMC population will do).
-
-Every pair of ``method`` and ``loss`` is supported. One jitted optax step per iteration; the
-chunk driver (:func:`psample.runtime.driver.drive`) runs ``lax.scan`` chunks of iterations, shows the
-loss on a tqdm bar, turns Ctrl-C into "return the parameters trained so far", and, with
-``checkpoint=path``, writes the parameters and the optimizer state after every chunk, from
-which a later call with the same arguments resumes (iteration ``i`` uses
-``fold_in(key, i)``, so a resumed run reproduces an uninterrupted one).
+See the :doc:`family page </families/diffusion>` for the losses, tuning and measured limits.
 
 Contract
 --------
@@ -289,7 +282,8 @@ def train_sampler(
         ``"dds"`` (OU reference from ``N(0, init_std² I)``) or ``"pis"`` (Brownian reference
         from 0); see :mod:`psample.diffusion.processes`.
     loss
-        ``"kl"``, ``"log_variance"`` or ``"trajectory_balance"`` (module docstring).
+        ``"kl"``, ``"log_variance"`` or ``"trajectory_balance"``
+        (:doc:`family page </families/diffusion>`).
     num_steps
         Sampler steps ``K >= 1``.
     batch_size

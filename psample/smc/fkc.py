@@ -10,131 +10,46 @@ FKC (Skreta et al. [1]) samples the weighted product of experts
 
 which covers annealing (one model, :math:`b = \\beta`), products of experts
 (:math:`b_1 = b_2 = 1`) and classifier-free guidance as a geometric mixture
-(:math:`b = (1 - w, w)`). Particles follow, backwards in time from ``t = 1`` to ``t_min``, the
-SDE with drift :math:`u_t = -k_t x + \\tfrac{g_t^2 + c_t^2}{2} S` and noise :math:`c_t`, and carry
-the log-weight rate
+(:math:`b = (1 - w, w)`). Particles follow the reverse SDE with drift
+:math:`-k_t x + \\tfrac{g_t^2 + c_t^2}{2} S` and noise :math:`c_t` from ``t = 1`` to ``t_min``,
+weighted by the rate :math:`G_t(x) = (B - 1)\\, d\\, k_t + \\tfrac{g_t^2}{2}(|S|^2 - \\sum_i b_i
+|s_i|^2)`, in which the scores' divergence cancels: no log-density is needed. One step
+reweights by :math:`e^{h G_t}` (:func:`psample.smc.base.reweight`), resamples
+(``blackjax.smc.resampling``) when the ESS falls below ``resample_ess * N``, and moves by
+Euler–Maruyama with the same scores: one evaluation of each score per particle per step. The
+initial population is :math:`N(0, s^2 I / B)`, ``s = schedule.reference_std()``. ``noise=r``
+(:math:`c_t^2 = r g_t^2`, ``r > 1``) adds a Langevin corrector at no extra evaluation with the
+same weights; ``weights="stein"`` (psample's) moves the :math:`|s_i|^2` terms into a drift
+change and a divergence estimated from each step's own noise (:func:`stein_divergence`).
 
-.. math::
-
-    G_t(x) = (B - 1)\\, d\\, k_t + \\frac{g_t^2}{2}\\Big(|S|^2 - \\sum_i b_i |s_i|^2\\Big),
-
-chosen so that the divergence of the scores cancels from the Fokker–Planck equation: no
-Hutchinson estimator and no log-density is needed ([1], Prop. 3.3). The cancellation holds for
-any noise level :math:`c_t` (a change of :math:`c_t` with its matching drift leaves the
-Fokker–Planck equation of :math:`p_t` unchanged), so :math:`G` does not depend on it.
-``noise="standard"`` takes :math:`c_t = g_t` (the drift :math:`-k_t x + g_t^2 S`);
-``noise="tempered"`` takes :math:`c_t = g_t / \\sqrt{B}` (the authors' ``scale_diffusion`` flag
-for annealing); a number ``r > 0`` takes :math:`c_t^2 = r\\, g_t^2`.
-
-**Langevin noise** (``r > 1``). Compared with the standard noise, the SDE with
-:math:`c_t^2 = r g_t^2` adds the drift :math:`\\tfrac{(r - 1) g_t^2}{2} S` and the noise variance
-:math:`(r - 1) g_t^2` per unit time: an overdamped Langevin diffusion that leaves the current
-target :math:`p_t` invariant (:math:`S = \\nabla \\log p_t`), with step
-:math:`\\epsilon = (r - 1) g_t^2 h / 2` inside every Euler–Maruyama step. It is a Langevin
-corrector at no extra score evaluation, and because :math:`G` does not depend on :math:`c_t` the
-weights stay those of the standard noise. The mixing shortens how long a particle keeps its
-excess weight, so the weights' variance falls, and on well-separated multimodal targets the
-error of the mode masses then falls like ``1/sqrt(N)`` (much more slowly with the standard
-noise).
-
-**Stein weights** (``weights="stein"``, psample's; derived in the same way as ``G``). For one
-model ``G`` holds :math:`\\tfrac{g_t^2}{2}\\beta(\\beta - 1)|s|^2`, which within a mode follows a
-particle's distance to the mode's centre: a slow fluctuation that accumulates in the weights and
-ends as variance of the mode masses. Adding a drift :math:`\\delta` to the SDE changes the
-Fokker–Planck equation by :math:`-\\nabla\\cdot(p\\,\\delta) = -p(\\nabla\\cdot\\delta + \\delta\\cdot S)`,
-which the rate repays exactly with :math:`+\\nabla\\cdot\\delta + \\delta\\cdot S`. With
-:math:`\\delta = -\\gamma\\tfrac{g_t^2}{2} S` and :math:`\\gamma = (B - 1)/B`
-(:func:`stein_fraction`) the quadratic part of ``G`` becomes
-:math:`\\tfrac{g_t^2}{2}(|S|^2/B - \\sum_i b_i |s_i|^2)`, zero wherever the experts' scores agree;
-for annealing it vanishes:
-
-.. math::
-
-    u_t = -k_t x + \\frac{g_t^2}{2}(r\\beta + 1)\\, s, \\qquad
-    G_t = (\\beta - 1)\\, d\\, k_t - \\frac{g_t^2}{2}(\\beta - 1)\\, \\nabla\\cdot s,
-
-exact for any noise :math:`c_t^2 = r g_t^2` (and a little less stiff than the score drift). The
-divergence costs no evaluation: the step's own noise gives the estimate
-:math:`\\langle\\varepsilon, S(t - h, x') - S(t, x)\\rangle / (c_t\\sqrt{h})`, whose mean is
-:math:`\\nabla\\cdot S(t, x) + O(h)` (:func:`stein_divergence`, with a control variate that
-removes its chi-square noise where the Hessian is near-isotropic, as in a Gaussian mode). Its
-noise is fresh at every step, so it averages out where the :math:`|s|^2` term accumulated. For
-a Gaussian mode :math:`\\nabla\\cdot s` is constant, so within separated modes the weights are
-nearly flat. The step reweights *after* its move (the estimate needs the moved particles'
-scores, which the next step reuses): the same one evaluation of each score per particle per
-step, plus one for the initial population.
-
-One step of the Euler–Maruyama discretisation with step :math:`h`, from time :math:`t`:
-
-1. **reweight**: evaluate every score once at the particles, multiply the weights by
-   :math:`\\exp(h\\, G_t(x))` (the shared :func:`psample.smc.base.reweight`: the log-normaliser
-   grows by :math:`\\log \\sum_i W_i e^{h G_t(x_i)}` with the normalised weights carried into the
-   step, so weights keep accumulating between resampling events and the increment is right
-   whatever the previous step did);
-2. **resample** (``resampling=``, a ``blackjax.smc.resampling`` scheme) when the ESS
-   (``blackjax.smc.ess``) falls below ``resample_ess * N`` (``resample_ess=1``, the default and
-   the paper's choice: every step), but never before step ``start_resampling_step``;
-3. **move**: :math:`x \\leftarrow x + h\\,u_t(x) + c_t \\sqrt{h}\\,\\varepsilon` with the scores
-   already computed in 1 (gathered by the resampling indices): one evaluation of each score per
-   particle per step.
-
-The initial population is :math:`N(0, s^2 I / B)` with ``s = schedule.reference_std()``: the
-product of the experts' references :math:`N(0, s^2 I)^{b_i}`.
+See the :doc:`family page </families/fkc>` for the method, tuning and measured limits.
 
 Contract
 --------
 :func:`as_top_level_api` (exported as :func:`psample.smc.fkc_smc`, with the special cases
 :func:`fkc_anneal`, :func:`fkc_product` and :func:`fkc_guidance`) returns a
-:class:`psample.base.ParticleAlgorithm` over :class:`FKCState` with :class:`FKCInfo` per step and
+:class:`psample.base.ParticleAlgorithm` over :class:`FKCState` (``particles`` ``(N, *shape)``,
+``log_weights`` ``(N,)``, ``log_Z`` ``()``, ...) with :class:`FKCInfo` per step (``ess``,
+``log_Z_increment``, ``is_resampled``, ``time``, ``num_score_evals``, ``num_nonfinite``) and
 ``num_steps`` steps; :func:`psample.run_particles` runs it. The final weighted population
 targets :math:`\\prod_i q^{(i)}_{t_{min}}{}^{b_i}`, and ``log_Z`` estimates
 :math:`\\log \\int \\prod_i q^{(i)}_{t_{min}}{}^{b_i} - \\log \\int \\prod_i q^{(i)}_1{}^{b_i}`.
-Score functions must return arrays shaped like the particle; a non-finite score is counted
-(``info.num_nonfinite``) and gives the particle weight zero, never in silence.
-
-Differences from the authors' code, on purpose:
-
-- ``start_resampling_step = k`` forbids resampling during the first ``k`` steps (early weights
-  are noisy and resampling them degenerates the population) but the weights keep accumulating
-  there; the authors' runner drops the weights *and* freezes the particles in that window,
-  which changes the target.
-- Adaptive resampling (``resample_ess < 1``) is offered besides the paper's every step.
+Score functions ``s(t, x)`` take one particle and return an array shaped like it; a non-finite
+score is counted (``info.num_nonfinite``) and gives the particle weight zero, never in silence.
+``start_resampling_step = k`` forbids resampling during the first ``k`` steps but keeps the
+weights (the authors' runner drops them there, which changes the target).
 
 Known limits
 ------------
-- **Discretisation bias.** The weights discretise continuous-time weights (they are not exact
-  discrete importance weights), so every estimate, ``log_Z`` included, carries an :math:`O(h)`
-  bias; the target is the product at ``t_min``, which tends to that at ``t = 0`` only as
-  ``t_min -> 0``.
-- **Initial mismatch.** For VP the reference is :math:`q_1` up to :math:`\\alpha_1`, which is
-  negligible; for VE it holds only when ``sigma_max`` dwarfs the data, and the mismatch is not
-  corrected by the weights.
-- **Step sizes** (derived for a Gaussian model): the step must resolve the stiffest part of the
-  annealed drift, ``B g_t^2 / v_t`` with ``v_t`` the variance of the narrowest noised mode, and
-  the weight factor ``exp(h G)`` has a finite variance only when ``h (B - 1) g_t^2 / v_t`` stays
-  below about 1/2 (``G`` grows like ``|s|^2``). On the VP schedule and narrow modes that is
-  hardest near ``t = 0`` (``time_grid="quadratic"`` spends its steps there) and again near
-  ``t = 1`` where ``g_t^2`` is largest (the uniform grid spends more there). With few steps on a
-  narrow-moded target the quadratic grid is much more accurate; with many steps, or on broad
-  targets, neither grid dominates, and the uniform grid (the authors') stays the default.
-- **Monte Carlo variance.** Past the discretisation error, the error of FKC's mode masses on
-  multimodal annealing targets is a Monte Carlo variance that falls much more slowly than
-  ``1/sqrt(N)`` with the score weights and the standard noise; Langevin noise (with fine enough
-  steps) restores the ``1/sqrt(N)`` rate.
-- **Langevin noise is stiffer.** The Euler step must resolve
-  :math:`\\tfrac{(1 + r) B g_t^2}{2 v_t}`, so larger ``r`` needs finer steps near ``t = 0``; with
-  too few steps a large ``r`` does far worse than the standard noise, which stays the default.
-- **Stein weights** lower the error of the mode masses, but their estimate of the divergence adds
-  noise within each mode (a larger within-mode error than exact-density MCMC moves at the same
-  number of score evaluations). With ``B = 1`` (guidance) there is nothing to move into the
-  weights and ``weights="stein"`` runs the score weights' step.
-- **Tempered noise is unstable for** ``B > 2``: with ``noise="tempered"`` the weighted variance
-  has an unstable fixed point (for a Gaussian model and :math:`c_t^2 = r g_t^2` the variance
-  ODE's linearisation at :math:`1/\\beta` has rate :math:`\\beta(t)(\\beta - 1 - \\beta r)`, which
-  is :math:`\\beta(t)(\\beta - 2)` at ``r = 1/beta`` and more stable the larger ``r``): annealing
-  a unit Gaussian to ``beta = 4`` leaves the particles with a variance far below the target's
-  ``1/4``, and on multimodal targets the tempered variant loses modes. ``noise="standard"`` is
-  the default.
+- Every estimate, ``log_Z`` most visibly, carries an :math:`O(h)` discretisation bias (the
+  weights discretise continuous-time weights); the target is the product at ``t_min``.
+- Under VE the initial population matches :math:`q_1` only when ``sigma_max`` dwarfs the data;
+  the mismatch is not corrected by the weights.
+- Narrow modes need fine steps (``time_grid="quadratic"`` spends them near ``t = 0``); Langevin
+  noise is stiffer still, and with the score weights the error of the mode masses on multimodal
+  targets falls much more slowly than ``1/sqrt(N)``.
+- ``noise="tempered"`` is unstable for ``B > 2`` (it shrinks the variance and loses modes).
+- With ``B = 1`` (guidance) ``weights="stein"`` has nothing to move and runs the score weights.
 
 References
 ----------
@@ -186,7 +101,8 @@ __all__ = [
 ]
 
 #: Named noise levels ``c_t`` of the reverse SDE (the weight rate is the same for all); a number
-#: ``r > 0`` gives ``c_t^2 = r g_t^2`` (``r > 1``: Langevin noise, see the module docstring).
+#: ``r > 0`` gives ``c_t^2 = r g_t^2`` (``r > 1``: Langevin noise, see the
+#: :doc:`family page </families/fkc>`).
 NOISES = {
     "standard": "c_t = g_t: drift -k_t x + g_t^2 S",
     "tempered": "c_t = g_t / sqrt(B): drift -k_t x + (1 + 1/B) g_t^2 S / 2 (unstable for B > 2)",
@@ -463,10 +379,11 @@ def _advance(state: FKCState, particles, log_weights, eve, new, do_resample, tim
 
 def stein_fraction(exponents: Sequence[float]) -> float:
     """``gamma = (B - 1) / B``, the fraction of the drift ``g_t^2 S`` that ``weights="stein"``
-    moves into the weights (module docstring): the drift gains ``-gamma g_t^2 S / 2`` and the
-    rate ``-gamma g_t^2 (div S + |S|^2) / 2``, which leaves ``g_t^2/2 (|S|^2 / B - sum_i b_i
-    |s_i|^2)`` of ``G``'s quadratic part: zero wherever the experts' scores agree, so zero for
-    one model (annealing). ``B = 1`` (guidance, one model at ``b = 1``) leaves nothing to move.
+    moves into the weights (:doc:`family page </families/fkc>`): the drift gains
+    ``-gamma g_t^2 S / 2`` and the rate ``-gamma g_t^2 (div S + |S|^2) / 2``, which leaves
+    ``g_t^2/2 (|S|^2 / B - sum_i b_i |s_i|^2)`` of ``G``'s quadratic part: zero wherever the
+    experts' scores agree, so zero for one model (annealing). ``B = 1`` (guidance, one model
+    at ``b = 1``) leaves nothing to move.
     """
     total = float(sum(exponents))
     return (total - 1.0) / total
@@ -474,7 +391,7 @@ def stein_fraction(exponents: Sequence[float]) -> float:
 
 def build_stein_kernel(score_fns: Sequence[Callable], exponents: Sequence[float], schedule: Schedule, noise,
                        resample: Callable) -> Callable:
-    """Build one FKC step with Stein weights (``weights="stein"``, module docstring).
+    """Build one FKC step with Stein weights (``weights="stein"``; :doc:`family page </families/fkc>`).
 
     The state carries the scores at its particles (``FKCState.scores``). One step from ``t``,
     with ``gamma = (B - 1) / B`` (:func:`stein_fraction`): move with the drift
@@ -695,14 +612,16 @@ def as_top_level_api(
     noise
         ``"standard"`` (``c_t = g_t``, default), ``"tempered"`` (``c_t = g_t / sqrt(B)``) or a
         number ``r > 0`` for ``c_t^2 = r g_t^2``. ``r > 1`` adds a Langevin corrector inside
-        every step at no extra score evaluation, with the same weights (module docstring). It
-        is stiffer: pair ``r`` of 2 to 4 with ``time_grid="quadratic"`` and a few hundred steps;
-        with about a hundred steps or fewer the standard noise is better.
+        every step at no extra score evaluation, with the same weights
+        (:doc:`family page </families/fkc>`). It is stiffer: pair ``r`` of 2 to 4 with
+        ``time_grid="quadratic"`` and a few hundred steps; with about a hundred steps or fewer
+        the standard noise is better.
     weights
         ``"score"`` (default: the paper's rate ``G`` from the scores) or ``"stein"``: the
         ``|s_i|^2`` terms of ``G`` are traded for a drift change and divergences estimated from
-        each step's own noise (module docstring). Same target and the same score evaluations per
-        step (plus one per particle for the initial population), and lower-variance weights:
+        each step's own noise (:doc:`family page </families/fkc>`). Same target and the same
+        score evaluations per step (plus one per particle for the initial population), and
+        lower-variance weights:
         on annealed multimodal targets a several times smaller error of the mode masses. With
         ``B = 1`` (guidance) there is nothing to move and the score weights' step runs.
     resampling
