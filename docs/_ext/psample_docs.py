@@ -173,10 +173,6 @@ def write_api_pages(folder: Path) -> None:
     (folder / "modules.rst").write_text("\n".join(toc) + "\n")
 
 
-def gallery_argv(script_path, script_vars):  # sphinx-gallery's reset_argv: run with defaults
-    return []
-
-
 class CliDirective(Directive):
     """``.. psample-cli:: run --help``: what the command line prints, as a literal block."""
 

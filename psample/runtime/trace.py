@@ -84,8 +84,8 @@ class Draw(NamedTuple):
 class Trace(RunTree):
     """The result of :func:`psample.sample`: an ArviZ ``xarray.DataTree`` with the run's record.
 
-    Groups (built once, when the trace is made; :mod:`psample.runtime.datatree`)
-    ------------------------------------------------------------------------------
+    Its groups are built once, when the trace is made (:mod:`psample.runtime.datatree`):
+
     posterior
         ``(chain, draw, ...)`` draws: the target's constrained sites (deterministic ones
         included), with the dims and coordinates of its NumPyro plates and its ``dims``/``coords``;
