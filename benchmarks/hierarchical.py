@@ -77,7 +77,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from polar_slice import _cpu_model  # noqa: E402  (one reader of the CPU's name for the benchmarks)
 
 SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc", "polar_block", "polar_block_nc",
-            "polar_block_c")
+            "polar_block_c", "polar_pairs")
 #: the latent sites of each case (a site whose name starts with one of these; non-centred names
 #: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
 LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights")}
@@ -180,6 +180,18 @@ def latent_blocks(case, example):
     return [list(b) for b in block_indices(example, [latent, rest])]
 
 
+def pair_blocks(example):
+    """German credit: one block per feature ``(log local_scales[j], unscaled_weights[j])``, the global
+    scale with feature 0, and one block of the global and all local scales (their ridge: only the
+    products ``local_j * global`` enter the likelihood). Blocks overlap; each update is exact."""
+    idx = {k: v.tolist() for k, v in zip(("g", "l", "u"), block_indices(example, [["global_scale", "local_scales"],
+                                                                               ["local_scales"], ["unscaled_weights"]]))}
+    g = [i for i in idx["g"] if i not in idx["l"]]
+    pairs = [[l, u] for l, u in zip(idx["l"], idx["u"])]
+    pairs[0] = g + pairs[0]
+    return pairs + [g + idx["l"]]
+
+
 def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=None):
     """Tuned ``(states, step)`` after ``num_warmup`` adaptation steps, and the warm-up seconds."""
     start = time.perf_counter()
@@ -201,6 +213,8 @@ def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=Non
             algorithm = flow_polar_slice(logdensity, num_fit_steps=fit_steps)
         elif kind.startswith("polar_block"):
             algorithm = psample.blocked_polar_slice(logdensity, blocks, w=10.0)
+        elif kind == "polar_pairs":
+            algorithm = psample.blocked_polar_slice(logdensity, blocks, w=3.0, structure="diagonal")
         else:
             algorithm = psample.polar_slice(logdensity, w=10.0)
         (states, parameters), _ = algorithm.adaptation.run(key, flat0, num_warmup)
@@ -271,8 +285,14 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
         target = from_numpyro(chosen, *args, **kwargs)
         logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
         blocks = None
+        example = jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1))
         if kind.startswith("polar_block"):
-            blocks = latent_blocks(case, jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1)))
+            blocks = latent_blocks(case, example)
+        elif kind == "polar_pairs":
+            if case != "german":
+                print(f"  {kind}: pair blocks are defined for german only; skipped")
+                continue
+            blocks = pair_blocks(example)
         if blocks is not None:
             print(f"  {kind}: blocks of sizes {[len(b) for b in blocks]}")
         carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup, fit_steps,

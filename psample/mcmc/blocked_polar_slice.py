@@ -1,7 +1,9 @@
 """Blocked (Metropolis-within-Gibbs) Gibbsian polar slice sampling, each block with its own preconditioner.
 
-Method. The coordinates of the flattened position are split into disjoint blocks
-``B_1, ..., B_m`` (e.g. a hierarchical model's hyperparameters and its latent variables).
+Method. The coordinates of the flattened position are covered by blocks ``B_1, ..., B_m``
+(e.g. a hierarchical model's hyperparameters and its latent variables; blocks may overlap: a
+block of a scale hyperparameter and all the local scales it multiplies can move along their
+ridge, while small blocks move each group's own coordinates).
 One transition updates the blocks in turn (a deterministic scan): block ``B_k`` is moved by one
 Gibbsian polar slice transition (Schär, Habeck and Rudolf [1]; :mod:`psample.mcmc.polar_slice`)
 on its conditional density ``x_{B_k} ↦ ϱ(x)`` with the other blocks held fixed, in the
@@ -111,7 +113,7 @@ class BlockedPolarSliceInfo(NamedTuple):
 
 
 def block_indices(position, blocks) -> tuple[np.ndarray, ...]:
-    """The flat indices of each block, checked: disjoint, covering, at least two coordinates each.
+    """The flat indices of each block, checked: covering, at least two coordinates each.
 
     Parameters
     ----------
@@ -131,8 +133,9 @@ def block_indices(position, blocks) -> tuple[np.ndarray, ...]:
     Raises
     ------
     ShapeError
-        If a block is empty or has one coordinate, blocks overlap, an index is out of range or
-        a coordinate is in no block.
+        If a block is empty or has one coordinate or names one twice, an index is out of range or
+        a coordinate is in no block. Blocks may overlap: a coordinate in two blocks is updated
+        twice per sweep (each update is exact).
     KeyError
         If a site name is not a key of ``position``.
     """
@@ -165,8 +168,8 @@ def block_indices(position, blocks) -> tuple[np.ndarray, ...]:
             )
         if indices.min() < 0 or indices.max() >= d:
             raise ShapeError(f"block {k} has indices outside the flattened position's range(0, {d}): {indices.tolist()}")
-        if len(np.unique(indices)) != indices.size or seen[indices].any():
-            raise ShapeError(f"blocks must be disjoint: block {k} repeats coordinates {sorted(set(np.flatnonzero(seen[indices])))}")
+        if len(np.unique(indices)) != indices.size:
+            raise ShapeError(f"block {k} names a coordinate twice: {indices.tolist()}")
         seen[indices] = True
         result.append(indices)
     if not seen.all():
@@ -427,7 +430,7 @@ def as_top_level_api(
     logdensity_fn
         ``position -> scalar`` unnormalised log-density (any pytree position).
     blocks
-        Disjoint blocks covering every coordinate, each of at least two coordinates: sequences
+        Blocks covering every coordinate (they may overlap), each of at least two coordinates: sequences
         of flat indices, or of site names for dict positions (:func:`block_indices`).
     w
         Initial radius window of every block (> 0), before adaptation.
