@@ -28,6 +28,15 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
 - ``polar_nc``: ``psample.polar_slice`` after its adaptation on the **non-centred** model
   (``psample.targets.noncentered``: ``LocScaleReparam(centered=0)`` on location-scale sites, the
   AR(1) series by its innovations). The same posterior on the user's sites, another geometry.
+- ``polar_c`` (German credit only): the centred form of the weights
+  (``hierarchical.sparse_logistic_regression_centered_model``: ``weights ~ Normal(0, local *
+  global)``), the same posterior;
+- ``polar_block`` / ``polar_block_nc`` / ``polar_block_c``: ``psample.blocked_polar_slice`` with
+  two blocks, the latent site (``LATENTS``) and the other sites, in the gym's / non-centred /
+  centred form;
+- ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
+  ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
+  (:func:`pair_blocks`; diagonal scales).
 
 Starts: NumPyro's ``init_to_uniform`` (radius 2) in each parameterisation, from the same key.
 Reported per sampler, over every scalar component of the gym's identity sites (the constrained,

@@ -8,7 +8,9 @@ Public API
   checkpoints); :func:`run_particles`, :class:`ParticleResult`: the particle runner.
 - :func:`polar_slice`: Gibbsian polar slice sampling, with an affine preconditioner adapted
   during warm-up (:mod:`psample.mcmc.polar_slice`); :func:`flow_polar_slice`, the same in the base
-  space of a normalizing flow fitted during warm-up (:mod:`psample.mcmc.flow_preconditioning`).
+  space of a normalizing flow fitted during warm-up (:mod:`psample.mcmc.flow_preconditioning`);
+  :func:`blocked_polar_slice`, polar slice moves on blocks of coordinates in turn, each block
+  with its own adapted preconditioner (:mod:`psample.mcmc.blocked_polar_slice`).
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
   (:mod:`psample.mcmc.logconcave_chain`); :func:`logconcave_chain_samples` runs it in one call.
 - :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
