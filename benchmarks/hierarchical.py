@@ -28,6 +28,15 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
 - ``polar_nc``: ``psample.polar_slice`` after its adaptation on the **non-centred** model
   (``psample.targets.noncentered``: ``LocScaleReparam(centered=0)`` on location-scale sites, the
   AR(1) series by its innovations). The same posterior on the user's sites, another geometry.
+- ``polar_c`` (German credit only): the centred form of the weights
+  (``hierarchical.sparse_logistic_regression_centered_model``: ``weights ~ Normal(0, local *
+  global)``), the same posterior;
+- ``polar_block`` / ``polar_block_nc`` / ``polar_block_c``: ``psample.blocked_polar_slice`` with
+  two blocks, the latent site (``LATENTS``) and the other sites, in the gym's / non-centred /
+  centred form;
+- ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
+  ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
+  (:func:`pair_blocks`; diagonal scales).
 
 Starts: NumPyro's ``init_to_uniform`` (radius 2) in each parameterisation, from the same key.
 Reported per sampler, over every scalar component of the gym's identity sites (the constrained,
@@ -69,13 +78,18 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import psample  # noqa: E402
 from psample.models import hierarchical  # noqa: E402
+from psample.mcmc.blocked_polar_slice import block_indices  # noqa: E402
 from psample.mcmc.flow_preconditioning import flow_polar_slice  # noqa: E402
 from psample.targets import from_numpyro, noncentered  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from polar_slice import _cpu_model  # noqa: E402  (one reader of the CPU's name for the benchmarks)
 
-SAMPLERS = ("nuts", "polar", "polar_nc", "polar_flow", "polar_flow_nc")
+SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc", "polar_block", "polar_block_nc",
+            "polar_block_c", "polar_pairs")
+#: the latent sites of each case (a site whose name starts with one of these; non-centred names
+#: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
+LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights")}
 DEFAULT_SAMPLERS = ("nuts", "polar", "polar_nc")
 
 #: case -> (gym target class, gym ground-truth module, the gym's identity sites in its order)
@@ -95,6 +109,13 @@ def model_and_data(case):
     if case == "german":
         return hierarchical.sparse_logistic_regression_model, (), hierarchical.german_credit_numeric_data()
     return hierarchical.radon_model, (), hierarchical.radon_minnesota_data()
+
+
+def centered_model(case):
+    """The case's centred alternative parameterisation (the same posterior), or ``None``."""
+    if case == "german":
+        return hierarchical.sparse_logistic_regression_centered_model
+    return None
 
 
 def ground_truth(case):
@@ -161,7 +182,26 @@ def flat_target(target, num_chains, key):
     return (lambda flat: target.logdensity_fn(unravel(flat))), flat0, unravel
 
 
-def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000):
+def latent_blocks(case, example):
+    """Flat index blocks ``[latent sites, the other sites]`` of one position (a dict of sites)."""
+    latent = [k for k in example if k.startswith(LATENTS[case])]
+    rest = [k for k in example if k not in latent]
+    return [list(b) for b in block_indices(example, [latent, rest])]
+
+
+def pair_blocks(example):
+    """German credit: one block per feature ``(log local_scales[j], unscaled_weights[j])``, the global
+    scale with feature 0, and one block of the global and all local scales (their ridge: only the
+    products ``local_j * global`` enter the likelihood). Blocks overlap; each update is exact."""
+    idx = {k: v.tolist() for k, v in zip(("g", "l", "u"), block_indices(example, [["global_scale", "local_scales"],
+                                                                               ["local_scales"], ["unscaled_weights"]]))}
+    g = [i for i in idx["g"] if i not in idx["l"]]
+    pairs = [[l, u] for l, u in zip(idx["l"], idx["u"])]
+    pairs[0] = g + pairs[0]
+    return pairs + [g + idx["l"]]
+
+
+def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=None):
     """Tuned ``(states, step)`` after ``num_warmup`` adaptation steps, and the warm-up seconds."""
     start = time.perf_counter()
     if kind == "nuts":
@@ -180,6 +220,10 @@ def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000):
     else:
         if kind.startswith("polar_flow"):
             algorithm = flow_polar_slice(logdensity, num_fit_steps=fit_steps)
+        elif kind.startswith("polar_block"):
+            algorithm = psample.blocked_polar_slice(logdensity, blocks, w=10.0)
+        elif kind == "polar_pairs":
+            algorithm = psample.blocked_polar_slice(logdensity, blocks, w=3.0, structure="diagonal")
         else:
             algorithm = psample.polar_slice(logdensity, w=10.0)
         (states, parameters), _ = algorithm.adaptation.run(key, flat0, num_warmup)
@@ -240,14 +284,34 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
     init_key, warm_key, draw_key = jax.random.split(key, 3)
     runs = {}
     for kind in samplers:
-        target = from_numpyro(noncentered(model) if kind.endswith("_nc") else model, *args, **kwargs)
+        if kind.endswith("_c"):
+            if centered_model(case) is None:
+                print(f"  {kind}: no centred alternative for {case}; skipped")
+                continue
+            chosen = centered_model(case)
+        else:
+            chosen = noncentered(model) if kind.endswith("_nc") else model
+        target = from_numpyro(chosen, *args, **kwargs)
         logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
-        carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup, fit_steps)
+        blocks = None
+        example = jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1))
+        if kind.startswith("polar_block"):
+            blocks = latent_blocks(case, example)
+        elif kind == "polar_pairs":
+            if case != "german":
+                print(f"  {kind}: pair blocks are defined for german only; skipped")
+                continue
+            blocks = pair_blocks(example)
+        if blocks is not None:
+            print(f"  {kind}: blocks of sizes {[len(b) for b in blocks]}")
+        carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup, fit_steps,
+                                                      blocks)
         run = chunk_runner(step, position, num_chains, num_draws // num_chunks)
         compiled = run.lower(carry, draw_key).compile()
         print(f"  {kind}: warm-up {warm_seconds:.0f} s incl. compile", flush=True)
         runs[kind] = dict(target=target, unravel=unravel, carry=carry, compiled=compiled, records=[], evals=[],
                           seconds=0.0, warm=warm_seconds)
+    samplers = [kind for kind in samplers if kind in runs]
     for chunk in range(num_chunks):  # alternating, chunk by chunk
         chunk_key = jax.random.fold_in(draw_key, chunk)
         for kind in samplers:

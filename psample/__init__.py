@@ -8,7 +8,9 @@ Public API
   checkpoints); :func:`run_particles`, :class:`ParticleResult`: the particle runner.
 - :func:`polar_slice`: Gibbsian polar slice sampling, with an affine preconditioner adapted
   during warm-up (:mod:`psample.mcmc.polar_slice`); :func:`flow_polar_slice`, the same in the base
-  space of a normalizing flow fitted during warm-up (:mod:`psample.mcmc.flow_preconditioning`).
+  space of a normalizing flow fitted during warm-up (:mod:`psample.mcmc.flow_preconditioning`);
+  :func:`blocked_polar_slice`, polar slice moves on blocks of coordinates in turn, each block
+  with its own adapted preconditioner (:mod:`psample.mcmc.blocked_polar_slice`).
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
   (:mod:`psample.mcmc.logconcave_chain`); :func:`logconcave_chain_samples` runs it in one call.
 - :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
@@ -34,6 +36,7 @@ from psample.mcmc.admm import as_top_level_api as admm
 from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.mcmc.logconcave_samples import logconcave_chain_samples
 from psample.mcmc.blackjax_window import window_adaptation
+from psample.mcmc.blocked_polar_slice import as_top_level_api as blocked_polar_slice
 from psample.mcmc.flow_preconditioning import flow_polar_slice
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.chains import resume, sample
@@ -42,7 +45,7 @@ from psample.runtime.trace import Trace
 from psample.targets import Target, from_logdensity, from_numpyro, noncentered
 
 __all__ = ["base", "diagnostics", "diffusion", "errors", "smc", "Target", "Trace", "from_numpyro",
-           "from_logdensity", "noncentered", "sample", "resume", "polar_slice", "flow_polar_slice", "window_adaptation", "logconcave_chain",
+           "from_logdensity", "noncentered", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "window_adaptation", "logconcave_chain",
            "logconcave_chain_samples", "run_particles", "ParticleResult", "admm"]
 __version__ = "0.1.0"
 

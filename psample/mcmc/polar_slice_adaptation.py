@@ -442,6 +442,7 @@ def estimate_parameters(
     allow_diagonal: bool = False,
     anchor=None,
     radius_counts=None,
+    gradients=None,
 ):
     """Robust estimates of ``center``, ``scale`` (of the given structure) and ``w`` from the chains' draws.
 
@@ -487,6 +488,10 @@ def estimate_parameters(
         ``(expansions, shrinks)``: radius stepping-out expansions and shrinkage rejections per
         transition, averaged over the window (run with ``previous["w"]``); ``None`` keeps ``w``'s
         ratio to the radii's spread.
+    gradients
+        ``(C, K, d)``: the gradients at ``x``, already evaluated (in place of ``gradient_fn``;
+        a block of a blocked sampler passes the columns of the joint's gradient, which are the
+        gradient of its conditional density).
 
     Returns
     -------
@@ -508,16 +513,21 @@ def estimate_parameters(
     # measures the estimate's noise for the shrinkage below.
     index = jnp.broadcast_to(jnp.arange(rows), (num_chains, rows)).reshape(-1)
     halves = (valid & (index < num_rows // 2), valid & (index >= num_rows // 2))
+    given_gradients = gradients
     gradients = with_gradient = use_gradients = None
-    if gradient_fn is not None:
+    if given_gradients is not None:
+        gradients = jnp.reshape(given_gradients, (-1, d))
+    elif gradient_fn is not None:
         gradients = jax.vmap(gradient_fn)(flat)
+    has_gradients = gradients is not None
+    if has_gradients:
         with_gradient = valid & jnp.all(jnp.isfinite(gradients), axis=1)
         gradients = jnp.where(with_gradient[:, None], gradients, 0.0)
         use_gradients = _gradients_reliable(y, gradients * mad, with_gradient, valid)
 
     def diagonal_of(rows_used):
         spread = _mad(flat, rows_used, _masked_median(flat, rows_used))
-        if gradient_fn is None:
+        if not has_gradients:
             return spread
         used = rows_used & with_gradient
         gradient_mad = _mad(gradients, used, _masked_median(gradients, used))
@@ -532,7 +542,7 @@ def estimate_parameters(
     elif structure == "dense":
         shape, weights = _tyler_shape(y, valid, n)
         covariance = shape
-        if gradient_fn is not None:
+        if has_gradients:
             # Both covariances in y = (x - c) / mad coordinates, with the same Tyler weights.
             weights = jnp.where(with_gradient, weights, 0.0)
             used = jnp.sum(with_gradient).astype(x.dtype)
@@ -553,7 +563,7 @@ def estimate_parameters(
             # structure="auto": a dense scale only where the draws show correlation beyond noise.
             eigenvalues = jnp.linalg.eigvalsh(shape)
             correlated = eigenvalues[-1] > _CORRELATION_NOISE_FACTOR * _mp_ratio(n, d) * eigenvalues[0]
-            if gradient_fn is not None:
+            if has_gradients:
                 # Without reliable gradients (heavy tails, funnels) a dense scale fitted to the
                 # draws alone hurts: a slowly mixing window's draws understate the spread along
                 # slow directions, and the next window mixes slower still.
