@@ -1,4 +1,4 @@
-"""Blocked (Metropolis-within-Gibbs) Gibbsian polar slice sampling, each block with its own preconditioner.
+"""Blocked Gibbsian polar slice sampling: a Gibbs scan of polar slice moves over blocks, each with its own preconditioner.
 
 Method. The coordinates of the flattened position are covered by blocks ``B_1, ..., B_m``
 (e.g. a hierarchical model's hyperparameters and its latent variables; blocks may overlap: a
