@@ -84,10 +84,17 @@ class HoistedArguments(NamedTuple):
         The arrays (a pytree).
     rebind
         ``rebind(arguments) -> ChainAlgorithm``: the same algorithm over (traced) ``arguments``.
+    owner
+        Optional key of the runners' compile cache: algorithms with the same ``owner`` share
+        their compiled functions, each called with its own ``arguments`` (``rebind`` must then
+        build the same algorithm from them). ``None``: the algorithm's ``step``. The runner sets
+        it for adapted algorithms, whose parameters are arguments, so a second adapted run of the
+        same sampler does not compile again.
     """
 
     arguments: ArrayTree
     rebind: Callable[[ArrayTree], "ChainAlgorithm"]
+    owner: Any = None
 
 
 class ChainAlgorithm(NamedTuple):

@@ -68,17 +68,29 @@ class _Lowered:
         return lambda *args: compiled(*args, self.arguments)
 
 
+def cache_owner(algorithm):
+    """The compile cache's key for ``algorithm`` (:mod:`psample.runtime.compiled`).
+
+    Its hoisted arguments' ``owner`` where set (adapted algorithms share their sampler's compiled
+    functions), else its ``step``.
+    """
+    hoist = hoisted(algorithm)
+    owner = None if hoist is None else getattr(hoist(), "owner", None)
+    return algorithm.step if owner is None else owner
+
+
 def batched_init(algorithm):
     """``jit(vmap(algorithm.init))``, cached on the algorithm so repeated runs do not recompile it."""
     hoist = hoisted(algorithm)
     if hoist is None:
         return compiled.cached(algorithm.step, ("init", algorithm.init), lambda: jax.jit(jax.vmap(algorithm.init)))
     rebind = hoist()[1]
-
-    def build():
-        return WithArguments(jax.jit(lambda positions, arguments: jax.vmap(rebind(arguments).init)(positions)), hoist)
-
-    return compiled.cached(algorithm.step, ("init", algorithm.init), build)
+    # Cached without its arguments: algorithms sharing an owner call it with their own.
+    init = compiled.cached(
+        cache_owner(algorithm), ("init", "hoisted"),
+        lambda: jax.jit(lambda positions, arguments: jax.vmap(rebind(arguments).init)(positions)),
+    )  # fmt: skip
+    return WithArguments(init, hoist)
 
 
 def state_position(state):

@@ -98,17 +98,23 @@ def chunk_functions(algorithm, observables: dict, plan: RunPlan, mesh: Mesh | No
     # Only a mesh with axes besides "chains" (chains x shards) needs the name: a sampler inside
     # shard_maps over that same mesh. A 1-D chains mesh keeps the plain vmap.
     spmd = CHAIN_AXIS if mesh is not None and CHAIN_AXIS in mesh.axis_names and len(mesh.axis_names) > 1 else None
-    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd)
-    return compiled.cached(
-        algorithm.step, key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd)
+    hoist = checks.hoisted(algorithm)
+    key = ("chunks", tuple(observables.items()), plan.num_chains, plan.num_warmup, plan.thin, spmd, hoist is None)
+    functions = compiled.cached(
+        checks.cache_owner(algorithm), key, lambda: _build_chunk_functions(algorithm, observables, plan, spmd)
     )
+    if hoist is None:
+        return functions
+    # Cached without the arguments: every algorithm of the same owner calls them with its own.
+    return ChunkFunctions(checks.WithArguments(functions.draws, hoist), checks.WithArguments(functions.warmup, hoist))
 
 
 def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None) -> ChunkFunctions:
     hoist = checks.hoisted(algorithm)
     if hoist is None:
         return ChunkFunctions(*map(jax.jit, _chunk_bodies(algorithm, observables, plan, spmd)))
-    # The algorithm's large arrays (e.g. data split over processes) are arguments, not constants.
+    # The algorithm's large arrays (e.g. data split over processes) or its adapted parameters
+    # are arguments, not constants: ``fn(carry, indices, arguments)``.
     rebind = hoist()[1]
 
     def draws(carry, indices, arguments):
@@ -117,7 +123,7 @@ def _build_chunk_functions(algorithm, observables: dict, plan: RunPlan, spmd: st
     def warmup(carry, indices, arguments):
         return _chunk_bodies(rebind(arguments), observables, plan, spmd)[1](carry, indices)
 
-    return ChunkFunctions(checks.WithArguments(jax.jit(draws), hoist), checks.WithArguments(jax.jit(warmup), hoist))
+    return ChunkFunctions(jax.jit(draws), jax.jit(warmup))
 
 
 def _chunk_bodies(algorithm, observables: dict, plan: RunPlan, spmd: str | None = None):

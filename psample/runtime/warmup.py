@@ -29,8 +29,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from psample.base import is_stepwise, provides_adaptation
-from psample.runtime import compiled
+from psample.base import ChainAlgorithm, HoistedArguments, is_stepwise, provides_adaptation
+from psample.runtime import checks, compiled
 
 __all__ = [
     "WarmupResult",
@@ -156,7 +156,7 @@ def warmup(
     if not is_stepwise(adaptation):
         (states, parameters), _ = adaptation.run(key, positions, num_warmup)
         parameters = jax.device_get(parameters)
-        return WarmupResult(algorithm.with_parameters(parameters), states, parameters, num_warmup, False)
+        return WarmupResult(adapted(algorithm, parameters), states, parameters, num_warmup, False)
 
     from psample.runtime.driver import drive
 
@@ -175,7 +175,7 @@ def warmup(
     states, parameters = adaptation.final(carry)
     parameters = jax.device_get(parameters)
     return WarmupResult(
-        algorithm.with_parameters(parameters), states, parameters, start + result.num_done, result.interrupted, carry
+        adapted(algorithm, parameters), states, parameters, start + result.num_done, result.interrupted, carry
     )
 
 
@@ -196,7 +196,50 @@ def restore(algorithm, parameters):
             "the checkpointed run was adapted during warm-up, but the algorithm passed to resume has no "
             "with_parameters(): resume with the sampler the run was started with"
         )
-    return algorithm.with_parameters(parameters)
+    return adapted(algorithm, parameters)
+
+
+def adapted(algorithm, parameters):
+    """``algorithm.with_parameters(parameters)``, compiled once per sampler whatever the parameters.
+
+    The tuned algorithm gets :class:`psample.base.HoistedArguments` whose arguments are the
+    parameters and whose ``owner`` is the untuned algorithm's ``step``: its chunk functions take
+    the parameters as an argument, so a second adapted run of the same sampler (a notebook cell
+    run again, a benchmark's repetition) reuses the compiled draws instead of compiling them
+    again around new constants. Where ``with_parameters`` cannot be traced with abstract
+    parameters (it reads their values in Python), or does not return a
+    :class:`psample.base.ChainAlgorithm`, the tuned algorithm is returned as it is.
+    """
+    tuned = algorithm.with_parameters(parameters)
+    if not isinstance(tuned, ChainAlgorithm) or not _traceable_parameters(algorithm, parameters):
+        return tuned
+    inner = checks.hoisted(algorithm)
+    if inner is None:
+        def hoist():
+            return HoistedArguments(parameters, algorithm.with_parameters, owner=algorithm.step)
+    else:
+        def hoist():
+            arguments, rebind = inner()[:2]
+            return HoistedArguments(
+                (arguments, parameters), lambda a: rebind(a[0]).with_parameters(a[1]), owner=algorithm.step
+            )
+    return tuned._replace(hoisted_arguments=hoist)
+
+
+def _traceable_parameters(algorithm, parameters) -> bool:
+    """Whether ``with_parameters`` builds its algorithm from abstract (traced) parameters."""
+
+    def build():
+        try:
+            jax.eval_shape(lambda p: (algorithm.with_parameters(p), 0)[1], parameters)
+        except (jax.errors.JAXTypeError, jax.errors.ConcretizationTypeError, TypeError, ValueError):
+            return False
+        return True
+
+    try:
+        return compiled.cached(algorithm.step, ("traceable_parameters", jax.tree.structure(parameters)), build)
+    except TypeError:  # an unhashable tree structure: probe every time
+        return build()
 
 
 def parameters_to_attrs(parameters, prefix: str = "adapted") -> dict:
