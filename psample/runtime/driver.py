@@ -52,7 +52,7 @@ from psample.errors import PsampleError, RunError
 from psample.runtime import sharding
 from psample.runtime.progress import progress_bar, shows_progress
 
-__all__ = ["drive", "DriveResult", "concatenate", "interactive", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["drive", "DriveResult", "concatenate", "interactive", "is_watched", "TARGET_CHUNK_SECONDS", "DEFAULT_CHUNK_BYTES"]
 
 #: Wall time a watched chunk should take (device work, and separately its host work: the copy
 #: and ``on_chunk``, which a Ctrl-C waits for).
@@ -231,6 +231,18 @@ def _timed_call(run_chunk, carry, indices):
     return outputs, time.perf_counter() - start
 
 
+def is_watched(progress: bool, on_chunk=None) -> bool:
+    """Whether a run's chunks are sized in time (someone watches: a bar, a checkpoint, Ctrl-C).
+
+    Unwatched runs get chunks sized by memory alone. Under several processes the answer is the
+    same everywhere (any process watching), since chunk lengths must agree.
+    """
+    watched = _shows_progress(progress) or on_chunk is not None or _INTERACTIVE.get()
+    if sharding.is_multiprocess():
+        watched = sharding.any_process(watched)[0]
+    return bool(watched)
+
+
 def drive(
     run_chunk: Callable,
     carry,
@@ -299,10 +311,8 @@ def drive(
     """
     if stop is None and until is None:
         raise ValueError("drive needs stop or until")
-    watched = _shows_progress(progress) or on_chunk is not None or _INTERACTIVE.get()
+    watched = is_watched(progress, on_chunk)
     multiprocess = sharding.is_multiprocess()
-    if multiprocess:  # chunk lengths must be the same everywhere
-        watched = sharding.any_process(watched)[0]
     clock_start = time.perf_counter()
     planner = _ChunkPlanner(chunk_length, bytes_per_step, timed=watched)
     if position is None:

@@ -298,9 +298,10 @@ def run_particles(
 
     until = None
     if algorithm.is_done is not None:
-        if chunk_length is None and not progress:
-            # Unwatched open-ended runs: the driver would size chunks by memory alone (millions
-            # of steps); a few steps per chunk stop soon after the last replicate is done.
+        if chunk_length is None and not driver.is_watched(progress):
+            # Unwatched open-ended runs (no bar shown: progress=False, a pipe, CI): the driver
+            # would size chunks by memory alone (millions of steps); a few steps per chunk stop
+            # soon after the last replicate is done.
             chunk_length = UNTIL_DONE_CHUNK_LENGTH
         done_fn = _all_done(algorithm)
         until = lambda c: bool(done_fn(c[0]))
