@@ -27,6 +27,29 @@ def pytest_configure(config):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
+#: Tests of tens of seconds each (subprocesses that start JAX and compile whole runs), moved to the
+#: front of the run in this order, each module's tests kept together and in their order. Longest
+#: first: pytest-xdist's ``worksteal`` hands the first half of the list to one worker and the
+#: second half to the other, and a worker that runs out steals from the end of the other's list,
+#: so the long tests start at once and the short ones fill in at the end, instead of a long test
+#: starting last and leaving the other worker idle.
+LONG_FIRST = (
+    "tests/test_readme.py::test_readme_python_blocks_run[heavy]",
+    "tests/test_benchmarks_gpu.py::",
+    "tests/runtime/test_particles_sharded.py::",
+    "tests/test_wheel.py::",
+    "tests/runtime/test_particles_multiprocess.py::",
+    "tests/runtime/test_multiprocess.py::",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: every other test keeps its place
+
+
 def xla_flags(*flags: str) -> str:
     """``XLA_FLAGS`` for a test's subprocess: this run's test flags and ``flags``."""
     own = TEST_XLA_FLAGS if TEST_XLA_FLAGS in os.environ.get("XLA_FLAGS", "") else ""

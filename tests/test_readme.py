@@ -262,9 +262,14 @@ for number, block in enumerate(blocks):
                 for name in block["allow"]:
                     warnings.simplefilter("ignore", getattr(psample.errors, name))
             exec(compile(block["code"], block["file"], "exec"), {"__name__": "__main__"})
-    except BaseException:
-        traceback.print_exc(file=sys.stdout)
-        print(f"BLOCK {block['label']} FAILED", flush=True)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # an exception, or sys.exit(1) of the block
+        if isinstance(error, SystemExit) and error.code in (None, 0):
+            print(f"BLOCK {block['label']} OK", flush=True)
+        else:
+            traceback.print_exc(file=sys.stdout)
+            print(f"BLOCK {block['label']} FAILED", flush=True)
     else:
         print(f"BLOCK {block['label']} OK", flush=True)
     finally:
@@ -303,3 +308,24 @@ def _run_blocks(indices, cwd: Path) -> None:
 @pytest.mark.parametrize("indices", _params())
 def test_readme_python_blocks_run(indices, tmp_path):
     _run_blocks(indices, tmp_path)
+
+
+def test_a_failing_block_is_named_and_the_next_runs_in_a_fresh_namespace(tmp_path, monkeypatch):
+    """The batch runner itself: a block's UserWarning is an error, reported with its page and
+    line; the next block still runs, in its own namespace and working directory."""
+    fake = [
+        (README, 10, "leak = 1\nopen('here.txt', 'w').close()\nimport warnings\nwarnings.warn('careful')\n", {}),
+        (README, 20, "assert 'leak' not in globals()\nimport os\nassert not os.path.exists('here.txt')\n", {}),
+        (README, 30, "import sys\nsys.exit(2)\n", {}),
+        (README, 40, "import os\nos._exit(3)\n", {}),
+        (README, 50, "print('never reached')\n", {}),
+    ]
+    items = {"subs": {}, "continues": False, "heavy": False, "skip": None, "allow": []}
+    monkeypatch.setattr(sys.modules[__name__], "BLOCKS", [(p, line, code, dict(items)) for p, line, code, _ in fake])
+    with pytest.raises(AssertionError) as failed:
+        _run_blocks((0, 1, 2, 3, 4), tmp_path)
+    message = str(failed.value)
+    assert "README.md line 10:" in message and "UserWarning: careful" in message
+    assert "README.md line 20" not in message  # ran, and passed
+    assert "README.md line 30:" in message and "SystemExit: 2" in message
+    assert "README.md line 40 (exit status 3)" in message and "line 50" not in message  # the interpreter ended there
