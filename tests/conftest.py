@@ -7,6 +7,8 @@ equalities between two runs of one configuration) does not depend on it. A run t
 long statistical tests (``slow``) compiles as users and benchmarks do, with XLA's defaults: a
 learned sampler's training, for one, follows another floating-point path without them.
 Subprocesses that set their own ``XLA_FLAGS`` add theirs to these (:func:`xla_flags`).
+
+The longest tests run first (:data:`LONG_FIRST`), which shortens a run spread over workers.
 """
 
 import os
@@ -27,8 +29,8 @@ def pytest_configure(config):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
-#: Tests of tens of seconds each (subprocesses that start JAX and compile whole runs), moved to the
-#: front of the run in this order, each module's tests kept together and in their order. Longest
+#: The longest tests (subprocesses that start JAX and compile whole runs), moved to the front of
+#: the run in this order, each module's tests kept together and in their order. Longest
 #: first: pytest-xdist's ``worksteal`` hands the first half of the list to one worker and the
 #: second half to the other, and a worker that runs out steals from the end of the other's list,
 #: so the long tests start at once and the short ones fill in at the end, instead of a long test

@@ -26,7 +26,7 @@ A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose 
 
 Every block runs as a user pastes it into a fresh interpreter: JAX's defaults (32-bit, no state
 left by the tests), its own namespace and scratch directory. To pay for the interpreter start and
-the imports (jax, NumPyro, ArviZ: seconds each) once rather than per block, the blocks of one
+the imports (jax, NumPyro, ArviZ) once rather than per block, the blocks of one
 kind (``heavy`` or not) run one after the other in ONE interpreter, each in a fresh namespace and
 working directory, with the warning filters set anew (:data:`BATCH`); each block's outcome is
 reported with its page and line, and a failing block does not stop the others. A block that

@@ -28,7 +28,7 @@ def four_devices(tmp_path_factory) -> FourDevices:
 
     Under pytest-xdist the first worker that needs it runs the script and the others read its
     output (pytest-xdist's recipe for a session fixture run once: a lock file in the folder all
-    workers share); the script's checks take most of a minute of compilation.
+    workers share), instead of once per worker: the script compiles many whole runs.
     """
     script = Path(__file__).with_name("four_devices.py")
     env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
