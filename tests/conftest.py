@@ -7,6 +7,8 @@ equalities between two runs of one configuration) does not depend on it. A run t
 long statistical tests (``slow``) compiles as users and benchmarks do, with XLA's defaults: a
 learned sampler's training, for one, follows another floating-point path without them.
 Subprocesses that set their own ``XLA_FLAGS`` add theirs to these (:func:`xla_flags`).
+
+The longest tests run first (:data:`LONG_FIRST`), which shortens a run spread over workers.
 """
 
 import os
@@ -25,6 +27,35 @@ def pytest_configure(config):
     # its CPU backend starts).
     if _fast_run(config.getoption("markexpr") or "") and TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+#: The longest tests (subprocesses that start JAX and compile whole runs), moved to the front of
+#: the run in this order, each module's tests kept in their order (a test picked out of its module
+#: uses no module-scoped fixture). Longest first: pytest-xdist's ``worksteal`` hands the first
+#: half of the list to one worker and the second half to the other, and a worker that runs out
+#: steals from the end of the other's list, so the long tests start at once and the short ones
+#: fill in at the end, instead of a long test starting last and leaving the other worker idle.
+LONG_FIRST = (
+    "tests/test_readme.py::test_readme_python_blocks_run[heavy]",
+    "tests/test_benchmarks_gpu.py::",
+    "tests/runtime/test_particles_sharded.py::",
+    # The other readers of the session fixture four_devices (one subprocess, run once for all):
+    # next to the first, so that the worker running the subprocess reads them and the other
+    # worker never waits for it.
+    "tests/runtime/test_chains.py::test_chains_sharded_over_devices_match_one_device",
+    "tests/runtime/test_chains.py::test_resume_restores_the_sharding_over_4_devices",
+    "tests/runtime/test_particles.py::test_replicates_are_placed_over_devices_with_the_same_result",
+    "tests/test_wheel.py::",
+    "tests/runtime/test_particles_multiprocess.py::",
+    "tests/runtime/test_multiprocess.py::",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: every other test keeps its place
 
 
 def xla_flags(*flags: str) -> str:

@@ -18,16 +18,26 @@ A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose 
 - ``name=value, ...``: replace the keyword argument ``name=...`` in the block by ``name=value``
   (fast settings for a snippet that shows realistic sizes; every name must occur in the block);
 - ``continues``: run after the previous python block, in one program (a snippet that builds on
-  the one above it); every block runs in a fresh interpreter with JAX's defaults, as a user's;
+  the one above it);
 - ``heavy``: mark the block's test ``heavy`` (seconds of compilation);
 - ``skip: REASON``: do not run it (a reason is required);
 - ``allow: WARNING (REASON)``: let the block issue that warning of :mod:`psample.errors`, where
   the fast settings cause it (a reason is required).
+
+Every block runs as a user pastes it into a fresh interpreter: JAX's defaults (32-bit, no state
+left by the tests), its own namespace and scratch directory. To pay for the interpreter start and
+the imports (jax, NumPyro, ArviZ) once rather than per block, the blocks of one
+kind (``heavy`` or not) run one after the other in ONE interpreter, each in a fresh namespace and
+working directory, with the warning filters set anew (:data:`BATCH`); each block's outcome is
+reported with its page and line, and a failing block does not stop the others. A block that
+changes the interpreter's global state (:data:`GLOBAL_STATE`: 64-bit mode, XLA flags, the
+environment, NumPyro's device count) runs alone in its own interpreter.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -180,16 +190,40 @@ def _before(path: Path, line: int) -> str:
     return "\n".join(path.read_text().splitlines()[:line])
 
 
+#: A block whose code matches this changes the interpreter's global state: it runs alone.
+GLOBAL_STATE = re.compile(r"jax_enable_x64|enable_x64|XLA_FLAGS|os\.environ|jax\.config\.update|set_host_device_count"
+                          r"|set_platform|jax\.distributed")  # fmt: skip
+
+
+def _group(index: int) -> str:
+    """The interpreter block ``index`` runs in: ``heavy``, ``light`` or ``alone-<index>``."""
+    path, line, code, items = BLOCKS[index]
+    if GLOBAL_STATE.search(_program(index)):
+        return f"alone-{index}"
+    return "heavy" if items["heavy"] else "light"
+
+
+def _heading(path: Path, line: int) -> str:
+    heading = re.findall(r"^## (.+)$", _before(path, line), re.M)
+    slug = re.sub(r"[^a-z0-9]+", "-", (heading[-1] if heading else "top").lower()).strip("-")[:40]
+    prefix = "" if path == README else path.stem + "-"
+    return f"{prefix}{slug}-line{line}"
+
+
 def _params():
+    """One test per interpreter: the ``heavy`` blocks together, the others together, each block
+    that changes global state alone (its test id names the block)."""
+    groups: dict[str, list[int]] = {}
     params = []
     for index, (path, line, code, items) in enumerate(BLOCKS):
-        marks = [pytest.mark.heavy] if items["heavy"] else []
-        if items["skip"]:
-            marks.append(pytest.mark.skip(reason=items["skip"]))
-        heading = re.findall(r"^## (.+)$", _before(path, line), re.M)
-        slug = re.sub(r"[^a-z0-9]+", "-", (heading[-1] if heading else "top").lower()).strip("-")[:40]
-        prefix = "" if path == README else path.stem + "-"
-        params.append(pytest.param(index, id=f"{prefix}{slug}-line{line}", marks=marks))
+        if items["skip"]:  # listed as skipped, with the page's reason
+            params.append(pytest.param((index,), id=_heading(path, line), marks=pytest.mark.skip(reason=items["skip"])))
+        else:
+            groups.setdefault(_group(index), []).append(index)
+    for name, indices in groups.items():
+        marks = [pytest.mark.heavy] if any(BLOCKS[i][3]["heavy"] for i in indices) else []
+        label = name if not name.startswith("alone-") else _heading(*BLOCKS[indices[0]][:2])
+        params.append(pytest.param(tuple(indices), id=label, marks=marks))
     return params
 
 
@@ -203,28 +237,95 @@ def _program(index: int) -> str:
     return before + "\n" * max(offset, 1) + code
 
 
-def _run_block(index: int, cwd: Path) -> None:
-    """Run block ``index`` in a fresh interpreter, as a user runs it: JAX's defaults (no x64, no
-    state left by other tests), psample's DeprecationWarnings and every UserWarning as errors but
-    those the block's marker allows."""
-    path, line, code, items = BLOCKS[index]
-    prelude = [
-        "import warnings, matplotlib",
-        "matplotlib.use('Agg')",
-        "warnings.simplefilter('error', DeprecationWarning)",
-        "warnings.simplefilter('error', UserWarning)",
-    ]
-    if items["allow"]:
-        prelude.append("import psample.errors")
-        prelude += [f"warnings.simplefilter('ignore', psample.errors.{name})" for name in items["allow"]]
-    program = "; ".join(prelude) + _program(index)
+#: The program that runs blocks one after the other in one interpreter. It reads a JSON list of
+#: ``{"label", "file", "code", "allow"}`` on stdin and, per block, in a fresh namespace and
+#: scratch directory with fresh warning filters (psample's DeprecationWarnings and every
+#: UserWarning as errors, but those ``allow`` names), runs the code and prints
+#: ``BLOCK <label> OK`` or ``BLOCK <label> FAILED`` after the traceback (on stdout).
+BATCH = r"""
+import json, os, sys, traceback, warnings
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+blocks = json.load(sys.stdin)
+scratch = os.getcwd()
+for number, block in enumerate(blocks):
+    os.chdir(os.path.join(scratch, str(number)))
+    try:
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            warnings.simplefilter("error", DeprecationWarning)
+            warnings.simplefilter("error", UserWarning)
+            if block["allow"]:
+                import psample.errors
+                for name in block["allow"]:
+                    warnings.simplefilter("ignore", getattr(psample.errors, name))
+            exec(compile(block["code"], block["file"], "exec"), {"__name__": "__main__"})
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # an exception, or sys.exit(1) of the block
+        if isinstance(error, SystemExit) and error.code in (None, 0):
+            print(f"BLOCK {block['label']} OK", flush=True)
+        else:
+            traceback.print_exc(file=sys.stdout)
+            print(f"BLOCK {block['label']} FAILED", flush=True)
+    else:
+        print(f"BLOCK {block['label']} OK", flush=True)
+    finally:
+        plt.close("all")
+"""
+
+
+def _run_blocks(indices, cwd: Path) -> None:
+    """Run the blocks ``indices`` in one fresh interpreter, as a user runs each (:data:`BATCH`):
+    JAX's defaults (no x64, no state left by other tests); fail naming every block that failed."""
+    blocks = []
+    for number, index in enumerate(indices):
+        path, line, code, items = BLOCKS[index]
+        (cwd / str(number)).mkdir()  # snippets write checkpoints and saved samplers: here
+        label = f"{path.relative_to(ROOT)} line {line}"
+        blocks.append({"label": label, "file": str(path), "code": _program(index), "allow": items["allow"]})
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "PYTHONWARNINGS")}
     env["XLA_FLAGS"] = xla_flags()
-    done = subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert done.returncode == 0, f"{path.name} line {line}:\n{done.stderr[-4000:]}"
+    done = subprocess.run([sys.executable, "-c", BATCH], input=json.dumps(blocks), cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    failed = []
+    output = done.stdout
+    for block in blocks:
+        ok, bad = f"BLOCK {block['label']} OK\n", f"BLOCK {block['label']} FAILED\n"
+        if ok in output:
+            output = output.split(ok, 1)[1]
+        elif bad in output:
+            report, output = output.split(bad, 1)
+            failed.append(f"{block['label']}:\n{report[-4000:]}")
+        else:  # the interpreter died in this block
+            failed.append(f"{block['label']} (exit status {done.returncode}):\n{output[-2000:]}\n{done.stderr[-4000:]}")
+            break
+    assert not failed, "\n\n".join(failed)
 
 
-@pytest.mark.parametrize("index", _params())
-def test_readme_python_block_runs(index, tmp_path):
-    _run_block(index, tmp_path)  # snippets write checkpoints and saved samplers: in tmp_path
+@pytest.mark.parametrize("indices", _params())
+def test_readme_python_blocks_run(indices, tmp_path):
+    _run_blocks(indices, tmp_path)
+
+
+def test_a_failing_block_is_named_and_the_next_runs_in_a_fresh_namespace(tmp_path, monkeypatch):
+    """The batch runner itself: a block's UserWarning is an error, reported with its page and
+    line; the next block still runs, in its own namespace and working directory."""
+    fake = [
+        (README, 10, "leak = 1\nopen('here.txt', 'w').close()\nimport warnings\nwarnings.warn('careful')\n", {}),
+        (README, 20, "assert 'leak' not in globals()\nimport os\nassert not os.path.exists('here.txt')\n", {}),
+        (README, 30, "import sys\nsys.exit(2)\n", {}),
+        (README, 40, "import os\nos._exit(3)\n", {}),
+        (README, 50, "print('never reached')\n", {}),
+    ]
+    items = {"subs": {}, "continues": False, "heavy": False, "skip": None, "allow": []}
+    monkeypatch.setattr(sys.modules[__name__], "BLOCKS", [(p, line, code, dict(items)) for p, line, code, _ in fake])
+    with pytest.raises(AssertionError) as failed:
+        _run_blocks((0, 1, 2, 3, 4), tmp_path)
+    message = str(failed.value)
+    assert "README.md line 10:" in message and "UserWarning: careful" in message
+    assert "README.md line 20" not in message  # ran, and passed
+    assert "README.md line 30:" in message and "SystemExit: 2" in message
+    assert "README.md line 40 (exit status 3)" in message and "line 50" not in message  # the interpreter ended there

@@ -135,8 +135,7 @@ def run_admm(args) -> int:
     from jax.sharding import Mesh
 
     import psample
-    import psample.diagnostics
-    from psample.cli.common import pandas_display, rounded
+    from psample.cli.common import print_summary
 
     name, model = _sharded_model(args)
     devices = jax.devices()
@@ -164,16 +163,7 @@ def run_admm(args) -> int:
           f"{trace.num_draws} draws ({status})", flush=True)  # fmt: skip
     print("network-average draws (D-ADMMS is biased by design: the means are close to the posterior's, "
           "the spread is not; see psample.mcmc.admm)")  # fmt: skip
-    with pandas_display():
-        print(rounded(psample.diagnostics.summary(trace, round_to="none")), flush=True)
-    with warnings.catch_warnings(record=True) as more:
-        warnings.simplefilter("always")
-        psample.diagnostics.check_convergence(trace, advice="Draw more (--draws) or burn in longer (--warmup).")
-    for warning in [*caught, *more]:
-        if issubclass(warning.category, RuntimeWarning) and "interrupt" in str(warning.message):
-            continue
-        if issubclass(warning.category, DeprecationWarning):
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-            continue
-        print(f"psample: warning: {warning.message}".replace("rho in psample.admm", "--rho"), file=sys.stderr)
+    warned = [w for w in caught if not (issubclass(w.category, RuntimeWarning) and "interrupt" in str(w.message))]
+    print_summary(trace, "Draw more (--draws) or burn in longer (--warmup).", warned=warned,
+                  rewrite=lambda message: message.replace("rho in psample.admm", "--rho"))  # fmt: skip
     return 130 if trace.interrupted else 0

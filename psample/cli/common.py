@@ -4,19 +4,26 @@ printing tables and results to a terminal or a pipe.
 Contract: the ``check_*`` functions run before a subcommand samples anything, so that a bad
 ``--plot`` or ``--checkpoint`` path fails in a second instead of after the run; they raise
 :class:`psample.errors.InvalidTuningError` naming the option and the path. The printing helpers
-never raise on a closed stdout after :func:`silence_stdout`.
+never raise on a closed stdout after :func:`silence_stdout`. :func:`print_summary` is what the
+sampling subcommands (``run``, ``admm``) print after a run: the ArviZ summary and the
+convergence check.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
+
+from typing import Callable
 
 from psample.errors import InvalidTuningError
 
 __all__ = [
     "PLOT_FORMATS",
+    "SUMMARY_VALUES",
+    "print_summary",
     "check_plot_path",
     "check_writable_file",
     "suffixed",
@@ -27,6 +34,9 @@ __all__ = [
 
 #: Image formats ``--plot`` writes (matplotlib's, without those needing LaTeX or raw buffers).
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff")
+#: Values (chains x draws x scalar components) a printed summary reads at most: a longer run
+#: is summarised on every k-th draw, so the summary takes seconds whatever the run's length.
+SUMMARY_VALUES = 1_000_000
 
 
 def check_plot_path(path: str, option: str, formats=PLOT_FORMATS) -> None:
@@ -123,3 +133,52 @@ def silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):  # no file descriptor behind sys.stdout
         pass
+
+
+def print_summary(trace, advice: str, *, max_values: int = SUMMARY_VALUES, warned=(),
+                  rewrite: Callable[[str], str] | None = None):  # fmt: skip
+    """Print the ArviZ summary of ``trace`` and the convergence check's warning, if any.
+
+    The summary (:func:`psample.diagnostics.summary`, :func:`rounded`, whole tables) reads every
+    ``k``-th draw when the run holds more than ``max_values`` values
+    (:func:`psample.diagnostics.thinned`; a line on stdout says so); the convergence check
+    (:func:`psample.diagnostics.check_convergence`) reads every draw. Its warning, after the
+    warnings ``warned`` the caller caught while sampling, goes to stderr as
+    ``psample: warning: MESSAGE``; a DeprecationWarning is issued again instead, so that it
+    stays one.
+
+    Parameters
+    ----------
+    trace : psample.Trace
+        The run, axes ``(chain, draw, ...)``, at least one draw.
+    advice : str
+        What to change if the chains have not mixed; it names the subcommand's options.
+    max_values : int
+        Values (chains x draws x scalar components) the summary reads at most.
+    warned : sequence of warnings.WarningMessage
+        Warnings caught before (while sampling), printed first.
+    rewrite : callable, optional
+        ``str -> str`` applied to each printed message (a library name into its option's).
+
+    Returns
+    -------
+    (psample.Trace, int)
+        The summarised trace (every ``k``-th draw) and ``k`` (1: the whole trace).
+    """
+    import psample.diagnostics
+
+    shown, step = psample.diagnostics.thinned(trace, max_values)
+    if step > 1:
+        print(f"summary of every {step}th draw ({shown.num_draws:,} per chain), to keep it fast", flush=True)
+    with pandas_display():
+        print(rounded(psample.diagnostics.summary(shown, round_to="none")), flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        psample.diagnostics.check_convergence(trace, advice=advice)
+    for warning in [*warned, *caught]:
+        if issubclass(warning.category, DeprecationWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            continue
+        message = str(warning.message)
+        print(f"psample: warning: {rewrite(message) if rewrite else message}", file=sys.stderr)
+    return shown, step

@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from typing import Callable, NamedTuple
 
-from psample.cli.common import PLOT_FORMATS, check_plot_path, pandas_display, rounded, silence_stdout, suffixed
+from psample.cli.common import PLOT_FORMATS, SUMMARY_VALUES, check_plot_path, print_summary, silence_stdout, suffixed
 from psample.cli.user_model import DATA_RULE, MODEL_HELP
 
 __all__ = ["SAMPLERS", "SamplerEntry", "SUMMARY_VALUES", "DEFAULT_DRAWS", "add_run_parser", "run_run"]
 
-#: Values (chains x draws x scalar components) the printed summary reads at most: a longer run
-#: is summarised on every k-th draw, so the summary takes seconds whatever the run's length.
-SUMMARY_VALUES = 1_000_000
 #: Draws per chain when ``--draws`` is not given (``logconcave_chain``: 200 final jumps).
 DEFAULT_DRAWS = 1000
 
@@ -203,21 +199,10 @@ def run_run(args) -> int:
 
 def _print_summary(trace, args) -> None:
     """The ArviZ summary (of every k-th draw on long runs), the convergence check and the plots."""
-    import psample.diagnostics
-
-    shown, step = psample.diagnostics.thinned(trace, SUMMARY_VALUES)
-    if step > 1:
-        print(f"summary of every {step}th draw ({shown.num_draws:,} per chain), to keep it fast", flush=True)
-    with pandas_display():
-        print(rounded(psample.diagnostics.summary(shown, round_to="none")), flush=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        psample.diagnostics.check_convergence(
-            trace, advice="Draw more (--draws) or warm up longer (--warmup)." if args.sampler != "logconcave_chain"
-            else "Draw more (--draws) or thin more (--thin).",
-        )  # fmt: skip
-    for warning in caught:
-        print(f"psample: warning: {warning.message}", file=sys.stderr)
+    advice = ("Draw more (--draws) or warm up longer (--warmup)." if args.sampler != "logconcave_chain"
+              else "Draw more (--draws) or thin more (--thin).")  # fmt: skip
+    # SUMMARY_VALUES read here, not bound at import: a test lowers it to see the thinned summary.
+    shown, step = print_summary(trace, advice, max_values=SUMMARY_VALUES)
     if args.plot:
         from psample.cli import plots
 

@@ -1,5 +1,7 @@
 """Fixtures of the runtime tests."""
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -22,10 +24,27 @@ class FourDevices:
 
 @pytest.fixture(scope="session")
 def four_devices(tmp_path_factory) -> FourDevices:
-    """Run every multi-device check once, in one subprocess with 4 emulated CPU devices."""
+    """Run every multi-device check once, in one subprocess with 4 emulated CPU devices.
+
+    Under pytest-xdist the first worker that needs it runs the script and the others read its
+    output (pytest-xdist's recipe for a session fixture run once: a lock file in the folder all
+    workers share), instead of once per worker: the script compiles many whole runs.
+    """
     script = Path(__file__).with_name("four_devices.py")
     env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
-    scratch = tmp_path_factory.mktemp("four_devices")
-    return FourDevices(
-        subprocess.run([sys.executable, str(script), str(scratch)], env=env, capture_output=True, text=True, timeout=600)
-    )
+
+    def run() -> subprocess.CompletedProcess:
+        scratch = tmp_path_factory.mktemp("four_devices")
+        return subprocess.run([sys.executable, str(script), str(scratch)], env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process
+        return FourDevices(run())
+    shared = tmp_path_factory.getbasetemp().parent / "four_devices.json"
+    with open(shared.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not shared.exists():
+            done = run()
+            shared.write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}))
+        saved = json.loads(shared.read_text())
+    return FourDevices(subprocess.CompletedProcess(script, saved["returncode"], saved["stdout"], saved["stderr"]))

@@ -1,5 +1,9 @@
 """Every multi-device check of the runtime tests, run in one process with 4 emulated CPU devices.
 
+Chains sharded over devices and resumed there (``test_chains.py``), particle replicates placed
+over devices (``test_particles.py``), and one particle population split over the devices
+(``test_particles_sharded.py``, whose docstring says what is compared and to which tolerance).
+
 Devices are fixed when JAX starts, so the tests run this script once in a subprocess
 (``XLA_FLAGS=--xla_force_host_platform_device_count=4``, fixture ``four_devices`` in
 ``tests/runtime/conftest.py``) and each test reads the line its check printed: ``<name> OK``.
@@ -86,6 +90,90 @@ def replicates(scratch: Path):
         sharding.chain_mesh = original
     np.testing.assert_allclose(sharded.log_Z, single.log_Z, rtol=1e-12)
     np.testing.assert_allclose(sharded.particles, single.particles, rtol=1e-12)
+
+
+# --- One particle population split over the devices (tests/runtime/test_particles_sharded.py) ---
+# Every algorithm is compared on the ("particles",) mesh; the ("chains", "particles") mesh, where
+# the runner also splits the replicates, is generic in the algorithm (the algorithms' reductions
+# see the same "particles" axis on both meshes), so it is compared on the adaptive tempered SMC
+# (the most cross-device reductions: the bisection's conditional ESS, systematic resampling).
+from jax.scipy.stats import norm  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
+
+from psample.diffusion import VP, reverse_diffusion  # noqa: E402
+from psample.errors import InvalidTuningError, ShapeError  # noqa: E402
+from psample.models import fkc_problem  # noqa: E402
+
+devices = np.array(jax.devices())
+ONE = Mesh(devices[:1], ("particles",))
+MESHES = {"particles4": Mesh(devices, ("particles",)), "chains2xparticles2": Mesh(devices.reshape(2, 2), ("chains", "particles"))}
+
+
+def prior(x):
+    return jnp.sum(norm.logpdf(x))
+
+
+def loglik(x):
+    return norm.logpdf(1.5, x[0] + x[1], 0.3)
+
+
+def sampler(k, n):
+    return jax.random.normal(k, (n, 2))
+
+
+problem = fkc_problem("product", VP())
+ALGORITHMS = {
+    "tempered_adaptive": psample.smc.tempered_smc(prior, loglik, initial_sampler=sampler, mcmc="rwm", num_mcmc_steps=2,
+                                                  target_ess=0.5, resampling="systematic"),
+    "tempered_fixed_hmc": psample.smc.tempered_smc(prior, loglik, initial_sampler=sampler, mcmc="hmc", num_mcmc_steps=1,
+                                                   schedule=[0.0, 0.3, 1.0], resample_ess=0.9),
+    "fkc": psample.smc.fkc_smc([m.score for m in problem.models], problem.exponents,
+                               schedule=problem.models[0].schedule, num_steps=6, t_min=problem.t_min),
+    "reverse_diffusion": reverse_diffusion(lambda x: -0.5 * jnp.sum((x - jnp.array([1.0, -1.0])) ** 2), dim=2,
+                                           schedule=VP(), num_steps=5, num_score_samples=4),
+}
+N, R = 64, 2
+
+
+def compare(name, alg, meshes=("particles4",)):
+    run = lambda mesh: psample.run_particles(alg, jax.random.PRNGKey(5), N, num_replicates=R, progress=False, mesh=mesh)
+    ref = run(ONE)
+    assert ref.info.is_resampled.any(), "the check must cover a resampling step"
+    for label in meshes:
+        got = run(MESHES[label])
+        assert got.info.ess.shape == ref.info.ess.shape, (label, got.info.ess.shape, ref.info.ess.shape)
+        np.testing.assert_array_equal(got.final_state.eve, ref.final_state.eve, err_msg=label)
+        np.testing.assert_array_equal(got.info.is_resampled, ref.info.is_resampled, err_msg=label)
+        for field in ("particles", "log_weights", "log_Z"):
+            a, b = np.asarray(getattr(got, field)), np.asarray(getattr(ref, field))
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=f"{label} {field}")
+        for field in ref.info._fields:
+            a, b = np.asarray(getattr(got.info, field)), np.asarray(getattr(ref.info, field))
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=f"{label} info.{field}")
+        print(name, label, "max |particles diff|", float(np.abs(np.asarray(got.particles) - np.asarray(ref.particles)).max()))
+
+
+def population_errors():
+    alg = ALGORITHMS["tempered_fixed_hmc"]
+    try:
+        psample.run_particles(alg, jax.random.PRNGKey(0), 66, progress=False, mesh=MESHES["particles4"])
+        raise AssertionError("no error")
+    except ShapeError as e:
+        assert "66 particles" in str(e) and "'particles'" in str(e), e
+    try:
+        psample.run_particles(alg, jax.random.PRNGKey(0), 64, progress=False, mesh=Mesh(devices, ("shards",)))
+        raise AssertionError("no error")
+    except InvalidTuningError as e:
+        assert "shards" in str(e), e
+    # An Explicit mesh from jax.make_mesh is accepted (rebuilt with Auto axes on the same devices).
+    got = psample.run_particles(alg, jax.random.PRNGKey(0), 64, progress=False, mesh=jax.make_mesh((4,), ("particles",)))
+    assert np.isfinite(got.log_Z).all()
+
+
+for _name, _meshes in (("tempered_adaptive", ("particles4", "chains2xparticles2")), ("tempered_fixed_hmc", ("particles4",)),
+                       ("fkc", ("particles4",)), ("reverse_diffusion", ("particles4",))):  # fmt: skip
+    CHECKS[f"population_{_name}"] = lambda scratch, name=_name, meshes=_meshes: compare(name, ALGORITHMS[name], meshes)
+CHECKS["population_errors"] = lambda scratch: population_errors()
 
 
 if __name__ == "__main__":
