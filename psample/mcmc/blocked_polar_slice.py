@@ -55,6 +55,7 @@ from blackjax.types import Array, ArrayTree, PRNGKey
 from psample.base import ChainAlgorithm
 from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
 from psample.mcmc.polar_slice_adaptation import (
+    record_window_draw,
     DENSE_MAX_DIM,
     STRUCTURES,
     _convert_scale,
@@ -346,14 +347,7 @@ def blocked_polar_slice_adaptation(
         starts, ends, strides, kept = _schedule_arrays(num_steps, rows)
         keys = jax.random.split(rng_key, num_chains)
         states, info = jax.vmap(lambda k, s: kernel(k, s, logdensity_fn, indices, parameters))(keys, states)
-        window = jnp.searchsorted(jnp.asarray(ends), t, side="right")
-        start, end = jnp.asarray(starts)[window], jnp.asarray(ends)[window]
-        stride = jnp.asarray(strides)[window]
-        offset = t - start
-        store = (offset % stride == stride - 1) & (offset // stride < rows)
-        flat = jax.vmap(lambda q: jax.flatten_util.ravel_pytree(q)[0])(states.position)
-        row = jnp.minimum(offset // stride, rows - 1)
-        buffer = buffer.at[:, row].set(jnp.where(store, flat, buffer[:, row]))
+        buffer, window, start, end = record_window_draw(buffer, states.position, t, (starts, ends, strides))
         window_end = t + 1 == end
         counts = counts + jnp.stack([jnp.sum(info.num_radius_expansions, 0), jnp.sum(info.num_radius_shrinks, 0)], 1)
         _, unravel = jax.flatten_util.ravel_pytree(one)

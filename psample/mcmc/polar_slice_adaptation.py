@@ -212,6 +212,39 @@ def window_schedule(num_steps: int) -> list[tuple[int, int]]:
     return windows
 
 
+
+def record_window_draw(buffer, positions, t, schedule):
+    """Store the chains' positions of warm-up step ``t`` in the window buffer if the schedule keeps it.
+
+    Parameters
+    ----------
+    buffer
+        ``(num_chains, rows, d)`` flattened draws of the current window.
+    positions
+        The chains' positions (pytree, leading chain axis).
+    t
+        Index of the warm-up step just taken.
+    schedule
+        ``(starts, ends, strides)`` of the windows (from ``_schedule_arrays``).
+
+    Returns
+    -------
+    tuple
+        ``(buffer, window, start, end)``: the updated buffer, the index of the window ``t`` is in
+        and that window's first and one-past-last steps.
+    """
+    starts, ends, strides = schedule
+    rows = buffer.shape[1]
+    window = jnp.searchsorted(jnp.asarray(ends), t, side="right")
+    start, end = jnp.asarray(starts)[window], jnp.asarray(ends)[window]
+    stride = jnp.asarray(strides)[window]
+    offset = t - start
+    store = (offset % stride == stride - 1) & (offset // stride < rows)
+    flat = jax.vmap(lambda q: jax.flatten_util.ravel_pytree(q)[0])(positions)
+    row = jnp.minimum(offset // stride, rows - 1)
+    buffer = buffer.at[:, row].set(jnp.where(store, flat, buffer[:, row]))
+    return buffer, window, start, end
+
 def _schedule_arrays(num_steps: int, rows: int):
     """Static per-window arrays: starts, ends, thinning strides and rows kept."""
     windows = window_schedule(num_steps)
@@ -738,14 +771,7 @@ def polar_slice_adaptation(
             keys, states
         )
 
-        window = jnp.searchsorted(jnp.asarray(ends), t, side="right")
-        start, end = jnp.asarray(starts)[window], jnp.asarray(ends)[window]
-        stride = jnp.asarray(strides)[window]
-        offset = t - start
-        store = (offset % stride == stride - 1) & (offset // stride < rows)
-        flat = jax.vmap(lambda q: jax.flatten_util.ravel_pytree(q)[0])(states.position)
-        row = jnp.minimum(offset // stride, rows - 1)
-        buffer = buffer.at[:, row].set(jnp.where(store, flat, buffer[:, row]))
+        buffer, window, start, end = record_window_draw(buffer, states.position, t, (starts, ends, strides))
         window_end = t + 1 == end
         counts = counts + jnp.stack([jnp.sum(info.num_radius_expansions), jnp.sum(info.num_radius_shrinks)]).astype(
             counts.dtype
