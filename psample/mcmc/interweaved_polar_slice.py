@@ -1,4 +1,4 @@
-"""Interweaved polar slice sampling: polar slice moves with an ancillarity-sufficiency interweaving (ASIS) of the hyperparameters.
+"""Interweaved polar slice sampling: polar slice moves and an ASIS interweaving of the hyperparameters.
 
 Method. A hierarchical model can be written in two parameterisations of the same posterior:
 the *ancillary* (non-centred) one, position ``x = (z, u)`` with latents ``z`` whose prior does not
