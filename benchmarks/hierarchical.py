@@ -34,6 +34,12 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
 - ``polar_block`` / ``polar_block_nc`` / ``polar_block_c``: ``psample.blocked_polar_slice`` with
   two blocks, the latent site (``LATENTS``) and the other sites, in the gym's / non-centred /
   centred form;
+- ``polar_asis`` (SV only): ``psample.interweaved_polar_slice``: a polar slice move of the whole
+  non-centred position, then the three hyperparameters moved given the innovations (non-centred
+  density) and given the log-volatilities (centred density), the ancillarity-sufficiency
+  interweaving of Yu and Meng (2011) as Kastner and Frühwirth-Schnatter (2014) use it for SV
+  (:func:`sv_interweaving_maps`: ``h = mean + L(persistence, scale) z``); ``--hyper-w`` sets the
+  hyperparameter moves' window (default 1);
 - ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
   ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
   (:func:`pair_blocks`; diagonal scales).
@@ -86,7 +92,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from polar_slice import _cpu_model  # noqa: E402  (one reader of the CPU's name for the benchmarks)
 
 SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc", "polar_block", "polar_block_nc",
-            "polar_block_c", "polar_pairs")
+            "polar_block_c", "polar_pairs", "polar_asis")
 #: the latent sites of each case (a site whose name starts with one of these; non-centred names
 #: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
 LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights")}
@@ -201,7 +207,65 @@ def pair_blocks(example):
     return pairs + [g + idx["l"]]
 
 
-def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=None):
+def sv_interweaving_maps(num_timesteps=100):
+    """SV's maps between the non-centred and centred sites (unconstrained coordinates, dicts).
+
+    Non-centred: ``log_volatility_decentered`` ``z`` (the AR(1) innovations) and
+    ``mean_log_volatility_decentered`` (the Cauchy(0, 5) site over 5); centred: ``log_volatility``
+    ``h = mean + L(persistence, scale) z`` (:func:`hierarchical.ar1_scale_tril`) and
+    ``mean_log_volatility``. ``persistence_beta`` (logit) and ``white_noise_shock_scale`` (log) are
+    the same coordinates in both.
+    """
+    from jax.scipy.linalg import solve_triangular
+
+    def tril(p):
+        persistence = 2.0 * jax.nn.sigmoid(p["persistence_beta"]) - 1.0
+        return hierarchical.ar1_scale_tril(num_timesteps, persistence, jnp.exp(p["white_noise_shock_scale"]))
+
+    def to_centered(p):
+        mean = 5.0 * p["mean_log_volatility_decentered"]
+        return {"log_volatility": mean + tril(p) @ p["log_volatility_decentered"], "mean_log_volatility": mean,
+                "persistence_beta": p["persistence_beta"], "white_noise_shock_scale": p["white_noise_shock_scale"]}
+
+    def to_noncentered(q):
+        z = solve_triangular(tril(q), q["log_volatility"] - q["mean_log_volatility"], lower=True)
+        return {"log_volatility_decentered": z, "mean_log_volatility_decentered": q["mean_log_volatility"] / 5.0,
+                "persistence_beta": q["persistence_beta"], "white_noise_shock_scale": q["white_noise_shock_scale"]}
+
+    return to_centered, to_noncentered
+
+
+def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
+    """``psample.interweaved_polar_slice`` on SV's flat non-centred position, the maps checked first.
+
+    The check: ``log p_nc(x) = log p_c(F(x)) + log |det F'(x)|`` at two starts (the change of
+    variables between the two densities, to rounding), so the maps fit the two models exactly.
+    """
+    if case != "sv":
+        raise ValueError("polar_asis is defined for sv only")
+    model, args, kwargs = model_and_data(case)
+    target_c = from_numpyro(model, *args, **kwargs)
+    example_c = jax.tree.map(lambda a: a[0], target_c.initial_positions(jax.random.key(0), 1))
+    _, unravel_c = ravel_pytree(example_c)
+    to_c, to_nc = sv_interweaving_maps()
+    to_c_flat = lambda x: ravel_pytree(to_c(unravel(x)))[0]  # noqa: E731
+    to_nc_flat = lambda y: ravel_pytree(to_nc(unravel_c(y)))[0]  # noqa: E731
+    log_nc = lambda x: target_nc.logdensity_fn(unravel(x))  # noqa: E731
+    log_c = lambda y: target_c.logdensity_fn(unravel_c(y))  # noqa: E731
+    for x in flat0[:2]:
+        gap = log_nc(x) - log_c(to_c_flat(x)) - jnp.linalg.slogdet(jax.jacfwd(to_c_flat)(x))[1]
+        if not abs(float(gap)) <= 1e-8 * abs(float(log_nc(x))) + 1e-6:
+            raise AssertionError(f"SV interweaving maps do not match the models: change-of-variables gap {float(gap)}")
+    hypers = ["mean_log_volatility", "persistence_beta", "white_noise_shock_scale"]
+    # block_indices wants blocks covering the position: the latent site is the second block
+    idx, _ = block_indices(unravel(flat0[0]), [["mean_log_volatility_decentered"] + hypers[1:],
+                                               ["log_volatility_decentered"]])
+    idx_c, _ = block_indices(example_c, [hypers, ["log_volatility"]])
+    return psample.interweaved_polar_slice(log_nc, log_c, to_c_flat, to_nc_flat, list(idx), list(idx_c), w=10.0,
+                                           hyper_w=hyper_w)
+
+
+def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=None, algorithm=None):
     """Tuned ``(states, step)`` after ``num_warmup`` adaptation steps, and the warm-up seconds."""
     start = time.perf_counter()
     if kind == "nuts":
@@ -218,7 +282,9 @@ def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=Non
         carry = (states, parameters)
         position = lambda chain: chain[0].position  # noqa: E731
     else:
-        if kind.startswith("polar_flow"):
+        if algorithm is not None:
+            pass
+        elif kind.startswith("polar_flow"):
             algorithm = flow_polar_slice(logdensity, num_fit_steps=fit_steps)
         elif kind.startswith("polar_block"):
             algorithm = psample.blocked_polar_slice(logdensity, blocks, w=10.0)
@@ -274,7 +340,8 @@ def summarise(values, labels, truth_mean, truth_sd, seconds, evals):
     }  # fmt: skip
 
 
-def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repeats, seed, fit_steps=1000):
+def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repeats, seed, fit_steps=1000,
+             hyper_w=1.0):
     model, args, kwargs = model_and_data(case)
     sites = CASES[case][2]
     truth = ground_truth(case)
@@ -290,10 +357,15 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
                 continue
             chosen = centered_model(case)
         else:
-            chosen = noncentered(model) if kind.endswith("_nc") else model
+            chosen = noncentered(model) if kind.endswith("_nc") or kind == "polar_asis" else model
         target = from_numpyro(chosen, *args, **kwargs)
         logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
-        blocks = None
+        blocks = algorithm = None
+        if kind == "polar_asis":
+            if case != "sv":
+                print(f"  {kind}: the interweaving maps are defined for sv only; skipped")
+                continue
+            algorithm = interweaving_spec(case, target, flat0, unravel, hyper_w)
         example = jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1))
         if kind.startswith("polar_block"):
             blocks = latent_blocks(case, example)
@@ -305,7 +377,7 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
         if blocks is not None:
             print(f"  {kind}: blocks of sizes {[len(b) for b in blocks]}")
         carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup, fit_steps,
-                                                      blocks)
+                                                      blocks, algorithm)
         run = chunk_runner(step, position, num_chains, num_draws // num_chunks)
         compiled = run.lower(carry, draw_key).compile()
         print(f"  {kind}: warm-up {warm_seconds:.0f} s incl. compile", flush=True)
@@ -346,6 +418,7 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(DEFAULT_SAMPLERS))
     parser.add_argument("--fit-steps", type=int, default=1000, help="ELBO steps of polar_flow's flow fit")
+    parser.add_argument("--hyper-w", type=float, default=1.0, help="polar_asis: the hyperparameter moves' window")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true", help="first compare each model with inference-gym's")
@@ -363,7 +436,7 @@ def main(argv=None):
         if args.check:
             check_against_gym(case)
         results = run_case(case, args.samplers, num_chains, num_draws, args.warmup, num_chunks, args.repeats, args.seed,
-                           args.fit_steps)
+                           args.fit_steps, args.hyper_w)
         print(f"{'sampler':<9} {'evals/step':>10} {'time s':>8} {'max R-hat':>10} {'min ESS':>8} {'ESS/s':>8} "
               f"{'max |z|':>8} {'#|z|>5':>6}  worst (R-hat / ESS / z)")
         for kind, r in results.items():

@@ -37,6 +37,7 @@ from psample.mcmc.logconcave_chain import as_top_level_api as logconcave_chain
 from psample.mcmc.logconcave_samples import logconcave_chain_samples
 from psample.mcmc.blackjax_window import window_adaptation
 from psample.mcmc.blocked_polar_slice import as_top_level_api as blocked_polar_slice
+from psample.mcmc.interweaved_polar_slice import as_top_level_api as interweaved_polar_slice
 from psample.mcmc.flow_preconditioning import flow_polar_slice
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.chains import resume, sample
@@ -45,7 +46,7 @@ from psample.runtime.trace import Trace
 from psample.targets import Target, from_logdensity, from_numpyro, noncentered
 
 __all__ = ["base", "diagnostics", "diffusion", "errors", "smc", "Target", "Trace", "from_numpyro",
-           "from_logdensity", "noncentered", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "window_adaptation", "logconcave_chain",
+           "from_logdensity", "noncentered", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "interweaved_polar_slice", "window_adaptation", "logconcave_chain",
            "logconcave_chain_samples", "run_particles", "ParticleResult", "admm"]
 __version__ = "0.1.0"
 
