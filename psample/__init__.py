@@ -10,7 +10,9 @@ Public API
   during warm-up (:mod:`psample.mcmc.polar_slice`); :func:`flow_polar_slice`, the same in the base
   space of a normalizing flow fitted during warm-up (:mod:`psample.mcmc.flow_preconditioning`);
   :func:`blocked_polar_slice`, polar slice moves on blocks of coordinates in turn, each block
-  with its own adapted preconditioner (:mod:`psample.mcmc.blocked_polar_slice`).
+  with its own adapted preconditioner (:mod:`psample.mcmc.blocked_polar_slice`);
+  :func:`interweaved_polar_slice`, polar slice with the hyperparameters interweaved between a
+  model's centred and non-centred forms (ASIS; :mod:`psample.mcmc.interweaved_polar_slice`).
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
   (:mod:`psample.mcmc.logconcave_chain`); :func:`logconcave_chain_samples` runs it in one call.
 - :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
