@@ -541,7 +541,7 @@ def test_cli_samplers_and_fkc_demo(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tempered_noise_is_unstable_above_beta_two_and_ve_schedule():
-    # Documented behaviour (module docstring): with c_t = g_t / sqrt(beta) the variance's fixed
+    # Documented behaviour (the FKC family page, docs/families/fkc.md): with c_t = g_t / sqrt(beta) the variance's fixed
     # point 1/beta is unstable for beta > 2; at beta = 4 the particles settle near 1/12, far
     # from 1/4 (the standard noise gets 1/4 within its budget, test above).
     problem = fkc_problem("anneal_gaussian", VP())
