@@ -23,20 +23,25 @@ class FourDevices:
 
 
 @pytest.fixture(scope="session")
-def four_devices(tmp_path_factory) -> FourDevices:
-    """Run every multi-device check once, in one subprocess with 4 emulated CPU devices.
+def four_devices(request, tmp_path_factory) -> FourDevices:
+    """Run the multi-device checks once, in one subprocess with 4 emulated CPU devices.
 
     Under pytest-xdist the first worker that needs it runs the script and the others read its
     output (pytest-xdist's recipe for a session fixture run once: a lock file in the folder all
-    workers share), instead of once per worker: the script compiles many whole runs.
+    workers share), instead of once per worker: the script compiles many whole runs. The
+    population checks run only when a collected ``heavy`` test reads this fixture (every worker
+    collects the same tests, so all agree), which keeps them out of ``make test-fast``.
     """
     script = Path(__file__).with_name("four_devices.py")
     env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
+    heavy = any(item.get_closest_marker("heavy") is not None and "four_devices" in getattr(item, "fixturenames", ())
+                for item in request.session.items)  # fmt: skip
+    selection = [] if heavy else ["sharded", "resume", "replicates"]
 
     def run() -> subprocess.CompletedProcess:
         scratch = tmp_path_factory.mktemp("four_devices")
-        return subprocess.run([sys.executable, str(script), str(scratch)], env=env, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
+        return subprocess.run([sys.executable, str(script), str(scratch), *selection], env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
 
     if "PYTEST_XDIST_WORKER" not in os.environ:  # one process
         return FourDevices(run())

@@ -9,7 +9,8 @@ Devices are fixed when JAX starts, so the tests run this script once in a subpro
 ``tests/runtime/conftest.py``) and each test reads the line its check printed: ``<name> OK``.
 A failing check prints its traceback and the script goes on with the next one.
 
-Usage: ``python tests/runtime/four_devices.py SCRATCH_DIRECTORY``.
+Usage: ``python tests/runtime/four_devices.py SCRATCH_DIRECTORY [CHECK ...]`` (default: every
+check; the fixture leaves out the population checks when no ``heavy`` test reads them).
 """
 
 import sys
@@ -179,7 +180,10 @@ CHECKS["population_errors"] = lambda scratch: population_errors()
 if __name__ == "__main__":
     assert jax.local_device_count() == 4, jax.local_devices()
     scratch = Path(sys.argv[1])
+    selected = sys.argv[2:] or list(CHECKS)
     for name, fn in CHECKS.items():
+        if name not in selected:
+            continue
         try:
             fn(scratch)
         except Exception:
