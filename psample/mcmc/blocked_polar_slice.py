@@ -61,6 +61,7 @@ from psample.mcmc.polar_slice_adaptation import (
     _convert_scale,
     _schedule_arrays,
     estimate_parameters,
+    stepwise_run,
 )
 from psample.mcmc.polar_slice_kernel import PolarSliceState, _check_position_dtypes, _real_logdensity, _sanitize, build_kernel
 from psample.mcmc.preconditioning import LowRankScale, check_preconditioner, is_concrete, polar_coordinates, to_z
@@ -383,20 +384,7 @@ def blocked_polar_slice_adaptation(
             out.append(p)
         return states, tuple(out)
 
-    def _scan(rng_key, carry, num_steps):
-        def one(c, t):
-            return step(jax.random.fold_in(rng_key, t), c, num_steps)
-
-        return jax.lax.scan(one, carry, jnp.arange(num_steps))
-
-    run_steps = jax.jit(_scan, static_argnums=2)
-
-    def run(rng_key, positions, num_steps: int):
-        carry = init_(positions, num_steps)
-        carry, info = run_steps(rng_key, carry, num_steps)
-        return final(carry), info
-
-    return PolarSliceAdaptation(run, init_, step, final)
+    return PolarSliceAdaptation(stepwise_run(init_, step, final), init_, step, final)
 
 
 def as_top_level_api(

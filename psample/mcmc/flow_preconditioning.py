@@ -63,7 +63,7 @@ from blackjax.types import Array, ArrayTree, PRNGKey
 
 from psample.base import ChainAlgorithm
 from psample.errors import InvalidTuningError, ShapeError, check_positive, check_positive_int
-from psample.mcmc.polar_slice_adaptation import PolarSliceAdaptationState, polar_slice_adaptation
+from psample.mcmc.polar_slice_adaptation import PolarSliceAdaptationState, polar_slice_adaptation, stepwise_run
 from psample.mcmc.polar_slice_kernel import PolarSliceState, build_kernel, init_transformed
 
 __all__ = [
@@ -424,16 +424,7 @@ def flow_polar_slice(
         states = jax.vmap(lambda s: wrap(s, carry.flow, unravel))(states)
         return states, dict(parameters, flow=carry.flow)
 
-    def adapt_run(rng_key: PRNGKey, positions, num_steps: int):
-        carry = adapt_init(positions, num_steps)
-
-        def one(c, t):
-            return adapt_step(jax.random.fold_in(rng_key, t), c, num_steps)
-
-        carry, info = jax.jit(lambda c: jax.lax.scan(one, c, jnp.arange(num_steps)))(carry)
-        return adapt_final(carry), info
-
-    adaptation = _FlowAdaptation(adapt_run, adapt_init, adapt_step, adapt_final)
+    adaptation = _FlowAdaptation(stepwise_run(adapt_init, adapt_step, adapt_final), adapt_init, adapt_step, adapt_final)
 
     def with_parameters(parameters) -> ChainAlgorithm:
         return flow_polar_slice(

@@ -76,6 +76,7 @@ from blackjax.types import Array
 from psample.base import ChainAlgorithm
 from psample.errors import InitialPointError, InvalidTuningError, ShapeError, check_positive
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
+from psample.mcmc.polar_slice_adaptation import stepwise_run
 from psample.mcmc.preconditioning import LowRankScale, is_concrete
 
 __all__ = ["InterweavedPolarSliceInfo", "hyper_preconditioners", "as_top_level_api"]
@@ -310,12 +311,6 @@ def as_top_level_api(
 
     inner = joint.adaptation
 
-    class _Adaptation(NamedTuple):
-        run: Callable
-        init: Callable
-        step: Callable
-        final: Callable
-
     def final(carry):
         states, parameters = inner.final(carry)
         example = jax.tree.map(lambda a: a[0], states.position)
@@ -329,19 +324,8 @@ def as_top_level_api(
         _check_maps(example, to_centered, to_noncentered)
         return inner.init(positions, num_steps)
 
-    def _scan(rng_key, carry, num_steps):
-        def one(c, t):
-            return inner.step(jax.random.fold_in(rng_key, t), c, num_steps)
-
-        return jax.lax.scan(one, carry, jnp.arange(num_steps))
-
-    run_steps = jax.jit(_scan, static_argnums=2)
-
-    def run(rng_key, positions, num_steps):
-        carry, info = run_steps(rng_key, adapt_init(positions, num_steps), num_steps)
-        return final(carry), info
-
-    adaptation = _Adaptation(run, adapt_init, inner.step, final)
+    # Polar slice's own warm-up of the joint move; its parameters gain the hyperparameters' blocks.
+    adaptation = inner._replace(run=stepwise_run(adapt_init, inner.step, final), init=adapt_init, final=final)
 
     def with_parameters(parameters) -> ChainAlgorithm:
         return as_top_level_api(

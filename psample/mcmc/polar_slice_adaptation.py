@@ -90,6 +90,7 @@ __all__ = [
     "window_schedule",
     "estimate_parameters",
     "polar_slice_adaptation",
+    "stepwise_run",
 ]
 
 #: Forms of the scale the adaptation can estimate.
@@ -823,17 +824,32 @@ def polar_slice_adaptation(
             return None
         return gradient
 
-    def run(rng_key: PRNGKey, positions, num_steps: int):
-        carry = init(positions, num_steps)
-        carry, info = run_steps(rng_key, carry, num_steps)
-        states, parameters = final(carry)
-        return (states, parameters), info
+    return PolarSliceAdaptation(stepwise_run(init, step, final), init, step, final)
 
-    def _scan(rng_key, carry, num_steps):
+
+def stepwise_run(init: Callable, step: Callable, final: Callable) -> Callable:
+    """BlackJAX's ``run`` of a step-wise adaptation: ``init``, a jitted scan of ``step``, ``final``.
+
+    Step ``t`` gets the key ``fold_in(rng_key, t)``, the key the runner's chunked warm-up gives
+    it (:class:`psample.base.StepwiseAdaptation`), so both give the same result.
+
+    Returns
+    -------
+    callable
+        ``run(rng_key, positions, num_steps) -> ((states, parameters), info)``, ``info`` with a
+        leading ``(num_steps,)`` axis.
+    """
+
+    def scan(rng_key, carry, num_steps):
         def one(c, t):
             return step(jax.random.fold_in(rng_key, t), c, num_steps)
 
         return jax.lax.scan(one, carry, jnp.arange(num_steps))
 
-    run_steps = jax.jit(_scan, static_argnums=2)
-    return PolarSliceAdaptation(run, init, step, final)
+    run_steps = jax.jit(scan, static_argnums=2)
+
+    def run(rng_key: PRNGKey, positions, num_steps: int):
+        carry, info = run_steps(rng_key, init(positions, num_steps), num_steps)
+        return final(carry), info
+
+    return run
