@@ -15,7 +15,6 @@ import os
 import sys
 import warnings
 from pathlib import Path
-
 from typing import Callable
 
 from psample.errors import InvalidTuningError

@@ -236,10 +236,8 @@ def _traceable_parameters(algorithm, parameters) -> bool:
             return False
         return True
 
-    try:
-        return compiled.cached(algorithm.step, ("traceable_parameters", jax.tree.structure(parameters)), build)
-    except TypeError:  # an unhashable tree structure: probe every time
-        return build()
+    # An unhashable key (tree structure) makes compiled.cached probe every time.
+    return compiled.cached(algorithm.step, ("traceable_parameters", jax.tree.structure(parameters)), build)
 
 
 def parameters_to_attrs(parameters, prefix: str = "adapted") -> dict:
