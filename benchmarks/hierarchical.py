@@ -34,12 +34,13 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
 - ``polar_block`` / ``polar_block_nc`` / ``polar_block_c``: ``psample.blocked_polar_slice`` with
   two blocks, the latent site (``LATENTS``) and the other sites, in the gym's / non-centred /
   centred form;
-- ``polar_asis`` (SV only): ``psample.interweaved_polar_slice``: a polar slice move of the whole
-  non-centred position, then the three hyperparameters moved given the innovations (non-centred
-  density) and given the log-volatilities (centred density), the ancillarity-sufficiency
-  interweaving of Yu and Meng (2011) as Kastner and Frühwirth-Schnatter (2014) use it for SV
-  (:func:`sv_interweaving_maps`: ``h = mean + L(persistence, scale) z``); ``--hyper-w`` sets the
-  hyperparameter moves' window (default 1);
+- ``polar_asis`` (SV and German credit): ``psample.interweaved_polar_slice``: a polar slice move of
+  the whole non-centred position, then the hyperparameters moved given the non-centred latents
+  and given the centred ones, the ancillarity-sufficiency interweaving of Yu and Meng (2011) as
+  Kastner and Frühwirth-Schnatter (2014) use it for SV (:func:`sv_interweaving_maps`: ``h = mean +
+  L(persistence, scale) z``; German credit: :func:`german_interweaving_maps`, ``weights =
+  unscaled_weights * local_scales * global_scale``, hyperparameters the 26 scales);
+  ``--hyper-w`` sets the hyperparameter moves' window (default 1);
 - ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
   ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
   (:func:`pair_blocks`; diagonal scales).
@@ -235,19 +236,49 @@ def sv_interweaving_maps(num_timesteps=100):
     return to_centered, to_noncentered
 
 
+def german_interweaving_maps():
+    """German credit's maps between the gym's (non-centred) and the centred sites (unconstrained, dicts).
+
+    Non-centred: ``unscaled_weights`` ``u``; centred: ``weights = u * local_scales * global_scale``
+    (:func:`hierarchical.sparse_logistic_regression_centered_model`). The scales' coordinates (their
+    logs) are the same in both.
+    """
+
+    def to_centered(p):
+        return {"global_scale": p["global_scale"], "local_scales": p["local_scales"],
+                "weights": p["unscaled_weights"] * jnp.exp(p["local_scales"] + p["global_scale"])}
+
+    def to_noncentered(q):
+        return {"global_scale": q["global_scale"], "local_scales": q["local_scales"],
+                "unscaled_weights": q["weights"] * jnp.exp(-(q["local_scales"] + q["global_scale"]))}
+
+    return to_centered, to_noncentered
+
+
+#: case -> (the maps, the hyperparameter sites non-centred, centred, the latent site non-centred, centred)
+INTERWEAVING = {
+    "sv": (sv_interweaving_maps, ["mean_log_volatility_decentered", "persistence_beta", "white_noise_shock_scale"],
+           ["mean_log_volatility", "persistence_beta", "white_noise_shock_scale"], "log_volatility_decentered",
+           "log_volatility"),
+    "german": (german_interweaving_maps, ["global_scale", "local_scales"], ["global_scale", "local_scales"],
+               "unscaled_weights", "weights"),
+}
+
+
 def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
-    """``psample.interweaved_polar_slice`` on SV's flat non-centred position, the maps checked first.
+    """``psample.interweaved_polar_slice`` on the case's flat non-centred position, the maps checked first.
 
     The check: ``log p_nc(x) = log p_c(F(x)) + log |det F'(x)|`` at two starts (the change of
     variables between the two densities, to rounding), so the maps fit the two models exactly.
     """
-    if case != "sv":
-        raise ValueError("polar_asis is defined for sv only")
+    if case not in INTERWEAVING:
+        raise ValueError(f"polar_asis is defined for {sorted(INTERWEAVING)} only")
+    maps, hypers_nc, hypers_c, latent_nc, latent_c = INTERWEAVING[case]
     model, args, kwargs = model_and_data(case)
-    target_c = from_numpyro(model, *args, **kwargs)
+    target_c = from_numpyro(centered_model(case) or model, *args, **kwargs)
     example_c = jax.tree.map(lambda a: a[0], target_c.initial_positions(jax.random.key(0), 1))
     _, unravel_c = ravel_pytree(example_c)
-    to_c, to_nc = sv_interweaving_maps()
+    to_c, to_nc = maps()
     to_c_flat = lambda x: ravel_pytree(to_c(unravel(x)))[0]  # noqa: E731
     to_nc_flat = lambda y: ravel_pytree(to_nc(unravel_c(y)))[0]  # noqa: E731
     log_nc = lambda x: target_nc.logdensity_fn(unravel(x))  # noqa: E731
@@ -255,12 +286,11 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
     for x in flat0[:2]:
         gap = log_nc(x) - log_c(to_c_flat(x)) - jnp.linalg.slogdet(jax.jacfwd(to_c_flat)(x))[1]
         if not abs(float(gap)) <= 1e-8 * abs(float(log_nc(x))) + 1e-6:
-            raise AssertionError(f"SV interweaving maps do not match the models: change-of-variables gap {float(gap)}")
-    hypers = ["mean_log_volatility", "persistence_beta", "white_noise_shock_scale"]
+            raise AssertionError(f"{case} interweaving maps do not match the models: change-of-variables gap "
+                                 f"{float(gap)}")
     # block_indices wants blocks covering the position: the latent site is the second block
-    idx, _ = block_indices(unravel(flat0[0]), [["mean_log_volatility_decentered"] + hypers[1:],
-                                               ["log_volatility_decentered"]])
-    idx_c, _ = block_indices(example_c, [hypers, ["log_volatility"]])
+    idx, _ = block_indices(unravel(flat0[0]), [hypers_nc, [latent_nc]])
+    idx_c, _ = block_indices(example_c, [hypers_c, [latent_c]])
     return psample.interweaved_polar_slice(log_nc, log_c, to_c_flat, to_nc_flat, list(idx), list(idx_c), w=10.0,
                                            hyper_w=hyper_w)
 
@@ -357,13 +387,14 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
                 continue
             chosen = centered_model(case)
         else:
-            chosen = noncentered(model) if kind.endswith("_nc") or kind == "polar_asis" else model
+            asis_nc = kind == "polar_asis" and case == "sv"  # German credit's model is non-centred already
+            chosen = noncentered(model) if kind.endswith("_nc") or asis_nc else model
         target = from_numpyro(chosen, *args, **kwargs)
         logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
         blocks = algorithm = None
         if kind == "polar_asis":
-            if case != "sv":
-                print(f"  {kind}: the interweaving maps are defined for sv only; skipped")
+            if case not in INTERWEAVING:
+                print(f"  {kind}: the interweaving maps are defined for {sorted(INTERWEAVING)} only; skipped")
                 continue
             algorithm = interweaving_spec(case, target, flat0, unravel, hyper_w)
         example = jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1))
