@@ -93,7 +93,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from polar_slice import _cpu_model  # noqa: E402  (one reader of the CPU's name for the benchmarks)
 
 SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc", "polar_block", "polar_block_nc",
-            "polar_block_c", "polar_pairs", "polar_asis")
+            "polar_block_c", "polar_pairs", "polar_asis", "polar_pncp")
 #: the latent sites of each case (a site whose name starts with one of these; non-centred names
 #: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
 LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights")}
@@ -295,6 +295,129 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
                                            hyper_w=hyper_w)
 
 
+def partial_noncentering(centered_logdensity, hyper_idx, latent_idx, loc_scale, fit_position, newton_steps=20):
+    """A partially non-centred parameterisation ``x = (v, e)`` of a centred flat position ``y = (v, h)``.
+
+    For latents with a Gaussian prior ``h | v ~ N(m(v), diag(s(v)²))`` (``loc_scale(v) -> (m, s)``)
+    and a likelihood approximated by the Gaussian ``exp(-hᵀ H h / 2 + bᵀ h)``, the conditional
+    posterior of ``h`` given ``v`` is ``N(μ(v), P(v)⁻¹)`` with ``P(v) = H + diag(s(v)⁻²)`` and
+    ``μ(v) = P(v)⁻¹ (b + m(v) / s(v)²)``; the map ``h = μ(v) + L(v)⁻ᵀ e`` (``L Lᵀ = P``) makes ``e``
+    standard normal and independent of ``v`` when the approximation is exact (the partially
+    non-centred parameterisation of Papaspiliopoulos, Roberts and Sköld, 2003/2007, with
+    hyperparameter-dependent weights). ``H = 0`` gives the non-centred map ``h = m + s e``.
+    ``H`` and ``b`` are fitted once, at ``fit_position``'s hyperparameters: Newton steps to the
+    conditional mode ``ĥ`` of ``h``, ``H = -∇²_h log p(ĥ, v₀) - diag(s₀⁻²)`` (eigenvalues clipped
+    at 0), ``b = H ĥ + (ĥ - m₀) / s₀²``. Exact for any fitted ``(H, b)``: the Jacobian enters
+    the density.
+
+    Returns ``(logdensity_x, to_centered, to_partial)`` on flat arrays.
+    """
+    hyper_idx, latent_idx = jnp.asarray(hyper_idx), jnp.asarray(latent_idx)
+    v0 = fit_position[hyper_idx]
+    m0, s0 = loc_scale(v0)
+
+    def conditional(h):
+        return centered_logdensity(fit_position.at[latent_idx].set(h))
+
+    def newton(h, _):
+        new = h - jnp.linalg.solve(jax.hessian(conditional)(h), jax.grad(conditional)(h))
+        better = jnp.all(jnp.isfinite(new)) & (conditional(new) >= conditional(h))
+        return jnp.where(better, new, h), None
+
+    mode, _ = jax.lax.scan(newton, m0, None, length=newton_steps)
+    curvature = -jax.hessian(conditional)(mode) - jnp.diag(s0**-2)
+    eigenvalues, vectors = jnp.linalg.eigh(0.5 * (curvature + curvature.T))
+    H = (vectors * jnp.clip(eigenvalues, 0.0)) @ vectors.T
+    b = H @ mode + (mode - m0) / s0**2
+
+    def affine(v):
+        m, s = loc_scale(v)
+        chol = jnp.linalg.cholesky(H + jnp.diag(s**-2))
+        return jax.scipy.linalg.cho_solve((chol, True), b + m / s**2), chol
+
+    def to_centered(x):
+        mu, chol = affine(x[hyper_idx])
+        return x.at[latent_idx].set(mu + jax.scipy.linalg.solve_triangular(chol.T, x[latent_idx], lower=False))
+
+    def to_partial(y):
+        mu, chol = affine(y[hyper_idx])
+        return y.at[latent_idx].set(chol.T @ (y[latent_idx] - mu))
+
+    def logdensity(x):
+        return centered_logdensity(to_centered(x)) - jnp.sum(jnp.log(jnp.diag(affine(x[hyper_idx])[1])))
+
+    return logdensity, to_centered, to_partial
+
+
+def german_loc_scale(v):
+    """German credit's weights prior given ``v = (log global_scale, log local_scales)``: ``N(0, (l g)²)``."""
+    scale = jnp.exp(v[1:] + v[0])
+    return jnp.zeros_like(scale), scale
+
+
+#: case -> (the centred log-density's hyperparameter sites, latent site, the latent prior's loc_scale)
+PARTIAL = {"german": (["global_scale", "local_scales"], "weights", german_loc_scale)}
+
+
+def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4):
+    """``polar_pncp``: the interweaved sampler without a centred move on :func:`partial_noncentering`.
+
+    Warm-up: ``first`` of the steps adapt it on the non-centred map (``H = 0``), then the map is
+    fitted at that adaptation's centre (its hyperparameters), the chains move to the new
+    coordinates, and the rest of the steps adapt again. Fixed afterwards.
+    """
+    hypers, latent, loc_scale = PARTIAL[case]
+    model, args, kwargs = model_and_data(case)
+    target_c = from_numpyro(centered_model(case), *args, **kwargs)
+    logp_c, y0, unravel_c = flat_target(target_c, num_chains, init_key)
+    hyper_idx, latent_idx = (np.asarray(b) for b in block_indices(unravel_c(y0[0]), [hypers, [latent]]))
+    start = time.perf_counter()
+
+    def stage(fit_position, ys, key, steps, zero_curvature):
+        if zero_curvature:  # H = 0: the non-centred map
+            logp_x, to_y, to_x = _noncentred_maps(logp_c, hyper_idx, latent_idx, loc_scale)
+        else:
+            logp_x, to_y, to_x = partial_noncentering(logp_c, hyper_idx, latent_idx, loc_scale, fit_position)
+        algorithm = psample.interweaved_polar_slice(logp_x, None, None, None, list(hyper_idx), w=10.0,
+                                                    hyper_w=hyper_w)
+        (states, parameters), _ = algorithm.adaptation.run(key, jax.vmap(to_x)(ys), steps)
+        return states, parameters, algorithm, to_y
+
+    k1, k2 = jax.random.split(warm_key)
+    steps_a = int(first * num_warmup)
+    states, parameters, _, to_y = stage(y0[0], y0, k1, steps_a, True)
+    fit = to_y(parameters["center"])  # the adapted centre, in centred coordinates
+    if os.environ.get("PNCP_DEBUG"):
+        print("  fit hypers", np.round(np.asarray(fit[hyper_idx]), 2))
+    states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k2, num_warmup - steps_a, False)
+    tuned = algorithm.with_parameters(parameters)
+
+    def step(k, state):
+        state, info = tuned.step(k, state)
+        return state, info.num_evals
+
+    position = lambda state: jax.vmap(to_y)(state.position)  # noqa: E731
+    jax.block_until_ready(states)
+    return states, step, position, time.perf_counter() - start, target_c, unravel_c
+
+
+def _noncentred_maps(centered_logdensity, hyper_idx, latent_idx, loc_scale):
+    """:func:`partial_noncentering` with ``H = 0``: ``h = m(v) + s(v) e``."""
+
+    def to_centered(x):
+        m, s = loc_scale(x[hyper_idx])
+        return x.at[latent_idx].set(m + s * x[latent_idx])
+
+    def to_partial(y):
+        m, s = loc_scale(y[hyper_idx])
+        return y.at[latent_idx].set((y[latent_idx] - m) / s)
+
+    def logdensity(x):
+        return centered_logdensity(to_centered(x)) + jnp.sum(jnp.log(loc_scale(x[hyper_idx])[1]))
+
+    return logdensity, to_centered, to_partial
+
+
 def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=None, algorithm=None):
     """Tuned ``(states, step)`` after ``num_warmup`` adaptation steps, and the warm-up seconds."""
     start = time.perf_counter()
@@ -370,6 +493,40 @@ def summarise(values, labels, truth_mean, truth_sd, seconds, evals):
     }  # fmt: skip
 
 
+def sampler_setup(kind, case, num_chains, init_key, warm_key, num_warmup, fit_steps, hyper_w):
+    """Warmed-up ``(carry, step, position, seconds, target, unravel)`` of one sampler, or ``None`` (skipped)."""
+    model, args, kwargs = model_and_data(case)
+    if kind.endswith("_c"):
+        if centered_model(case) is None:
+            print(f"  {kind}: no centred alternative for {case}; skipped")
+            return None
+        chosen = centered_model(case)
+    else:
+        asis_nc = kind == "polar_asis" and case == "sv"  # German credit's model is non-centred already
+        chosen = noncentered(model) if kind.endswith("_nc") or asis_nc else model
+    target = from_numpyro(chosen, *args, **kwargs)
+    logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
+    blocks = algorithm = None
+    if kind == "polar_asis":
+        if case not in INTERWEAVING:
+            print(f"  {kind}: the interweaving maps are defined for {sorted(INTERWEAVING)} only; skipped")
+            return None
+        algorithm = interweaving_spec(case, target, flat0, unravel, hyper_w)
+    example = jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1))
+    if kind.startswith("polar_block"):
+        blocks = latent_blocks(case, example)
+    elif kind == "polar_pairs":
+        if case != "german":
+            print(f"  {kind}: pair blocks are defined for german only; skipped")
+            return None
+        blocks = pair_blocks(example)
+    if blocks is not None:
+        print(f"  {kind}: blocks of sizes {[len(b) for b in blocks]}")
+    carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup, fit_steps,
+                                                  blocks, algorithm)
+    return carry, step, position, warm_seconds, target, unravel
+
+
 def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repeats, seed, fit_steps=1000,
              hyper_w=1.0):
     model, args, kwargs = model_and_data(case)
@@ -381,34 +538,16 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
     init_key, warm_key, draw_key = jax.random.split(key, 3)
     runs = {}
     for kind in samplers:
-        if kind.endswith("_c"):
-            if centered_model(case) is None:
-                print(f"  {kind}: no centred alternative for {case}; skipped")
+        if kind == "polar_pncp":
+            if case not in PARTIAL:
+                print(f"  {kind}: the partial non-centring is defined for {sorted(PARTIAL)} only; skipped")
                 continue
-            chosen = centered_model(case)
+            setup = pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w)
         else:
-            asis_nc = kind == "polar_asis" and case == "sv"  # German credit's model is non-centred already
-            chosen = noncentered(model) if kind.endswith("_nc") or asis_nc else model
-        target = from_numpyro(chosen, *args, **kwargs)
-        logdensity, flat0, unravel = flat_target(target, num_chains, init_key)
-        blocks = algorithm = None
-        if kind == "polar_asis":
-            if case not in INTERWEAVING:
-                print(f"  {kind}: the interweaving maps are defined for {sorted(INTERWEAVING)} only; skipped")
+            setup = sampler_setup(kind, case, num_chains, init_key, warm_key, num_warmup, fit_steps, hyper_w)
+            if setup is None:
                 continue
-            algorithm = interweaving_spec(case, target, flat0, unravel, hyper_w)
-        example = jax.tree.map(lambda a: a[0], target.initial_positions(init_key, 1))
-        if kind.startswith("polar_block"):
-            blocks = latent_blocks(case, example)
-        elif kind == "polar_pairs":
-            if case != "german":
-                print(f"  {kind}: pair blocks are defined for german only; skipped")
-                continue
-            blocks = pair_blocks(example)
-        if blocks is not None:
-            print(f"  {kind}: blocks of sizes {[len(b) for b in blocks]}")
-        carry, step, position, warm_seconds = warm_up(kind, logdensity, flat0, warm_key, num_warmup, fit_steps,
-                                                      blocks, algorithm)
+        carry, step, position, warm_seconds, target, unravel = setup
         run = chunk_runner(step, position, num_chains, num_draws // num_chunks)
         compiled = run.lower(carry, draw_key).compile()
         print(f"  {kind}: warm-up {warm_seconds:.0f} s incl. compile", flush=True)

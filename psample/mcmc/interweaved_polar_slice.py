@@ -44,7 +44,8 @@ Limits.
   series: ``h = mean + L(persistence, scale) z``, :func:`psample.models.hierarchical.ar1_scale_tril`).
 - A transition costs the joint move's evaluations plus two small moves, each a full evaluation
   of one of the log-densities (no conditional structure is exploited), plus one evaluation to
-  re-initialise the joint state.
+  re-initialise the joint state. Without a sufficient parameterisation
+  (``centered_logdensity_fn=None``) the second small move is skipped.
 - The hyperparameters' preconditioners are fixed after warm-up and come from the *marginal*
   spread of the hyperparameters, wider than their conditionals: ``hyper_w`` (default 1) sets
   the radius window of both small moves in those units.
@@ -65,6 +66,8 @@ References
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -139,7 +142,7 @@ def hyper_preconditioners(parameters, example_position, to_centered, hyper_indic
     -------
     dict
         ``hyper_center`` ``(k,)``, ``hyper_scale`` ``(k, k)``, ``centered_hyper_center`` ``(k',)``,
-        ``centered_hyper_scale`` ``(k', k')``.
+        ``centered_hyper_scale`` ``(k', k')`` (the last two only if ``to_centered`` is not ``None``).
     """
     flat, unravel = jax.flatten_util.ravel_pytree(example_position)
     d = flat.shape[0]
@@ -147,6 +150,12 @@ def hyper_preconditioners(parameters, example_position, to_centered, hyper_indic
     rows = _rows(parameters.get("scale"), jnp.asarray(hyper_indices), d)
     cov = rows @ rows.T
     jitter = 1e-12 * jnp.trace(cov)
+    ancillary = {
+        "hyper_center": center[jnp.asarray(hyper_indices)],
+        "hyper_scale": jnp.linalg.cholesky(cov + jitter * jnp.eye(cov.shape[0])),
+    }
+    if to_centered is None:
+        return ancillary
 
     def centered_flat(x):
         return jax.flatten_util.ravel_pytree(to_centered(unravel(x)))[0]
@@ -155,8 +164,7 @@ def hyper_preconditioners(parameters, example_position, to_centered, hyper_indic
     cov_c = jac @ cov @ jac.T
     eye_c = jnp.eye(cov_c.shape[0])
     return {
-        "hyper_center": center[jnp.asarray(hyper_indices)],
-        "hyper_scale": jnp.linalg.cholesky(cov + jitter * jnp.eye(cov.shape[0])),
+        **ancillary,
         "centered_hyper_center": centered_flat(center)[jnp.asarray(centered_hyper_indices)],
         "centered_hyper_scale": jnp.linalg.cholesky(cov_c + 1e-12 * jnp.trace(cov_c) * eye_c),
     }
@@ -181,9 +189,9 @@ def _check_maps(position, to_centered, to_noncentered):
 
 def as_top_level_api(
     logdensity_fn: Callable,
-    centered_logdensity_fn: Callable,
-    to_centered: Callable,
-    to_noncentered: Callable,
+    centered_logdensity_fn: Callable | None,
+    to_centered: Callable | None,
+    to_noncentered: Callable | None,
     hyper_indices: Sequence[int],
     centered_hyper_indices: Sequence[int] | None = None,
     *,
@@ -212,9 +220,12 @@ def as_top_level_api(
         ``x -> scalar``: the ancillary (non-centred) log-density; ``x`` any pytree of ``d >= 2``
         floating entries. The chain's positions are in this parameterisation.
     centered_logdensity_fn
-        ``y -> scalar``: the sufficient (centred) log-density of the same posterior.
+        ``y -> scalar``: the sufficient (centred) log-density of the same posterior, or ``None``:
+        then the sweep is the joint move and the hyperparameter move given the latents of ``x``
+        only (for a parameterisation in which they are nearly independent a posteriori, e.g. a
+        partially non-centred one), and both maps must be ``None`` too.
     to_centered, to_noncentered
-        ``x -> y`` and ``y -> x``, inverse bijections (jittable).
+        ``x -> y`` and ``y -> x``, inverse bijections (jittable), or ``None`` (above).
     hyper_indices
         Flat indices (in ``ravel_pytree(x)``) of the hyperparameters, at least two.
     centered_hyper_indices
@@ -255,10 +266,16 @@ def as_top_level_api(
     """
     if not isinstance(hyper_w, jax.core.Tracer):
         hyper_w = check_positive("hyper_w", hyper_w)
-    for name, fn in (("centered_logdensity_fn", centered_logdensity_fn), ("to_centered", to_centered),
-                     ("to_noncentered", to_noncentered)):
-        if not callable(fn):
-            raise InvalidTuningError(f"{name} must be callable, got {fn!r}")
+    sufficient = (("centered_logdensity_fn", centered_logdensity_fn), ("to_centered", to_centered),
+                  ("to_noncentered", to_noncentered))
+    if centered_logdensity_fn is None:
+        given = [name for name, fn in sufficient[1:] if fn is not None]
+        if given:
+            raise InvalidTuningError(f"{', '.join(given)} given without centered_logdensity_fn: pass all three or none")
+    else:
+        for name, fn in sufficient:
+            if not callable(fn):
+                raise InvalidTuningError(f"{name} must be callable, got {fn!r}")
     hyper_raw = hyper_indices
     centered_raw = hyper_indices if centered_hyper_indices is None else centered_hyper_indices
     joint = polar_slice(logdensity_fn, w=w, center=center, scale=scale, max_proposals=max_proposals,
@@ -266,15 +283,18 @@ def as_top_level_api(
 
     def resolve(position):
         flat, unravel = jax.flatten_util.ravel_pytree(position)
+        idx = _indices("hyper_indices", hyper_raw, flat.shape[0])
+        if centered_logdensity_fn is None:
+            return unravel, None, idx, None
         shapes = jax.eval_shape(to_centered, position)
         flat_c, unravel_c = jax.flatten_util.ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-        idx = _indices("hyper_indices", hyper_raw, flat.shape[0])
         idx_c = _indices("centered_hyper_indices", centered_raw, flat_c.shape[0])
         return unravel, unravel_c, idx, idx_c
 
     def init_fn(position):
         resolve(position)
-        _check_maps(position, to_centered, to_noncentered)
+        if centered_logdensity_fn is not None:
+            _check_maps(position, to_centered, to_noncentered)
         return joint.init(position)
 
     def hyper_move(rng_key, flat, unravel, idx, fn, c, s):
@@ -294,18 +314,24 @@ def as_top_level_api(
         state, info_joint = joint.step(key_joint, state)
         flat, _ = jax.flatten_util.ravel_pytree(state.position)
         flat, info_anc = hyper_move(key_anc, flat, unravel, idx, logdensity_fn, pre["hyper_center"], pre["hyper_scale"])
-        flat_c, _ = jax.flatten_util.ravel_pytree(to_centered(unravel(flat)))
-        flat_c, info_suf = hyper_move(key_suf, flat_c, unravel_c, idx_c, centered_logdensity_fn,
-                                      pre["centered_hyper_center"], pre["centered_hyper_scale"])
-        new_state = joint.init(to_noncentered(unravel_c(flat_c)))
-        infos = (info_joint, info_anc, info_suf)
-        evals = info_joint.num_evals + info_anc.num_evals + info_suf.num_evals + 3  # 2 move inits + re-init
+        infos = [info_joint, info_anc]
+        if centered_logdensity_fn is None:  # no sufficient parameterisation: the hyperparameters move once
+            new_state = joint.init(unravel(flat))
+            num_sufficient = jnp.zeros_like(info_anc.num_evals)
+        else:
+            flat_c, _ = jax.flatten_util.ravel_pytree(to_centered(unravel(flat)))
+            flat_c, info_suf = hyper_move(key_suf, flat_c, unravel_c, idx_c, centered_logdensity_fn,
+                                          pre["centered_hyper_center"], pre["centered_hyper_scale"])
+            new_state = joint.init(to_noncentered(unravel_c(flat_c)))
+            infos.append(info_suf)
+            num_sufficient = info_suf.num_evals + 1
+        evals = info_joint.num_evals + info_anc.num_evals + 2 + num_sufficient  # move inits + re-init
         return new_state, InterweavedPolarSliceInfo(
             num_evals=evals,
             num_joint_evals=info_joint.num_evals,
             num_ancillary_evals=info_anc.num_evals + 1,
-            num_sufficient_evals=info_suf.num_evals + 1,
-            hit_max_proposals=info_joint.hit_max_proposals | info_anc.hit_max_proposals | info_suf.hit_max_proposals,
+            num_sufficient_evals=num_sufficient,
+            hit_max_proposals=functools.reduce(operator.or_, [i.hit_max_proposals for i in infos]),
             num_nonfinite=sum(i.num_nonfinite for i in infos),
         )
 
@@ -321,7 +347,8 @@ def as_top_level_api(
     def adapt_init(positions, num_steps):
         example = jax.tree.map(lambda a: a[0], positions)
         resolve(example)
-        _check_maps(example, to_centered, to_noncentered)
+        if centered_logdensity_fn is not None:
+            _check_maps(example, to_centered, to_noncentered)
         return inner.init(positions, num_steps)
 
     # Polar slice's own warm-up of the joint move; its parameters gain the hyperparameters' blocks.

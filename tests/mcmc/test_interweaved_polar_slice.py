@@ -25,8 +25,8 @@ import psample
 from psample.errors import InitialPointError, InvalidTuningError, ShapeError
 from psample.mcmc import interweaved_polar_slice as ips
 
-#: Bonferroni bound for 32 comparisons at a 0.1 % family-wise false-fail rate.
-Z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 32)))
+#: Bonferroni bound for 64 comparisons at a 0.1 % family-wise false-fail rate.
+Z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 64)))
 NUM_CHAINS, NUM_STEPS = 32, 600
 J, K = 6, 2
 GROUP = np.array([0, 0, 0, 1, 1, 1])
@@ -77,7 +77,31 @@ def trace():
                           compute_convergence_checks=False)
 
 
+@pytest.fixture(scope="module")
+def trace_ancillary_only():
+    """Without a sufficient parameterisation: the joint move and the hyperparameter move given ``z``."""
+    x0 = jax.random.normal(jax.random.key(5), (NUM_CHAINS, J + K))
+    algorithm = psample.interweaved_polar_slice(logdensity_noncentered, None, None, None, HYPER, w=2.0)
+    return psample.sample(algorithm, x0, jax.random.key(6), NUM_STEPS, num_warmup=300, progress=False,
+                          compute_convergence_checks=False)
+
+
 def test_moments_match_exact_posterior(trace):
+    _check_moments(trace)
+
+
+def test_ancillary_only_sweep(trace_ancillary_only):
+    _check_moments(trace_ancillary_only)
+    info = trace_ancillary_only.info
+    assert not np.asarray(info.num_sufficient_evals).any()
+    np.testing.assert_array_equal(np.asarray(info.num_evals),
+                                  np.asarray(info.num_joint_evals) + np.asarray(info.num_ancillary_evals) + 1)
+    assert not any(k.startswith("adapted.hyper_preconditioning.centered") for k in trace_ancillary_only.attrs)
+    with pytest.raises(InvalidTuningError, match="to_centered given without centered_logdensity_fn"):
+        psample.interweaved_polar_slice(logdensity_noncentered, None, to_centered, None, HYPER)
+
+
+def _check_moments(trace):
     ys = np.asarray(jax.vmap(jax.vmap(to_centered))(jnp.asarray(trace.positions)))  # (C, T, J + K)
     for j in range(J + K):
         for name, values, exact in (("mean", ys[..., j], MEAN[j]), ("var", (ys[..., j] - MEAN[j]) ** 2, COV[j, j])):
