@@ -48,8 +48,9 @@ MAX_ESS_CHAINS = 4
 #: independent draws. ArviZ estimates the autocorrelation on split half-chains; with a handful of
 #: draws per half the lag estimates are biased negative, the ESS comes out above the number of
 #: draws (at 4-8 draws per chain it reaches ArviZ's cap ``N log10 N``, ``N = chains x draws``)
-#: and the MCSE is too small by up to ``sqrt(log10 N)``. On independent draws ESS/N falls to about
-#: 1.2 at 20 draws per chain (MCSE about 10 % small) and to 1.05 at 50. The check warns below this.
+#: and the MCSE is too small by up to ``sqrt(log10 N)``. The bias fades as the chains lengthen;
+#: at this many draws per chain the MCSE of independent draws is about 10 % small (measured; see
+#: BENCHMARKS.md). The check warns below this.
 MIN_DRAWS_FOR_ESS = 20
 #: Values (chains x draws x scalar components) the convergence check reads at most; longer runs
 #: are checked on every k-th draw, which keeps it well under a second.
