@@ -11,6 +11,7 @@ batch-means standard errors of time averages over independent chains, as an :cla
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "RHAT_MAX",
     "MIN_ESS_PER_CHAIN",
     "MAX_ESS_CHAINS",
+    "MIN_DRAWS_FOR_ESS",
     "CHECK_VALUES",
 ]
 
@@ -42,6 +44,14 @@ MIN_ESS_PER_CHAIN = 100
 #: four chains. Thousands of short chains (psample's many-chain regime) would otherwise need
 #: more ESS per chain than a chain has draws, and warn however well they mix.
 MAX_ESS_CHAINS = 4
+#: Draws per chain below which ArviZ's ESS, and the MCSE it divides by, are too optimistic even on
+#: independent draws. ArviZ estimates the autocorrelation on split half-chains; with a handful of
+#: draws per half the lag estimates are biased negative, the ESS comes out above the number of
+#: draws (at 4-8 draws per chain it reaches ArviZ's cap ``N log10 N``, ``N = chains x draws``)
+#: and the MCSE is too small by up to ``sqrt(log10 N)``. The bias fades as the chains lengthen;
+#: at this many draws per chain the MCSE of independent draws is about 10 % small (measured; see
+#: BENCHMARKS.md). The check warns below this.
+MIN_DRAWS_FOR_ESS = 20
 #: Values (chains x draws x scalar components) the convergence check reads at most; longer runs
 #: are checked on every k-th draw, which keeps it well under a second.
 CHECK_VALUES = 1_000_000
@@ -187,6 +197,13 @@ def check_convergence(trace, *, advice: str, max_values: int = CHECK_VALUES, sta
     psample.errors.ConvergenceWarning
         Naming the components that fail, with their values, or saying why the run could not
         be checked (fewer than 4 draws per chain).
+    psample.errors.UnreliableErrorWarning
+        With 4 to :data:`MIN_DRAWS_FOR_ESS` - 1 draws per chain: ArviZ's ESS and MCSE of the
+        run (``az.summary``, ``az.ess``, ``az.mcse``) are too optimistic there, whatever the
+        sampler (ESS above the number of draws on independent draws), and the ESS part of this
+        check passes runs it should not; error bars from the chains as independent batches
+        (the standard deviation of the chain means over the square root of the number of chains)
+        stay honest.
     """
     import jax
     from arviz_stats.base import array_stats
@@ -206,6 +223,21 @@ def check_convergence(trace, *, advice: str, max_values: int = CHECK_VALUES, sta
             ConvergenceWarning, stacklevel=stacklevel,
         )  # fmt: skip
         return None
+    if num_draws < MIN_DRAWS_FOR_ESS:
+        from psample.errors import UnreliableErrorWarning
+
+        total = num_chains * num_draws
+        cap = total * math.log10(total) if total > 1 else float(total)
+        warnings.warn(
+            f"ArviZ's ESS and MCSE of this run are unreliable: with {num_draws} draws per chain "
+            f"({where}) its autocorrelation estimate on half-chains of {num_draws // 2} draws is biased, so "
+            f"the ESS comes out too large (on independent draws up to {cap:.0f}, above the {total} draws) "
+            f"and the MCSE too small (by up to {math.sqrt(max(cap / total, 1.0)):.1f}x), so the ESS part "
+            f"of the convergence check cannot flag poor mixing; at least {MIN_DRAWS_FOR_ESS} draws per chain are needed "
+            f"for them, or take the chains as independent batches (sd of the chain means / "
+            f"sqrt({num_chains})). {advice}",
+            UnreliableErrorWarning, stacklevel=stacklevel,
+        )  # fmt: skip
     scalars = sum(int(np.prod(np.shape(leaf)[2:])) for leaf in jax.tree.leaves(trace.positions))
     budget = max(max_values, num_chains * scalars * min(num_draws, _MIN_CHECK_DRAWS))
     checked, step = thinned(trace, budget)
