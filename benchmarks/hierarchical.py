@@ -41,6 +41,10 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
   L(persistence, scale) z``; German credit: :func:`german_interweaving_maps`, ``weights =
   unscaled_weights * local_scales * global_scale``, hyperparameters the 26 scales);
   ``--hyper-w`` sets the hyperparameter moves' window (default 1);
+- ``polar_pncp`` (German credit only): polar slice in a partially non-centred parameterisation
+  (:func:`partial_noncentering`: ``weights = mu(v) + L(v)^-T e`` from a Gaussian approximation of
+  the likelihood fitted in warm-up, :func:`pncp_warm_up`), the joint move plus a move of the scales
+  given ``e`` (``psample.interweaved_polar_slice`` without a centred move);
 - ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
   ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
   (:func:`pair_blocks`; diagonal scales).
