@@ -1,0 +1,110 @@
+"""The convection Lorenz bridge (inference-gym's ``ConvectionLorenzBridgeUnknownScales``) as a NumPyro model."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer.util import log_density
+
+from psample.errors import ModelError
+from psample.models import lorenz_bridge as lb
+from psample.targets import from_numpyro, noncentered
+
+DATA = lb.convection_lorenz_bridge_data()
+NAMES = lb.state_site_names(30)
+
+
+@pytest.fixture(scope="module")
+def targets():
+    """The model as the gym writes it, and its non-centred rewrite by ``psample.noncentered``."""
+    return lb.lorenz_bridge(), from_numpyro(noncentered(lb.lorenz_bridge_model), **DATA)
+
+
+def one(target, seed):
+    return jax.tree.map(lambda a: a[0], target.initial_positions(jax.random.key(seed), 1))
+
+
+def sites_of(target, position):
+    return {k: np.asarray(v)[0, 0] for k, v in target.postprocess(jax.tree.map(lambda a: a[None, None], position)).items()}
+
+
+def test_data_are_the_gyms_thirty_steps_with_the_middle_ten_missing():
+    values, mask = DATA["observed_values"], DATA["observation_mask"]
+    assert values.shape == mask.shape == (30,) and values.dtype == np.float64
+    np.testing.assert_array_equal(np.flatnonzero(~mask), np.arange(10, 20))
+    assert values[0] == np.float32(-0.2761459) and values[29] == np.float32(6.26647)  # the gym's float32 numbers
+    assert DATA["step_size"] == 0.02
+
+
+def test_sites_shapes_and_finite_logdensity_at_numpyros_init(targets):
+    centred, _ = targets
+    assert centred.name == "convection_lorenz_bridge_unknown_scales" and centred.hints["polar_slice_w"] > 0
+    positions = centred.initial_positions(jax.random.key(0), 4)
+    assert set(positions) == {"innovation_scale", "observation_scale", *NAMES}
+    assert sum(np.prod(v.shape[1:], dtype=int) for v in positions.values()) == 92
+    logp = np.asarray(jax.vmap(centred.logdensity_fn)(positions))
+    assert logp.shape == (4,) and np.all(np.isfinite(logp))
+    sites = centred.postprocess(jax.tree.map(lambda a: a[None], positions))
+    assert sites["latents"].shape == (1, 4, 30, 3) and sites["innovation_scale"].shape == (1, 4)
+    np.testing.assert_array_equal(np.asarray(sites["latents"])[0, :, 7], np.asarray(sites[NAMES[7]])[0])
+    assert np.all(np.asarray(sites["observation_scale"]) > 0)
+
+
+def test_the_path_maps_are_inverse_and_match_the_noncentred_model(targets):
+    """psample.noncentered drives the path by its Euler-Maruyama innovations, as the maps do."""
+    _, rewritten = targets
+    z = one(rewritten, 5)
+    sites = sites_of(rewritten, z)
+    innovations = jnp.stack([z[f"{n}_decentered"] for n in NAMES])
+    path = lb.euler_maruyama_path(innovations, sites["innovation_scale"])
+    np.testing.assert_allclose(np.asarray(path), sites["latents"], rtol=1e-10, atol=1e-10)
+    back = lb.euler_maruyama_innovations(path, sites["innovation_scale"])
+    np.testing.assert_allclose(np.asarray(back), np.asarray(innovations), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_noncentred_density_is_the_centred_one_times_the_jacobian(targets, seed):
+    """log p_nc(z) = log p_c(path(z)) + 87 log(sqrt(h) innovation_scale) (the scales: the same log coordinates)."""
+    centred, rewritten = targets
+    z = one(rewritten, seed)
+    sites = sites_of(rewritten, z)
+    x = {"innovation_scale": z["innovation_scale"], "observation_scale": z["observation_scale"],
+         **{n: jnp.asarray(sites["latents"][t]) for t, n in enumerate(NAMES)}}  # fmt: skip
+    jacobian = 3 * 29 * np.log(np.sqrt(0.02) * sites["innovation_scale"])
+    expected = float(centred.logdensity_fn(x)) + jacobian
+    np.testing.assert_allclose(float(rewritten.logdensity_fn(z)), expected, rtol=1e-10)
+
+
+def test_bad_data_raise_model_errors_naming_the_argument():
+    with pytest.raises(ModelError, match="observation_mask"):
+        log_density(lb.lorenz_bridge_model, (), {**DATA, "observation_mask": DATA["observation_mask"][:5]}, {})
+    with pytest.raises(ModelError, match="observed_values must be finite"):
+        log_density(lb.lorenz_bridge_model, (), {**DATA, "observation_mask": np.ones(30, bool)}, {})
+    with pytest.raises(ModelError, match="step_size"):
+        log_density(lb.lorenz_bridge_model, (), {**DATA, "step_size": 0.0}, {})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("inference_gym") is None, reason="inference-gym (the bench extra) not installed")
+def test_logjoint_differs_from_the_gyms_by_one_constant(targets):
+    """At random points the log-joint minus the gym's unnormalized_log_prob is one constant (the gym
+    computes in float32: the spread is bounded by float32 rounding of the log-density)."""
+    from inference_gym import using_jax as gym
+
+    centred, _ = targets
+    gym_target = gym.targets.ConvectionLorenzBridgeUnknownScales()
+    positions = centred.initial_positions(jax.random.key(1), 3)
+    sites = centred.postprocess(jax.tree.map(lambda a: a[None], positions))
+    differences, logps = [], []
+    for i in range(3):
+        value = {k: np.asarray(v[0, i]) for k, v in sites.items()}
+        ours = float(log_density(lb.lorenz_bridge_model, (), DATA, {k: value[k] for k in positions})[0])
+        f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+        theirs = float(gym_target.unnormalized_log_prob(type(gym_target.dtype)(
+            f32(value["innovation_scale"]), f32(value["observation_scale"]), *[f32(r) for r in value["latents"]])))
+        differences.append(ours - theirs)
+        logps.append(ours)
+    assert np.ptp(differences) < 1e-5 * max(abs(v) for v in logps) + 1e-9, differences
