@@ -20,7 +20,7 @@ transformation: ``innovation_scale``, ``observation_scale``, ``latents``). Every
 Euler-Maruyama innovations ``state_tt_decentered`` (``state[0] = z[0]``, ``state[t] = state[t-1]
 + h f(state[t-1]) + sqrt(h) innovation_scale z[t]``) with no model-specific code;
 :func:`euler_maruyama_path` and :func:`euler_maruyama_innovations` are that map and its inverse
-on a whole ``(30, 3)`` path. :func:`lorenz_bridge` is the :class:`psample.Target`.
+on a whole ``(30, 3)`` path. :func:`convection_lorenz_bridge` is the :class:`psample.Target`.
 
 The data ship with the package (``data/convection_lorenz_bridge.csv``: the gym's
 ``internal/datasets/convection_lorenz_bridge.py``, Apache-2.0; float32 values read as float32 and
@@ -68,7 +68,7 @@ __all__ = [
     "euler_maruyama_innovations",
     "state_site_names",
     "lorenz_bridge_model",
-    "lorenz_bridge",
+    "convection_lorenz_bridge",
 ]
 
 #: The gym's Euler-Maruyama step of the convection Lorenz bridge.
@@ -167,7 +167,7 @@ def lorenz_bridge_model(observed_values, observation_mask, step_size=STEP_SIZE):
                    obs=jnp.asarray(observed[index]))  # fmt: skip
 
 
-def lorenz_bridge() -> Target:
+def convection_lorenz_bridge() -> Target:
     """:func:`lorenz_bridge_model` on :func:`convection_lorenz_bridge_data` (``d = 92``), centred as the gym writes it."""
     target = from_numpyro(lorenz_bridge_model, **convection_lorenz_bridge_data())
     return dataclasses.replace(target, name="convection_lorenz_bridge_unknown_scales",

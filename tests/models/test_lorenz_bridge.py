@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +27,7 @@ SHORT_NAMES = lb.state_site_names(6)
 @pytest.fixture(scope="module")
 def centred():
     """The model as the gym writes it, on the gym's data."""
-    return lb.lorenz_bridge()
+    return lb.convection_lorenz_bridge()
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,9 @@ def test_data_are_the_gyms_thirty_steps_with_the_middle_ten_missing():
     np.testing.assert_array_equal(np.flatnonzero(~mask), np.arange(10, 20))
     assert values[0] == np.float32(-0.2761459) and values[29] == np.float32(6.26647)  # the gym's float32 numbers
     assert DATA["step_size"] == 0.02
+    data_dir = pathlib.Path(lb.__file__).parent / "data"
+    digest = hashlib.sha256((data_dir / "convection_lorenz_bridge.csv").read_bytes()).hexdigest()
+    assert digest in (data_dir / "README.md").read_text()  # the file is the one the README describes
 
 
 def test_sites_shapes_and_finite_logdensity_at_numpyros_init(centred):
