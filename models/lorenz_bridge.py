@@ -168,7 +168,7 @@ def lorenz_bridge_model(observed_values, observation_mask, step_size=STEP_SIZE):
 
 
 def convection_lorenz_bridge() -> Target:
-    """:func:`lorenz_bridge_model` on :func:`convection_lorenz_bridge_data` (``d = 92``), centred as the gym writes it."""
+    """:func:`lorenz_bridge_model` on :func:`convection_lorenz_bridge_data` (``d = 92``), as the gym writes it."""
     target = from_numpyro(lorenz_bridge_model, **convection_lorenz_bridge_data())
     return dataclasses.replace(target, name="convection_lorenz_bridge_unknown_scales",
                                hints={**target.hints, "polar_slice_w": 10.0})  # fmt: skip

@@ -41,7 +41,8 @@ def one(target, seed):
 
 
 def sites_of(target, position):
-    return {k: np.asarray(v)[0, 0] for k, v in target.postprocess(jax.tree.map(lambda a: a[None, None], position)).items()}
+    sites = target.postprocess(jax.tree.map(lambda a: a[None, None], position))
+    return {k: np.asarray(v)[0, 0] for k, v in sites.items()}
 
 
 def test_data_are_the_gyms_thirty_steps_with_the_middle_ten_missing():
@@ -103,7 +104,7 @@ def test_bad_data_raise_model_errors_naming_the_argument():
         log_density(lb.lorenz_bridge_model, (), {**DATA, "step_size": 0.0}, {})
 
 
-@pytest.mark.skipif(importlib.util.find_spec("inference_gym") is None, reason="inference-gym (the bench extra) not installed")
+@pytest.mark.skipif(importlib.util.find_spec("inference_gym") is None, reason="inference-gym (bench extra) not installed")
 def test_data_and_logjoint_are_the_gyms_up_to_one_constant():
     """The shipped data are the gym's, and the log-joint minus the gym's ``unnormalized_log_prob`` (its
     ``LorenzSystemUnknownScales`` on the short bridge: the model is the same at any length) is one
@@ -115,8 +116,9 @@ def test_data_and_logjoint_are_the_gyms_up_to_one_constant():
     np.testing.assert_array_equal(DATA["observed_values"], gym_data.OBSERVED_VALUES.astype(np.float64))
     assert DATA["step_size"] == gym_data.STEP_SIZE and gym_data.OBSERVATION_INDEX == 0
     observed = np.where(SHORT["observation_mask"], SHORT["observed_values"], np.nan).astype(np.float32)
-    gym_target = gym.targets.LorenzSystemUnknownScales(observed_values=observed, observation_mask=SHORT["observation_mask"],
-                                                       observation_index=0, step_size=np.float32(0.02))  # fmt: skip
+    gym_target = gym.targets.LorenzSystemUnknownScales(
+        observed_values=observed, observation_mask=SHORT["observation_mask"], observation_index=0,
+        step_size=np.float32(0.02))
     rng = np.random.default_rng(0)
     differences, logps = [], []
     for _ in range(3):
