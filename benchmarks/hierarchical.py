@@ -5,7 +5,10 @@ site by site from the gym's source, fed the gym's data through readers of the fi
 ``psample/models/data``; the gym itself loads radon through TensorFlow Datasets, not installed):
 
 - ``sv``: ``StochasticVolatilitySP500Small`` (d = 103);
-- ``radon``: ``RadonContextualEffectsMinnesota`` (d = 91).
+- ``radon``: ``RadonContextualEffectsMinnesota`` (d = 91);
+- ``lorenz``: ``ConvectionLorenzBridgeUnknownScales`` (d = 92; ``psample.models.lorenz_bridge``,
+  one site per Euler-Maruyama step as the gym writes it, so ``psample.noncentered`` gives the
+  innovations).
 
 Ground truth: the gym's own ``targets/ground_truth`` modules (posterior means and standard
 deviations of every component of its ``identity`` transformation), read from the installed
@@ -34,12 +37,14 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
 - ``polar_block`` / ``polar_block_nc`` / ``polar_block_c``: ``psample.blocked_polar_slice`` with
   two blocks, the latent site (``LATENTS``) and the other sites, in the gym's / non-centred /
   centred form;
-- ``polar_asis`` (SV and German credit): ``psample.interweaved_polar_slice``: a polar slice move of
+- ``polar_asis`` (SV, German credit and the Lorenz bridge): ``psample.interweaved_polar_slice``: a polar slice move of
   the whole non-centred position, then the hyperparameters moved given the non-centred latents
   and given the centred ones, the ancillarity-sufficiency interweaving of Yu and Meng (2011) as
   Kastner and Frühwirth-Schnatter (2014) use it for SV (:func:`sv_interweaving_maps`: ``h = mean +
   L(persistence, scale) z``; German credit: :func:`german_interweaving_maps`, ``weights =
-  unscaled_weights * local_scales * global_scale``, hyperparameters the 26 scales);
+  unscaled_weights * local_scales * global_scale``, hyperparameters the 26 scales; the Lorenz
+  bridge: :func:`lorenz_interweaving_maps`, the Euler-Maruyama path from its innovations,
+  hyperparameters the two scales);
   ``--hyper-w`` sets the hyperparameter moves' window (default 1);
 - ``polar_pncp`` (German credit only): polar slice in a partially non-centred parameterisation
   (:func:`partial_noncentering`: ``weights = mu(v) + L(v)^-T e`` from a Gaussian approximation of
@@ -62,9 +67,11 @@ override. NUTS on the centred SV model takes deep trees (about 45 gradient evalu
 on two shared CPU cores the full SV case takes tens of minutes; ``--draws 500`` a few. An ESS
 below about 100 (a short run) makes the min-ESS/s ratio unreliable: read the R-hat column first.
 
-Cases: ``sv``, ``radon`` and ``german`` (``GermanCreditNumericSparseLogisticRegression``, already
+Cases: ``sv``, ``radon``, ``german`` (``GermanCreditNumericSparseLogisticRegression``, already
 non-centred in the gym: ``polar_nc`` only rewrites its standard-normal weights, the same
-coordinates). Not covered: ``ConvectionLorenzBridgeUnknownScales`` (issue #28 lists it).
+coordinates) and ``lorenz`` (``ConvectionLorenzBridgeUnknownScales``; its ground truth comes from
+Stan runs with their own Monte Carlo error, e.g. 0.018 on the mean of ``innovation_scale``, which
+the ``|z|`` column ignores). Every posterior issue #28 lists is covered.
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ from arviz_stats.base import array_stats  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import psample  # noqa: E402
-from psample.models import hierarchical  # noqa: E402
+from psample.models import hierarchical, lorenz_bridge  # noqa: E402
 from psample.mcmc.blocked_polar_slice import block_indices  # noqa: E402
 from psample.mcmc.flow_preconditioning import flow_polar_slice  # noqa: E402
 from psample.targets import from_numpyro, noncentered  # noqa: E402
@@ -100,7 +107,8 @@ SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc
             "polar_block_c", "polar_pairs", "polar_asis", "polar_pncp")
 #: the latent sites of each case (a site whose name starts with one of these; non-centred names
 #: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
-LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights")}
+LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights"),
+           "lorenz": ("state_",)}
 DEFAULT_SAMPLERS = ("nuts", "polar", "polar_nc")
 
 #: case -> (gym target class, gym ground-truth module, the gym's identity sites in its order)
@@ -111,6 +119,8 @@ CASES = {
               ("county_effect_mean", "county_effect_scale", "county_effect", "weight", "log_radon_scale")),
     "german": ("GermanCreditNumericSparseLogisticRegression", "german_credit_numeric_sparse_logistic_regression",
                ("global_scale", "local_scales", "unscaled_weights")),
+    "lorenz": ("ConvectionLorenzBridgeUnknownScales", "convection_lorenz_bridge_unknown_scales",
+               ("innovation_scale", "observation_scale", "latents")),
 }
 
 
@@ -119,6 +129,8 @@ def model_and_data(case):
         return hierarchical.stochastic_volatility_model, (hierarchical.sp500_small_returns(),), {}
     if case == "german":
         return hierarchical.sparse_logistic_regression_model, (), hierarchical.german_credit_numeric_data()
+    if case == "lorenz":
+        return lorenz_bridge.lorenz_bridge_model, (), lorenz_bridge.convection_lorenz_bridge_data()
     return hierarchical.radon_model, (), hierarchical.radon_minnesota_data()
 
 
@@ -156,6 +168,8 @@ def check_against_gym(case, num_points=4):
         d = hierarchical.german_credit_numeric_data()
         # the gym's German credit loader needs TFDS: its model class is fed the shipped data instead
         gym_target = gym.targets.SparseLogisticRegression(train_features=d["features"], train_labels=d["labels"])
+    elif case == "lorenz":
+        gym_target = gym.targets.ConvectionLorenzBridgeUnknownScales()  # its data ship with the gym (no TFDS)
     else:
         d = hierarchical.radon_minnesota_data()
         dataset = dict(num_counties=d["num_counties"], train_log_uranium=d["log_uranium"], train_floor=d["floor"],
@@ -172,6 +186,10 @@ def check_against_gym(case, num_points=4):
             gym_value = type(dtype)(f32(value["persistence_of_volatility"]), f32(value["mean_log_volatility"]),
                                     f32(value["white_noise_shock_scale"]),
                                     type(dtype[-1])(*[f32(x) for x in value["log_volatility"]]))
+        elif case == "lorenz":  # the gym's Lorenz bridge is float32, one part per time step
+            f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+            gym_value = type(gym_target.dtype)(f32(value["innovation_scale"]), f32(value["observation_scale"]),
+                                               *[f32(row) for row in value["latents"]])
         else:
             gym_value = {k: jnp.asarray(value[k]) for k in CASES[case][2]}
             if case == "german":  # the gym's sparse regression computes in float32
@@ -180,7 +198,8 @@ def check_against_gym(case, num_points=4):
         differences.append(ours - theirs)
         logps.append(ours)
     spread = max(differences) - min(differences)
-    tolerance = (1e-5 if case in ("sv", "german") else 1e-10) * max(abs(x) for x in logps) + 1e-9  # float32 gym SV
+    float32_gym = case in ("sv", "german", "lorenz")  # these gym models compute in float32
+    tolerance = (1e-5 if float32_gym else 1e-10) * max(abs(x) for x in logps) + 1e-9
     print(f"  check against inference-gym: log-joint differences {np.round(differences, 6).tolist()} "
           f"(spread {spread:.2e}; {'OK' if spread < tolerance else 'MISMATCH'}, tolerance {tolerance:.1e})")
 
@@ -259,13 +278,42 @@ def german_interweaving_maps():
     return to_centered, to_noncentered
 
 
-#: case -> (the maps, the hyperparameter sites non-centred, centred, the latent site non-centred, centred)
+def lorenz_interweaving_maps(num_timesteps=30):
+    """The Lorenz bridge's maps between the non-centred and centred sites (unconstrained, dicts).
+
+    Non-centred (``psample.noncentered``): the innovations ``state_tt_decentered``; centred: the
+    Euler-Maruyama path ``state_tt`` (:func:`lorenz_bridge.euler_maruyama_path`, a ``lax.scan``; its
+    inverse :func:`lorenz_bridge.euler_maruyama_innovations`, vectorised). ``innovation_scale`` and
+    ``observation_scale`` (their logs) are the same coordinates in both.
+    """
+    names = lorenz_bridge.state_site_names(num_timesteps)
+
+    def scales(p):
+        return {"innovation_scale": p["innovation_scale"], "observation_scale": p["observation_scale"]}
+
+    def to_centered(p):
+        z = jnp.stack([p[f"{n}_decentered"] for n in names])
+        path = lorenz_bridge.euler_maruyama_path(z, jnp.exp(p["innovation_scale"]))
+        return {**scales(p), **{n: path[t] for t, n in enumerate(names)}}
+
+    def to_noncentered(q):
+        path = jnp.stack([q[n] for n in names])
+        z = lorenz_bridge.euler_maruyama_innovations(path, jnp.exp(q["innovation_scale"]))
+        return {**scales(q), **{f"{n}_decentered": z[t] for t, n in enumerate(names)}}
+
+    return to_centered, to_noncentered
+
+
+#: case -> (the maps, the hyperparameter sites non-centred, centred, the latent site(s) non-centred, centred)
 INTERWEAVING = {
     "sv": (sv_interweaving_maps, ["mean_log_volatility_decentered", "persistence_beta", "white_noise_shock_scale"],
            ["mean_log_volatility", "persistence_beta", "white_noise_shock_scale"], "log_volatility_decentered",
            "log_volatility"),
     "german": (german_interweaving_maps, ["global_scale", "local_scales"], ["global_scale", "local_scales"],
                "unscaled_weights", "weights"),
+    "lorenz": (lorenz_interweaving_maps, ["innovation_scale", "observation_scale"],
+               ["innovation_scale", "observation_scale"],
+               [f"{n}_decentered" for n in lorenz_bridge.state_site_names()], lorenz_bridge.state_site_names()),
 }
 
 
@@ -293,8 +341,9 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
             raise AssertionError(f"{case} interweaving maps do not match the models: change-of-variables gap "
                                  f"{float(gap)}")
     # block_indices wants blocks covering the position: the latent site is the second block
-    idx, _ = block_indices(unravel(flat0[0]), [hypers_nc, [latent_nc]])
-    idx_c, _ = block_indices(example_c, [hypers_c, [latent_c]])
+    as_list = lambda sites: [sites] if isinstance(sites, str) else list(sites)  # noqa: E731  (Lorenz: a site per step)
+    idx, _ = block_indices(unravel(flat0[0]), [hypers_nc, as_list(latent_nc)])
+    idx_c, _ = block_indices(example_c, [hypers_c, as_list(latent_c)])
     return psample.interweaved_polar_slice(log_nc, log_c, to_c_flat, to_nc_flat, list(idx), list(idx_c), w=10.0,
                                            hyper_w=hyper_w)
 
@@ -506,7 +555,7 @@ def sampler_setup(kind, case, num_chains, init_key, warm_key, num_warmup, fit_st
             return None
         chosen = centered_model(case)
     else:
-        asis_nc = kind == "polar_asis" and case == "sv"  # German credit's model is non-centred already
+        asis_nc = kind == "polar_asis" and case in ("sv", "lorenz")  # German credit's is non-centred already
         chosen = noncentered(model) if kind.endswith("_nc") or asis_nc else model
     target = from_numpyro(chosen, *args, **kwargs)
     logdensity, flat0, unravel = flat_target(target, num_chains, init_key)

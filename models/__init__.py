@@ -66,6 +66,8 @@ from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaus
 from .heavy_tailed import cauchy, student_t
 from . import hierarchical
 from .hierarchical import german_credit_sparse, radon, stochastic_volatility
+from . import lorenz_bridge
+from .lorenz_bridge import convection_lorenz_bridge
 from .mixtures import (
     SmoothedDensity,
     gaussian_mixture,
@@ -106,6 +108,8 @@ __all__ = [
     "radon",
     "stochastic_volatility",
     "german_credit_sparse",
+    "lorenz_bridge",
+    "convection_lorenz_bridge",
     "isotropic_gaussian",
     "ill_conditioned_gaussian",
     "hyperplane_disk",

@@ -20,6 +20,7 @@ from .funnel import neal_funnel
 from .gaussians import hyperplane_disk, ill_conditioned_gaussian, isotropic_gaussian
 from .heavy_tailed import cauchy, student_t
 from .hierarchical import german_credit_sparse, radon, stochastic_volatility
+from .lorenz_bridge import convection_lorenz_bridge
 from .mixtures import two_mode_mixture
 from .regression import logistic_regression
 from .schools import eight_schools
@@ -103,6 +104,10 @@ _ENTRIES: dict[str, tuple[Callable[..., Target], str]] = {
     "stochastic_volatility": (
         stochastic_volatility,
         "Stochastic volatility on the last 100 S&P 500 returns, inference-gym's SV SP500 small, d=103 (NumPyro)",
+    ),
+    "convection_lorenz_bridge": (
+        convection_lorenz_bridge,
+        "Convection Lorenz bridge, unknown innovation and observation scales, inference-gym's, d=92 (NumPyro)",
     ),
 }
 

@@ -28,6 +28,7 @@ Z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 80)))
 MODELS_DIR = pathlib.Path(models.__file__).parent
 REGISTRY_NAMES = {
     "radon",
+    "convection_lorenz_bridge",
     "stochastic_volatility",
     "german_credit_sparse",
     "gmm25",
@@ -524,7 +525,8 @@ def test_registry_names_and_descriptions():
 def test_registry_builds_flat_models_with_finite_logdensity():
     numpyro_models = {"eight_schools", "eight_schools_centered", "logistic_regression",
                       "conjugate_gaussian", "linear_regression", "student_t_regression",
-                      "radon", "stochastic_volatility", "german_credit_sparse"}  # fmt: skip
+                      "radon", "stochastic_volatility", "german_credit_sparse",
+                      "convection_lorenz_bridge"}  # fmt: skip
     for name in sorted(REGISTRY_NAMES - numpyro_models):
         target = models.get(name)
         x = target.initial_positions(jax.random.PRNGKey(3), 5)
