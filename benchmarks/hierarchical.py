@@ -46,9 +46,9 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
   bridge: :func:`lorenz_interweaving_maps`, the Euler-Maruyama path from its innovations,
   hyperparameters the two scales);
   ``--hyper-w`` sets the hyperparameter moves' window (default 1);
-- ``polar_pncp`` (German credit only): polar slice in a partially non-centred parameterisation
-  (:func:`partial_noncentering`: ``weights = mu(v) + L(v)^-T e`` from a Gaussian approximation of
-  the likelihood fitted in warm-up, :func:`pncp_warm_up`), the joint move plus a move of the scales
+- ``polar_pncp`` (German credit and radon): polar slice in a partially non-centred parameterisation
+  (``psample.fit_partial_noncentering``: ``weights = mu(v) + L(v)^-T e`` from a Gaussian
+  approximation of the likelihood fitted in warm-up, :func:`pncp_warm_up`), the joint move plus a move of the scales
   given ``e`` (``psample.interweaved_polar_slice`` without a centred move);
 - ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
   ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
@@ -348,72 +348,28 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
                                            hyper_w=hyper_w)
 
 
-def partial_noncentering(centered_logdensity, hyper_idx, latent_idx, loc_scale, fit_position, newton_steps=20):
-    """A partially non-centred parameterisation ``x = (v, e)`` of a centred flat position ``y = (v, h)``.
-
-    For latents with a Gaussian prior ``h | v ~ N(m(v), diag(s(v)²))`` (``loc_scale(v) -> (m, s)``)
-    and a likelihood approximated by the Gaussian ``exp(-hᵀ H h / 2 + bᵀ h)``, the conditional
-    posterior of ``h`` given ``v`` is ``N(μ(v), P(v)⁻¹)`` with ``P(v) = H + diag(s(v)⁻²)`` and
-    ``μ(v) = P(v)⁻¹ (b + m(v) / s(v)²)``; the map ``h = μ(v) + L(v)⁻ᵀ e`` (``L Lᵀ = P``) makes ``e``
-    standard normal and independent of ``v`` when the approximation is exact (the partially
-    non-centred parameterisation of Papaspiliopoulos, Roberts and Sköld, 2003/2007, with
-    hyperparameter-dependent weights). ``H = 0`` gives the non-centred map ``h = m + s e``.
-    ``H`` and ``b`` are fitted once, at ``fit_position``'s hyperparameters: Newton steps to the
-    conditional mode ``ĥ`` of ``h``, ``H = -∇²_h log p(ĥ, v₀) - diag(s₀⁻²)`` (eigenvalues clipped
-    at 0), ``b = H ĥ + (ĥ - m₀) / s₀²``. Exact for any fitted ``(H, b)``: the Jacobian enters
-    the density.
-
-    Returns ``(logdensity_x, to_centered, to_partial)`` on flat arrays.
-    """
-    hyper_idx, latent_idx = jnp.asarray(hyper_idx), jnp.asarray(latent_idx)
-    v0 = fit_position[hyper_idx]
-    m0, s0 = loc_scale(v0)
-
-    def conditional(h):
-        return centered_logdensity(fit_position.at[latent_idx].set(h))
-
-    def newton(h, _):
-        new = h - jnp.linalg.solve(jax.hessian(conditional)(h), jax.grad(conditional)(h))
-        better = jnp.all(jnp.isfinite(new)) & (conditional(new) >= conditional(h))
-        return jnp.where(better, new, h), None
-
-    mode, _ = jax.lax.scan(newton, m0, None, length=newton_steps)
-    curvature = -jax.hessian(conditional)(mode) - jnp.diag(s0**-2)
-    eigenvalues, vectors = jnp.linalg.eigh(0.5 * (curvature + curvature.T))
-    H = (vectors * jnp.clip(eigenvalues, 0.0)) @ vectors.T
-    b = H @ mode + (mode - m0) / s0**2
-
-    def affine(v):
-        m, s = loc_scale(v)
-        chol = jnp.linalg.cholesky(H + jnp.diag(s**-2))
-        return jax.scipy.linalg.cho_solve((chol, True), b + m / s**2), chol
-
-    def to_centered(x):
-        mu, chol = affine(x[hyper_idx])
-        return x.at[latent_idx].set(mu + jax.scipy.linalg.solve_triangular(chol.T, x[latent_idx], lower=False))
-
-    def to_partial(y):
-        mu, chol = affine(y[hyper_idx])
-        return y.at[latent_idx].set(chol.T @ (y[latent_idx] - mu))
-
-    def logdensity(x):
-        return centered_logdensity(to_centered(x)) - jnp.sum(jnp.log(jnp.diag(affine(x[hyper_idx])[1])))
-
-    return logdensity, to_centered, to_partial
-
-
 def german_loc_scale(v):
     """German credit's weights prior given ``v = (log global_scale, log local_scales)``: ``N(0, (l g)²)``."""
     scale = jnp.exp(v[1:] + v[0])
     return jnp.zeros_like(scale), scale
 
 
+def radon_loc_scale(v):
+    """Radon's county effects given ``v`` (flat order: ``county_effect_mean``, ``county_effect_scale``
+    (NumPyro's unconstrained coordinate of ``Uniform(0, 100)``: ``100 sigmoid(u)``), ``log_radon_scale``,
+    ``weight``): ``N(mean, scale²)`` for each of the 85 counties."""
+    ones = jnp.ones(85, v.dtype)
+    return v[0] * ones, 100.0 * jax.nn.sigmoid(v[1]) * ones
+
+
 #: case -> (the centred log-density's hyperparameter sites, latent site, the latent prior's loc_scale)
-PARTIAL = {"german": (["global_scale", "local_scales"], "weights", german_loc_scale)}
+PARTIAL = {"german": (["global_scale", "local_scales"], "weights", german_loc_scale),
+           "radon": (["county_effect_mean", "county_effect_scale", "log_radon_scale", "weight"], "county_effect",
+                     radon_loc_scale)}
 
 
 def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4):
-    """``polar_pncp``: the interweaved sampler without a centred move on :func:`partial_noncentering`.
+    """``polar_pncp``: the interweaved sampler without a centred move on ``psample.fit_partial_noncentering``.
 
     Warm-up: ``first`` of the steps adapt it on the non-centred map (``H = 0``), then the map is
     fitted at that adaptation's centre (its hyperparameters), the chains move to the new
@@ -421,7 +377,7 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
     """
     hypers, latent, loc_scale = PARTIAL[case]
     model, args, kwargs = model_and_data(case)
-    target_c = from_numpyro(centered_model(case), *args, **kwargs)
+    target_c = from_numpyro(centered_model(case) or model, *args, **kwargs)
     logp_c, y0, unravel_c = flat_target(target_c, num_chains, init_key)
     hyper_idx, latent_idx = (np.asarray(b) for b in block_indices(unravel_c(y0[0]), [hypers, [latent]]))
     start = time.perf_counter()
@@ -430,7 +386,8 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
         if zero_curvature:  # H = 0: the non-centred map
             logp_x, to_y, to_x = _noncentred_maps(logp_c, hyper_idx, latent_idx, loc_scale)
         else:
-            logp_x, to_y, to_x = partial_noncentering(logp_c, hyper_idx, latent_idx, loc_scale, fit_position)
+            fitted = psample.fit_partial_noncentering(logp_c, fit_position, hyper_idx, latent_idx, loc_scale)
+            logp_x, to_y, to_x = fitted.logdensity_fn, fitted.to_centered, fitted.to_partial
         algorithm = psample.interweaved_polar_slice(logp_x, None, None, None, list(hyper_idx), w=10.0,
                                                     hyper_w=hyper_w)
         (states, parameters), _ = algorithm.adaptation.run(key, jax.vmap(to_x)(ys), steps)
@@ -455,7 +412,7 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
 
 
 def _noncentred_maps(centered_logdensity, hyper_idx, latent_idx, loc_scale):
-    """:func:`partial_noncentering` with ``H = 0``: ``h = m(v) + s(v) e``."""
+    """The non-centred map (``psample.fit_partial_noncentering``'s with ``H = 0``): ``h = m(v) + s(v) e``."""
 
     def to_centered(x):
         m, s = loc_scale(x[hyper_idx])
