@@ -15,6 +15,7 @@ check; the fixture leaves out the population checks when no ``heavy`` test reads
 
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import jax
@@ -51,8 +52,15 @@ def sharded(scratch: Path):
     run = dict(progress=False, chunk_size=CHUNK, compute_convergence_checks=False)
     sharded = psample.sample(ALG, X0, jax.random.PRNGKey(7), 30, **run)
     assert len(sharded.final_state.position.sharding.device_set) == 4
-    single = psample.sample(ALG, X0, jax.random.PRNGKey(7), 30, devices=jax.local_devices()[:1], **run)
+    one = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("chains",))
+    single = psample.sample(ALG, X0, jax.random.PRNGKey(7), 30, mesh=one, **run)
     np.testing.assert_allclose(sharded.positions, single.positions, rtol=0, atol=1e-12)
+    # The old keyword devices= still works for one release, with its DeprecationWarning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = psample.sample(ALG, X0, jax.random.PRNGKey(7), 30, devices=jax.local_devices()[:1], **run)
+    assert any(w.category is DeprecationWarning and "devices=" in str(w.message) for w in caught), caught
+    np.testing.assert_array_equal(old.positions, single.positions)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("chains",))
     on_two = psample.sample(ALG, X0, jax.random.PRNGKey(7), 30, mesh=mesh, **run)
     assert len(on_two.final_state.position.sharding.device_set) == 2
