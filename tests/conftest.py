@@ -2,7 +2,8 @@
 
 A run of the fast suite (``-m "not slow"``, ``make test`` and ``make test-fast``) compiles
 without LLVM's optimisations (``TEST_XLA_FLAGS``): its time is mostly the compilation of small
-programs, which this roughly halves, and what it checks (statistics with MC tolerances, bit-for-bit
+programs, which this roughly halves (LLVM's expensive passes off as well: a few per cent more),
+and what it checks (statistics with MC tolerances, bit-for-bit
 equalities between two runs of one configuration) does not depend on it. A run that selects the
 long statistical tests (``slow``) compiles as users and benchmarks do, with XLA's defaults: a
 learned sampler's training, for one, follows another floating-point path without them.
@@ -14,7 +15,7 @@ The longest tests run first (:data:`LONG_FIRST`), which shortens a run spread ov
 import os
 import re
 
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 

@@ -86,11 +86,16 @@ def test_fitting_the_flow_reduces_the_reverse_kl_on_a_funnel():
     assert after < before - 1.0, (before, after)
 
 
+@pytest.mark.heavy
 def test_adapted_flow_parameters_round_trip_through_a_checkpoint(tmp_path):
+    """An end-to-end checkpoint run (``heavy``). The reference run has the checkpointed run's
+    chunk size, so all three runs share one compiled warm-up and one compiled chunk (that a draw
+    does not depend on the chunk size is tested in tests/runtime/test_chains.py)."""
     algorithm = flow_polar_slice(gaussian, num_layers=1, hidden=4, num_fit_steps=20)
     positions = jax.random.normal(jax.random.key(8), (2, D))
     path = tmp_path / "run.zarr"
-    reference = psample.sample(algorithm, positions, jax.random.key(9), 30, num_warmup=20, progress=False, compute_convergence_checks=False)
+    reference = psample.sample(algorithm, positions, jax.random.key(9), 30, num_warmup=20, chunk_size=5, progress=False,
+                               compute_convergence_checks=False)
     first = psample.sample(
         algorithm, positions, jax.random.key(9), 10, num_warmup=20, chunk_size=5, checkpoint=path, progress=False,
         compute_convergence_checks=False,

@@ -201,6 +201,7 @@ def test_bad_runner_input():
         psample.run_particles(FIXED, jax.random.PRNGKey(0), 10, observables={"a": 3})
 
 
+@pytest.mark.heavy  # the 4-device subprocess (tests/runtime/four_devices.py), as its other readers
 def test_replicates_are_placed_over_devices_with_the_same_result(four_devices):
     """4 emulated CPU devices: replicates sharded over them give the one-device result."""
     four_devices.assert_passed("replicates")
