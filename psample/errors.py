@@ -130,6 +130,19 @@ def check_positive_int(name: str, value, *, minimum: int = 1, error=InvalidTunin
     return int(value)
 
 
+def check_flat_indices(name: str, indices, size: int, *, minimum: int = 1):
+    """Return ``indices`` as a 1-d int array if they are ``>= minimum`` distinct flat indices in
+    ``[0, size)``, else raise :class:`ShapeError` naming ``name``."""
+    import numpy as np
+
+    idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+    if idx.ndim != 1 or idx.size < minimum or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ShapeError(f"{name} must be a 1-d sequence of at least {minimum} integer flat indices, got {indices!r}")
+    if len(set(idx.tolist())) != idx.size or idx.min() < 0 or idx.max() >= size:
+        raise ShapeError(f"{name} must hold distinct indices in [0, {size}), got {idx.tolist()}")
+    return idx
+
+
 _PSAMPLE_DIRS = tuple(
     os.path.join(root, "")
     for root in (

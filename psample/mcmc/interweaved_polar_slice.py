@@ -73,11 +73,10 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-import numpy as np
 from blackjax.types import Array
 
 from psample.base import ChainAlgorithm
-from psample.errors import InitialPointError, InvalidTuningError, ShapeError, check_positive
+from psample.errors import InitialPointError, InvalidTuningError, ShapeError, check_flat_indices, check_positive
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.mcmc.polar_slice_adaptation import stepwise_run
 from psample.mcmc.preconditioning import LowRankScale, is_concrete
@@ -105,15 +104,6 @@ class InterweavedPolarSliceInfo(NamedTuple):
     num_sufficient_evals: Array
     hit_max_proposals: Array
     num_nonfinite: Array
-
-
-def _indices(name, indices, d):
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or idx.size < 2 or not np.issubdtype(idx.dtype, np.integer):
-        raise ShapeError(f"{name} must be a 1-d sequence of at least two integer flat indices, got {indices!r}")
-    if len(set(idx.tolist())) != idx.size or idx.min() < 0 or idx.max() >= d:
-        raise ShapeError(f"{name} must hold distinct indices in [0, {d}), got {idx.tolist()}")
-    return idx
 
 
 def _rows(scale, idx, d):
@@ -283,12 +273,12 @@ def as_top_level_api(
 
     def resolve(position):
         flat, unravel = jax.flatten_util.ravel_pytree(position)
-        idx = _indices("hyper_indices", hyper_raw, flat.shape[0])
+        idx = check_flat_indices("hyper_indices", hyper_raw, flat.shape[0], minimum=2)
         if centered_logdensity_fn is None:
             return unravel, None, idx, None
         shapes = jax.eval_shape(to_centered, position)
         flat_c, unravel_c = jax.flatten_util.ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-        idx_c = _indices("centered_hyper_indices", centered_raw, flat_c.shape[0])
+        idx_c = check_flat_indices("centered_hyper_indices", centered_raw, flat_c.shape[0], minimum=2)
         return unravel, unravel_c, idx, idx_c
 
     def init_fn(position):

@@ -54,10 +54,9 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from blackjax.types import Array
 
-from psample.errors import InitialPointError, ShapeError
+from psample.errors import InitialPointError, ShapeError, check_flat_indices
 
 __all__ = ["PartialNoncentering", "fit_partial_noncentering"]
 
@@ -80,15 +79,6 @@ class PartialNoncentering(NamedTuple):
     to_partial: Callable
     curvature: Array
     linear: Array
-
-
-def _indices(name, indices, d):
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or idx.size < 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise ShapeError(f"{name} must be a non-empty 1-d sequence of integer flat indices, got {indices!r}")
-    if len(set(idx.tolist())) != idx.size or idx.min() < 0 or idx.max() >= d:
-        raise ShapeError(f"{name} must hold distinct indices in [0, {d}), got {idx.tolist()}")
-    return idx
 
 
 def fit_partial_noncentering(
@@ -149,8 +139,8 @@ def fit_partial_noncentering(
     if fit_position.ndim != 1:
         raise ShapeError(f"fit_position must be one flat position (d,), got shape {fit_position.shape}")
     d = fit_position.shape[0]
-    hyper = _indices("hyper_indices", list(hyper_indices), d)
-    latent = _indices("latent_indices", list(latent_indices), d)
+    hyper = check_flat_indices("hyper_indices", list(hyper_indices), d)
+    latent = check_flat_indices("latent_indices", list(latent_indices), d)
     if set(hyper.tolist()) & set(latent.tolist()):
         raise ShapeError("hyper_indices and latent_indices overlap")
     hyper_idx, latent_idx = jnp.asarray(hyper), jnp.asarray(latent)
