@@ -348,24 +348,9 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
                                            hyper_w=hyper_w)
 
 
-def german_loc_scale(v):
-    """German credit's weights prior given ``v = (log global_scale, log local_scales)``: ``N(0, (l g)²)``."""
-    scale = jnp.exp(v[1:] + v[0])
-    return jnp.zeros_like(scale), scale
-
-
-def radon_loc_scale(v):
-    """Radon's county effects given ``v`` (flat order: ``county_effect_mean``, ``county_effect_scale``
-    (NumPyro's unconstrained coordinate of ``Uniform(0, 100)``: ``100 sigmoid(u)``), ``log_radon_scale``,
-    ``weight``): ``N(mean, scale²)`` for each of the 85 counties."""
-    ones = jnp.ones(85, v.dtype)
-    return v[0] * ones, 100.0 * jax.nn.sigmoid(v[1]) * ones
-
-
-#: case -> (the centred log-density's hyperparameter sites, latent site, the latent prior's loc_scale)
-PARTIAL = {"german": (["global_scale", "local_scales"], "weights", german_loc_scale),
-           "radon": (["county_effect_mean", "county_effect_scale", "log_radon_scale", "weight"], "county_effect",
-                     radon_loc_scale)}
+#: case -> the latent site that ``polar_pncp`` partially non-centres (its prior read from the centred
+#: model by ``psample.latent_gaussian``; the other sites are the hyperparameters)
+PARTIAL = {"german": "weights", "radon": "county_effect"}
 
 
 def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4):
@@ -375,11 +360,12 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
     fitted at that adaptation's centre (its hyperparameters), the chains move to the new
     coordinates, and the rest of the steps adapt again. Fixed afterwards.
     """
-    hypers, latent, loc_scale = PARTIAL[case]
     model, args, kwargs = model_and_data(case)
-    target_c = from_numpyro(centered_model(case) or model, *args, **kwargs)
+    model_c = centered_model(case) or model
+    target_c = from_numpyro(model_c, *args, **kwargs)
     logp_c, y0, unravel_c = flat_target(target_c, num_chains, init_key)
-    hyper_idx, latent_idx = (np.asarray(b) for b in block_indices(unravel_c(y0[0]), [hypers, [latent]]))
+    latents = psample.latent_gaussian(model_c, [PARTIAL[case]], *args, **kwargs)
+    hyper_idx, latent_idx, loc_scale = latents.hyper_indices, latents.latent_indices, latents.loc_scale
     start = time.perf_counter()
 
     def stage(fit_position, ys, key, steps, zero_curvature):

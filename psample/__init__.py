@@ -14,7 +14,8 @@ Public API
   :func:`interweaved_polar_slice`, polar slice with the hyperparameters interweaved between a
   model's centred and non-centred forms (ASIS; :mod:`psample.mcmc.interweaved_polar_slice`);
   :func:`fit_partial_noncentering`, coordinates in which a hierarchical model's latents and
-  hyperparameters decouple (:mod:`psample.mcmc.partial_noncentering`).
+  hyperparameters decouple (:mod:`psample.mcmc.partial_noncentering`), with
+  :func:`latent_gaussian` reading what it needs from a NumPyro model.
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
   (:mod:`psample.mcmc.logconcave_chain`); :func:`logconcave_chain_samples` runs it in one call.
 - :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
@@ -48,10 +49,10 @@ from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.chains import resume, sample
 from psample.runtime.particles import ParticleResult, run_particles
 from psample.runtime.trace import Trace
-from psample.targets import Target, from_logdensity, from_numpyro, noncentered
+from psample.targets import LatentGaussian, Target, from_logdensity, from_numpyro, latent_gaussian, noncentered
 
 __all__ = ["base", "diagnostics", "diffusion", "errors", "smc", "Target", "Trace", "from_numpyro",
-           "from_logdensity", "noncentered", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "interweaved_polar_slice", "fit_partial_noncentering", "PartialNoncentering", "window_adaptation", "logconcave_chain",
+           "from_logdensity", "noncentered", "latent_gaussian", "LatentGaussian", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "interweaved_polar_slice", "fit_partial_noncentering", "PartialNoncentering", "window_adaptation", "logconcave_chain",
            "logconcave_chain_samples", "run_particles", "ParticleResult", "admm"]
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ model through :func:`numpyro.infer.util.initialize_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.flatten_util
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from psample.errors import DtypeError, ModelError, PsampleError, check_positive_int
 
-__all__ = ["Target", "from_numpyro", "from_logdensity"]
+__all__ = ["Target", "from_numpyro", "from_logdensity", "latent_gaussian", "LatentGaussian"]
 
 
 def _identity_postprocess(positions):
@@ -434,3 +434,102 @@ def _MultivariateNormalDecentering():
 
 
 __all__ += ["noncentered"]
+
+
+class LatentGaussian(NamedTuple):
+    """Where a model's Gaussian latents sit in a flat position, and their prior given the rest.
+
+    hyper_indices
+        Flat indices (``ravel_pytree`` of the unconstrained sites, as :func:`from_numpyro`'s
+        ``logdensity_fn`` reads them) of every other unconstrained site, ``(d - k,)``.
+    latent_indices
+        Flat indices of the latent sites' entries, ``(k,)``.
+    loc_scale
+        ``v -> (m, s)``: the latents' prior location and standard deviation, ``(k,)`` each, as
+        functions of the other sites' unconstrained values ``v`` (in ``hyper_indices`` order).
+    unravel
+        ``flat (d,) -> {site: unconstrained value}``.
+    """
+
+    hyper_indices: Any
+    latent_indices: Any
+    loc_scale: Callable
+    unravel: Callable
+
+
+def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
+    """The flat layout and prior ``N(m(v), diag s(v)²)`` of a NumPyro model's Normal latent sites.
+
+    What :func:`psample.fit_partial_noncentering` needs from a model (with
+    ``jax.flatten_util.ravel_pytree`` of :func:`from_numpyro`'s positions): each named site must
+    be a latent ``Normal`` site (possibly batched by ``expand``, ``to_event`` or a plate) whose
+    location and scale depend on the other sites only, not on the named ones (checked at one
+    point).
+
+    Parameters
+    ----------
+    model
+        A NumPyro model, written centred (the latents drawn from ``Normal(loc, scale)``).
+    latent_sites
+        Names of the latent sites.
+    *args, **kwargs
+        The model's arguments, as for :func:`from_numpyro`.
+
+    Returns
+    -------
+    LatentGaussian
+
+    Raises
+    ------
+    ModelError
+        If a site is missing, observed, not a ``Normal``, or its location or scale depends on
+        the latent sites.
+    """
+    import numpy as np
+    import numpyro.distributions as dist
+    from numpyro.handlers import seed, substitute, trace
+    from numpyro.infer.util import constrain_fn
+
+    names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
+    model_trace = trace(seed(model, 0)).get_trace(*args, **kwargs)
+    latent_names = [n for n, s in model_trace.items() if s["type"] == "sample" and not s.get("is_observed")]
+    for name in names:
+        site = model_trace.get(name)
+        if site is None or site["type"] != "sample" or site.get("is_observed"):
+            raise ModelError(f"latent_gaussian: {name!r} is not a latent sample site of the model "
+                             f"(latent sites: {latent_names})")
+        fn = site["fn"]
+        while isinstance(fn, (dist.ExpandedDistribution, dist.Independent)):
+            fn = fn.base_dist
+        if not isinstance(fn, dist.Normal):
+            raise ModelError(f"latent_gaussian: site {name!r} is a {type(site['fn']).__name__}, not a Normal")
+    # the unconstrained layout: the latent sites' unconstrained values, as initialize_model gives them
+    example = {n: jnp.zeros(jnp.shape(model_trace[n]["value"]), jnp.result_type(float)) for n in latent_names}
+    flat, unravel = jax.flatten_util.ravel_pytree(example)
+    layout = unravel(jnp.arange(flat.shape[0]))
+    latent_idx = np.concatenate([np.asarray(layout[n]).ravel() for n in names]).astype(int)
+    hyper_idx = np.setdiff1d(np.arange(flat.shape[0]), latent_idx)
+
+    def loc_scale_at(flat_position):
+        params = constrain_fn(model, args, kwargs, unravel(flat_position))
+        sites = trace(substitute(seed(model, 0), data=params)).get_trace(*args, **kwargs)
+        locs, scales = [], []
+        for name in names:
+            fn, shape = sites[name]["fn"], jnp.shape(sites[name]["value"])
+            while isinstance(fn, (dist.ExpandedDistribution, dist.Independent)):
+                fn = fn.base_dist
+            locs.append(jnp.broadcast_to(fn.loc, shape).ravel())
+            scales.append(jnp.broadcast_to(fn.scale, shape).ravel())
+        return jnp.concatenate(locs), jnp.concatenate(scales)
+
+    def loc_scale(v):
+        return loc_scale_at(jnp.zeros(flat.shape[0], v.dtype).at[hyper_idx].set(v))
+
+    # the prior of the latents must not depend on the latents themselves
+    probe = jnp.linspace(-0.3, 0.7, flat.shape[0])
+    m1, s1 = loc_scale_at(probe)
+    m2, s2 = loc_scale_at(probe.at[latent_idx].add(1.0))
+    if not (bool(jnp.allclose(m1, m2)) and bool(jnp.allclose(s1, s2))):
+        raise ModelError(f"latent_gaussian: the location or scale of {names} depends on the sites themselves; "
+                         "name the sites whose prior depends on the other sites only")
+    return LatentGaussian(hyper_idx, latent_idx, loc_scale, unravel)

@@ -33,9 +33,10 @@ move and a move of the hyperparameters given ``e``).
 
 Limits.
 
-- The user gives the hyperparameters' and latents' flat indices and ``loc_scale(v) -> (m, s)``,
+- The fit needs the hyperparameters' and latents' flat indices and ``loc_scale(v) -> (m, s)``,
   the latents' prior location and scale (shape ``(k,)`` each) as a function of the
-  hyperparameters' *unconstrained* coordinates (e.g. ``exp`` of a log scale).
+  hyperparameters' *unconstrained* coordinates; :func:`psample.latent_gaussian` reads all three
+  from a NumPyro model's ``Normal`` latent sites.
 - The fit point matters for efficiency, not for exactness: fit at hyperparameters typical of
   the posterior (e.g. the centre adapted by a short non-centred warm-up), and keep the result
   fixed while sampling (refitting from the chain's own draws during sampling would not be exact).
@@ -96,13 +97,14 @@ def fit_partial_noncentering(
     --------
     .. code::
 
-        # German credit's weights w ~ N(0, (local * global)²), v = (log global, log local)
-        def loc_scale(v):
-            scale = jnp.exp(v[1:] + v[0])
-            return jnp.zeros_like(scale), scale
-
-        pncp = fit_partial_noncentering(logdensity_c, y_fit, range(26), range(26, 51), loc_scale)
-        sampler = psample.interweaved_polar_slice(pncp.logdensity_fn, None, None, None, list(range(26)))
+        # radon's county effects ~ Normal(mean, scale), read from the centred NumPyro model
+        target = psample.from_numpyro(model, **data)
+        latents = psample.latent_gaussian(model, ["county_effect"], **data)
+        logdensity = lambda y: target.logdensity_fn(latents.unravel(y))  # on flat positions
+        pncp = psample.fit_partial_noncentering(logdensity, y_fit, latents.hyper_indices,
+                                                latents.latent_indices, latents.loc_scale)
+        hyper = list(latents.hyper_indices)
+        sampler = psample.interweaved_polar_slice(pncp.logdensity_fn, None, None, None, hyper)
         trace = psample.sample(sampler, jax.vmap(pncp.to_partial)(y0), key, 1000, num_warmup=300)
         # draws in the model's coordinates: jax.vmap(pncp.to_centered) of the positions
 

@@ -143,3 +143,58 @@ def test_bad_input_is_named():
         psample.fit_partial_noncentering(logdensity, FIT, HYPER, LATENT, lambda v: (v, v))
     with pytest.raises(ShapeError, match="one flat position"):
         psample.fit_partial_noncentering(logdensity, FIT[None], HYPER, LATENT, loc_scale)
+
+
+def _numpyro_hierarchy():
+    """The dense test model as NumPyro sites (``mu``, ``log_tau``, ``h``): the same density."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model():
+        mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        log_tau = numpyro.sample("log_tau", dist.Normal(0.0, 1.0))
+        h = numpyro.sample("h", dist.Normal(mu, jnp.exp(log_tau)).expand([K]).to_event(1))
+        numpyro.sample("y", dist.Normal(jnp.asarray(MIX) @ h, jnp.asarray(SIGMA)).to_event(1), obs=jnp.asarray(Y))
+
+    return model
+
+
+def test_latent_gaussian_reads_the_prior_from_a_numpyro_model():
+    import numpyro
+    import numpyro.distributions as dist
+    from jax.flatten_util import ravel_pytree
+
+    from psample.errors import ModelError
+
+    model = _numpyro_hierarchy()
+    target = psample.from_numpyro(model)
+    latents = psample.latent_gaussian(model, ["h"])
+    # ravel_pytree's layout of the sites: h (5), log_tau, mu
+    np.testing.assert_array_equal(latents.latent_indices, np.arange(K))
+    np.testing.assert_array_equal(latents.hyper_indices, [K, K + 1])
+    v = jnp.array([0.4, -1.2])  # (log_tau, mu)
+    m, s = latents.loc_scale(v)
+    np.testing.assert_allclose(m, np.full(K, -1.2))
+    np.testing.assert_allclose(s, np.full(K, np.exp(0.4)))
+    # with from_numpyro's flat log-density the Gaussian likelihood decouples exactly, as above
+    example = jax.tree.map(lambda a: a[0], target.initial_positions(jax.random.key(0), 1))
+    _, unravel = ravel_pytree(example)
+    logdensity = jax.jit(lambda y: target.logdensity_fn(unravel(y)))
+    fit = jnp.zeros(K + 2).at[K:].set(v)
+    pncp = psample.fit_partial_noncentering(logdensity, fit, latents.hyper_indices, latents.latent_indices,
+                                            latents.loc_scale)
+    x = jax.random.normal(jax.random.key(1), (K + 2,))
+    decoupling = pncp.logdensity_fn(x) - pncp.logdensity_fn(x.at[:K].set(0.0)) + 0.5 * jnp.sum(x[:K] ** 2)
+    assert abs(float(decoupling)) < 1e-6
+
+    with pytest.raises(ModelError, match="not a latent sample site"):
+        psample.latent_gaussian(model, ["y"])
+    with pytest.raises(ModelError, match="not a Normal"):
+        psample.latent_gaussian(lambda: numpyro.sample("a", dist.Gamma(2.0, 1.0)), ["a"])
+
+    def chained():  # b's location is a: naming both makes their prior depend on themselves
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        numpyro.sample("b", dist.Normal(a, 1.0))
+
+    with pytest.raises(ModelError, match="depends on the sites themselves"):
+        psample.latent_gaussian(chained, ["a", "b"])
