@@ -169,8 +169,7 @@ def fit_partial_noncentering(
     b = H @ mode + (mode - m0) / s0**2
     off_diagonal = float(jnp.max(jnp.abs(H - jnp.diag(jnp.diag(H)))))
     if off_diagonal <= 1e-12 * float(jnp.max(jnp.abs(H))) or k == 1:
-        return _diagonal(centered_logdensity_fn, hyper_idx, latent_idx, loc_scale, jnp.diag(H), b)._replace(
-            curvature=jnp.diag(jnp.diag(H)), linear=b)
+        return _diagonal(centered_logdensity_fn, hyper_idx, latent_idx, loc_scale, jnp.diag(H), b)
 
     def affine(v):
         m, s = loc_scale(v)
@@ -210,4 +209,4 @@ def _diagonal(centered_logdensity_fn, hyper_idx, latent_idx, loc_scale, H_diag, 
     def logdensity_fn(x):
         return centered_logdensity_fn(to_centered(x)) - jnp.sum(jnp.log(affine(x[hyper_idx])[1]))
 
-    return PartialNoncentering(logdensity_fn, to_centered, to_partial, None, None)
+    return PartialNoncentering(logdensity_fn, to_centered, to_partial, jnp.diag(H_diag), b)
