@@ -488,7 +488,7 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
     import numpy as np
     import numpyro.distributions as dist
     from numpyro.handlers import seed, substitute, trace
-    from numpyro.infer.util import constrain_fn
+    from numpyro.infer.util import constrain_fn, unconstrain_fn
 
     names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
     model_trace = trace(seed(model, 0)).get_trace(*args, **kwargs)
@@ -503,9 +503,10 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
             fn = fn.base_dist
         if not isinstance(fn, dist.Normal):
             raise ModelError(f"latent_gaussian: site {name!r} is a {type(site['fn']).__name__}, not a Normal")
-    # the unconstrained layout: the latent sites' unconstrained values, as initialize_model gives them
-    example = {n: jnp.zeros(jnp.shape(model_trace[n]["value"]), jnp.result_type(float)) for n in latent_names}
-    flat, unravel = jax.flatten_util.ravel_pytree(example)
+    # the unconstrained layout, as from_numpyro's positions hold it (a simplex site has one entry
+    # fewer unconstrained than constrained, for example)
+    example = unconstrain_fn(model, args, kwargs, {n: model_trace[n]["value"] for n in latent_names})
+    flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(float)), example))
     layout = unravel(jnp.arange(flat.shape[0]))
     latent_idx = np.concatenate([np.asarray(layout[n]).ravel() for n in names]).astype(int)
     hyper_idx = np.setdiff1d(np.arange(flat.shape[0]), latent_idx)

@@ -187,6 +187,16 @@ def test_latent_gaussian_reads_the_prior_from_a_numpyro_model():
     decoupling = pncp.logdensity_fn(x) - pncp.logdensity_fn(x.at[:K].set(0.0)) + 0.5 * jnp.sum(x[:K] ** 2)
     assert abs(float(decoupling)) < 1e-6
 
+    def simplex_model():  # w has 2 unconstrained coordinates for 3 constrained ones
+        w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        numpyro.sample("h", dist.Normal(w[0], s).expand([4]).to_event(1))
+
+    simplex = psample.latent_gaussian(simplex_model, "h")
+    np.testing.assert_array_equal(simplex.latent_indices, np.arange(4))
+    np.testing.assert_array_equal(simplex.hyper_indices, [4, 5, 6])  # s (log), then w's 2 coordinates
+    np.testing.assert_allclose(simplex.loc_scale(jnp.array([0.5, 0.0, 0.0]))[1], np.full(4, np.exp(0.5)), rtol=1e-6)
+
     with pytest.raises(ModelError, match="not a latent sample site"):
         psample.latent_gaussian(model, ["y"])
     with pytest.raises(ModelError, match="not a Normal"):
