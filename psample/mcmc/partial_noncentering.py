@@ -168,45 +168,33 @@ def fit_partial_noncentering(
     H = (vectors * jnp.clip(eigenvalues, 0.0)) @ vectors.T
     b = H @ mode + (mode - m0) / s0**2
     off_diagonal = float(jnp.max(jnp.abs(H - jnp.diag(jnp.diag(H)))))
-    if off_diagonal <= 1e-12 * float(jnp.max(jnp.abs(H))) or k == 1:
-        return _diagonal(centered_logdensity_fn, hyper_idx, latent_idx, loc_scale, jnp.diag(H), b)
+    diagonal = off_diagonal <= 1e-12 * float(jnp.max(jnp.abs(H))) or k == 1
+    H_diag = jnp.diag(H)
 
     def affine(v):
+        """``(μ(v), e -> L⁻ᵀ e, r -> Lᵀ r, log det L)``: elementwise for a diagonal ``H``."""
         m, s = loc_scale(v)
+        if diagonal:
+            root = jnp.sqrt(H_diag + s**-2.0)
+            return (b + m / s**2) / root**2, lambda e: e / root, lambda r: root * r, jnp.sum(jnp.log(root))
         chol = jnp.linalg.cholesky(H + jnp.diag(s**-2.0))
-        return jax.scipy.linalg.cho_solve((chol, True), b + m / s**2), chol
+        mu = jax.scipy.linalg.cho_solve((chol, True), b + m / s**2)
+        return (mu, lambda e: jax.scipy.linalg.solve_triangular(chol.T, e, lower=False), lambda r: chol.T @ r,
+                jnp.sum(jnp.log(jnp.diag(chol))))
+
+    def centered_and_log_det(x):
+        mu, forward, _, log_det = affine(x[hyper_idx])
+        return x.at[latent_idx].set(mu + forward(x[latent_idx])), log_det
 
     def to_centered(x):
-        mu, chol = affine(x[hyper_idx])
-        return x.at[latent_idx].set(mu + jax.scipy.linalg.solve_triangular(chol.T, x[latent_idx], lower=False))
+        return centered_and_log_det(x)[0]
 
     def to_partial(y):
-        mu, chol = affine(y[hyper_idx])
-        return y.at[latent_idx].set(chol.T @ (y[latent_idx] - mu))
+        mu, _, backward, _ = affine(y[hyper_idx])
+        return y.at[latent_idx].set(backward(y[latent_idx] - mu))
 
     def logdensity_fn(x):
-        return centered_logdensity_fn(to_centered(x)) - jnp.sum(jnp.log(jnp.diag(affine(x[hyper_idx])[1])))
+        y, log_det = centered_and_log_det(x)  # one factorisation of P(v) per evaluation
+        return centered_logdensity_fn(y) - log_det
 
-    return PartialNoncentering(logdensity_fn, to_centered, to_partial, H, b)
-
-
-def _diagonal(centered_logdensity_fn, hyper_idx, latent_idx, loc_scale, H_diag, b) -> PartialNoncentering:
-    """The elementwise form for a diagonal ``H``: ``h = μ(v) + e / sqrt(P(v))``."""
-
-    def affine(v):
-        m, s = loc_scale(v)
-        precision = H_diag + s**-2.0
-        return (b + m / s**2) / precision, jnp.sqrt(precision)
-
-    def to_centered(x):
-        mu, root = affine(x[hyper_idx])
-        return x.at[latent_idx].set(mu + x[latent_idx] / root)
-
-    def to_partial(y):
-        mu, root = affine(y[hyper_idx])
-        return y.at[latent_idx].set(root * (y[latent_idx] - mu))
-
-    def logdensity_fn(x):
-        return centered_logdensity_fn(to_centered(x)) - jnp.sum(jnp.log(affine(x[hyper_idx])[1]))
-
-    return PartialNoncentering(logdensity_fn, to_centered, to_partial, jnp.diag(H_diag), b)
+    return PartialNoncentering(logdensity_fn, to_centered, to_partial, jnp.diag(H_diag) if diagonal else H, b)
