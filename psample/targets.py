@@ -354,6 +354,16 @@ def _complex_message(what: str, dtype) -> str:
 # --- automatic non-centring (issue #28) ---------------------------------------------------------
 
 
+def _base_distribution(fn, masked: bool = False):
+    """``fn`` without its batching wrappers (``expand``, ``to_event``; ``mask`` too if ``masked``)."""
+    import numpyro.distributions as dist
+
+    wrappers = (dist.ExpandedDistribution, dist.Independent) + ((dist.MaskedDistribution,) if masked else ())
+    while isinstance(fn, wrappers):
+        fn = fn.base_dist
+    return fn
+
+
 def noncentered(model, sites=None):
     """The same NumPyro model with its location-scale latent sites non-centred.
 
@@ -399,11 +409,6 @@ def noncentered(model, sites=None):
     wanted = None if sites is None else set(sites)
     families = (dist.Normal, dist.StudentT, dist.Cauchy, dist.Laplace)
 
-    def base(fn):
-        while isinstance(fn, (dist.ExpandedDistribution, dist.Independent, dist.MaskedDistribution)):
-            fn = fn.base_dist
-        return fn
-
     def config(site):
         if site["type"] != "sample" or site.get("is_observed") or site["name"].endswith("_decentered"):
             return None
@@ -411,7 +416,7 @@ def noncentered(model, sites=None):
             return None
         if isinstance(site["fn"], dist.MultivariateNormal):
             return _MultivariateNormalDecentering()
-        return LocScaleReparam(centered=0) if isinstance(base(site["fn"]), families) else None
+        return LocScaleReparam(centered=0) if isinstance(_base_distribution(site["fn"], masked=True), families) else None
 
     return reparam(model, config=config)
 
@@ -498,10 +503,7 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
         if site is None or site["type"] != "sample" or site.get("is_observed"):
             raise ModelError(f"latent_gaussian: {name!r} is not a latent sample site of the model "
                              f"(latent sites: {latent_names})")
-        fn = site["fn"]
-        while isinstance(fn, (dist.ExpandedDistribution, dist.Independent)):
-            fn = fn.base_dist
-        if not isinstance(fn, dist.Normal):
+        if not isinstance(_base_distribution(site["fn"]), dist.Normal):
             raise ModelError(f"latent_gaussian: site {name!r} is a {type(site['fn']).__name__}, not a Normal")
     # the unconstrained layout, as from_numpyro's positions hold it (a simplex site has one entry
     # fewer unconstrained than constrained, for example)
@@ -516,9 +518,7 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
         sites = trace(substitute(seed(model, 0), data=params)).get_trace(*args, **kwargs)
         locs, scales = [], []
         for name in names:
-            fn, shape = sites[name]["fn"], jnp.shape(sites[name]["value"])
-            while isinstance(fn, (dist.ExpandedDistribution, dist.Independent)):
-                fn = fn.base_dist
+            fn, shape = _base_distribution(sites[name]["fn"]), jnp.shape(sites[name]["value"])
             locs.append(jnp.broadcast_to(fn.loc, shape).ravel())
             scales.append(jnp.broadcast_to(fn.scale, shape).ravel())
         return jnp.concatenate(locs), jnp.concatenate(scales)
