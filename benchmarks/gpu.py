@@ -72,7 +72,7 @@ SIZES = {
     },
     "small": {
         "runner": dict(chains=64, draws=50, dim=4, repeats=1),
-        "polar_slice": dict(chains=4, draws=100, warmup=50, case="eight_schools"),
+        "polar_slice": dict(chains=4, draws=100, warmup=50, case="funnel"),
         "tempered_smc": dict(particles=128, replicates=2, mcmc_steps=2, model="linear_regression"),
         "fkc": dict(particles=256, steps=8, problem="product"),
         "diffusion": dict(target="gmm25", iterations=10, steps=5, batch=8),

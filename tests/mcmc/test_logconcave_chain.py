@@ -530,7 +530,7 @@ def test_importance_sampling_sampler_end_to_end_d2():
         target.logdensity_fn, sigma=sigma, num_measurements=m, steps_per_measurement=[60] + [10] * (m - 1),
         num_score_samples=128,
     )  # fmt: skip
-    num_chains = 600
+    num_chains = 300
     positions = target.initial_positions(jax.random.PRNGKey(0), num_chains)
     states, (_, info) = run_steps(alg, positions, jax.random.PRNGKey(1), m)
     assert_within("E[xhat_m], IS score", *mean_and_se(np.asarray(states.position)), target.exact["mean"])
