@@ -259,7 +259,8 @@ def test_warmup_draws_do_not_share_keys_with_the_draws():
 def test_checkpointed_adapted_run_resumes_bit_for_bit(tmp_path):
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
     algorithm = ADAPTIVE
-    whole = psample.sample(algorithm, positions, jax.random.key(3), 60, num_warmup=40, progress=False)
+    # One chunk size for both runs: the runner compiles its chunk once for the two.
+    whole = psample.sample(algorithm, positions, jax.random.key(3), 60, num_warmup=40, progress=False, chunk_size=10)
     path = tmp_path / "run.zarr"
     first = psample.sample(algorithm, positions, jax.random.key(3), 30, num_warmup=40, progress=False,
                            checkpoint=path, chunk_size=10)
