@@ -34,6 +34,14 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The fast gallery scripts (run on every build) compile without LLVM's optimisations, as the fast
+# test suite does (tests/conftest.py): their time is mostly the compilation of small programs, and
+# what they show (estimates with their error bars, figures) does not depend on it beyond
+# round-off. `make docs-examples` (PSAMPLE_GALLERY_PATTERN set: every script) compiles with XLA's
+# defaults, as users do. Set before JAX starts its CPU backend, which reads XLA_FLAGS.
+GALLERY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "PSAMPLE_GALLERY_PATTERN" not in os.environ and GALLERY_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {GALLERY_XLA_FLAGS}".strip()
 
 import psample  # noqa: E402
 import psample_docs  # noqa: E402
