@@ -153,7 +153,7 @@ def from_numpyro(model, *args, init_strategy=None, coords=None, dims=None, **kwa
         ``postprocess`` returning constrained sites and deterministic sites. For tempering:
         ``loglikelihood_fn(z)``, the summed log-probability of the observed sites (scales and
         masks applied as NumPyro does), ``logprior_fn(z) = logdensity_fn(z) - loglikelihood_fn(z)``
-        (prior of the latent sites plus the log-Jacobian) and ``prior_sample_fn(key, n)``,
+        (prior of the latent sites plus the log-Jacobian, computed without the likelihood) and ``prior_sample_fn(key, n)``,
         prior draws of the latent sites (:class:`numpyro.infer.Predictive`) mapped to the
         unconstrained space. For ArviZ: ``pointwise_loglikelihood_fn`` (the observed sites'
         log-probabilities, :func:`numpyro.infer.log_likelihood`'s), ``observed_data`` (the
@@ -191,10 +191,7 @@ def from_numpyro(model, *args, init_strategy=None, coords=None, dims=None, **kwa
             raise ModelError(f"could not initialise NumPyro model {name!r}: {exc}") from exc
         return batch.param_info.z
 
-    loglikelihood_fn, prior_sample_fn = _numpyro_tempering(model, args, kwargs, info)
-
-    def logprior_fn(z):
-        return logdensity_fn(z) - loglikelihood_fn(z)
+    loglikelihood_fn, logprior_fn, prior_sample_fn = _numpyro_tempering(model, args, kwargs, info)
 
     arviz = _numpyro_arviz(model, args, kwargs, info.model_trace, coords, dims)
     return Target(
@@ -279,9 +276,18 @@ def _dim_sizes(model_trace, dims, observed, constant) -> dict:
 
 
 def _numpyro_tempering(model, args, kwargs, info):
-    """``loglikelihood_fn(z)`` and ``prior_sample_fn(key, n)`` of a NumPyro model."""
+    """``loglikelihood_fn(z)``, ``logprior_fn(z)`` and ``prior_sample_fn(key, n)`` of a NumPyro model.
+
+    ``logprior_fn`` is the potential of the model with its observed sites hidden
+    (:func:`numpyro.handlers.block`): the latent sites' log-probabilities plus the log-Jacobian
+    (NumPyro's ``_<site>_log_det`` factors, which are not hidden), so it equals
+    ``logdensity_fn - loglikelihood_fn`` without evaluating the likelihood (under ``jit`` the
+    unused observation model is dropped): a conditional of the hyperparameters given centred
+    latents costs the prior only.
+    """
+    from numpyro import handlers
     from numpyro.infer import Predictive
-    from numpyro.infer.util import unconstrain_fn
+    from numpyro.infer.util import potential_energy, unconstrain_fn
 
     latent = [
         name
@@ -289,14 +295,20 @@ def _numpyro_tempering(model, args, kwargs, info):
         if site["type"] == "sample" and not site["is_observed"]
     ]
 
+    observed = [name for name, site in info.model_trace.items() if site["type"] == "sample" and site["is_observed"]]
+    prior_model = handlers.block(model, hide=observed)
+
     def loglikelihood_fn(z):
         return observed_loglikelihood(model, args, kwargs, z)
+
+    def logprior_fn(z):
+        return -potential_energy(prior_model, args, kwargs, z)
 
     def prior_sample_fn(rng_key, num):
         draws = Predictive(model, num_samples=num, return_sites=latent)(rng_key, *args, **kwargs)
         return jax.vmap(lambda params: unconstrain_fn(model, args, kwargs, params))(draws)
 
-    return loglikelihood_fn, prior_sample_fn
+    return loglikelihood_fn, logprior_fn, prior_sample_fn
 
 
 def from_logdensity(logdensity_fn, initial_position, *, scale: float = 1.0, name: str = "target") -> Target:

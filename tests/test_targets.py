@@ -33,6 +33,18 @@ def test_logdensity_is_the_unconstrained_log_joint():
     assert target.name == "regression"
 
 
+def test_logprior_is_the_prior_and_jacobian_without_the_likelihood():
+    target = psample.from_numpyro(regression, X, y=Y)
+    other_data = psample.from_numpyro(regression, X, y=-3.0 * Y)
+    z = {"slope": jnp.array(0.3), "noise": jnp.array(-0.5)}
+    prior = dist.Normal(0.0, 1.0).log_prob(0.3) + dist.HalfNormal(1.0).log_prob(jnp.exp(-0.5)) - 0.5
+    np.testing.assert_allclose(target.logprior_fn(z), prior, rtol=1e-12)  # the exp transform's log-Jacobian kept
+    np.testing.assert_allclose(target.logprior_fn(z), target.logdensity_fn(z) - target.loglikelihood_fn(z), rtol=1e-12)
+    # the data do not reach it: computed from the model with its observed sites hidden
+    assert float(other_data.logprior_fn(z)) == float(target.logprior_fn(z))
+    assert float(other_data.logdensity_fn(z)) != float(target.logdensity_fn(z))
+
+
 def test_initial_positions_have_a_chain_axis_and_are_distinct():
     target = psample.from_numpyro(regression, X, y=Y)
     positions = target.initial_positions(jax.random.PRNGKey(0), 5)
