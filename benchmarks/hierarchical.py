@@ -104,7 +104,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from polar_slice import _cpu_model  # noqa: E402  (one reader of the CPU's name for the benchmarks)
 
 SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc", "polar_block", "polar_block_nc",
-            "polar_block_c", "polar_pairs", "polar_asis", "polar_pncp")
+            "polar_block_c", "polar_pairs", "polar_asis", "polar_pncp", "polar_pncp_cw")
 #: the latent sites of each case (a site whose name starts with one of these; non-centred names
 #: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
 LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights"),
@@ -353,8 +353,13 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
 PARTIAL = {"german": "weights", "radon": "county_effect"}
 
 
-def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4):
+def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4, coordinatewise=False):
     """``polar_pncp``: the interweaved sampler without a centred move on ``psample.fit_partial_noncentering``.
+
+    ``polar_pncp_cw`` (``coordinatewise=True``): the joint move in those coordinates, then the
+    hyperparameters one by one by univariate slice given the centred latents, on the centred
+    model's prior (``Target.logprior_fn``: the likelihood is constant given the latents), no
+    move given the partially non-centred latents.
 
     Warm-up: ``first`` of the steps adapt it on the non-centred map (``H = 0``), then the map is
     fitted at that adaptation's centre (its hyperparameters), the chains move to the new
@@ -374,8 +379,14 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
         else:
             fitted = psample.fit_partial_noncentering(logp_c, fit_position, hyper_idx, latent_idx, loc_scale)
             logp_x, to_y, to_x = fitted.logdensity_fn, fitted.to_centered, fitted.to_partial
-        algorithm = psample.interweaved_polar_slice(logp_x, None, None, None, list(hyper_idx), w=10.0,
-                                                    hyper_w=hyper_w)
+        if coordinatewise and not zero_curvature:
+            logprior_c = lambda y: target_c.logprior_fn(unravel_c(y))  # noqa: E731
+            algorithm = psample.interweaved_polar_slice(logp_x, logprior_c, to_y, to_x, list(hyper_idx), w=10.0,
+                                                        hyper_w=hyper_w, centered_move="coordinatewise",
+                                                        ancillary_move=False)
+        else:
+            algorithm = psample.interweaved_polar_slice(logp_x, None, None, None, list(hyper_idx), w=10.0,
+                                                        hyper_w=hyper_w)
         (states, parameters), _ = algorithm.adaptation.run(key, jax.vmap(to_x)(ys), steps)
         return states, parameters, algorithm, to_y
 
@@ -524,7 +535,7 @@ def sampler_setup(kind, case, num_chains, init_key, warm_key, num_warmup, fit_st
 
 
 def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repeats, seed, fit_steps=1000,
-             hyper_w=1.0):
+             hyper_w=None):
     model, args, kwargs = model_and_data(case)
     sites = CASES[case][2]
     truth = ground_truth(case)
@@ -534,13 +545,17 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
     init_key, warm_key, draw_key = jax.random.split(key, 3)
     runs = {}
     for kind in samplers:
-        if kind == "polar_pncp":
+        if kind.startswith("polar_pncp"):
             if case not in PARTIAL:
                 print(f"  {kind}: the partial non-centring is defined for {sorted(PARTIAL)} only; skipped")
                 continue
-            setup = pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w)
+            coordinatewise = kind == "polar_pncp_cw"
+            setup = pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup,
+                                 (2.0 if coordinatewise else 1.0) if hyper_w is None else hyper_w,
+                                 coordinatewise=coordinatewise)
         else:
-            setup = sampler_setup(kind, case, num_chains, init_key, warm_key, num_warmup, fit_steps, hyper_w)
+            setup = sampler_setup(kind, case, num_chains, init_key, warm_key, num_warmup, fit_steps,
+                                  1.0 if hyper_w is None else hyper_w)
             if setup is None:
                 continue
         carry, step, position, warm_seconds, target, unravel = setup
@@ -584,7 +599,9 @@ def main(argv=None):
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(DEFAULT_SAMPLERS))
     parser.add_argument("--fit-steps", type=int, default=1000, help="ELBO steps of polar_flow's flow fit")
-    parser.add_argument("--hyper-w", type=float, default=1.0, help="polar_asis: the hyperparameter moves' window")
+    parser.add_argument("--hyper-w", type=float, default=None,
+                        help="the hyperparameter moves' window (polar_asis, polar_pncp: default 1; polar_pncp_cw: "
+                             "the coordinatewise brackets in marginal spreads, default 2)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true", help="first compare each model with inference-gym's")

@@ -19,7 +19,16 @@ updates together move them much further than either alone. One transition here i
    preconditioner;
 3. the map ``y = to_centered(x)``, a polar slice transition of the hyperparameters ``v`` given
    ``h`` on the sufficient log-density (``h`` fixed), preconditioned by the same block carried
-   through the map's Jacobian at the centre, and the map back ``x = to_noncentered(y)``.
+   through the map's Jacobian at the centre, and the map back ``x = to_noncentered(y)``. With
+   ``centered_move="coordinatewise"`` this move is instead one univariate slice update of each
+   hyperparameter in turn (Neal [5]; :mod:`psample.mcmc.coordinatewise_slice`), which follows
+   conditionals whose spreads differ and change with ``h``, such as the local scales of a
+   shrinkage prior given the weights. Given ``h`` the likelihood is a constant, so the model's
+   prior alone (``logprior_fn`` of :func:`psample.from_numpyro`'s target, no likelihood evaluation) may stand in for
+   the sufficient log-density: the move then costs next to nothing.
+
+``ancillary_move=False`` leaves step 2 out (the joint move still moves the hyperparameters), for a partially non-centred ``x`` (:func:`psample.fit_partial_noncentering`) whose
+hyperparameter block is nearly independent of its latents.
 
 Each step is an exact update of a conditional law of the same posterior (a polar slice
 transition with a fixed preconditioner leaves its conditional invariant, and the maps are
@@ -43,8 +52,10 @@ Limits.
   gives the ancillary form of a NumPyro model; the map is model-specific (for an AR(1) latent
   series: ``h = mean + L(persistence, scale) z``, :func:`psample.models.hierarchical.ar1_scale_tril`).
 - A transition costs the joint move's evaluations plus two small moves, each a full evaluation
-  of one of the log-densities (no conditional structure is exploited), plus one evaluation to
-  re-initialise the joint state. Without a sufficient parameterisation
+  of one of the log-densities (no conditional structure is exploited beyond a prior-only
+  centred log-density the user may pass), plus one evaluation to re-initialise the joint state.
+- The warm-up adapts the joint move alone (polar slice's own warm-up); the hyperparameter
+  moves join once it ends. Without a sufficient parameterisation
   (``centered_logdensity_fn=None``) the second small move is skipped.
 - The hyperparameters' preconditioners are fixed after warm-up and come from the *marginal*
   spread of the hyperparameters, wider than their conditionals: ``hyper_w`` (default 1) sets
@@ -62,6 +73,7 @@ References
    PMLR 202:30204-30223. arXiv:2302.03945.
 .. [4] Luke Tierney, "Markov chains for exploring posterior distributions", The Annals of
    Statistics 22(4), 1701-1728, 1994.
+.. [5] Radford M. Neal, "Slice sampling", The Annals of Statistics 31(3), 705-767, 2003.
 """
 
 from __future__ import annotations
@@ -77,6 +89,7 @@ from blackjax.types import Array
 
 from psample.base import ChainAlgorithm
 from psample.errors import InitialPointError, InvalidTuningError, ShapeError, check_flat_indices, check_positive
+from psample.mcmc.coordinatewise_slice import coordinatewise_slice
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.mcmc.polar_slice_adaptation import stepwise_run
 from psample.mcmc.preconditioning import LowRankScale, is_concrete
@@ -192,6 +205,8 @@ def as_top_level_api(
     hyper_preconditioning: dict | None = None,
     max_proposals: int = 1000,
     structure: str = "auto",
+    centered_move: str = "polar",
+    ancillary_move: bool = True,
 ) -> ChainAlgorithm:
     """Polar slice sampler with an ASIS interweaving of the hyperparameters (Yu and Meng, 2011).
 
@@ -235,6 +250,18 @@ def as_top_level_api(
         As :func:`psample.polar_slice`, for all three moves.
     structure
         Form of the joint scale the warm-up estimates, as :func:`psample.polar_slice`.
+    centered_move
+        How the hyperparameters move given the centred latents: ``"polar"`` (a polar slice
+        transition of the block, as above) or ``"coordinatewise"`` (one univariate slice update
+        of each hyperparameter in turn, :func:`psample.mcmc.coordinatewise_slice.coordinatewise_slice`,
+        brackets ``hyper_w`` times its marginal spread). The coordinatewise move follows
+        conditionals whose spread differs between hyperparameters and changes with the latents
+        (local scales of a shrinkage prior); it pays off where ``centered_logdensity_fn`` is
+        cheap: given the centred latents the likelihood is a constant, so the model's prior
+        alone (``logprior_fn`` of :func:`psample.from_numpyro`'s target) gives the same conditional.
+    ancillary_move
+        Whether the sweep includes the hyperparameter move given the ancillary latents (step 2);
+        ``False`` leaves the joint move and the centred move.
 
     Returns
     -------
@@ -247,7 +274,9 @@ def as_top_level_api(
     Raises
     ------
     InvalidTuningError
-        If ``w`` or ``hyper_w`` is not a finite number > 0 (and as :func:`psample.polar_slice`).
+        If ``w`` or ``hyper_w`` is not a finite number > 0 (and as :func:`psample.polar_slice`), if
+        ``centered_move`` is neither ``"polar"`` nor ``"coordinatewise"``, or if no move of the
+        hyperparameters is left (``ancillary_move=False`` without a centred log-density).
     ShapeError
         If an index set has fewer than two entries, repeats one or is out of range (checked in
         ``init``).
@@ -266,6 +295,10 @@ def as_top_level_api(
         for name, fn in sufficient:
             if not callable(fn):
                 raise InvalidTuningError(f"{name} must be callable, got {fn!r}")
+    if centered_move not in ("polar", "coordinatewise"):
+        raise InvalidTuningError(f"centered_move must be 'polar' or 'coordinatewise', got {centered_move!r}")
+    if not ancillary_move and centered_logdensity_fn is None:
+        raise InvalidTuningError("ancillary_move=False needs centered_logdensity_fn: no hyperparameter move is left")
     hyper_raw = hyper_indices
     centered_raw = hyper_indices if centered_hyper_indices is None else centered_hyper_indices
     joint = polar_slice(logdensity_fn, w=w, center=center, scale=scale, max_proposals=max_proposals,
@@ -295,31 +328,53 @@ def as_top_level_api(
         new, info = move.step(rng_key, move.init(flat[idx]))
         return flat.at[idx].set(new.position), info
 
+    def centered_hyper_move(rng_key, flat_c, unravel_c, idx_c, pre):
+        if centered_move == "polar":
+            return hyper_move(rng_key, flat_c, unravel_c, idx_c, centered_logdensity_fn,
+                              pre["centered_hyper_center"], pre["centered_hyper_scale"])
+        spread = jnp.linalg.norm(pre["centered_hyper_scale"], axis=1)  # marginal sd of each hyperparameter
+        flat_c, _, info = coordinatewise_slice(rng_key, flat_c, lambda y: centered_logdensity_fn(unravel_c(y)),
+                                               idx_c, hyper_w * spread, max_proposals=max_proposals)
+        return flat_c, info
+
+    def hyper_sweep(key_anc, key_suf, position, pre):
+        """The hyperparameter moves after the joint one: ``(position, infos, num_ancillary, num_sufficient)``."""
+        unravel, unravel_c, idx, idx_c = resolve(position)
+        flat, _ = jax.flatten_util.ravel_pytree(position)
+        infos = []
+        num_ancillary = num_sufficient = jnp.zeros((), jnp.int32)
+        if ancillary_move:
+            flat, info_anc = hyper_move(key_anc, flat, unravel, idx, logdensity_fn, pre["hyper_center"],
+                                        pre["hyper_scale"])
+            infos.append(info_anc)
+            num_ancillary = info_anc.num_evals + 1
+        if centered_logdensity_fn is None:  # no sufficient parameterisation: the hyperparameters move once
+            return unravel(flat), infos, num_ancillary, num_sufficient
+        flat_c, _ = jax.flatten_util.ravel_pytree(to_centered(unravel(flat)))
+        flat_c, info_suf = centered_hyper_move(key_suf, flat_c, unravel_c, idx_c, pre)
+        infos.append(info_suf)
+        # the polar move's count leaves out its own initialisation; the coordinatewise one includes it
+        num_sufficient = info_suf.num_evals + (1 if centered_move == "polar" else 0)
+        return to_noncentered(unravel_c(flat_c)), infos, num_ancillary, num_sufficient
+
+    def preconditioners(position):
+        if hyper_preconditioning is not None:
+            return hyper_preconditioning
+        _, _, idx, idx_c = resolve(position)
+        return hyper_preconditioners({"center": center, "scale": scale}, position, to_centered, idx, idx_c)
+
     def step_fn(rng_key, state):
-        unravel, unravel_c, idx, idx_c = resolve(state.position)
-        pre = hyper_preconditioning
-        if pre is None:
-            pre = hyper_preconditioners({"center": center, "scale": scale}, state.position, to_centered, idx, idx_c)
         key_joint, key_anc, key_suf = jax.random.split(rng_key, 3)
         state, info_joint = joint.step(key_joint, state)
-        flat, _ = jax.flatten_util.ravel_pytree(state.position)
-        flat, info_anc = hyper_move(key_anc, flat, unravel, idx, logdensity_fn, pre["hyper_center"], pre["hyper_scale"])
-        infos = [info_joint, info_anc]
-        if centered_logdensity_fn is None:  # no sufficient parameterisation: the hyperparameters move once
-            new_state = joint.init(unravel(flat))
-            num_sufficient = jnp.zeros_like(info_anc.num_evals)
-        else:
-            flat_c, _ = jax.flatten_util.ravel_pytree(to_centered(unravel(flat)))
-            flat_c, info_suf = hyper_move(key_suf, flat_c, unravel_c, idx_c, centered_logdensity_fn,
-                                          pre["centered_hyper_center"], pre["centered_hyper_scale"])
-            new_state = joint.init(to_noncentered(unravel_c(flat_c)))
-            infos.append(info_suf)
-            num_sufficient = info_suf.num_evals + 1
-        evals = info_joint.num_evals + info_anc.num_evals + 2 + num_sufficient  # move inits + re-init
+        position, infos, num_ancillary, num_sufficient = hyper_sweep(key_anc, key_suf, state.position,
+                                                                     preconditioners(state.position))
+        new_state = joint.init(position)
+        infos = [info_joint, *infos]
+        evals = info_joint.num_evals + num_ancillary + num_sufficient + 1  # + the joint state's re-init
         return new_state, InterweavedPolarSliceInfo(
             num_evals=evals,
             num_joint_evals=info_joint.num_evals,
-            num_ancillary_evals=info_anc.num_evals + 1,
+            num_ancillary_evals=num_ancillary,
             num_sufficient_evals=num_sufficient,
             hit_max_proposals=functools.reduce(operator.or_, [i.hit_max_proposals for i in infos]),
             num_nonfinite=sum(i.num_nonfinite for i in infos),
@@ -341,7 +396,9 @@ def as_top_level_api(
             _check_maps(example, to_centered, to_noncentered)
         return inner.init(positions, num_steps)
 
-    # Polar slice's own warm-up of the joint move; its parameters gain the hyperparameters' blocks.
+    # Polar slice's own warm-up of the joint move (the hyperparameter moves join after it;
+    # run during warm-up too, they left the tuned sampler mixing worse: BENCHMARKS.md); its parameters gain the
+    # hyperparameters' blocks.
     adaptation = inner._replace(run=stepwise_run(adapt_init, inner.step, final), init=adapt_init, final=final)
 
     def with_parameters(parameters) -> ChainAlgorithm:
@@ -349,7 +406,8 @@ def as_top_level_api(
             logdensity_fn, centered_logdensity_fn, to_centered, to_noncentered, hyper_raw, centered_raw,
             w=parameters["w"], hyper_w=parameters.get("hyper_w", hyper_w), center=parameters["center"],
             scale=parameters["scale"], hyper_preconditioning=parameters.get("hyper_preconditioning"),
-            max_proposals=max_proposals, structure=structure,
+            max_proposals=max_proposals, structure=structure, centered_move=centered_move,
+            ancillary_move=ancillary_move,
         )  # fmt: skip
 
     return ChainAlgorithm(init_fn, step_fn, adaptation, with_parameters)

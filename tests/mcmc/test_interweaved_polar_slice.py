@@ -86,6 +86,23 @@ def trace_ancillary_only():
                           compute_convergence_checks=False)
 
 
+def logprior_centered(y):
+    """The centred log-density without the data term: the same conditional of ``mu`` given ``theta``."""
+    theta, mu = y[:J], y[J:]
+    return -0.5 * jnp.sum((theta - A @ mu) ** 2) / TAU**2 - 0.5 * jnp.sum(mu**2) / PRIOR_SD**2
+
+
+@pytest.fixture(scope="module")
+def trace_coordinatewise():
+    """The joint move and the coordinatewise centred move on the prior alone, no ancillary move."""
+    x0 = jax.random.normal(jax.random.key(7), (NUM_CHAINS, J + K))
+    algorithm = psample.interweaved_polar_slice(logdensity_noncentered, logprior_centered, to_centered,
+                                                to_noncentered, HYPER, w=2.0, centered_move="coordinatewise",
+                                                ancillary_move=False)
+    return psample.sample(algorithm, x0, jax.random.key(8), NUM_STEPS, num_warmup=300, progress=False,
+                          compute_convergence_checks=False)
+
+
 def test_moments_match_exact_posterior(trace):
     _check_moments(trace)
 
@@ -99,6 +116,20 @@ def test_ancillary_only_sweep(trace_ancillary_only):
     assert not any(k.startswith("adapted.hyper_preconditioning.centered") for k in trace_ancillary_only.attrs)
     with pytest.raises(InvalidTuningError, match="to_centered given without centered_logdensity_fn"):
         psample.interweaved_polar_slice(logdensity_noncentered, None, to_centered, None, HYPER)
+
+
+def test_coordinatewise_centered_move_on_the_prior(trace_coordinatewise):
+    _check_moments(trace_coordinatewise)
+    info = trace_coordinatewise.info
+    assert not np.asarray(info.num_ancillary_evals).any()
+    # two hyperparameters: at least both bracket ends and one shrinkage proposal each
+    assert np.asarray(info.num_sufficient_evals).min() >= 3 * K
+    np.testing.assert_array_equal(np.asarray(info.num_evals),
+                                  np.asarray(info.num_joint_evals) + np.asarray(info.num_sufficient_evals) + 1)
+    with pytest.raises(InvalidTuningError, match="centered_move must be 'polar' or 'coordinatewise'"):
+        _algorithm(centered_move="gibbs")
+    with pytest.raises(InvalidTuningError, match="ancillary_move=False needs centered_logdensity_fn"):
+        psample.interweaved_polar_slice(logdensity_noncentered, None, None, None, HYPER, ancillary_move=False)
 
 
 def _check_moments(trace):
