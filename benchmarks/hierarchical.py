@@ -357,9 +357,10 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
     """``polar_pncp``: the interweaved sampler without a centred move on ``psample.fit_partial_noncentering``.
 
     ``polar_pncp_cw`` (``coordinatewise=True``): the joint move in those coordinates, then the
-    hyperparameters one by one by univariate slice given the centred latents, on the centred
-    model's prior (``Target.logprior_fn``: the likelihood is constant given the latents), no
-    move given the partially non-centred latents.
+    hyperparameters one by one by univariate slice given the centred latents, on
+    ``latents.hyper_conditional_fn`` (German credit: the model's prior alone, as its likelihood
+    is constant given the weights; radon: the whole log-density, as its likelihood also sees
+    ``weight`` and ``log_radon_scale``), no move given the partially non-centred latents.
 
     Warm-up: ``first`` of the steps adapt it on the non-centred map (``H = 0``), then the map is
     fitted at that adaptation's centre (its hyperparameters), the chains move to the new
@@ -380,8 +381,8 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
             fitted = psample.fit_partial_noncentering(logp_c, fit_position, hyper_idx, latent_idx, loc_scale)
             logp_x, to_y, to_x = fitted.logdensity_fn, fitted.to_centered, fitted.to_partial
         if coordinatewise and not zero_curvature:
-            logprior_c = lambda y: target_c.logprior_fn(unravel_c(y))  # noqa: E731
-            algorithm = psample.interweaved_polar_slice(logp_x, logprior_c, to_y, to_x, list(hyper_idx), w=10.0,
+            algorithm = psample.interweaved_polar_slice(logp_x, latents.hyper_conditional_fn, to_y, to_x,
+                                                        list(hyper_idx), w=10.0,
                                                         hyper_w=hyper_w, centered_move="coordinatewise",
                                                         ancillary_move=False)
         else:

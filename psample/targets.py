@@ -466,12 +466,24 @@ class LatentGaussian(NamedTuple):
         functions of the other sites' unconstrained values ``v`` (in ``hyper_indices`` order).
     unravel
         ``flat (d,) -> {site: unconstrained value}``.
+    hyper_conditional_fn
+        ``flat (d,) -> scalar``: the log-density of the hyperparameters given the latents, up to
+        a term constant in the hyperparameters, for a move of the hyperparameters with the latents
+        fixed (:func:`psample.interweaved_polar_slice`'s centred move). Where the likelihood does
+        not depend on the hyperparameters given the latents (``likelihood_free``) it is the
+        model's prior (``logprior_fn`` of :func:`from_numpyro`'s target: no likelihood
+        evaluation); otherwise the model's whole log-density.
+    likelihood_free
+        Whether the observed sites' log-probability has a zero gradient with respect to the
+        hyperparameters (checked at two points, with the latents fixed), ``bool``.
     """
 
     hyper_indices: Any
     latent_indices: Any
     loc_scale: Callable
     unravel: Callable
+    hyper_conditional_fn: Callable
+    likelihood_free: bool
 
 
 def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
@@ -504,8 +516,8 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
     """
     import numpy as np
     import numpyro.distributions as dist
-    from numpyro.handlers import seed, substitute, trace
-    from numpyro.infer.util import constrain_fn, unconstrain_fn
+    from numpyro.handlers import block, seed, substitute, trace
+    from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
     names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
     model_trace = trace(seed(model, 0)).get_trace(*args, **kwargs)
@@ -545,4 +557,19 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
     if not (bool(jnp.allclose(m1, m2)) and bool(jnp.allclose(s1, s2))):
         raise ModelError(f"latent_gaussian: the location or scale of {names} depends on the sites themselves; "
                          "name the sites whose prior depends on the other sites only")
-    return LatentGaussian(hyper_idx, latent_idx, loc_scale, unravel)
+
+    observed = [n for n, s in model_trace.items() if s["type"] == "sample" and s.get("is_observed")]
+    prior_model = block(model, hide=observed)
+
+    def loglikelihood(flat_position):
+        return observed_loglikelihood(model, args, kwargs, unravel(flat_position))
+
+    # given the latents, a likelihood that sees the hyperparameters only through them is a constant
+    gradients = [jax.grad(loglikelihood)(point)[hyper_idx] for point in (probe, 0.5 - probe)]
+    likelihood_free = all(bool(jnp.all(g == 0.0)) for g in gradients)
+    chosen = prior_model if likelihood_free else model
+
+    def hyper_conditional_fn(flat_position):
+        return -potential_energy(chosen, args, kwargs, unravel(flat_position))
+
+    return LatentGaussian(hyper_idx, latent_idx, loc_scale, unravel, hyper_conditional_fn, likelihood_free)

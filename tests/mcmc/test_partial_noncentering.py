@@ -186,6 +186,25 @@ def test_latent_gaussian_reads_the_prior_from_a_numpyro_model():
     x = jax.random.normal(jax.random.key(1), (K + 2,))
     decoupling = pncp.logdensity_fn(x) - pncp.logdensity_fn(x.at[:K].set(0.0)) + 0.5 * jnp.sum(x[:K] ** 2)
     assert abs(float(decoupling)) < 1e-6
+    # the likelihood sees (log_tau, mu) only through h: their conditional given h is the prior's
+    assert latents.likelihood_free
+    y1, y2 = jax.random.normal(jax.random.key(2), (2, K + 2))
+    y2 = y2.at[:K].set(y1[:K])  # the same latents, other hyperparameters
+    conditional = latents.hyper_conditional_fn
+    np.testing.assert_allclose(conditional(y1) - conditional(y2), logdensity(y1) - logdensity(y2), rtol=1e-10)
+    np.testing.assert_allclose(latents.hyper_conditional_fn(y1), target.logprior_fn(unravel(y1)), rtol=1e-12)
+
+    def scale_seen_by_the_data():  # sigma is a hyperparameter the likelihood sees directly
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        h = numpyro.sample("h", dist.Normal(0.0, sigma).expand([3]).to_event(1))
+        numpyro.sample("y", dist.Normal(h, sigma).to_event(1), obs=jnp.array([0.3, -0.2, 1.0]))
+
+    direct = psample.latent_gaussian(scale_seen_by_the_data, "h")
+    assert not direct.likelihood_free
+    point = jnp.array([0.1, -0.4, 0.2, 0.3])
+    direct_target = psample.from_numpyro(scale_seen_by_the_data)
+    np.testing.assert_allclose(direct.hyper_conditional_fn(point), direct_target.logdensity_fn(direct.unravel(point)),
+                               rtol=1e-12)
 
     def simplex_model():  # w has 2 unconstrained coordinates for 3 constrained ones
         w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
