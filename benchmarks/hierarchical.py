@@ -50,6 +50,13 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
   (``psample.fit_partial_noncentering``: ``weights = mu(v) + L(v)^-T e`` from a Gaussian
   approximation of the likelihood fitted in warm-up, :func:`pncp_warm_up`), the joint move plus a move of the scales
   given ``e`` (``psample.interweaved_polar_slice`` without a centred move);
+- ``polar_pncp_cw`` (German credit and radon): the same coordinates, the joint move, then each
+  hyperparameter by univariate slice given the centred latents
+  (``psample.interweaved_polar_slice(..., centered_move="coordinatewise", ancillary_move=False)``
+  on ``psample.latent_gaussian``'s ``hyper_conditional_fn``: for German credit the model's prior
+  alone, no likelihood evaluation); its brackets are ``--hyper-w`` (default 2) marginal spreads;
+- ``best``: the polar slice variant that does best on each case (``BEST``), for one command that
+  reproduces issue #28's comparison: ``python benchmarks/hierarchical.py --cases sv radon german``;
 - ``polar_pairs`` (German credit only): ``psample.blocked_polar_slice`` with one block per feature
   ``(log local_scales[j], unscaled_weights[j])`` plus a block of the global and all local scales
   (:func:`pair_blocks`; diagonal scales).
@@ -61,8 +68,8 @@ rank-normalised R-hat, min bulk and min tail ESS (ArviZ), min-ESS per second of 
 worst ``|mean - truth| / SE`` with ``SE = sd_truth / sqrt(ESS_bulk)`` per component; then the
 ratios of min-ESS/s to NUTS's.
 
-Run ``python benchmarks/hierarchical.py`` (8 chains x 2,000 draws) or ``--quick`` (4 chains x 300
-draws, a smoke run). ``--draws``, ``--chains``, ``--warmup``, ``--samplers`` and ``--cases``
+Run ``python benchmarks/hierarchical.py`` (NUTS and ``best`` on every case, 8 chains x 2,000
+draws) or ``--quick`` (4 chains x 300 draws, a smoke run). ``--draws``, ``--chains``, ``--warmup``, ``--samplers`` and ``--cases``
 override. NUTS on the centred SV model takes deep trees (about 45 gradient evaluations per step):
 on two shared CPU cores the full SV case takes tens of minutes; ``--draws 500`` a few. An ESS
 below about 100 (a short run) makes the min-ESS/s ratio unreliable: read the R-hat column first.
@@ -104,12 +111,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from polar_slice import _cpu_model  # noqa: E402  (one reader of the CPU's name for the benchmarks)
 
 SAMPLERS = ("nuts", "polar", "polar_nc", "polar_c", "polar_flow", "polar_flow_nc", "polar_block", "polar_block_nc",
-            "polar_block_c", "polar_pairs", "polar_asis", "polar_pncp", "polar_pncp_cw")
+            "polar_block_c", "polar_pairs", "polar_asis", "polar_pncp", "polar_pncp_cw", "best")
 #: the latent sites of each case (a site whose name starts with one of these; non-centred names
 #: end in ``_decentered``): ``polar_block*`` updates them in one block and the other sites in another
 LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("unscaled_weights", "weights"),
            "lorenz": ("state_",)}
-DEFAULT_SAMPLERS = ("nuts", "polar", "polar_nc")
+DEFAULT_SAMPLERS = ("nuts", "best")
+#: case -> the polar slice variant that ``best`` runs (the winner of BENCHMARKS.md's hierarchical section)
+BEST = {"sv": "polar_asis", "radon": "polar_pncp", "german": "polar_pncp_cw", "lorenz": "polar_asis"}
 
 #: case -> (gym target class, gym ground-truth module, the gym's identity sites in its order)
 CASES = {
@@ -356,7 +365,9 @@ PARTIAL = {"german": "weights", "radon": "county_effect"}
 def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4, coordinatewise=False):
     """``polar_pncp``: the interweaved sampler without a centred move on ``psample.fit_partial_noncentering``.
 
-    ``polar_pncp_cw`` (``coordinatewise=True``): the joint move in those coordinates, then the
+    ``polar_pncp_cw`` (``coordinatewise=True``; the map fitted twice: after the non-centred stage,
+    and again at the centre adapted in the first half of the rest): the joint move in those
+    coordinates, then the
     hyperparameters one by one by univariate slice given the centred latents, on
     ``latents.hyper_conditional_fn`` (German credit: the model's prior alone, as its likelihood
     is constant given the weights; radon: the whole log-density, as its likelihood also sees
@@ -397,7 +408,14 @@ def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, 
     fit = to_y(parameters["center"])  # the adapted centre, in centred coordinates
     if os.environ.get("PNCP_DEBUG"):
         print("  fit hypers", np.round(np.asarray(fit[hyper_idx]), 2))
-    states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k2, num_warmup - steps_a, False)
+    if coordinatewise:  # fitted twice: again at the centre adapted in the first fit's coordinates
+        half = (num_warmup - steps_a) // 2
+        k2, k3 = jax.random.split(k2)
+        states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k2, half, False)
+        fit = to_y(parameters["center"])
+        states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k3, num_warmup - steps_a - half, False)
+    else:
+        states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k2, num_warmup - steps_a, False)
     tuned = algorithm.with_parameters(parameters)
 
     def step(k, state):
@@ -619,7 +637,8 @@ def main(argv=None):
         print(f"== {case} (inference-gym {CASES[case][0]})")
         if args.check:
             check_against_gym(case)
-        results = run_case(case, args.samplers, num_chains, num_draws, args.warmup, num_chunks, args.repeats, args.seed,
+        samplers = list(dict.fromkeys(BEST[case] if kind == "best" else kind for kind in args.samplers))
+        results = run_case(case, samplers, num_chains, num_draws, args.warmup, num_chunks, args.repeats, args.seed,
                            args.fit_steps, args.hyper_w)
         print(f"{'sampler':<9} {'evals/step':>10} {'time s':>8} {'max R-hat':>10} {'min ESS':>8} {'ESS/s':>8} "
               f"{'max |z|':>8} {'#|z|>5':>6}  worst (R-hat / ESS / z)")

@@ -28,8 +28,11 @@ flops for ``k`` latents).
 Contract. :func:`fit_partial_noncentering` returns a :class:`PartialNoncentering` of pure,
 jittable, vmappable functions on flat positions (1-d arrays; ``jax.flatten_util.ravel_pytree``
 of a NumPyro position), for any sampler: the benchmark of issue #28 runs
-:func:`psample.interweaved_polar_slice` on it with ``centered_logdensity_fn=None`` (the joint
-move and a move of the hyperparameters given ``e``).
+:func:`psample.interweaved_polar_slice` on it, with ``centered_logdensity_fn=None`` (the joint
+move and a move of the hyperparameters given ``e``: radon) or with ``to_centered`` and
+``to_partial`` as the maps and ``centered_move="coordinatewise"`` (the joint move and the
+hyperparameters one by one given the centred latents, on
+:class:`psample.LatentGaussian`'s ``hyper_conditional_fn``: German credit).
 
 Limits.
 
