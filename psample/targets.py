@@ -565,8 +565,11 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
         return observed_loglikelihood(model, args, kwargs, unravel(flat_position))
 
     # given the latents, a likelihood that sees the hyperparameters only through them is a constant
-    gradients = [jax.grad(loglikelihood)(point)[hyper_idx] for point in (probe, 0.5 - probe)]
-    likelihood_free = all(bool(jnp.all(g == 0.0)) for g in gradients)
+    try:
+        gradients = [jax.grad(loglikelihood)(point)[hyper_idx] for point in (probe, 0.5 - probe)]
+        likelihood_free = all(bool(jnp.all(g == 0.0)) for g in gradients)
+    except Exception:  # not differentiable (e.g. integer ops): keep the whole log-density, always right
+        likelihood_free = False
     chosen = prior_model if likelihood_free else model
 
     def hyper_conditional_fn(flat_position):
