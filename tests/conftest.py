@@ -10,32 +10,13 @@ learned sampler's training, for one, follows another floating-point path without
 Subprocesses that set their own ``XLA_FLAGS`` add theirs to these (:func:`xla_flags`).
 
 The longest tests run first (:data:`LONG_FIRST`), which shortens a run spread over workers.
-
-The run's processes (pytest-xdist's workers and the subprocesses of the CLI, README, wheel and
-multi-device tests, which inherit the environment) share one JAX compilation cache on disk, a
-temporary folder removed at the end (:data:`COMPILATION_CACHE`; ``JAX_COMPILATION_CACHE_DIR``
-set beforehand is used instead and kept). Most tests compile the same small programs as others
-(one model's log-density, one sampler's step) in new closures, which JAX's in-memory caches
-do not recognise: the disk cache is keyed by the program, the compiler options and XLA's flags,
-so what it returns is what the compiler would have built.
 """
 
 import os
 import re
-import shutil
-import tempfile
 
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-#: The compilation cache this process created (None where it inherited one or was given one).
-COMPILATION_CACHE = None
-if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    COMPILATION_CACHE = tempfile.mkdtemp(prefix="psample-tests-jax-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
-    # Every program, however quick to compile (JAX's default caches those over a second only).
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def _fast_run(markexpr: str) -> bool:
@@ -47,12 +28,6 @@ def pytest_configure(config):
     # its CPU backend starts).
     if _fast_run(config.getoption("markexpr") or "") and TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
-
-
-def pytest_unconfigure(config):
-    # In the process that created the cache (pytest-xdist's controller, after its workers).
-    if COMPILATION_CACHE is not None:
-        shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 #: The longest tests (subprocesses that start JAX and compile whole runs), moved to the front of
@@ -93,10 +68,6 @@ def xla_flags(*flags: str) -> str:
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-if COMPILATION_CACHE is not None:  # where a plugin imported JAX first, it read none of the above
-    jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import pytest  # noqa: E402
 
