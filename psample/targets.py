@@ -126,6 +126,73 @@ def observed_loglikelihood(model, args: tuple, kwargs: dict, z) -> jax.Array:
     return total
 
 
+# Errors of a model that JAX cannot trace abstractly (Python control flow on a sampled value,
+# ``float(x)``): such a model is initialised eagerly, op by op, as NumPyro does for one chain.
+_TRACING_ERRORS = (jax.errors.JAXTypeError, jax.errors.JAXIndexError)
+
+
+def _initialize_numpyro(model, args, kwargs, strategy, name):
+    """NumPyro's :func:`~numpyro.infer.util.initialize_model` at key ``PRNGKey(0)``, raising
+    :class:`ModelError` (naming the model) where it fails.
+
+    The key is passed as a batch of one: the model's trace is the same (NumPyro traces it at the
+    batch's first key), and the search for valid initial values (the potential and its gradient
+    at up to 100 draws) runs as one compiled loop instead of eagerly, op by op, where each of the
+    model's operations is compiled on its own.
+    """
+    from numpyro.infer.util import initialize_model
+
+    key = jax.random.PRNGKey(0)
+    try:
+        try:
+            return initialize_model(key[None], model, init_strategy=strategy, model_args=args, model_kwargs=kwargs)
+        except _TRACING_ERRORS:
+            return initialize_model(key, model, init_strategy=strategy, model_args=args, model_kwargs=kwargs)
+    except Exception as exc:  # numpyro raises RuntimeError/ValueError/TypeError from user code
+        raise ModelError(f"could not initialise NumPyro model {name!r}: {exc}") from exc
+
+
+def _numpyro_init_fn(model, args, kwargs, strategy, name):
+    """``init_fn(rng_key, num_chains)``: :func:`~numpyro.infer.util.initialize_model`'s initial
+    values at ``jax.random.split(rng_key, num_chains)``, compiled once per number of chains
+    (NumPyro's search is deterministic given the keys, so the values are its own)."""
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model
+    from numpyro.util import not_jax_tracer
+
+    def initialize(keys):
+        return initialize_model(keys, model, init_strategy=strategy, model_args=args, model_kwargs=kwargs)
+
+    def search(keys):
+        param_info = initialize(keys).param_info
+        grads = jax.vmap(lambda g: ravel_pytree(g)[0])(param_info.z_grad)
+        # NumPyro's own test of a chain's initial values: finite potential and gradient.
+        valid = jnp.isfinite(param_info.potential_energy) & jnp.all(jnp.isfinite(grads), axis=-1)
+        return param_info.z, jnp.all(valid)
+
+    compiled = jax.jit(search)
+    traceable = [True]
+
+    def init_fn(rng_key, num_chains):
+        keys = jax.random.split(rng_key, num_chains)
+        try:
+            if traceable[0]:
+                try:
+                    z, valid = compiled(keys)
+                except _TRACING_ERRORS:
+                    traceable[0] = False
+                else:
+                    # Under a transformation (``jax.eval_shape``) NumPyro checks nothing either.
+                    if not not_jax_tracer(valid) or bool(valid):
+                        return z
+                    # Not every chain has valid values: NumPyro's error and warnings.
+            return initialize(keys).param_info.z
+        except Exception as exc:
+            raise ModelError(f"could not initialise NumPyro model {name!r}: {exc}") from exc
+
+    return init_fn
+
+
 def from_numpyro(model, *args, init_strategy=None, coords=None, dims=None, **kwargs) -> Target:
     """Wrap a NumPyro model as a :class:`Target` over its unconstrained latent sites.
 
@@ -166,30 +233,16 @@ def from_numpyro(model, *args, init_strategy=None, coords=None, dims=None, **kwa
         If :func:`numpyro.infer.util.initialize_model` fails; the message names the model.
     """
     from numpyro.infer import init_to_uniform
-    from numpyro.infer.util import initialize_model
 
     name = _model_name(model)
     strategy = init_strategy or init_to_uniform
-    try:
-        info = initialize_model(
-            jax.random.PRNGKey(0), model, init_strategy=strategy, model_args=args, model_kwargs=kwargs
-        )
-    except Exception as exc:  # numpyro raises RuntimeError/ValueError/TypeError from user code
-        raise ModelError(f"could not initialise NumPyro model {name!r}: {exc}") from exc
+    info = _initialize_numpyro(model, args, kwargs, strategy, name)
     potential_fn = info.potential_fn
 
     def logdensity_fn(z):
         return -potential_fn(z)
 
-    def init_fn(rng_key, num_chains):
-        keys = jax.random.split(rng_key, num_chains)
-        try:
-            batch = initialize_model(
-                keys, model, init_strategy=strategy, model_args=args, model_kwargs=kwargs
-            )
-        except Exception as exc:
-            raise ModelError(f"could not initialise NumPyro model {name!r}: {exc}") from exc
-        return batch.param_info.z
+    init_fn = _numpyro_init_fn(model, args, kwargs, strategy, name)
 
     loglikelihood_fn, logprior_fn, prior_sample_fn = _numpyro_tempering(model, args, kwargs, info)
 

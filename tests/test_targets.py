@@ -53,6 +53,65 @@ def test_initial_positions_have_a_chain_axis_and_are_distinct():
     assert np.all(np.isfinite(jax.vmap(target.logdensity_fn)(positions)))
 
 
+def test_initial_positions_are_numpyros_own_compiled_once_per_number_of_chains():
+    """init_fn runs NumPyro's initialize_model on split keys under one jit per number of chains:
+    the values are NumPyro's (eager) ones, a second call compiles nothing, and under
+    jax.eval_shape (a tracer key) it gives the shapes without checking the values."""
+    from numpyro.infer import init_to_uniform
+    from numpyro.infer.util import initialize_model
+
+    target = psample.from_numpyro(regression, X, y=Y)
+    key = jax.random.PRNGKey(3)
+    expected = initialize_model(jax.random.split(key, 6), regression, init_strategy=init_to_uniform,
+                                model_args=(X,), model_kwargs={"y": Y}).param_info.z
+    got = target.init_fn(key, 6)
+    for site in ("slope", "noise"):
+        np.testing.assert_allclose(got[site], expected[site], rtol=1e-12)
+    with jax.log_compiles():
+        import logging
+
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("jax").addHandler(handler)
+        try:
+            again = target.init_fn(key, 6)
+        finally:
+            logging.getLogger("jax").removeHandler(handler)
+    assert not [r for r in records if "Compiling" in r.getMessage() and "search" in r.getMessage()]
+    np.testing.assert_array_equal(again["slope"], got["slope"])
+    shapes = jax.eval_shape(lambda k: target.init_fn(k, 2), jax.random.key(0))
+    assert shapes["slope"].shape == (2,) and shapes["noise"].shape == (2,)
+
+
+GROUP = jnp.array([0, 1, 1, 2])
+
+
+def group_model(group):
+    """A model that reads a concrete value off its data with jnp (``int(jnp.max(group))``): it
+    runs eagerly, but not traced inside a compiled loop."""
+    num_groups = int(jnp.max(group)) + 1
+    effect = numpyro.sample("effect", dist.Normal(jnp.zeros(num_groups), 1.0))
+    numpyro.sample("y", dist.Normal(effect[group], 1.0), obs=jnp.full(group.shape, 0.5))
+
+
+def test_a_model_that_needs_concrete_values_is_initialised_eagerly():
+    target = psample.from_numpyro(group_model, GROUP)  # NumPyro's one-chain eager search
+    z = {"effect": jnp.array([0.2, -0.1, 0.3])}
+    expected = dist.Normal(0.0, 1.0).log_prob(z["effect"]).sum() + dist.Normal(z["effect"][GROUP], 1.0).log_prob(0.5).sum()
+    np.testing.assert_allclose(target.logdensity_fn(z), expected, rtol=1e-12)
+    assert target.postprocess({"effect": z["effect"][None, None]})["effect"].shape == (1, 1, 3)
+
+
+def test_a_model_without_valid_initial_values_names_the_model():
+    def impossible_model():
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.factor("never", jnp.where(x > 1e6, 0.0, -jnp.inf))
+
+    with pytest.raises(ModelError, match="impossible_model.*valid initial parameters"):
+        psample.from_numpyro(impossible_model)
+
+
 def test_postprocess_constrains_and_adds_deterministic_sites():
     target = psample.from_numpyro(regression, X, y=Y)
     draws = {"slope": jnp.ones((2, 3)), "noise": jnp.full((2, 3), -1.0)}

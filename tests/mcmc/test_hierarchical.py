@@ -93,7 +93,7 @@ def test_polar_slice_on_the_noncentred_model_recovers_the_centred_posterior(scho
         warnings.simplefilter("error", ConvergenceWarning)
         trace = psample.sample(algorithm, positions, jax.random.key(2), 2000, num_warmup=500,
                                target=rewritten, progress=False)  # fmt: skip
-    posterior = trace.posterior()
+    posterior = {name: values.values for name, values in trace.posterior.data_vars.items()}
     exact = models.eight_schools().exact
     for name, values, truth in (
         ("mu", np.asarray(posterior["mu"]), exact["E[mu]"]),
