@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 
@@ -56,15 +55,12 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import arviz as az  # noqa: E402
-import blackjax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hierarchical import chunk_runner, summarise, warm_up  # noqa: E402  (issue #28's protocol)
-from polar_slice import _cpu_model  # noqa: E402
+from hierarchical import chunk_runner, print_header, summarise, warm_up  # noqa: E402  (issue #28's protocol)
 
 #: case -> inference-gym target class name
 CASES = {
@@ -201,11 +197,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     num_chunks = 10
-    print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; devices {jax.devices()}; jax {jax.__version__}, "
-          f"blackjax {blackjax.__version__}, arviz {az.__version__}")
-    print(f"{args.chains} chains, {args.warmup} warm-up steps, {args.draws} draws per chain in {num_chunks} "
-          "alternating chunks; float64 samplers, the gym's float32 log-densities\n")
+    print_header(argv, args.chains, args.warmup, args.draws, num_chunks,
+                 "float64 samplers, the gym's float32 log-densities")
     for case in args.cases:
         print(f"== {case} (inference-gym {CASES[case]})", flush=True)
         results = run_case(case, args.chains, args.draws, args.warmup, num_chunks, args.seed)

@@ -609,6 +609,15 @@ def run_case(case, samplers, num_chains, num_draws, num_warmup, num_chunks, repe
     return results
 
 
+def print_header(argv, num_chains, num_warmup, num_draws, num_chunks, precision):
+    """The command, the machine and the protocol, as every run's first lines."""
+    print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; devices {jax.devices()}; jax {jax.__version__}, "
+          f"blackjax {blackjax.__version__}, arviz {az.__version__}")
+    print(f"{num_chains} chains, {num_warmup} warm-up steps, {num_draws} draws per chain in {num_chunks} "
+          f"alternating chunks, {precision}\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 chains x 300 draws, a smoke run")
@@ -628,11 +637,7 @@ def main(argv=None):
     num_chains = args.chains or (4 if args.quick else 8)
     num_draws = args.draws or (300 if args.quick else 2000)
     num_chunks = 10
-    print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; devices {jax.devices()}; jax {jax.__version__}, "
-          f"blackjax {blackjax.__version__}, arviz {az.__version__}")
-    print(f"{num_chains} chains, {args.warmup} warm-up steps, {num_draws} draws per chain in {num_chunks} "
-          "alternating chunks, float64\n")
+    print_header(argv, num_chains, args.warmup, num_draws, num_chunks, "float64")
     for case in args.cases:
         print(f"== {case} (inference-gym {CASES[case][0]})")
         if args.check:
