@@ -328,6 +328,21 @@ def _dim_sizes(model_trace, dims, observed, constant) -> dict:
     return sizes
 
 
+def _logprior_fn(model, args, kwargs, model_trace):
+    """``z -> log prior + log-Jacobian`` at unconstrained ``z``: the potential of the model with its
+    observed sites (those of ``model_trace``) hidden, so the likelihood is never evaluated."""
+    from numpyro import handlers
+    from numpyro.infer.util import potential_energy
+
+    observed = [name for name, site in model_trace.items() if site["type"] == "sample" and site.get("is_observed")]
+    prior_model = handlers.block(model, hide=observed)
+
+    def logprior_fn(z):
+        return -potential_energy(prior_model, args, kwargs, z)
+
+    return logprior_fn
+
+
 def _numpyro_tempering(model, args, kwargs, info):
     """``loglikelihood_fn(z)``, ``logprior_fn(z)`` and ``prior_sample_fn(key, n)`` of a NumPyro model.
 
@@ -338,9 +353,8 @@ def _numpyro_tempering(model, args, kwargs, info):
     unused observation model is dropped): a conditional of the hyperparameters given centred
     latents costs the prior only.
     """
-    from numpyro import handlers
     from numpyro.infer import Predictive
-    from numpyro.infer.util import potential_energy, unconstrain_fn
+    from numpyro.infer.util import unconstrain_fn
 
     latent = [
         name
@@ -348,14 +362,10 @@ def _numpyro_tempering(model, args, kwargs, info):
         if site["type"] == "sample" and not site["is_observed"]
     ]
 
-    observed = [name for name, site in info.model_trace.items() if site["type"] == "sample" and site["is_observed"]]
-    prior_model = handlers.block(model, hide=observed)
+    logprior_fn = _logprior_fn(model, args, kwargs, info.model_trace)
 
     def loglikelihood_fn(z):
         return observed_loglikelihood(model, args, kwargs, z)
-
-    def logprior_fn(z):
-        return -potential_energy(prior_model, args, kwargs, z)
 
     def prior_sample_fn(rng_key, num):
         draws = Predictive(model, num_samples=num, return_sites=latent)(rng_key, *args, **kwargs)
@@ -569,7 +579,7 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
     """
     import numpy as np
     import numpyro.distributions as dist
-    from numpyro.handlers import block, seed, substitute, trace
+    from numpyro.handlers import seed, substitute, trace
     from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
     names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
@@ -611,9 +621,6 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
         raise ModelError(f"latent_gaussian: the location or scale of {names} depends on the sites themselves; "
                          "name the sites whose prior depends on the other sites only")
 
-    observed = [n for n, s in model_trace.items() if s["type"] == "sample" and s.get("is_observed")]
-    prior_model = block(model, hide=observed)
-
     def loglikelihood(flat_position):
         return observed_loglikelihood(model, args, kwargs, unravel(flat_position))
 
@@ -623,9 +630,11 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
         likelihood_free = all(bool(jnp.all(g == 0.0)) for g in gradients)
     except Exception:  # not differentiable (e.g. integer ops): keep the whole log-density, always right
         likelihood_free = False
-    chosen = prior_model if likelihood_free else model
+    logprior = _logprior_fn(model, args, kwargs, model_trace)
 
     def hyper_conditional_fn(flat_position):
-        return -potential_energy(chosen, args, kwargs, unravel(flat_position))
+        if likelihood_free:
+            return logprior(unravel(flat_position))
+        return -potential_energy(model, args, kwargs, unravel(flat_position))
 
     return LatentGaussian(hyper_idx, latent_idx, loc_scale, unravel, hyper_conditional_fn, likelihood_free)

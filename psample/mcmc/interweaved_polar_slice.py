@@ -337,11 +337,15 @@ def as_top_level_api(
                                                idx_c, hyper_w * spread, max_proposals=max_proposals)
         return flat_c, info
 
-    def hyper_sweep(key_anc, key_suf, position, pre):
-        """The hyperparameter moves after the joint one: ``(position, infos, num_ancillary, num_sufficient)``."""
-        unravel, unravel_c, idx, idx_c = resolve(position)
-        flat, _ = jax.flatten_util.ravel_pytree(position)
-        infos = []
+    def step_fn(rng_key, state):
+        unravel, unravel_c, idx, idx_c = resolve(state.position)
+        pre = hyper_preconditioning
+        if pre is None:
+            pre = hyper_preconditioners({"center": center, "scale": scale}, state.position, to_centered, idx, idx_c)
+        key_joint, key_anc, key_suf = jax.random.split(rng_key, 3)
+        state, info_joint = joint.step(key_joint, state)
+        flat, _ = jax.flatten_util.ravel_pytree(state.position)
+        infos = [info_joint]
         num_ancillary = num_sufficient = jnp.zeros((), jnp.int32)
         if ancillary_move:
             flat, info_anc = hyper_move(key_anc, flat, unravel, idx, logdensity_fn, pre["hyper_center"],
@@ -349,27 +353,14 @@ def as_top_level_api(
             infos.append(info_anc)
             num_ancillary = info_anc.num_evals + 1
         if centered_logdensity_fn is None:  # no sufficient parameterisation: the hyperparameters move once
-            return unravel(flat), infos, num_ancillary, num_sufficient
-        flat_c, _ = jax.flatten_util.ravel_pytree(to_centered(unravel(flat)))
-        flat_c, info_suf = centered_hyper_move(key_suf, flat_c, unravel_c, idx_c, pre)
-        infos.append(info_suf)
-        # the polar move's count leaves out its own initialisation; the coordinatewise one includes it
-        num_sufficient = info_suf.num_evals + (1 if centered_move == "polar" else 0)
-        return to_noncentered(unravel_c(flat_c)), infos, num_ancillary, num_sufficient
-
-    def preconditioners(position):
-        if hyper_preconditioning is not None:
-            return hyper_preconditioning
-        _, _, idx, idx_c = resolve(position)
-        return hyper_preconditioners({"center": center, "scale": scale}, position, to_centered, idx, idx_c)
-
-    def step_fn(rng_key, state):
-        key_joint, key_anc, key_suf = jax.random.split(rng_key, 3)
-        state, info_joint = joint.step(key_joint, state)
-        position, infos, num_ancillary, num_sufficient = hyper_sweep(key_anc, key_suf, state.position,
-                                                                     preconditioners(state.position))
-        new_state = joint.init(position)
-        infos = [info_joint, *infos]
+            new_state = joint.init(unravel(flat))
+        else:
+            flat_c, _ = jax.flatten_util.ravel_pytree(to_centered(unravel(flat)))
+            flat_c, info_suf = centered_hyper_move(key_suf, flat_c, unravel_c, idx_c, pre)
+            new_state = joint.init(to_noncentered(unravel_c(flat_c)))
+            infos.append(info_suf)
+            # the polar move's count leaves out its own initialisation; the coordinatewise one includes it
+            num_sufficient = info_suf.num_evals + (1 if centered_move == "polar" else 0)
         evals = info_joint.num_evals + num_ancillary + num_sufficient + 1  # + the joint state's re-init
         return new_state, InterweavedPolarSliceInfo(
             num_evals=evals,
