@@ -60,7 +60,6 @@ import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hierarchical import chunk_runner, print_header, summarise, warm_up  # noqa: E402  (issue #28's protocol)
 
 #: case -> inference-gym target class name
 CASES = {
@@ -73,14 +72,20 @@ CASES = {
 SAMPLERS = ("nuts", "polar")
 
 
-def gym_target(case):
-    """The case's inference-gym target (``inference_gym.using_jax``)."""
+def gym_target(case, german_data=None):
+    """The case's inference-gym target (``inference_gym.using_jax``).
+
+    ``german_data``: the logistic regression's ``{"features", "labels"}`` (default: read by
+    ``psample.models.hierarchical.german_credit_numeric_data``).
+    """
     import inference_gym.using_jax as gym
 
     if case == "logreg":
-        from psample.models.hierarchical import german_credit_numeric_data
+        if german_data is None:
+            from psample.models.hierarchical import german_credit_numeric_data
 
-        data = german_credit_numeric_data()
+            german_data = german_credit_numeric_data()
+        data = german_data
 
         class ShippedGermanCreditLogisticRegression(gym.targets.LogisticRegression):
             # the gym's GermanCreditNumericLogisticRegression with its data from the shipped CSV (no TFDS)
@@ -151,6 +156,8 @@ def ground_truth(target):
 
 
 def run_case(case, num_chains, num_draws, num_warmup, num_chunks, seed):
+    from hierarchical import chunk_runner, summarise, warm_up  # issue #28's protocol
+
     target = gym_target(case)
     logdensity, constrain, dim = flat_logdensity(target)
     truth_mean, truth_sd, labels = ground_truth(target)
@@ -196,6 +203,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from hierarchical import print_header
+
     num_chunks = 10
     print_header(argv, args.chains, args.warmup, args.draws, num_chunks,
                  "float64 samplers, the gym's float32 log-densities")
