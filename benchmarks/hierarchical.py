@@ -47,13 +47,13 @@ it is timed (``block_until_ready``; the fastest of ``--repeats`` runs of a chunk
   hyperparameters the two scales);
   ``--hyper-w`` sets the hyperparameter moves' window (default 1);
 - ``polar_pncp`` (German credit and radon): polar slice in a partially non-centred parameterisation
-  (``psample.fit_partial_noncentering``: ``weights = mu(v) + L(v)^-T e`` from a Gaussian
+  (``psample.partially_noncentered_polar_slice``: ``weights = mu(v) + L(v)^-T e`` from a Gaussian
   approximation of the likelihood fitted in warm-up, :func:`pncp_warm_up`), the joint move plus a move of the scales
-  given ``e`` (``psample.interweaved_polar_slice`` without a centred move);
+  given ``e``;
 - ``polar_pncp_cw`` (German credit and radon): the same coordinates, the joint move, then each
   hyperparameter by univariate slice given the centred latents
-  (``psample.interweaved_polar_slice(..., centered_move="coordinatewise", ancillary_move=False)``
-  on ``psample.latent_gaussian``'s ``hyper_conditional_fn``: for German credit the model's prior
+  (``hyper_move="coordinatewise"``, on ``psample.latent_gaussian``'s ``hyper_conditional_fn``:
+  for German credit the model's prior
   alone, no likelihood evaluation); its brackets are ``--hyper-w`` (default 2) marginal spreads;
 - ``best``: the polar slice variant that does best on each case (``BEST``), for one command that
   reproduces issue #28's comparison: ``python benchmarks/hierarchical.py --cases sv radon german``;
@@ -362,86 +362,33 @@ def interweaving_spec(case, target_nc, flat0, unravel, hyper_w=1.0):
 PARTIAL = {"german": "weights", "radon": "county_effect"}
 
 
-def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, first=0.4, coordinatewise=False):
-    """``polar_pncp``: the interweaved sampler without a centred move on ``psample.fit_partial_noncentering``.
+def pncp_warm_up(case, num_chains, init_key, warm_key, num_warmup, hyper_w=1.0, coordinatewise=False):
+    """``polar_pncp`` and ``polar_pncp_cw``: ``psample.partially_noncentered_polar_slice`` on the centred model.
 
-    ``polar_pncp_cw`` (``coordinatewise=True``; the map fitted twice: after the non-centred stage,
-    and again at the centre adapted in the first half of the rest): the joint move in those
-    coordinates, then the
-    hyperparameters one by one by univariate slice given the centred latents, on
-    ``latents.hyper_conditional_fn`` (German credit: the model's prior alone, as its likelihood
-    is constant given the weights; radon: the whole log-density, as its likelihood also sees
-    ``weight`` and ``log_radon_scale``), no move given the partially non-centred latents.
-
-    Warm-up: ``first`` of the steps adapt it on the non-centred map (``H = 0``), then the map is
-    fitted at that adaptation's centre (its hyperparameters), the chains move to the new
-    coordinates, and the rest of the steps adapt again. Fixed afterwards.
+    ``polar_pncp``: ``hyper_move="polar"`` (the joint move and a move of the hyperparameters given
+    the partially non-centred latents), the map fitted once; ``polar_pncp_cw``:
+    ``hyper_move="coordinatewise"`` (the joint move, then the hyperparameters one by one by
+    univariate slice given the centred latents on ``latents.hyper_conditional_fn``: German credit's
+    prior alone, radon's whole log-density), the map fitted twice. Its warm-up: 40 % of the steps
+    non-centred, then the fit(s) at the adapted centre; fixed afterwards.
     """
     model, args, kwargs = model_and_data(case)
     model_c = centered_model(case) or model
     target_c = from_numpyro(model_c, *args, **kwargs)
     logp_c, y0, unravel_c = flat_target(target_c, num_chains, init_key)
     latents = psample.latent_gaussian(model_c, [PARTIAL[case]], *args, **kwargs)
-    hyper_idx, latent_idx, loc_scale = latents.hyper_indices, latents.latent_indices, latents.loc_scale
     start = time.perf_counter()
-
-    def stage(fit_position, ys, key, steps, zero_curvature):
-        if zero_curvature:  # H = 0: the non-centred map
-            logp_x, to_y, to_x = _noncentred_maps(logp_c, hyper_idx, latent_idx, loc_scale)
-        else:
-            fitted = psample.fit_partial_noncentering(logp_c, fit_position, hyper_idx, latent_idx, loc_scale)
-            logp_x, to_y, to_x = fitted.logdensity_fn, fitted.to_centered, fitted.to_partial
-        if coordinatewise and not zero_curvature:
-            algorithm = psample.interweaved_polar_slice(logp_x, latents.hyper_conditional_fn, to_y, to_x,
-                                                        list(hyper_idx), w=10.0,
-                                                        hyper_w=hyper_w, centered_move="coordinatewise",
-                                                        ancillary_move=False)
-        else:
-            algorithm = psample.interweaved_polar_slice(logp_x, None, None, None, list(hyper_idx), w=10.0,
-                                                        hyper_w=hyper_w)
-        (states, parameters), _ = algorithm.adaptation.run(key, jax.vmap(to_x)(ys), steps)
-        return states, parameters, algorithm, to_y
-
-    k1, k2 = jax.random.split(warm_key)
-    steps_a = int(first * num_warmup)
-    states, parameters, _, to_y = stage(y0[0], y0, k1, steps_a, True)
-    fit = to_y(parameters["center"])  # the adapted centre, in centred coordinates
-    if os.environ.get("PNCP_DEBUG"):
-        print("  fit hypers", np.round(np.asarray(fit[hyper_idx]), 2))
-    if coordinatewise:  # fitted twice: again at the centre adapted in the first fit's coordinates
-        half = (num_warmup - steps_a) // 2
-        k2, k3 = jax.random.split(k2)
-        states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k2, half, False)
-        fit = to_y(parameters["center"])
-        states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k3, num_warmup - steps_a - half, False)
-    else:
-        states, parameters, algorithm, to_y = stage(fit, jax.vmap(to_y)(states.position), k2, num_warmup - steps_a, False)
+    algorithm = psample.partially_noncentered_polar_slice(
+        logp_c, latents, hyper_move="coordinatewise" if coordinatewise else "polar", hyper_w=hyper_w)
+    (states, parameters), _ = algorithm.adaptation.run(warm_key, y0, num_warmup)
     tuned = algorithm.with_parameters(parameters)
 
     def step(k, state):
         state, info = tuned.step(k, state)
         return state, info.num_evals
 
-    position = lambda state: jax.vmap(to_y)(state.position)  # noqa: E731
     jax.block_until_ready(states)
-    return states, step, position, time.perf_counter() - start, target_c, unravel_c
-
-
-def _noncentred_maps(centered_logdensity, hyper_idx, latent_idx, loc_scale):
-    """The non-centred map (``psample.fit_partial_noncentering``'s with ``H = 0``): ``h = m(v) + s(v) e``."""
-
-    def to_centered(x):
-        m, s = loc_scale(x[hyper_idx])
-        return x.at[latent_idx].set(m + s * x[latent_idx])
-
-    def to_partial(y):
-        m, s = loc_scale(y[hyper_idx])
-        return y.at[latent_idx].set((y[latent_idx] - m) / s)
-
-    def logdensity(x):
-        return centered_logdensity(to_centered(x)) + jnp.sum(jnp.log(loc_scale(x[hyper_idx])[1]))
-
-    return logdensity, to_centered, to_partial
+    return states, step, lambda state: state.position, time.perf_counter() - start, target_c, unravel_c
 
 
 def warm_up(kind, logdensity, flat0, key, num_warmup, fit_steps=1000, blocks=None, algorithm=None):

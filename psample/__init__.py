@@ -15,7 +15,9 @@ Public API
   model's centred and non-centred forms (ASIS; :mod:`psample.mcmc.interweaved_polar_slice`);
   :func:`fit_partial_noncentering`, coordinates in which a hierarchical model's latents and
   hyperparameters decouple (:mod:`psample.mcmc.partial_noncentering`), with
-  :func:`latent_gaussian` reading what it needs from a NumPyro model.
+  :func:`latent_gaussian` reading what it needs from a NumPyro model;
+  :func:`partially_noncentered_polar_slice`, polar slice in those coordinates, fitted during its
+  warm-up (:mod:`psample.mcmc.pncp_polar_slice`).
 - :func:`logconcave_chain`: chain of log-concave Markov chains / walk-jump sampling
   (:mod:`psample.mcmc.logconcave_chain`); :func:`logconcave_chain_samples` runs it in one call.
 - :func:`admm`: distributed MCMC with ADMM, one data shard per agent, agents over the devices of
@@ -44,6 +46,7 @@ from psample.mcmc.blackjax_window import window_adaptation
 from psample.mcmc.blocked_polar_slice import as_top_level_api as blocked_polar_slice
 from psample.mcmc.interweaved_polar_slice import as_top_level_api as interweaved_polar_slice
 from psample.mcmc.partial_noncentering import PartialNoncentering, fit_partial_noncentering
+from psample.mcmc.pncp_polar_slice import partially_noncentered_polar_slice
 from psample.mcmc.flow_preconditioning import flow_polar_slice
 from psample.mcmc.polar_slice import as_top_level_api as polar_slice
 from psample.runtime.chains import resume, sample
@@ -52,7 +55,7 @@ from psample.runtime.trace import Trace
 from psample.targets import LatentGaussian, Target, from_logdensity, from_numpyro, latent_gaussian, noncentered
 
 __all__ = ["base", "diagnostics", "diffusion", "errors", "smc", "Target", "Trace", "from_numpyro",
-           "from_logdensity", "noncentered", "latent_gaussian", "LatentGaussian", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "interweaved_polar_slice", "fit_partial_noncentering", "PartialNoncentering", "window_adaptation", "logconcave_chain",
+           "from_logdensity", "noncentered", "latent_gaussian", "LatentGaussian", "sample", "resume", "polar_slice", "flow_polar_slice", "blocked_polar_slice", "interweaved_polar_slice", "fit_partial_noncentering", "PartialNoncentering", "partially_noncentered_polar_slice", "window_adaptation", "logconcave_chain",
            "logconcave_chain_samples", "run_particles", "ParticleResult", "admm"]
 __version__ = "0.1.0"
 

@@ -62,7 +62,7 @@ from blackjax.types import Array
 
 from psample.errors import InitialPointError, ShapeError, check_flat_indices
 
-__all__ = ["PartialNoncentering", "fit_partial_noncentering"]
+__all__ = ["PartialNoncentering", "fit_partial_noncentering", "partial_noncentering_map"]
 
 
 class PartialNoncentering(NamedTuple):
@@ -76,6 +76,9 @@ class PartialNoncentering(NamedTuple):
         The fitted ``H``, ``(k, k)``.
     linear
         The fitted ``b``, ``(k,)``.
+    log_det_jacobian_fn
+        ``x -> log |det ∂y/∂x|``, scalar (``logdensity_fn(x)`` is the centred log-density at
+        ``to_centered(x)`` plus this).
     """
 
     logdensity_fn: Callable
@@ -83,6 +86,7 @@ class PartialNoncentering(NamedTuple):
     to_partial: Callable
     curvature: Array
     linear: Array
+    log_det_jacobian_fn: Callable
 
 
 def fit_partial_noncentering(
@@ -172,13 +176,36 @@ def fit_partial_noncentering(
     b = H @ mode + (mode - m0) / s0**2
     off_diagonal = float(jnp.max(jnp.abs(H - jnp.diag(jnp.diag(H)))))
     diagonal = off_diagonal <= 1e-12 * float(jnp.max(jnp.abs(H))) or k == 1
-    H_diag = jnp.diag(H)
+    fitted = partial_noncentering_map(centered_logdensity_fn, jnp.diag(H) if diagonal else H, b, hyper_idx,
+                                      latent_idx, loc_scale)
+    return fitted._replace(curvature=jnp.diag(jnp.diag(H)) if diagonal else H)
+
+
+def partial_noncentering_map(
+    centered_logdensity_fn: Callable, curvature: Array, linear: Array, hyper_indices, latent_indices, loc_scale: Callable
+) -> PartialNoncentering:
+    """The partially non-centred coordinates of a given fit ``(H, b)`` (jittable; no checks).
+
+    ``curvature`` is ``H``, ``(k,)`` for a diagonal one (the elementwise path) or ``(k, k)``;
+    ``linear`` is ``b`` ``(k,)``; both ``None``: the non-centred map ``h = m(v) + s(v) e`` (the
+    limit ``H = 0, b = 0``, computed as such). The other arguments are
+    :func:`fit_partial_noncentering`'s (indices as integer arrays). The returned ``curvature`` and
+    ``linear`` are as given.
+    """
+    hyper_idx, latent_idx = jnp.asarray(hyper_indices), jnp.asarray(latent_indices)
+    noncentered = curvature is None
+    if noncentered != (linear is None):
+        raise ValueError("give curvature and linear both, or neither (the non-centred map)")
+    H, b = (None, None) if noncentered else (jnp.asarray(curvature), jnp.asarray(linear))
+    diagonal = noncentered or H.ndim == 1
 
     def affine(v):
         """``(μ(v), e -> L⁻ᵀ e, r -> Lᵀ r, log det L)``: elementwise for a diagonal ``H``."""
         m, s = loc_scale(v)
+        if noncentered:
+            return m, lambda e: s * e, lambda r: r / s, -jnp.sum(jnp.log(s))
         if diagonal:
-            root = jnp.sqrt(H_diag + s**-2.0)
+            root = jnp.sqrt(H + s**-2.0)
             return (b + m / s**2) / root**2, lambda e: e / root, lambda r: root * r, jnp.sum(jnp.log(root))
         chol = jnp.linalg.cholesky(H + jnp.diag(s**-2.0))
         mu = jax.scipy.linalg.cho_solve((chol, True), b + m / s**2)
@@ -200,4 +227,7 @@ def fit_partial_noncentering(
         y, log_det = centered_and_log_det(x)  # one factorisation of P(v) per evaluation
         return centered_logdensity_fn(y) - log_det
 
-    return PartialNoncentering(logdensity_fn, to_centered, to_partial, jnp.diag(H_diag) if diagonal else H, b)
+    def log_det_jacobian_fn(x):
+        return -centered_and_log_det(x)[1]
+
+    return PartialNoncentering(logdensity_fn, to_centered, to_partial, H, b, log_det_jacobian_fn)
