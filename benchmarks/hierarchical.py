@@ -68,8 +68,10 @@ rank-normalised R-hat, min bulk and min tail ESS (ArviZ), min-ESS per second of 
 worst ``|mean - truth| / SE`` with ``SE = sd_truth / sqrt(ESS_bulk)`` per component; then the
 ratios of min-ESS/s to NUTS's.
 
-Run ``python benchmarks/hierarchical.py`` (NUTS and ``best`` on every case, 8 chains x 2,000
-draws) or ``--quick`` (4 chains x 300 draws, a smoke run). ``--draws``, ``--chains``, ``--warmup``, ``--samplers`` and ``--cases``
+Run ``python benchmarks/hierarchical.py`` (NUTS and ``best`` on every case, 8 chains and each
+case's ``DRAWS``: the sizes of its BENCHMARKS.md rows, 800 draws for SV, 1,000 for radon, 4,000 for
+German credit, whose shorter runs understate polar slice's ESS, 2,000 for the Lorenz bridge) or
+``--quick`` (4 chains x 300 draws, a smoke run). ``--draws``, ``--chains``, ``--warmup``, ``--samplers`` and ``--cases``
 override. NUTS on the centred SV model takes deep trees (about 45 gradient evaluations per step):
 on two shared CPU cores the full SV case takes tens of minutes; ``--draws 500`` a few. An ESS
 below about 100 (a short run) makes the min-ESS/s ratio unreliable: read the R-hat column first.
@@ -118,6 +120,8 @@ LATENTS = {"sv": ("log_volatility",), "radon": ("county_effect",), "german": ("u
            "lorenz": ("state_",)}
 DEFAULT_SAMPLERS = ("nuts", "best")
 #: case -> the polar slice variant that ``best`` runs (the winner of BENCHMARKS.md's hierarchical section)
+#: case -> draws per chain when --draws is not given (the sizes of the BENCHMARKS.md rows)
+DRAWS = {"sv": 800, "radon": 1000, "german": 4000, "lorenz": 2000}
 BEST = {"sv": "polar_asis", "radon": "polar_pncp", "german": "polar_pncp_cw", "lorenz": "polar_asis"}
 
 #: case -> (gym target class, gym ground-truth module, the gym's identity sites in its order)
@@ -569,7 +573,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 chains x 300 draws, a smoke run")
     parser.add_argument("--chains", type=int, default=None)
-    parser.add_argument("--draws", type=int, default=None, help="draws per chain (default 2000)")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="draws per chain (default per case: sv 800, radon 1000, german 4000, lorenz 2000)")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     parser.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(DEFAULT_SAMPLERS))
@@ -582,11 +587,13 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true", help="first compare each model with inference-gym's")
     args = parser.parse_args(argv)
     num_chains = args.chains or (4 if args.quick else 8)
-    num_draws = args.draws or (300 if args.quick else 2000)
     num_chunks = 10
-    print_header(argv, num_chains, args.warmup, num_draws, num_chunks, "float64")
+    draws = {case: args.draws or (300 if args.quick else DRAWS[case]) for case in args.cases}
+    print_header(argv, num_chains, args.warmup, "/".join(str(draws[case]) for case in args.cases), num_chunks,
+                 "float64")
     for case in args.cases:
-        print(f"== {case} (inference-gym {CASES[case][0]})")
+        num_draws = draws[case]
+        print(f"== {case} (inference-gym {CASES[case][0]}), {num_chains} x {num_draws} draws")
         if args.check:
             check_against_gym(case)
         samplers = list(dict.fromkeys(BEST[case] if kind == "best" else kind for kind in args.samplers))
