@@ -1,10 +1,10 @@
 # Two commands set everything up on a fresh machine:
 #   make run    create .venv with a Python >= 3.12, install psample, sample eight schools, print ArviZ diagnostics
-#   make test   the same environment, then the fast test suite (what CI runs)
+#   make test   the same environment, then the fast test suite (CI runs it first, .ci/run)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow test-all bench readme docs docs-examples clean
+.PHONY: run test test-fast test-ci test-heavy test-slow test-all bench readme docs docs-examples clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $$(bash .ci/find-python) -m venv $(VENV)
@@ -20,19 +20,31 @@ run: $(STAMP)
 # so results do not depend on which worker runs it.
 PYTEST := $(VENV)/bin/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
-# What CI runs: every test but the long statistical runs; the slowest durations are printed
-# for whoever shortens it.
+# The fast suite, the README's test command and the developer loop: every test but the `heavy`
+# end-to-end runs and the long statistical runs (`slow`), a few minutes on 2 cores. The slowest
+# durations are printed for whoever shortens it.
 test: $(STAMP)
-	$(PYTEST) -m "not slow" --durations=15
+	$(PYTEST) -m "not slow and not heavy" --durations=15
 
-# The developer loop: without the `heavy` end-to-end tests either.
-test-fast: $(STAMP)
-	$(PYTEST) -m "not slow and not heavy"
+# The same (the name of earlier rounds).
+test-fast: test
+
+# The `heavy` end-to-end checks that CI runs after the fast suite (marker `ci`): each protects a
+# promise to users that no fast test checks (README.md's quick start, the command line on a
+# user's model file).
+test-ci: $(STAMP)
+	$(PYTEST) -m "ci and not slow" --durations=15
+
+# Every `heavy` test (end-to-end runs, devices and hosts, checkpoints, the command line, the
+# wheel, the docs pages' long snippets), `ci` ones included: minutes, not in CI.
+test-heavy: $(STAMP)
+	$(PYTEST) -m "heavy and not slow" --durations=25
 
 # The long statistical runs (marker `slow`).
 test-slow: $(STAMP)
 	$(PYTEST) -m slow --durations=15
 
+# Everything: fast, heavy and slow.
 test-all: $(STAMP)
 	$(PYTEST) -m "slow or not slow" --durations=25
 

@@ -27,7 +27,8 @@ A block may be preceded by a marker comment ``<!-- test: ITEM; ITEM -->`` whose 
 Every block runs as a user pastes it into a fresh interpreter: JAX's defaults (32-bit, no state
 left by the tests), its own namespace and scratch directory. To pay for the interpreter start and
 the imports (jax, NumPyro, ArviZ) once rather than per block, the blocks of one
-kind (``heavy`` or not) run one after the other in ONE interpreter, each in a fresh namespace and
+kind (README.md's ``heavy`` ones, the site's ``heavy`` ones, the others) run one after the other
+in ONE interpreter, each in a fresh namespace and
 working directory, with the warning filters set anew (:data:`BATCH`); each block's outcome is
 reported with its page and line, and a failing block does not stop the others. A block that
 changes the interpreter's global state (:data:`GLOBAL_STATE`: 64-bit mode, XLA flags, the
@@ -196,11 +197,14 @@ GLOBAL_STATE = re.compile(r"jax_enable_x64|enable_x64|XLA_FLAGS|os\.environ|jax\
 
 
 def _group(index: int) -> str:
-    """The interpreter block ``index`` runs in: ``heavy``, ``light`` or ``alone-<index>``."""
+    """The interpreter block ``index`` runs in: ``heavy-readme`` (README.md's ``heavy`` blocks:
+    the quick start), ``heavy`` (the site's), ``light`` or ``alone-<index>``."""
     path, line, code, items = BLOCKS[index]
     if GLOBAL_STATE.search(_program(index)):
         return f"alone-{index}"
-    return "heavy" if items["heavy"] else "light"
+    if items["heavy"]:
+        return "heavy-readme" if path == README else "heavy"
+    return "light"
 
 
 def _heading(path: Path, line: int) -> str:
@@ -211,8 +215,9 @@ def _heading(path: Path, line: int) -> str:
 
 
 def _params():
-    """One test per interpreter: the ``heavy`` blocks together, the others together, each block
-    that changes global state alone (its test id names the block)."""
+    """One test per interpreter: README.md's ``heavy`` blocks together (also marked ``ci``: CI
+    runs them, so the quick start stays true), the site's ``heavy`` blocks together, the others
+    together, each block that changes global state alone (its test id names the block)."""
     groups: dict[str, list[int]] = {}
     params = []
     for index, (path, line, code, items) in enumerate(BLOCKS):
@@ -222,6 +227,8 @@ def _params():
             groups.setdefault(_group(index), []).append(index)
     for name, indices in groups.items():
         marks = [pytest.mark.heavy] if any(BLOCKS[i][3]["heavy"] for i in indices) else []
+        if marks and all(BLOCKS[i][0] == README for i in indices):
+            marks.append(pytest.mark.ci)
         label = name if not name.startswith("alone-") else _heading(*BLOCKS[indices[0]][:2])
         params.append(pytest.param(tuple(indices), id=label, marks=marks))
     return params

@@ -24,3 +24,15 @@ def test_the_long_tests_come_first(request):
     ranks = [next((i for i, p in enumerate(LONG_FIRST) if item.nodeid.startswith(p)), len(LONG_FIRST))
              for item in request.session.items]  # fmt: skip
     assert ranks == sorted(ranks)
+
+
+def test_the_test_xla_flags_go_with_every_run_that_selects_no_slow_test():
+    """``TEST_XLA_FLAGS`` apply to ``make test``, ``test-ci`` and ``test-heavy`` (no ``slow`` test
+    can be selected), not to ``test-slow`` or ``test-all``; an unreadable expression counts as
+    selecting them (XLA's defaults)."""
+    from tests.conftest import _selects_slow
+
+    for expression in ("not slow", "not slow and not heavy", "ci and not slow", "heavy and not slow"):
+        assert not _selects_slow(expression), expression
+    for expression in ("slow", "slow or not slow", "heavy", "not heavy", "", "mystery", "not slow or x"):
+        assert _selects_slow(expression), expression

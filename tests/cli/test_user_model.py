@@ -1,7 +1,7 @@
 """The user's own NumPyro model on the command line: ``--model FILE.py:FUNCTION --data ...``.
 
 The data rules (json, csv, npz) and every refusal run without sampling; one short run per data
-format (``heavy``) checks that ``psample run`` and ``psample evidence`` sample the model.
+format (``heavy``; the json one also in CI, ``ci``) checks that ``psample run`` and ``psample evidence`` sample the model.
 """
 
 import json
@@ -101,7 +101,7 @@ def test_a_bad_csv_column_and_data_for_a_built_in_model(capsys, files):
 
 @pytest.mark.heavy
 @pytest.mark.parametrize("data", [
-    "data.json",
+    pytest.param("data.json", marks=pytest.mark.ci),  # in CI (make test-ci): the command line on a user's model
     # The readers of the other formats are checked fast (test_the_data_rules); end to end only in
     # the slow suite, to keep CI's time down.
     pytest.param("data.csv", marks=pytest.mark.slow),

@@ -77,6 +77,9 @@ def test_fixed_parameters_leave_a_correlated_gaussian_invariant(starts):
     assert 4 < float(np.mean(evals)) < 60  # two blocks, a handful of evaluations each
 
 
+# heavy (a whole warm-up adaptation compiled), out of the fast suite; CI runs it (make test-ci).
+@pytest.mark.heavy
+@pytest.mark.ci
 def test_adapted_blocks_of_flat_indices(starts):
     """The warm-up adaptation estimates one ``(w, center, scale)`` per block; blocks by flat index."""
     flat_starts = jnp.concatenate([starts["a"], starts["b"]], axis=1)

@@ -39,6 +39,9 @@ def test_noncentred_density_is_the_centred_one_times_the_jacobian(schools):
     np.testing.assert_allclose(rewritten.logdensity_fn(z), expected, rtol=1e-10)
 
 
+# heavy (hundreds of small eager compilations), out of the fast suite; CI runs it (make test-ci).
+@pytest.mark.heavy
+@pytest.mark.ci
 def test_a_multivariate_normal_site_is_driven_by_its_innovations():
     """The AR(1) factor is the Cholesky factor of the stationary covariance, and the non-centred
     SV density is the centred one times |det L| (and 5 for the Cauchy mean's rescaling)."""

@@ -85,6 +85,10 @@ def test_elementwise_path_equals_the_dense_path():
     np.testing.assert_allclose(diagonal.logdensity_fn(x), dense.logdensity_fn(x), rtol=1e-5)
 
 
+# heavy (a whole interweaved run, seconds of compilation; make test-heavy): in the fast suite the maps'
+# exactness (test_gaussian_likelihood_decouples_exactly) and the interweaved sampler's moments
+# (test_interweaved_polar_slice.py::test_moments_match_exact_posterior) cover what it combines.
+@pytest.mark.heavy
 def test_sampling_in_the_new_coordinates_matches_the_exact_posterior():
     """Interweaved polar slice (joint move and hyperparameter move) on the dense model's coordinates.
 
@@ -159,6 +163,9 @@ def _numpyro_hierarchy():
     return model
 
 
+# heavy (hundreds of small eager compilations), out of the fast suite; CI runs it (make test-ci).
+@pytest.mark.heavy
+@pytest.mark.ci
 def test_latent_gaussian_reads_the_prior_from_a_numpyro_model():
     import numpyro
     import numpyro.distributions as dist

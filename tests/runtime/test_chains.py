@@ -270,7 +270,8 @@ def test_a_run_too_large_for_memory_is_refused_with_its_size(rmh):
         psample.sample(rmh, jnp.ones((100_000, 3)), jax.random.PRNGKey(0), 1_000_000, progress=False)
 
 
-@pytest.mark.heavy  # the 4-device subprocess (tests/runtime/four_devices.py), as its other readers
+# Not heavy: the fast suite's 4-device subprocess (tests/runtime/four_devices.py) runs this check
+# for the fast test_chains_sharded_over_devices_match_one_device anyway.
 def test_resume_restores_the_sharding_over_4_devices(four_devices):
     """A checkpointed run resumes on the same 4 devices, bit for bit."""
     four_devices.assert_passed("resume")
