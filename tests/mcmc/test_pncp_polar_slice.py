@@ -29,8 +29,9 @@ def model_target_latents():
     return model, psample.from_numpyro(model), psample.latent_gaussian(model, ["h"])
 
 
-# the coordinatewise sweep (two fits, both hyperparameter paths of the warm-up) in the fast suite
-@pytest.mark.parametrize("hyper_move", [pytest.param("polar", marks=pytest.mark.heavy), "coordinatewise"])
+# the coordinatewise sweep (two fits, both hyperparameter paths of the warm-up) in CI's `make test-ci`
+@pytest.mark.parametrize("hyper_move", [pytest.param("polar", marks=pytest.mark.heavy),
+                                        pytest.param("coordinatewise", marks=[pytest.mark.heavy, pytest.mark.ci])])
 def test_draws_match_the_exact_posterior(model_target_latents, hyper_move):
     _, target, latents = model_target_latents
     sampler = psample.partially_noncentered_polar_slice(target.logdensity_fn, latents, hyper_move=hyper_move, w=2.0)
