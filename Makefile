@@ -31,7 +31,7 @@ test-fast: test
 
 # The `heavy` end-to-end checks that CI runs after the fast suite (marker `ci`): each protects a
 # promise to users that no fast test checks (README.md's quick start, the command line on a
-# user's model file).
+# user's model file, the ArviZ surface, the hierarchical samplers' statistical runs).
 test-ci: $(STAMP)
 	$(PYTEST) -m "ci and not slow" --durations=15
 

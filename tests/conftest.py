@@ -77,6 +77,7 @@ def pytest_configure(config):
 LONG_FIRST = (
     "tests/test_readme.py::test_readme_python_blocks_run[heavy]",
     "tests/test_readme.py::test_readme_python_blocks_run[heavy-readme]",
+    "tests/mcmc/test_pncp_polar_slice.py::test_draws_match_the_exact_posterior",
     "tests/test_benchmarks_gpu.py::",
     "tests/runtime/test_particles_sharded.py::",
     # The other readers of the session fixture four_devices (one subprocess, run once for all):

@@ -116,6 +116,8 @@ def test_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
         train_sampler(shifted_gaussian, 2, num_iterations=6, checkpoint=path, **dict(kwargs, batch_size=4))
 
 
+@pytest.mark.heavy
+@pytest.mark.ci  # a trained sampler saved and loaded: in CI's `make test-ci`
 def test_save_load_roundtrip(tmp_path, trained_dds):
     sampler = trained_dds
     path = tmp_path / "sampler.npz"

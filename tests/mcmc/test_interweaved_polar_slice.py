@@ -103,10 +103,14 @@ def trace_coordinatewise():
                           compute_convergence_checks=False)
 
 
+@pytest.mark.heavy
+@pytest.mark.ci  # a statistical run: in CI's `make test-ci`, out of the fast loop
 def test_moments_match_exact_posterior(trace):
     _check_moments(trace)
 
 
+@pytest.mark.heavy
+@pytest.mark.ci  # a statistical run: in CI's `make test-ci`, out of the fast loop
 def test_ancillary_only_sweep(trace_ancillary_only):
     _check_moments(trace_ancillary_only)
     info = trace_ancillary_only.info
@@ -118,6 +122,8 @@ def test_ancillary_only_sweep(trace_ancillary_only):
         psample.interweaved_polar_slice(logdensity_noncentered, None, to_centered, None, HYPER)
 
 
+@pytest.mark.heavy
+@pytest.mark.ci  # a statistical run: in CI's `make test-ci`, out of the fast loop
 def test_coordinatewise_centered_move_on_the_prior(trace_coordinatewise):
     _check_moments(trace_coordinatewise)
     info = trace_coordinatewise.info
@@ -142,6 +148,8 @@ def _check_moments(trace):
             assert mcse < 0.05 * math.sqrt(COV[j, j]) * (1 if name == "mean" else 3), f"{name}[{j}]: no power"
 
 
+@pytest.mark.heavy
+@pytest.mark.ci  # a statistical run: in CI's `make test-ci`, out of the fast loop
 def test_info_and_parameters(trace):
     info = trace.info
     evals = np.asarray(info.num_evals)

@@ -16,6 +16,9 @@ from psample.errors import ModelError
 from psample.models import lorenz_bridge as lb
 from psample.targets import from_numpyro, noncentered
 
+# The 92-site model built and compared with the gym's: in CI's `make test-ci`, out of the fast developer loop.
+pytestmark = [pytest.mark.heavy, pytest.mark.ci]
+
 DATA = lb.convection_lorenz_bridge_data()
 NAMES = lb.state_site_names(30)
 #: a short bridge (6 steps, the middle two missing) for the identities, which hold at any length

@@ -9,8 +9,12 @@ arguments whose compile-cache owner is the untuned sampler, so running the same 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import psample
+
+# Adapted runs compiled end to end: in CI's `make test-ci`, out of the fast developer loop.
+pytestmark = [pytest.mark.heavy, pytest.mark.ci]
 
 VARIANCES = jnp.arange(1.0, 4.0)
 

@@ -22,6 +22,9 @@ import psample
 import psample.numpyro
 from psample.models.schools import eight_schools, eight_schools_model
 
+# Whole runs compiled per module fixture: in CI's `make test-ci`, out of the fast developer loop.
+pytestmark = [pytest.mark.heavy, pytest.mark.ci]
+
 NUM_CHAINS, NUM_DRAWS = 4, 200
 
 
