@@ -68,6 +68,10 @@ class Target:
         :func:`arviz.from_numpyro`; sites not named get ArviZ's ``{site}_dim_{i}``.
     coords
         ``{dim: values}`` (default ``0..n-1``), as in :func:`arviz.from_numpyro`.
+    latent_gaussian_fn
+        ``(latent_sites=None) -> LatentGaussian``: :func:`latent_gaussian` of the NumPyro model
+        this target wraps (``None`` sites: the hierarchical ``Normal`` sites, found), for
+        :func:`psample.partially_noncentered_polar_slice`; ``None`` for other targets.
     """
 
     logdensity_fn: Callable[[Any], jax.Array]
@@ -84,6 +88,7 @@ class Target:
     constant_data: dict | None = None
     dims: dict | None = None
     coords: dict | None = None
+    latent_gaussian_fn: Callable[..., Any] | None = None
 
     def initial_positions(self, rng_key: jax.Array, num_chains: int):
         """Draw initial positions for ``num_chains`` chains (leading axis ``(num_chains, ...)``)."""
@@ -255,6 +260,7 @@ def from_numpyro(model, *args, init_strategy=None, coords=None, dims=None, **kwa
         logprior_fn=logprior_fn,
         loglikelihood_fn=loglikelihood_fn,
         prior_sample_fn=prior_sample_fn,
+        latent_gaussian_fn=lambda latent_sites=None: latent_gaussian(model, latent_sites, *args, **kwargs),
         **arviz,
     )
 
@@ -549,7 +555,48 @@ class LatentGaussian(NamedTuple):
     likelihood_free: bool
 
 
-def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
+def _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names) -> list:
+    """The latent ``Normal`` sites whose location or scale depends on other sites, but not on one another.
+
+    Probed at two points of the unconstrained space: a site whose prior moves when every
+    coordinate moves depends on some site; of those, one whose prior moves when only those sites
+    move depends on another of them (a chain of latents) and is left to the hyperparameters.
+    """
+    import numpy as np
+    import numpyro.distributions as dist
+    from numpyro.handlers import seed, substitute, trace
+    from numpyro.infer.util import constrain_fn, unconstrain_fn
+
+    from psample.errors import ModelError
+
+    candidates = [n for n in latent_names if isinstance(_base_distribution(model_trace[n]["fn"]), dist.Normal)]
+    example = unconstrain_fn(model, args, kwargs, {n: model_trace[n]["value"] for n in latent_names})
+    flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(float)), example))
+    layout = unravel(jnp.arange(flat.shape[0]))
+
+    def prior_of(position):
+        sites = trace(substitute(seed(model, 0), data=constrain_fn(model, args, kwargs, unravel(position))))
+        sites = sites.get_trace(*args, **kwargs)
+        return {n: (np.asarray(_base_distribution(sites[n]["fn"]).loc), np.asarray(_base_distribution(sites[n]["fn"]).scale))
+                for n in candidates}  # fmt: skip
+
+    def moved(a, b):
+        return {n for n in candidates if not (np.allclose(a[n][0], b[n][0]) and np.allclose(a[n][1], b[n][1]))}
+
+    probe = jnp.linspace(-0.3, 0.7, flat.shape[0])
+    at_probe = prior_of(probe)
+    depends = moved(at_probe, prior_of(probe + 0.37))  # every coordinate moved
+    dependent = [n for n in candidates if n in depends]
+    dependent_idx = np.concatenate([np.asarray(layout[n]).ravel() for n in dependent]) if dependent else []
+    chained = moved(at_probe, prior_of(probe.at[jnp.asarray(dependent_idx, int)].add(1.0)))
+    names = [n for n in dependent if n not in chained]
+    if not names:
+        raise ModelError("latent_gaussian: the model has no latent Normal site whose location or scale depends on "
+                         f"other sites (latent sites: {latent_names}); name the sites to use")
+    return names
+
+
+def latent_gaussian(model, latent_sites=None, *args, **kwargs) -> LatentGaussian:
     """The flat layout and prior ``N(m(v), diag s(v)²)`` of a NumPyro model's Normal latent sites.
 
     What :func:`psample.fit_partial_noncentering` needs from a model (with
@@ -563,7 +610,9 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
     model
         A NumPyro model, written centred (the latents drawn from ``Normal(loc, scale)``).
     latent_sites
-        Names of the latent sites.
+        Names of the latent sites; ``None``: every latent ``Normal`` site whose location or scale
+        depends on other sites but not on another such site (found by probing the model at two
+        points).
     *args, **kwargs
         The model's arguments, as for :func:`from_numpyro`.
 
@@ -582,9 +631,12 @@ def latent_gaussian(model, latent_sites, *args, **kwargs) -> LatentGaussian:
     from numpyro.handlers import seed, substitute, trace
     from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
 
-    names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
     model_trace = trace(seed(model, 0)).get_trace(*args, **kwargs)
     latent_names = [n for n, s in model_trace.items() if s["type"] == "sample" and not s.get("is_observed")]
+    if latent_sites is None:
+        names = _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names)
+    else:
+        names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
     for name in names:
         site = model_trace.get(name)
         if site is None or site["type"] != "sample" or site.get("is_observed"):

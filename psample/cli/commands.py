@@ -85,12 +85,16 @@ _OTHER_COMMANDS = {
     ),
 }
 
+#: The built-in model a chain sampler's listed command names, where the default (eight schools,
+#: non-centred) is not one it applies to.
+_RUN_MODEL = {"logconcave_chain": " --model two_mode_mixture", "partially_noncentered_polar_slice": " --model radon"}
+
 #: Every sampler of ``psample samplers``: name -> the command that runs it and its description;
 #: the chain samplers of ``psample run`` first (from :data:`psample.cli.run.SAMPLERS`).
 SAMPLER_COMMANDS: dict[str, SamplerCommand] = {
     **{
         name: SamplerCommand(
-            f"psample run --sampler {name}" + (" --model two_mode_mixture" if name == "logconcave_chain" else ""),
+            f"psample run --sampler {name}" + _RUN_MODEL.get(name, ""),
             entry.description,
         )
         for name, entry in SAMPLERS.items()
@@ -122,9 +126,10 @@ def _cmd_models(_args) -> int:
 
 def _cmd_samplers(_args) -> int:
     width = max(len(entry.command) for entry in SAMPLER_COMMANDS.values())
-    print(f"{'sampler':20s} {'command':{width}s} description")
+    names = max(len(name) for name in SAMPLER_COMMANDS)
+    print(f"{'sampler':{names}s} {'command':{width}s} description")
     for name, entry in SAMPLER_COMMANDS.items():
-        print(f"{name:20s} {entry.command:{width}s} {entry.description}")
+        print(f"{name:{names}s} {entry.command:{width}s} {entry.description}")
     return 0
 
 

@@ -54,6 +54,17 @@ def _flow_polar_slice(target):
     return psample.flow_polar_slice(target.logdensity_fn, w=target.hints.get("polar_slice_w", 1.0))
 
 
+def _partially_noncentered_polar_slice(target):
+    import psample
+    from psample.errors import ModelError
+
+    if target.latent_gaussian_fn is None:
+        raise ModelError(f"partially_noncentered_polar_slice needs a NumPyro model with hierarchical Normal latent "
+                         f"sites, and {target.name!r} is not a NumPyro model")
+    # The latents: every Normal site whose prior depends on other sites (psample.latent_gaussian finds them).
+    return psample.partially_noncentered_polar_slice(target.logdensity_fn, target.latent_gaussian_fn())
+
+
 def _hit_and_run_slice(target):
     import blackjax
 
@@ -87,6 +98,11 @@ SAMPLERS = {
         "polar slice sampling in the base space of a RealNVP flow fitted by reverse KL in warm-up (NeuTra); "
         "hierarchical posteriors where one affine map cannot follow the scales",
         _flow_polar_slice,
+    ),
+    "partially_noncentered_polar_slice": SamplerEntry(
+        "polar slice sampling in partially non-centred coordinates fitted in warm-up, for a centred NumPyro "
+        "model's hierarchical Normal latents (radon, sparse regressions)",
+        _partially_noncentered_polar_slice,
     ),
     "hit_and_run_slice": SamplerEntry(
         "BlackJAX hit-and-run uniform slice sampling (the paper's HRUSS baseline)", _hit_and_run_slice

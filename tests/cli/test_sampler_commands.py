@@ -17,6 +17,7 @@ from psample.cli.commands import SAMPLER_COMMANDS
 TINY = {
     "run": ["--chains", "2", "--draws", "20", "--warmup", "0"],
     "logconcave_chain": ["--chains", "2", "--draws", "3"],
+    "partially_noncentered_polar_slice": ["--chains", "2", "--draws", "20", "--warmup", "30"],  # its two stages
     "admm": ["--chains", "2", "--draws", "20", "--warmup", "0"],
     "tempered_smc": ["--model", "conjugate_gaussian", "--particles", "50", "--replicates", "2", "--mcmc", "rwm",
                      "--mcmc-steps", "1"],

@@ -87,3 +87,30 @@ def test_bad_input_is_named(model_target_latents):
     sampler = psample.partially_noncentered_polar_slice(target.logdensity_fn, latents)
     with pytest.raises(InvalidTuningError, match="at least 10 steps"):
         sampler.adaptation.run(jax.random.key(0), target.initial_positions(jax.random.key(1), 2), 15)
+
+
+def test_the_hierarchical_latents_are_found(model_target_latents):
+    import numpyro
+    import numpyro.distributions as dist
+
+    from psample.errors import ModelError
+
+    model, target, latents = model_target_latents
+    found = target.latent_gaussian_fn()  # psample.latent_gaussian(model) with the sites found: h
+    np.testing.assert_array_equal(found.latent_indices, latents.latent_indices)
+    np.testing.assert_array_equal(found.hyper_indices, latents.hyper_indices)
+
+    def chain_of_latents():  # a's prior depends on (mu, tau), b's on a: a is the latent, b left to the rest
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+        a = numpyro.sample("a", dist.Normal(mu, tau).expand([3]).to_event(1))
+        numpyro.sample("b", dist.Normal(a, 1.0).to_event(1))
+
+    chained = psample.latent_gaussian(chain_of_latents)
+    assert len(chained.latent_indices) == 3 and len(chained.hyper_indices) == 5
+
+    def flat():  # no prior depends on another site
+        numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    with pytest.raises(ModelError, match="no latent Normal site whose location or scale depends"):
+        psample.latent_gaussian(flat)
