@@ -491,9 +491,13 @@ def resume(
         # A run stopped during its warm-up adaptation continues it: from the saved carry, or from
         # the initial positions when no chunk of it had completed.
         adapting = getattr(plan, "adapt", False) and saved.parameters is None and saved.steps_done < plan.num_warmup
-        if adapting and not (
-            provides_adaptation(algorithm) and is_stepwise(algorithm.adaptation)
-        ):
+        if adapting and provides_adaptation(algorithm) and not is_stepwise(algorithm.adaptation):
+            raise CheckpointError(
+                f"the run in {str(checkpoint)!r} was stopped during its warm-up adaptation, and this algorithm "
+                "adapts in one call (its adaptation has no step-wise init/step/final), so no part of it was "
+                "kept: start the run again"
+            )
+        if adapting and not provides_adaptation(algorithm):
             raise CheckpointError(
                 f"the run in {str(checkpoint)!r} was stopped during its warm-up adaptation, and this algorithm "
                 "has no step-wise adaptation to continue it: resume with the sampler the run was started with"

@@ -324,6 +324,28 @@ def test_ctrl_c_during_adaptation_returns_it_and_resume_continues_bit_for_bit(tm
         np.testing.assert_array_equal(np.asarray(resumed.parameters[name]), np.asarray(whole.parameters[name]))
 
 
+@pytest.mark.heavy
+def test_resume_during_warmup_with_a_one_call_adaptation_says_nothing_of_it_was_kept(tmp_path, ctrl_c_after):
+    """A run stopped during warm-up cannot be continued by an algorithm whose adaptation has a
+    ``run`` only (e.g. ``psample.partially_noncentered_polar_slice``): resume says so."""
+    from typing import Callable, NamedTuple
+
+    from psample.errors import CheckpointError
+
+    class RunOnly(NamedTuple):
+        run: Callable
+
+    positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
+    path = tmp_path / "run.zarr"
+    ctrl_c_after(1)
+    stopped = psample.sample(ADAPTIVE, positions, jax.random.key(3), 20, num_warmup=40, progress=False,
+                             checkpoint=path, chunk_size=10)  # fmt: skip
+    assert stopped.interrupted and stopped.num_draws == 0
+    one_call = ADAPTIVE._replace(adaptation=RunOnly(ADAPTIVE.adaptation.run))
+    with pytest.raises(CheckpointError, match="adapts in one call .* no part of it was kept: start the run again"):
+        psample.resume(path, one_call, progress=False)
+
+
 def test_ctrl_c_during_burn_in_returns_the_state_so_far(ctrl_c_after):
     positions = SHIFT + jax.random.normal(jax.random.key(1), (4, D))
     algorithm = FIXED_W
