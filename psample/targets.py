@@ -555,7 +555,22 @@ class LatentGaussian(NamedTuple):
     likelihood_free: bool
 
 
-def _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names) -> list:
+def _normal_priors(model, args, kwargs, unravel, flat_position, names) -> dict:
+    """``{site: (loc, scale)}`` of the named ``Normal`` sites at a flat unconstrained position,
+    each broadcast to the site's shape and flattened."""
+    from numpyro.handlers import seed, substitute, trace
+    from numpyro.infer.util import constrain_fn
+
+    params = constrain_fn(model, args, kwargs, unravel(flat_position))
+    sites = trace(substitute(seed(model, 0), data=params)).get_trace(*args, **kwargs)
+    priors = {}
+    for name in names:
+        fn, shape = _base_distribution(sites[name]["fn"]), jnp.shape(sites[name]["value"])
+        priors[name] = (jnp.broadcast_to(fn.loc, shape).ravel(), jnp.broadcast_to(fn.scale, shape).ravel())
+    return priors
+
+
+def _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names, unravel, layout) -> list:
     """The latent ``Normal`` sites whose location or scale depends on other sites, but not on one another.
 
     Probed at two points of the unconstrained space: a site whose prior moves when every
@@ -564,26 +579,18 @@ def _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names) -
     """
     import numpy as np
     import numpyro.distributions as dist
-    from numpyro.handlers import seed, substitute, trace
-    from numpyro.infer.util import constrain_fn, unconstrain_fn
 
     from psample.errors import ModelError
 
     candidates = [n for n in latent_names if isinstance(_base_distribution(model_trace[n]["fn"]), dist.Normal)]
-    example = unconstrain_fn(model, args, kwargs, {n: model_trace[n]["value"] for n in latent_names})
-    flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(float)), example))
-    layout = unravel(jnp.arange(flat.shape[0]))
 
     def prior_of(position):
-        sites = trace(substitute(seed(model, 0), data=constrain_fn(model, args, kwargs, unravel(position))))
-        sites = sites.get_trace(*args, **kwargs)
-        return {n: (np.asarray(_base_distribution(sites[n]["fn"]).loc), np.asarray(_base_distribution(sites[n]["fn"]).scale))
-                for n in candidates}  # fmt: skip
+        return _normal_priors(model, args, kwargs, unravel, position, candidates)
 
     def moved(a, b):
         return {n for n in candidates if not (np.allclose(a[n][0], b[n][0]) and np.allclose(a[n][1], b[n][1]))}
 
-    probe = jnp.linspace(-0.3, 0.7, flat.shape[0])
+    probe = jnp.linspace(-0.3, 0.7, sum(np.asarray(index).size for index in layout.values()))
     at_probe = prior_of(probe)
     depends = moved(at_probe, prior_of(probe + 0.37))  # every coordinate moved
     dependent = [n for n in candidates if n in depends]
@@ -628,13 +635,18 @@ def latent_gaussian(model, latent_sites=None, *args, **kwargs) -> LatentGaussian
     """
     import numpy as np
     import numpyro.distributions as dist
-    from numpyro.handlers import seed, substitute, trace
-    from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
+    from numpyro.handlers import seed, trace
+    from numpyro.infer.util import potential_energy, unconstrain_fn
 
     model_trace = trace(seed(model, 0)).get_trace(*args, **kwargs)
     latent_names = [n for n, s in model_trace.items() if s["type"] == "sample" and not s.get("is_observed")]
+    # the unconstrained layout, as from_numpyro's positions hold it (a simplex site has one entry
+    # fewer unconstrained than constrained, for example)
+    example = unconstrain_fn(model, args, kwargs, {n: model_trace[n]["value"] for n in latent_names})
+    flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(float)), example))
+    layout = unravel(jnp.arange(flat.shape[0]))
     if latent_sites is None:
-        names = _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names)
+        names = _hierarchical_normal_sites(model, args, kwargs, model_trace, latent_names, unravel, layout)
     else:
         names = [latent_sites] if isinstance(latent_sites, str) else list(latent_sites)
     for name in names:
@@ -644,23 +656,12 @@ def latent_gaussian(model, latent_sites=None, *args, **kwargs) -> LatentGaussian
                              f"(latent sites: {latent_names})")
         if not isinstance(_base_distribution(site["fn"]), dist.Normal):
             raise ModelError(f"latent_gaussian: site {name!r} is a {type(site['fn']).__name__}, not a Normal")
-    # the unconstrained layout, as from_numpyro's positions hold it (a simplex site has one entry
-    # fewer unconstrained than constrained, for example)
-    example = unconstrain_fn(model, args, kwargs, {n: model_trace[n]["value"] for n in latent_names})
-    flat, unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(float)), example))
-    layout = unravel(jnp.arange(flat.shape[0]))
     latent_idx = np.concatenate([np.asarray(layout[n]).ravel() for n in names]).astype(int)
     hyper_idx = np.setdiff1d(np.arange(flat.shape[0]), latent_idx)
 
     def loc_scale_at(flat_position):
-        params = constrain_fn(model, args, kwargs, unravel(flat_position))
-        sites = trace(substitute(seed(model, 0), data=params)).get_trace(*args, **kwargs)
-        locs, scales = [], []
-        for name in names:
-            fn, shape = _base_distribution(sites[name]["fn"]), jnp.shape(sites[name]["value"])
-            locs.append(jnp.broadcast_to(fn.loc, shape).ravel())
-            scales.append(jnp.broadcast_to(fn.scale, shape).ravel())
-        return jnp.concatenate(locs), jnp.concatenate(scales)
+        priors = _normal_priors(model, args, kwargs, unravel, flat_position, names)
+        return jnp.concatenate([priors[n][0] for n in names]), jnp.concatenate([priors[n][1] for n in names])
 
     def loc_scale(v):
         return loc_scale_at(jnp.zeros(flat.shape[0], v.dtype).at[hyper_idx].set(v))

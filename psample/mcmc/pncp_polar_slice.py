@@ -183,6 +183,7 @@ def partially_noncentered_polar_slice(
     hyper_idx = jnp.asarray(latents.hyper_indices)
     latent_idx = jnp.asarray(latents.latent_indices)
     hyper_list = [int(i) for i in latents.hyper_indices]
+    latent_list = [int(i) for i in latents.latent_indices]
 
     def flat_logdensity(unravel):
         return lambda y: logdensity_fn(unravel(y))
@@ -251,8 +252,8 @@ def partially_noncentered_polar_slice(
             ys = jax.vmap(pncp.to_centered)(states.position)
             if stage < num_fits:  # fit at the adapted centre, in centred coordinates
                 fit = fit_partial_noncentering(flat_logdensity(unravel), pncp.to_centered(inner_parameters["center"]),
-                                               hyper_list, [int(i) for i in latents.latent_indices],
-                                               latents.loc_scale, newton_steps=newton_steps)  # fmt: skip
+                                               hyper_list, latent_list, latents.loc_scale,
+                                               newton_steps=newton_steps)  # fmt: skip
                 diagonal = bool(jnp.all(fit.curvature == jnp.diag(jnp.diag(fit.curvature))))
                 H = jnp.diag(fit.curvature) if diagonal else fit.curvature
                 b = fit.linear

@@ -10,17 +10,14 @@ over the checks).
 
 from __future__ import annotations
 
-import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 import psample
 from psample.errors import InvalidTuningError
-from tests.mcmc.test_partial_noncentering import K, MIX, _exact_moments, _numpyro_hierarchy
+from tests.mcmc.test_partial_noncentering import K, MIX, _numpyro_hierarchy, assert_moments_match_the_exact_posterior
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +39,7 @@ def test_draws_match_the_exact_posterior(model_target_latents, hyper_move):
     draws = trace.positions  # the model's unconstrained sites, (C, T, ...)
     columns = np.concatenate([np.asarray(draws["mu"])[..., None], np.asarray(draws["log_tau"])[..., None],
                               np.asarray(draws["h"])], axis=-1)  # (C, T, 2 + K): _exact_moments' order
-    mean, second = _exact_moments(np.asarray(MIX))
-    z = float(stats.norm.ppf(1.0 - 0.001 / (2 * 2 * (2 + K))))  # Bonferroni, 0.1 % family-wise
-    for j in range(2 + K):
-        for name, values, exact in (("mean", columns[..., j], mean[j]), ("second moment", columns[..., j] ** 2,
-                                                                         second[j])):
-            chain_means = values.mean(axis=1)
-            estimate, mcse = chain_means.mean(), chain_means.std(ddof=1) / math.sqrt(num_chains)
-            assert abs(estimate - exact) <= z * mcse, f"{name}[{j}]: {estimate:.4f} vs {exact:.4f} (MCSE {mcse:.1e})"
-            spread = math.sqrt(max(second[j] - mean[j] ** 2, 1e-12))
-            assert mcse < 0.1 * spread * (1 if name == "mean" else 4 * (abs(mean[j]) + spread)), f"{name}[{j}]: no power"
+    assert_moments_match_the_exact_posterior(columns, MIX)
     assert int(np.sum(np.asarray(trace.info.num_nonfinite))) == 0
 
 
